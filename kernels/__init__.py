@@ -1,0 +1,4 @@
+"""Kernels, registered per family and form. Importing this package registers the native kernels."""
+from .registry import KernelInfo, current_device, get_kernel, kernels, register_kernel, select_kernel
+
+__all__ = ["KernelInfo", "current_device", "get_kernel", "kernels", "register_kernel", "select_kernel"]

@@ -1,0 +1,81 @@
+"""Kernel registry: each kernel says what it supports; the scheduler only picks what applies.
+
+A kernel family (``"mlstm"``) has forms (``"chunkwise"``, ``"sequence"``, ``"step"``). Several
+implementations of one form may exist (native MLX ops, a fused CUDA or Metal kernel); the
+scheduler picks the available one with the highest priority that supports the call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import mlx.core as mx
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    family: str
+    form: str
+    name: str
+    fn: Callable = field(compare=False, repr=False)
+    backend: str = "native"  # "native" | "cuda" | "metal"
+    devices: frozenset = frozenset({"cpu", "gpu"})
+    dtypes: frozenset = frozenset({"float32", "float16", "bfloat16"})
+    returns_state: bool = True
+    supports_mask: bool = True
+    max_head_dim: int | None = None
+    priority: int = 0
+    is_available: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
+    doc: str = ""
+
+    def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = ()) -> str | None:
+        """``None`` when this kernel applies, else the reason it does not."""
+        if not self.is_available():
+            return f"{self.backend} backend is not available on this machine"
+        if device not in self.devices:
+            return f"runs on {sorted(self.devices)}, not {device}"
+        if dtype not in self.dtypes:
+            return f"supports dtypes {sorted(self.dtypes)}, not {dtype}"
+        if self.max_head_dim is not None and any(d > self.max_head_dim for d in head_dims):
+            return f"head dims {head_dims} exceed {self.max_head_dim}"
+        return None
+
+
+_KERNELS: dict[tuple[str, str], KernelInfo] = {}
+
+
+def register_kernel(info: KernelInfo) -> KernelInfo:
+    key = (info.family, info.name)
+    if key in _KERNELS and _KERNELS[key] != info:
+        raise ValueError(f"kernel {info.family}/{info.name} is already registered")
+    _KERNELS[key] = info
+    return info
+
+
+def kernels(family: str | None = None, form: str | None = None) -> list[KernelInfo]:
+    out = [k for k in _KERNELS.values() if (family is None or k.family == family) and (form is None or k.form == form)]
+    return sorted(out, key=lambda k: (-k.priority, k.name))
+
+
+def get_kernel(family: str, name: str) -> KernelInfo:
+    try:
+        return _KERNELS[(family, name)]
+    except KeyError:
+        known = ", ".join(k.name for k in kernels(family)) or "none"
+        raise KeyError(f"no {family} kernel named {name!r}; registered: {known}") from None
+
+
+def current_device() -> str:
+    return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
+
+
+def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims: tuple[int, ...] = ()) -> KernelInfo:
+    """The best available kernel of ``family``/``form`` for the call; a clear error if none applies."""
+    reasons = []
+    for k in kernels(family, form):
+        why = k.supports(device=device, dtype=dtype, head_dims=head_dims)
+        if why is None:
+            return k
+        reasons.append(f"{k.name}: {why}")
+    detail = "; ".join(reasons) or "none registered"
+    raise LookupError(f"no {family} {form} kernel applies (device={device}, dtype={dtype}): {detail}")
