@@ -1,0 +1,151 @@
+"""``xlstm-metal <command>``: each command is a thin function over the library's layers."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+COMMANDS: dict[str, tuple[Callable, Callable, str]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``fn(args)`` as a sub-command; ``configure(parser)`` adds its arguments."""
+    def wrap(configure):
+        def deco(fn):
+            COMMANDS[name] = (configure, fn, help)
+            return fn
+        return deco
+    return wrap
+
+
+# ---------------------------------------------------------------------- schema
+def _schema_args(p):
+    p.add_argument("-o", "--output", help="write the JSON Schema to this file (default: stdout)")
+
+
+@command("schema", "write the JSON Schema of the wiring-spec format")(_schema_args)
+def cmd_schema(args) -> int:
+    from .spec.schema import write_schema
+
+    text = write_schema(args.output)
+    if not args.output:
+        print(text)
+    else:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- specs
+@command("specs", "list the wiring specs shipped with the package")(lambda p: None)
+def cmd_specs(args) -> int:
+    from .spec import load_spec, shipped_spec_path, shipped_specs
+
+    for name in shipped_specs():
+        spec = load_spec(shipped_spec_path(name))
+        print(f"{name:28s} {spec.description}")
+    return 0
+
+
+# ---------------------------------------------------------------------- plan
+def _plan_args(p):
+    p.add_argument("spec", help="spec file or shipped spec name (see `xlstm-metal specs`)")
+    p.add_argument("--seq-len", type=int, default=1024, help="input length to plan for (default 1024)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--format", default="table", choices=["table", "mermaid", "dot", "json"])
+    p.add_argument("--device", choices=["cpu", "gpu"], help="plan for this device (default: MLX's default)")
+
+
+@command("plan", "print the execution plan (or a picture of the graph) for a spec")(_plan_args)
+def cmd_plan(args) -> int:
+    from .graph import build_graph
+    from .plan import make_plan
+    from .render import to_dot, to_mermaid
+
+    graph = build_graph(args.spec)  # blocks are lazy MLX modules: the 7B spec allocates nothing here
+    plan = make_plan(graph, args.seq_len, device=args.device, dtype=args.dtype)
+    if args.format == "table":
+        print(plan)
+        print(f"\nparameters: {graph.num_parameters():,}")
+    elif args.format == "mermaid":
+        print(to_mermaid(graph, plan), end="")
+    elif args.format == "dot":
+        print(to_dot(graph, plan), end="")
+    else:
+        print(json.dumps(plan.to_dict(), indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------- run
+def _run_args(p):
+    p.add_argument("spec", help="spec file or shipped spec name")
+    p.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="comma-separated prompt token ids")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+@command("run", "build a spec with random weights, prefill token ids and decode greedily")(_run_args)
+def cmd_run(args) -> int:
+    import time
+
+    import mlx.core as mx
+
+    from .runner import xLSTMRunner
+
+    runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
+    prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
+    t0 = time.perf_counter()
+    logits, state = runner(prompt, logits="last")
+    mx.eval(logits, state.arrays())
+    t1 = time.perf_counter()
+    out = []
+    tok = mx.argmax(logits[:, -1], axis=-1)
+    for _ in range(args.max_tokens):
+        out.append(int(tok.item()))
+        logits, state = runner(tok[:, None], state)
+        tok = mx.argmax(logits[:, -1], axis=-1)
+    t2 = time.perf_counter()
+    print(runner.plan(len(prompt)))
+    print(f"\nprompt {prompt} → generated {out}")
+    print(f"prefill {len(prompt) / (t1 - t0):.1f} tok/s, decode {args.max_tokens / max(t2 - t1, 1e-9):.1f} tok/s, "
+          f"state {state.nbytes / 1024:.1f} KiB")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Import the optional command modules so that they register themselves.
+    for mod in ("cli_generate", "cli_checkpoint", "cli_verify", "cli_train"):
+        try:
+            __import__(f"xlstm_metal.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"xlstm_metal.{mod}":
+                raise
+    parser = argparse.ArgumentParser(prog="xlstm-metal", description="Author, run and verify xLSTM models on MLX.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (configure, fn, help) in sorted(COMMANDS.items()):
+        p = sub.add_parser(name, help=help, description=help)
+        if configure:
+            configure(p)
+        p.set_defaults(_fn=fn)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_fn", None):
+        parser.print_help()
+        return 2
+    from .runtime import NodeExecutionError
+    from .spec import SpecError
+
+    try:
+        return int(args._fn(args) or 0)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (NodeExecutionError, FileNotFoundError, ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

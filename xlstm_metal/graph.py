@@ -1,0 +1,239 @@
+"""Spec → ``networkx.DiGraph`` of block instances with statically inferred tensor types.
+
+Every node of the graph carries ``block_cls``, ``params`` (the validated block parameters),
+``block`` (the ``mlx.nn.Module``, created lazily: MLX does not allocate until evaluated),
+``in_types`` / ``out_type`` and the ``ResolvedNode`` it came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import networkx as nx
+from pydantic import ValidationError
+
+from xlstm_metal.blocks import Block, ShapeError, TensorType, block_types
+from xlstm_metal.kernels import kernels as registered_kernels
+
+from .spec import ExpandedSpec, ResolvedNode, SpecError, SpecIssue, load_spec
+from .spec.errors import did_you_mean
+from .spec.model import KERNEL_CHOICES
+
+
+@dataclass
+class ModelGraph:
+    """A validated architecture: the DAG, its topological order, inputs and outputs."""
+
+    graph: nx.DiGraph
+    spec: ExpandedSpec
+    order: list[str]
+    inputs: list[str]
+    outputs: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self.graph.nodes[name]
+
+    def block(self, name: str) -> Block:
+        return self.graph.nodes[name]["block"]
+
+    def compute_nodes(self) -> list[str]:
+        return [n for n in self.order if n not in self.inputs]
+
+    def stateful_nodes(self) -> list[str]:
+        return [n for n in self.compute_nodes() if self.node(n)["block_cls"].stateful]
+
+    def lint(self) -> list[str]:
+        """Structural checks in the spirit of ``torch.fx.Graph.lint``; returns problems (empty = fine)."""
+        problems = []
+        position = {n: k for k, n in enumerate(self.order)}
+        if set(position) != set(self.graph.nodes):
+            problems.append("topological order does not cover every node")
+        for u, v in self.graph.edges:
+            if position.get(u, -1) >= position.get(v, -1):
+                problems.append(f"'{v}' uses '{u}' before it is defined")
+        for n in self.compute_nodes():
+            data = self.node(n)
+            if list(self.graph.predecessors(n)) and len(data["spec"].inputs) == 0:
+                problems.append(f"'{n}' has edges but no declared inputs")
+            for src in data["spec"].inputs:
+                if src not in self.graph:
+                    problems.append(f"'{n}' reads '{src}', which is not in the graph")
+        for o in self.outputs:
+            if o not in self.graph:
+                problems.append(f"output '{o}' is not in the graph")
+        if not nx.is_directed_acyclic_graph(self.graph):
+            problems.append("graph has a cycle")
+        dead = [n for n in self.compute_nodes() if not any(nx.has_path(self.graph, n, o) for o in self.outputs)]
+        if dead:
+            problems.append(f"nodes that reach no output: {', '.join(dead)}")
+        return problems
+
+    def num_parameters(self) -> int:
+        from mlx.utils import tree_flatten
+
+        total = 0
+        for n in self.compute_nodes():
+            total += sum(v.size for _, v in tree_flatten(self.block(n).parameters()))
+        return total
+
+    def table(self) -> str:
+        rows = [("node", "type", "inputs", "output")]
+        for n in self.order:
+            d = self.node(n)
+            rows.append((n, d.get("type", "input"), ", ".join(d["spec"].inputs) if d.get("spec") else "", str(d["out_type"])))
+        return _format_table(rows)
+
+    def __str__(self) -> str:
+        return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + self.table()
+
+
+def _format_table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, params_cls) -> list[SpecIssue]:
+    issues = []
+    known = list(params_cls.model_fields)
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        fld = str(loc[0]) if loc else None
+        raw = node.params.get(fld) if fld else None
+        hint = None
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown parameter for block type '{node.type}'"
+            hint = did_you_mean(fld, known) or (f"parameters of '{node.type}': {', '.join(known)}" if known else f"'{node.type}' takes no parameters")
+        elif err["type"] == "missing":
+            msg = f"required parameter of block type '{node.type}' is missing"
+            info = params_cls.model_fields.get(fld)
+            if info is not None and info.description:
+                hint = f"{fld}: {info.description}"
+        else:
+            msg = f"{err['msg']} (got {raw!r})"
+            if isinstance(raw, str):
+                hint = did_you_mean(raw, spec.dims) or (f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
+        issues.append(spec.issue(msg, path=node.path + ((fld,) if fld else ()), node=node.name, field=fld, hint=hint))
+    return issues
+
+
+def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
+    """Compile a wiring spec (path, YAML text, dict or ``ExpandedSpec``) into a ``ModelGraph``.
+
+    Raises ``SpecError`` listing every problem found (unknown types, bad parameters, dangling
+    inputs, cycles, shape mismatches). ``materialize=False`` skips creating the MLX modules.
+    """
+    spec = spec_or_path if isinstance(spec_or_path, ExpandedSpec) else load_spec(spec_or_path)
+    registry = block_types()
+    g = nx.DiGraph()
+    issues: list[SpecIssue] = []
+    index = {}
+    for name in spec.inputs:
+        g.add_node(name, type="input", out_type=TensorType.tokens(), spec=None, block=None, block_cls=None)
+        index[name] = -1
+    for k, node in enumerate(spec.nodes):
+        index[node.name] = k
+        cls = registry.get(node.type)
+        if cls is None:
+            issues.append(spec.issue(f"unknown block type '{node.type}'", path=node.path + ("type",), node=node.name, field="type",
+                                     hint=did_you_mean(node.type, registry) or f"known types: {', '.join(registry)}"))
+            continue
+        try:
+            params = cls.Params.model_validate(node.params)
+        except ValidationError as exc:
+            issues.extend(_param_issue(exc, spec, node, cls.Params))
+            continue
+        arity = cls.num_inputs
+        if (arity is not None and len(node.inputs) != arity) or (arity is None and len(node.inputs) < 2):
+            want = f"exactly {arity}" if arity is not None else "at least 2"
+            issues.append(spec.issue(f"block type '{node.type}' takes {want} input(s), got {len(node.inputs)}",
+                                     path=node.path + ("inputs",), node=node.name, field="inputs"))
+        issues.extend(_check_overrides(spec, node, cls))
+        g.add_node(node.name, type=node.type, block_cls=cls, params=params, spec=node, block=None)
+    if issues:
+        raise SpecError(issues)
+    for node in spec.nodes:
+        for src in node.inputs:
+            g.add_edge(src, node.name)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [u for u, _ in cycle] + [cycle[0][0]]
+        first = g.nodes[names[0]]["spec"]
+        raise SpecError(spec.issue(f"the graph has a cycle: {' -> '.join(names)}", path=first.path + ("inputs",), node=names[0], field="inputs",
+                                   hint="a node cannot depend on its own output; carry state through a recurrent block instead"))
+    order = list(nx.lexicographical_topological_sort(g, key=lambda n: index[n]))
+    for name in order:
+        data = g.nodes[name]
+        if data["type"] == "input":
+            continue
+        node: ResolvedNode = data["spec"]
+        in_types = [g.nodes[s]["out_type"] for s in node.inputs]
+        data["in_types"] = in_types
+        try:
+            data["out_type"] = data["block_cls"].infer(data["params"], in_types)
+        except ShapeError as exc:
+            detail = ", ".join(f"{s}: {t}" for s, t in zip(node.inputs, in_types))
+            issues.append(spec.issue(f"{exc} (inputs: {detail})", path=node.path + ((exc.field,) if exc.field else ("inputs",)),
+                                     node=name, field=exc.field or "inputs"))
+            data["out_type"] = TensorType("unknown")
+    for o in spec.outputs:
+        if o in spec.inputs:
+            issues.append(spec.issue(f"output '{o}' is a graph input, not a node", path=("outputs",), field="outputs"))
+    if issues:
+        raise SpecError(issues)
+    _check_name_prefixes(spec)
+    mg = ModelGraph(g, spec, order, list(spec.inputs), list(spec.outputs))
+    if materialize:
+        for name in mg.compute_nodes():
+            d = g.nodes[name]
+            d["block"] = d["block_cls"](d["params"], d["in_types"])
+    return mg
+
+
+def _check_overrides(spec: ExpandedSpec, node: ResolvedNode, cls) -> list[SpecIssue]:
+    issues = []
+    family = cls.kernel_family
+    if node.kernel != "auto":
+        if family is None:
+            issues.append(spec.issue(f"block type '{node.type}' runs no kernel, so 'kernel: {node.kernel}' has no effect",
+                                     path=node.path + ("kernel",), node=node.name, field="kernel", hint="remove the kernel key"))
+        else:
+            names = [k.name for k in registered_kernels(family)]
+            if node.kernel not in KERNEL_CHOICES and node.kernel not in names:
+                choices = list(KERNEL_CHOICES) + names
+                issues.append(spec.issue(f"unknown kernel '{node.kernel}'", path=node.path + ("kernel",), node=node.name, field="kernel",
+                                         hint=did_you_mean(node.kernel, choices) or f"choose one of: {', '.join(choices)}"))
+    if node.chunk_size is not None:
+        if family is None:
+            issues.append(spec.issue(f"block type '{node.type}' is not chunked, so chunk_size has no effect",
+                                     path=node.path + ("chunk_size",), node=node.name, field="chunk_size", hint="remove chunk_size"))
+        elif not isinstance(node.chunk_size, int) or node.chunk_size < 1:
+            issues.append(spec.issue(f"chunk_size must be a positive integer, got {node.chunk_size!r}",
+                                     path=node.path + ("chunk_size",), node=node.name, field="chunk_size"))
+    return issues
+
+
+def _check_name_prefixes(spec: ExpandedSpec) -> None:
+    names = sorted(n.name for n in spec.nodes)
+    for a, b in zip(names, names[1:]):
+        if b.startswith(a + "."):
+            node = next(n for n in spec.nodes if n.name == b)
+            raise SpecError(spec.issue(f"node name '{b}' lies inside node '{a}', so their parameter keys would collide",
+                                       path=node.path + ("name",), node=b, field="name",
+                                       hint=f"rename one of them; '{a}.*' is reserved for the parameters of '{a}'"))
+
+
+def iter_blocks(graph: ModelGraph) -> Iterable[tuple[str, Block]]:
+    for n in graph.compute_nodes():
+        yield n, graph.block(n)

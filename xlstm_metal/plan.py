@@ -1,0 +1,147 @@
+"""The scheduler: (graph, input length, device, overrides) → a printable ``ExecutionPlan``.
+
+Per kernel-using node it picks the form (``step`` for one token, ``sequence`` for a few,
+``chunkwise`` for prefill), the best available implementation of that form from the kernel
+registry, and a chunk size; for long prompts it splits prefill into segments so activation
+memory stays bounded while the recurrent state carries across segment borders exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from xlstm_metal.blocks import TensorType
+from xlstm_metal.kernels import KernelInfo, current_device, get_kernel, select_kernel
+
+from .graph import ModelGraph, _format_table
+from .spec.model import KERNEL_CHOICES
+
+DEFAULT_CHUNK_SIZE = 64
+SEQUENCE_MAX_LEN = 8  # up to this many tokens a step loop beats a chunkwise pass
+DEFAULT_SEGMENT_LEN = 8192  # prefill segment length bounding activation memory
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    node: str
+    type: str
+    inputs: tuple[str, ...]
+    out_type: TensorType
+    kernel: KernelInfo | None = None
+    chunk_size: int | None = None
+    reason: str = ""
+
+    @property
+    def form(self) -> str | None:
+        return self.kernel.form if self.kernel else None
+
+
+@dataclass
+class ExecutionPlan:
+    graph: ModelGraph
+    seq_len: int
+    device: str
+    dtype: str
+    steps: list[PlanStep]
+    segments: list[tuple[int, int]] = field(default_factory=list)
+
+    def step(self, node: str) -> PlanStep:
+        for s in self.steps:
+            if s.node == node:
+                return s
+        raise KeyError(node)
+
+    def kernel_steps(self) -> list[PlanStep]:
+        return [s for s in self.steps if s.kernel is not None]
+
+    def __str__(self) -> str:
+        head = (f"ExecutionPlan for '{self.graph.name}': seq_len={self.seq_len}, device={self.device}, dtype={self.dtype}, "
+                f"{len(self.steps)} nodes")
+        if len(self.segments) > 1:
+            head += f", prefill in {len(self.segments)} segments of ≤{self.segments[0][1] - self.segments[0][0]} tokens"
+        rows = [("#", "node", "type", "inputs", "output", "kernel", "chunk")]
+        for k, s in enumerate(self.steps):
+            kern = f"{s.kernel.name} ({s.kernel.form})" if s.kernel else "-"
+            rows.append((k, s.node, s.type, ", ".join(s.inputs), str(s.out_type), kern, s.chunk_size or "-"))
+        return head + "\n" + _format_table(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "graph": self.graph.name, "seq_len": self.seq_len, "device": self.device, "dtype": self.dtype,
+            "segments": self.segments,
+            "steps": [{"node": s.node, "type": s.type, "inputs": list(s.inputs), "output": str(s.out_type),
+                       "kernel": s.kernel.name if s.kernel else None, "form": s.form, "chunk_size": s.chunk_size,
+                       "reason": s.reason} for s in self.steps],
+        }
+
+
+def auto_form(seq_len: int, sequence_max_len: int = SEQUENCE_MAX_LEN) -> str:
+    if seq_len <= 1:
+        return "step"
+    if seq_len <= sequence_max_len:
+        return "sequence"
+    return "chunkwise"
+
+
+def make_plan(
+    graph: ModelGraph,
+    seq_len: int,
+    *,
+    device: str | None = None,
+    dtype: str = "float32",
+    overrides: dict[str, dict[str, Any]] | None = None,
+    segment_len: int | None = DEFAULT_SEGMENT_LEN,
+    sequence_max_len: int = SEQUENCE_MAX_LEN,
+) -> ExecutionPlan:
+    """Schedule ``graph`` for inputs of ``seq_len`` tokens.
+
+    ``overrides`` maps node names to ``{"kernel": ..., "chunk_size": ...}`` and wins over the
+    spec's own per-node overrides, which win over the automatic choice.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    device = device or current_device()
+    overrides = overrides or {}
+    unknown = set(overrides) - set(graph.compute_nodes())
+    if unknown:
+        raise KeyError(f"overrides name nodes that are not in the graph: {', '.join(sorted(unknown))}")
+    steps = []
+    for name in graph.compute_nodes():
+        data = graph.node(name)
+        cls = data["block_cls"]
+        spec_node = data["spec"]
+        kernel = chunk = None
+        reason = ""
+        if cls.kernel_family:
+            ov = overrides.get(name, {})
+            choice = ov.get("kernel") or spec_node.kernel or "auto"
+            chunk = ov.get("chunk_size") or spec_node.chunk_size or DEFAULT_CHUNK_SIZE
+            head_dims = tuple(getattr(data["block"], "head_dims", ()) or ()) if data["block"] is not None else ()
+            if choice == "auto":
+                form = auto_form(seq_len, sequence_max_len)
+                reason = f"auto: {seq_len} token(s) → {form}"
+            elif choice == "step" and seq_len > 1:
+                form, reason = "sequence", "override step: more than one token runs as a loop of steps"
+            elif choice in KERNEL_CHOICES:
+                form, reason = choice, "override"
+            else:
+                kernel, reason = get_kernel(cls.kernel_family, choice), "override (named kernel)"
+                why = kernel.supports(device=device, dtype=dtype, head_dims=head_dims)
+                if why:
+                    raise LookupError(f"node '{name}' asks for kernel '{choice}', which cannot run here: {why}")
+            if kernel is None:
+                kernel = select_kernel(cls.kernel_family, form, device=device, dtype=dtype, head_dims=head_dims)
+            if kernel.form != "chunkwise":
+                chunk = None
+        steps.append(PlanStep(name, data["type"], tuple(spec_node.inputs), data["out_type"], kernel, chunk, reason))
+    segments = _segments(seq_len, segment_len, [s.chunk_size for s in steps if s.chunk_size])
+    return ExecutionPlan(graph, seq_len, device, dtype, steps, segments)
+
+
+def _segments(seq_len: int, segment_len: int | None, chunks: list[int]) -> list[tuple[int, int]]:
+    if not segment_len or seq_len <= segment_len:
+        return [(0, seq_len)]
+    # Keep segment borders on chunk borders so every segment runs whole chunks.
+    align = max(chunks) if chunks else 1
+    seg = max(align, (segment_len // align) * align)
+    return [(s, min(s + seg, seq_len)) for s in range(0, seq_len, seg)]

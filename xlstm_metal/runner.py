@@ -1,0 +1,180 @@
+"""``xLSTMRunner``: build a model from a spec (or a checkpoint), run it, keep its state, generate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlx.core as mx
+import numpy as np
+
+from .graph import ModelGraph, build_graph
+from .modules import GraphModule, cast_parameters
+from .plan import DEFAULT_SEGMENT_LEN, ExecutionPlan, make_plan
+from .runtime import execute, init_state
+from .state import State
+
+_DTYPES = {"float32": mx.float32, "f32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
+           "float16": mx.float16, "f16": mx.float16}
+
+
+def as_dtype(dtype: Any) -> mx.Dtype:
+    if isinstance(dtype, mx.Dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype)]
+    except KeyError:
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
+
+
+def dtype_name(dtype: mx.Dtype) -> str:
+    return {mx.float32: "float32", mx.bfloat16: "bfloat16", mx.float16: "float16"}[dtype]
+
+
+def as_tokens(tokens: Any) -> mx.array:
+    """Token ids as an int32 ``[B, S]`` array (a flat list or 1-D array is one sequence)."""
+    arr = tokens if isinstance(tokens, mx.array) else mx.array(np.asarray(tokens, dtype=np.int32))
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2:
+        raise ValueError(f"tokens must be [seq_len] or [batch, seq_len], got shape {tuple(arr.shape)}")
+    if arr.shape[1] == 0:
+        raise ValueError("tokens is empty: give at least one token")
+    return arr.astype(mx.int32)
+
+
+class xLSTMRunner:
+    """Runs a ``ModelGraph`` on MLX.
+
+    ``runner(tokens, state) -> (logits, state)`` processes any number of tokens, continuing from
+    ``state`` (``None`` = fresh). Prefill of long inputs runs in segments; single-token decoding
+    runs a compiled function so that a token does not pay Python overhead per block.
+    """
+
+    def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
+                 compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN):
+        self.graph = graph
+        self.model = GraphModule(graph)
+        self.dtype = as_dtype(dtype)
+        if self.dtype != mx.float32:
+            cast_parameters(self.model, self.dtype)
+        self.tokenizer = tokenizer
+        self.config = config or {}
+        self.compile = compile
+        self.segment_len = segment_len
+        self.overrides: dict[str, dict[str, Any]] = {}
+        self._plans: dict[int, ExecutionPlan] = {}
+        self._decode_fn = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_spec(cls, spec: Any, *, dtype: Any = "float32", seed: int | None = 0, **kw) -> "xLSTMRunner":
+        """Build a model with freshly initialised weights from a spec (path, shipped name, YAML, dict)."""
+        if seed is not None:
+            mx.random.seed(seed)
+        return cls(build_graph(spec), dtype=dtype, **kw)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kw) -> "xLSTMRunner":
+        """Load a Hugging Face style directory (config.json, safetensors, tokenizer.json)."""
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(path, **kw)
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, seq_len: int, **kw) -> ExecutionPlan:
+        if kw:
+            return make_plan(self.graph, seq_len, dtype=dtype_name(self.dtype), overrides=self.overrides or None,
+                             segment_len=self.segment_len, **kw)
+        if seq_len not in self._plans:
+            if len(self._plans) > 64:
+                self._plans.clear()
+            self._plans[seq_len] = make_plan(self.graph, seq_len, dtype=dtype_name(self.dtype),
+                                             overrides=self.overrides or None, segment_len=self.segment_len)
+        return self._plans[seq_len]
+
+    def set_overrides(self, overrides: dict[str, dict[str, Any]]) -> None:
+        """Per-node ``{"kernel": ..., "chunk_size": ...}`` overrides for every later plan."""
+        self.overrides = dict(overrides)
+        self._plans.clear()
+        self._decode_fn = None
+
+    # ------------------------------------------------------------------ running
+    def init_state(self, batch_size: int = 1) -> State:
+        return init_state(self.graph, batch_size)
+
+    def __call__(self, tokens: Any, state: State | None = None, *, mask: Any = None,
+                 logits: str = "all") -> tuple[mx.array, State]:
+        """Logits ``[B, S, V]`` (``logits="last"``: ``[B, 1, V]``) and the state after the tokens.
+
+        ``mask`` ([B, S] bool, True = real token) marks padding: padded positions do not change
+        any recurrent state, so a left-padded batch behaves like each row alone.
+        """
+        outs, state = self.run(tokens, state, mask=mask, last_only=(logits == "last"))
+        return outs[self.graph.outputs[0]], state
+
+    def run(self, tokens: Any, state: State | None = None, *, mask: Any = None,
+            last_only: bool = False) -> tuple[dict[str, mx.array], State]:
+        tokens = as_tokens(tokens)
+        B, S = tokens.shape
+        if mask is not None:
+            mask = mask if isinstance(mask, mx.array) else mx.array(np.asarray(mask, dtype=bool))
+            if tuple(mask.shape) != (B, S):
+                raise ValueError(f"mask must have the tokens' shape {(B, S)}, got {tuple(mask.shape)}")
+            mask = mask.astype(mx.bool_)
+        if state is not None and state.batch_size not in (None, B):
+            raise ValueError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
+        if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1:
+            return self._decode(tokens, state)
+        plan = self.plan(S)
+        pieces: dict[str, list[mx.array]] = {o: [] for o in self.graph.outputs}
+        for a, b in plan.segments:
+            seg_plan = plan if (a, b) == (0, S) else self.plan(b - a)
+            seg_mask = mask[:, a:b] if mask is not None else None
+            outs, state = execute(self.graph, seg_plan, tokens[:, a:b], state, mask=seg_mask)
+            for o, v in outs.items():
+                pieces[o].append(v[:, -1:] if last_only else v)
+            if len(plan.segments) > 1:
+                mx.eval([p[-1] for p in pieces.values()], state.arrays())  # bound memory per segment
+        if last_only:
+            return {o: p[-1] for o, p in pieces.items()}, state
+        return {o: (p[0] if len(p) == 1 else mx.concatenate(p, axis=1)) for o, p in pieces.items()}, state
+
+    def _decode(self, tokens: mx.array, state: State | None) -> tuple[dict[str, mx.array], State]:
+        if state is None:
+            state = self.init_state(tokens.shape[0])
+        if self._decode_fn is None:
+            plan = self.plan(1)
+            graph = self.graph
+
+            def decode(tok, entries):
+                outs, st = execute(graph, plan, tok, State(entries))
+                return outs[graph.outputs[0]], st.entries
+
+            self._decode_fn = mx.compile(decode, inputs=[self.model.state])
+        logits, entries = self._decode_fn(tokens, state.entries)
+        return {self.graph.outputs[0]: logits}, State(entries, state.tokens_seen + 1, dict(state.metadata))
+
+    # ------------------------------------------------------------------ generation
+    def _model_fn(self):
+        def model_fn(tokens, state=None, mask=None):
+            return self(tokens, state, mask=mask, logits="last")
+        return model_fn
+
+    def generate(self, prompt: Any, **kw) -> Any:
+        """Generate from a prompt (text needs a tokenizer; token ids always work). See ``stream``."""
+        from .generation import generate as _generate
+
+        return _generate(self._model_fn(), self.tokenizer, prompt, **kw)
+
+    def stream(self, prompt: Any, **kw) -> Iterator[Any]:
+        """Yield ``GenerationResponse`` objects (text piece, token, tokens/s, peak memory, state)."""
+        from .generation import stream_generate
+
+        yield from stream_generate(self._model_fn(), self.tokenizer, prompt, **kw)
+
+    # ------------------------------------------------------------------ info
+    def num_parameters(self) -> int:
+        return self.graph.num_parameters()
+
+    def __repr__(self) -> str:
+        return f"xLSTMRunner('{self.graph.name}', {len(self.graph.compute_nodes())} nodes, dtype={dtype_name(self.dtype)})"

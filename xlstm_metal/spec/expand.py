@@ -1,0 +1,328 @@
+"""Expanding a spec: resolve dims, stamp ``repeat`` copies, and resolve every input to a node name.
+
+The result is a flat list of :class:`ResolvedNode` in file order; nothing here knows about MLX.
+"""
+from __future__ import annotations
+
+import ast
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import SpecError, SpecIssue, did_you_mean
+from .model import NodeEntry, RepeatEntry, WiringSpecFile
+from .source import SpecSource
+
+_COMMON_FIELDS = set(NodeEntry.model_fields)
+
+
+@dataclass
+class ResolvedNode:
+    name: str
+    type: str
+    inputs: list[str]
+    params: dict[str, Any]
+    kernel: str = "auto"
+    chunk_size: int | None = None
+    path: tuple = ()  # where the entry is in the YAML document (for line numbers)
+    group: str | None = None  # repeat name pattern this node was stamped from
+    copy_index: int | None = None
+
+
+@dataclass
+class ExpandedSpec:
+    name: str
+    description: str
+    dims: dict[str, Any]
+    inputs: list[str]
+    outputs: list[str]
+    nodes: list[ResolvedNode]
+    source: SpecSource
+    groups: dict[str, int] = field(default_factory=dict)  # repeat pattern -> copies
+
+    def issue(self, message: str, *, path: tuple = (), node: str | None = None, field: str | None = None, hint: str | None = None) -> SpecIssue:
+        return SpecIssue(message, file=self.source.file, line=self.source.line(path), node=node, field=field, hint=hint)
+
+
+# ---------------------------------------------------------------- dims and expressions
+_BINOPS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def _eval(node: ast.AST, env: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body, env)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in env:
+            return env[node.id]
+        raise _Unresolved(node.id)
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        return _BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_eval(node.operand, env))
+    raise _Unresolved(ast.dump(node))
+
+
+def resolve_value(value: Any, env: dict[str, Any]) -> Any:
+    """A dim name or arithmetic over dims (``"embedding_dim // num_heads"``) → its value.
+
+    Strings that are not such expressions (``"single"``) are returned unchanged, so the block's
+    own parameter model decides whether they are valid.
+    """
+    if isinstance(value, list):
+        return [resolve_value(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        tree = ast.parse(value.strip(), mode="eval")
+    except SyntaxError:
+        return value
+    try:
+        result = _eval(tree, env)
+    except _Unresolved:
+        return value
+    except (ZeroDivisionError, OverflowError, TypeError) as exc:
+        raise ValueError(f"cannot evaluate '{value}': {exc}") from None
+    if isinstance(result, float) and result.is_integer() and not any(c in value for c in "./e"):
+        result = int(result)
+    return result
+
+
+def _resolve_dims(raw: dict[str, Any], src: SpecSource) -> dict[str, Any]:
+    env: dict[str, Any] = {}
+    pending = dict(raw)
+    while pending:
+        progressed = False
+        for key, value in list(pending.items()):
+            try:
+                resolved = resolve_value(value, env)
+            except ValueError as exc:
+                raise SpecError(str(exc), file=src.file, line=src.line(("dims", key)), field=f"dims.{key}") from None
+            if isinstance(resolved, str) and isinstance(value, str) and _mentions_unresolved(value, pending, key):
+                continue  # depends on a dim not resolved yet
+            env[key] = resolved
+            del pending[key]
+            progressed = True
+        if not progressed:
+            names = ", ".join(pending)
+            raise SpecError(
+                f"dims refer to each other in a cycle or to unknown names: {names}",
+                file=src.file, line=src.line(("dims", next(iter(pending)))), field="dims",
+                hint="every dim must be a number, a string, or arithmetic over other dims",
+            )
+    return env
+
+
+def _mentions_unresolved(value: str, pending: dict, own: str) -> bool:
+    try:
+        tree = ast.parse(value.strip(), mode="eval")
+    except SyntaxError:
+        return False
+    return any(isinstance(n, ast.Name) and n.id in pending and n.id != own for n in ast.walk(tree))
+
+
+# ---------------------------------------------------------------- scopes
+@dataclass
+class _Scope:
+    local: dict[str, str]  # inner local name -> full name
+    bindings: dict[str, tuple]  # local name -> ("outer", ref, scope) | ("node", full name)
+    parent: "_Scope | None"
+    env: dict[str, Any]
+
+
+def _validation_issues(exc: ValidationError, src: SpecSource, base: tuple, node: str | None, known: list[str]) -> list[SpecIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        fld = ".".join(str(p) for p in loc) or None
+        hint = None
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'"
+            hint = did_you_mean(loc[-1], known) or f"allowed keys: {', '.join(known)}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        issues.append(SpecIssue(msg, file=src.file, line=src.line(base + loc), node=node, field=fld, hint=hint))
+    return issues
+
+
+def expand_spec(src: SpecSource) -> ExpandedSpec:
+    data = src.data
+    if not isinstance(data, dict):
+        raise SpecError("a wiring spec must be a mapping with keys name, dims, inputs, nodes, outputs", file=src.file, line=1)
+    try:
+        top = WiringSpecFile.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_validation_issues(exc, src, (), None, list(WiringSpecFile.model_fields))) from None
+
+    dims = _resolve_dims(top.dims, src)
+    out = ExpandedSpec(top.name, top.description, dims, list(top.inputs), [], [], src)
+    global_scope = _Scope({}, {}, None, dims)
+    pending_inputs: list[tuple[ResolvedNode, list[str], _Scope]] = []
+    aliases: dict[str, str] = {}
+    issues: list[SpecIssue] = []
+    seen: dict[str, tuple] = {}
+
+    def add_node(entry: dict, path: tuple, prefix: str, scope: _Scope, group: str | None, index: int | None) -> str | None:
+        if not isinstance(entry, dict):
+            issues.append(SpecIssue("each node must be a mapping with name, type, inputs", file=src.file, line=src.line(path)))
+            return None
+        try:
+            ne = NodeEntry.model_validate(entry)
+        except ValidationError as exc:
+            issues.extend(_validation_issues(exc, src, path, entry.get("name") if isinstance(entry.get("name"), str) else None, list(_COMMON_FIELDS)))
+            return None
+        full = f"{prefix}{ne.name}"
+        if full in seen:
+            issues.append(SpecIssue(
+                f"duplicate node name (first defined at line {src.line(seen[full])})",
+                file=src.file, line=src.line(path + ("name",)), node=full, field="name",
+                hint="node names must be unique; rename one of them"))
+            return None
+        seen[full] = path
+        params = {}
+        for key, value in entry.items():
+            if key in _COMMON_FIELDS:
+                continue
+            try:
+                params[key] = resolve_value(value, scope.env)
+            except ValueError as exc:
+                issues.append(SpecIssue(str(exc), file=src.file, line=src.line(path + (key,)), node=full, field=key))
+        chunk = ne.chunk_size
+        if isinstance(chunk, str):
+            chunk = resolve_value(chunk, scope.env)
+            if not isinstance(chunk, int):
+                issues.append(SpecIssue(f"chunk_size must be an integer or a dim name, got {ne.chunk_size!r}",
+                                        file=src.file, line=src.line(path + ("chunk_size",)), node=full, field="chunk_size",
+                                        hint=did_you_mean(ne.chunk_size, scope.env)))
+                chunk = None
+        node = ResolvedNode(full, ne.type, [], params, ne.kernel, chunk, path, group, index)
+        out.nodes.append(node)
+        pending_inputs.append((node, list(ne.inputs), scope))
+        return full
+
+    def walk(entries: list, path: tuple, prefix: str, scope: _Scope, group: str | None, index: int | None) -> list[str]:
+        names = []
+        for idx, entry in enumerate(entries):
+            p = path + (idx,)
+            if isinstance(entry, dict) and "repeat" in entry:
+                last = add_repeat(entry, p, prefix, scope)
+                if last:
+                    names.append(last)
+            else:
+                name = add_node(entry, p, prefix, scope, group, index)
+                if name:
+                    names.append(name)
+                    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                        scope.local[entry["name"]] = name
+        return names
+
+    def add_repeat(entry: dict, path: tuple, prefix: str, scope: _Scope) -> str | None:
+        try:
+            rep = RepeatEntry.model_validate(entry)
+        except ValidationError as exc:
+            issues.extend(_validation_issues(exc, src, path, None, list(RepeatEntry.model_fields)))
+            return None
+        count = resolve_value(rep.repeat, scope.env)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            issues.append(SpecIssue(f"repeat count must be a positive integer or a dim name, got {rep.repeat!r}",
+                                    file=src.file, line=src.line(path + ("repeat",)), field="repeat",
+                                    hint=did_you_mean(rep.repeat, scope.env)))
+            return None
+        if "{i}" not in rep.name:
+            issues.append(SpecIssue("a repeat name must contain {i} so that copies get distinct names",
+                                    file=src.file, line=src.line(path + ("name",)), field="name",
+                                    hint=f"e.g. '{rep.name}.{{i}}'"))
+            return None
+        for key, values in rep.vary.items():
+            if len(values) != count:
+                issues.append(SpecIssue(f"vary.{key} has {len(values)} values but repeat is {count}",
+                                        file=src.file, line=src.line(path + ("vary", key)), field=f"vary.{key}",
+                                        hint="give exactly one value per copy"))
+                return None
+        pattern = prefix + rep.name
+        out.groups[pattern] = count
+        inner_names = [n.get("name") for n in rep.nodes if isinstance(n, dict)]
+        output_local = rep.output or (inner_names[-1] if inner_names else None)
+        if rep.output and rep.output not in inner_names:
+            issues.append(SpecIssue(f"output '{rep.output}' is not a node of this repeat",
+                                    file=src.file, line=src.line(path + ("output",)), field="output",
+                                    hint=did_you_mean(rep.output, [n for n in inner_names if n]) or f"inner nodes: {', '.join(map(str, inner_names))}"))
+            return None
+        prev_output = None
+        for i in range(count):
+            copy_prefix = pattern.format(i=i) + "."
+            env = dict(scope.env, i=i, **{k: v[i] for k, v in rep.vary.items()})
+            bindings = {}
+            for local, ref in rep.inputs.items():
+                bindings[local] = ("outer", ref, scope) if i == 0 else ("node", prev_output)
+            copy_scope = _Scope({}, bindings, scope, env)
+            walk(rep.nodes, path + ("nodes",), copy_prefix, copy_scope, pattern, i)
+            prev_output = copy_prefix + str(output_local)
+        last_prefix = pattern.format(i=count - 1) + "."
+        for local in inner_names:
+            if isinstance(local, str):
+                aliases[pattern.format(i="last") + "." + local] = last_prefix + local
+        base = pattern.replace(".{i}", "").replace("{i}", "").strip(".")
+        if base:
+            aliases[base] = prev_output
+        return prev_output
+
+    walk(top.nodes, ("nodes",), "", global_scope, None, None)
+
+    all_names = set(seen) | set(out.inputs)
+
+    def resolve_ref(ref: str, scope: _Scope | None) -> str | None:
+        while scope is not None:
+            if ref in scope.local:
+                return scope.local[ref]
+            if ref in scope.bindings:
+                kind, *rest = scope.bindings[ref]
+                if kind == "node":
+                    return rest[0]
+                return resolve_ref(rest[0], rest[1])
+            scope = scope.parent
+        if ref in all_names:
+            return ref
+        return aliases.get(ref)
+
+    for node, refs, scope in pending_inputs:
+        resolved = []
+        for k, ref in enumerate(refs):
+            target = resolve_ref(ref, scope)
+            if target is None:
+                visible = set(all_names) | set(aliases)
+                s = scope
+                while s is not None:
+                    visible |= set(s.local) | set(s.bindings)
+                    s = s.parent
+                issues.append(SpecIssue(
+                    f"input '{ref}' names no node or graph input",
+                    file=src.file, line=src.line(node.path + ("inputs", k)), node=node.name, field="inputs",
+                    hint=did_you_mean(ref, visible) or "inputs must name a node defined in the spec or a graph input"))
+            else:
+                resolved.append(target)
+        node.inputs = resolved
+
+    for k, ref in enumerate(top.outputs):
+        target = resolve_ref(ref, global_scope)
+        if target is None:
+            issues.append(SpecIssue(f"output '{ref}' names no node", file=src.file, line=src.line(("outputs", k)), field="outputs",
+                                    hint=did_you_mean(ref, set(all_names) | set(aliases))))
+        else:
+            out.outputs.append(target)
+    if issues:
+        raise SpecError(issues)
+    return out
