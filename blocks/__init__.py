@@ -1,4 +1,8 @@
-"""Block types usable in wiring specs. Importing this package registers the core blocks."""
+"""Block types usable in wiring specs. Importing this package registers the core blocks.
+
+Adding a block type means adding a file with a ``@register_block`` class and importing it here.
+"""
 from .base import Block, BlockParams, NodeContext, ShapeError, TensorType, block_types, get_block, register_block
+from . import add, embedding, lm_head, mlstm, multihead_layer_norm, rms_norm, swiglu  # noqa: F401,E402  (registration)
 
 __all__ = ["Block", "BlockParams", "NodeContext", "ShapeError", "TensorType", "block_types", "get_block", "register_block"]

@@ -78,8 +78,8 @@ class Block(nn.Module):
     def __init__(self, params: BlockParams, inputs: list[TensorType]):
         super().__init__()
         # Stored outside the parameter tree (leading underscore keeps them out of MLX's tree).
-        self._params = params
-        self._input_types = list(inputs)
+        object.__setattr__(self, "_params", params)
+        object.__setattr__(self, "_input_types", tuple(inputs))
 
     @property
     def params(self) -> BlockParams:

@@ -104,7 +104,8 @@ def _format_table(rows: list[tuple]) -> str:
 def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, params_cls) -> list[SpecIssue]:
     issues = []
     known = list(params_cls.model_fields)
-    for err in exc.errors():
+    # A misspelt name shows up as "unknown" plus "missing": report the unknown one (with its hint) first.
+    for err in sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden"):
         loc = tuple(err["loc"])
         fld = str(loc[0]) if loc else None
         raw = node.params.get(fld) if fld else None

@@ -16,3 +16,4 @@ Forms: ``chunkwise`` (parallel inside a chunk, recurrent across chunks), ``seque
 steps), ``step`` (S == 1). All forms compute the same function as the recurrence in
 ``reference.py``.
 """
+from . import native  # noqa: E402,F401  (registers the native kernels)

@@ -1,0 +1,91 @@
+"""Prefill and decode throughput of a spec with random weights; prints one JSON object.
+
+    python benchmarks/bench_model.py --spec xlstm_tiny --prefill 128,512 --decode-steps 64
+    python benchmarks/bench_model.py --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096
+
+Absolute numbers mean something only on the GPU machine; compare runs made in the same process
+(or with --official JSON from shared/gpu/official_baseline.py measured in the same job), which
+this script turns into ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from xlstm_metal import xLSTMRunner
+
+
+def timed(fn, warm: int = 2, iters: int = 5) -> float:
+    for _ in range(warm):
+        fn()
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t) / iters
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--spec", default="xlstm_tiny")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--prefill", default="128,512", help="comma-separated prompt lengths")
+    p.add_argument("--decode-steps", type=int, default=64)
+    p.add_argument("--decode-context", default="16", help="comma-separated context lengths before decoding")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--official", help="JSON file from official_baseline.py measured in the same run, for ratios")
+    p.add_argument("--out", help="also write the JSON here")
+    a = p.parse_args(argv)
+
+    runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype, seed=0)
+    for _, v in tree_flatten(runner.model.parameters()):  # materialise one tensor at a time
+        mx.eval(v)
+    vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
+    res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "batch": a.batch,
+           "params_B": runner.num_parameters() / 1e9, "mlx": mx.__version__}
+    for S in map(int, a.prefill.split(",")):
+        x = mx.random.randint(0, vocab, (a.batch, S))
+
+        def prefill():
+            logits, state = runner(x, logits="last")
+            mx.eval(logits, state.arrays())
+
+        mx.reset_peak_memory()
+        res[f"prefill_tok_s_S{S}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
+        res[f"prefill_peak_GB_S{S}"] = mx.get_peak_memory() / 1e9
+    for ctx in map(int, a.decode_context.split(",")):
+        x = mx.random.randint(0, vocab, (a.batch, ctx))
+        logits, state = runner(x, logits="last")
+        tok = mx.argmax(logits[:, -1], axis=-1)[:, None]
+        mx.eval(tok, state.arrays())
+        holder = {"state": state, "tok": tok}
+
+        def step():
+            lg, st = runner(holder["tok"], holder["state"])
+            holder["tok"] = mx.argmax(lg[:, -1], axis=-1)[:, None]
+            holder["state"] = st
+            mx.eval(holder["tok"], st.arrays())
+
+        res[f"decode_tok_s_ctx{ctx}"] = a.batch / timed(step, warm=5, iters=a.decode_steps)
+    res["weights_GB"] = sum(v.nbytes for _, v in tree_flatten(runner.model.parameters())) / 1e9
+    if a.official:
+        with open(a.official) as fh:
+            off = json.load(fh)
+        res["official"] = off
+        for k, v in list(res.items()):
+            if isinstance(v, float) and k in off and off[k]:
+                res[f"ratio_{k}_ours_over_official"] = v / off[k]
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as fh:
+            fh.write(text + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

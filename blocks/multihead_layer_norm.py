@@ -1,0 +1,64 @@
+"""Layer norm applied per head: each head's features are normalised on their own (xLSTM's h norm)."""
+from __future__ import annotations
+
+import mlx.core as mx
+from pydantic import Field
+
+from .base import Block, BlockParams, ShapeError, TensorType, register_block
+
+
+class MultiHeadLayerNormParams(BlockParams):
+    num_heads: int = Field(gt=0, description="Number of heads the features split into.")
+    eps: float = Field(1e-6, gt=0, description="Added to the variance.")
+    use_weight: bool = Field(True, description="Learnable per-feature scale.")
+    use_bias: bool = Field(False, description="Learnable per-feature shift.")
+    force_float32_reductions: bool = Field(True, description="Reduce in float32 even for bf16/f16 inputs.")
+
+
+def multihead_layer_norm(x: mx.array, weight: mx.array | None, bias: mx.array | None, eps: float,
+                         force_float32: bool = True) -> mx.array:
+    """``x`` [B, S, NH, DH] → [B, S, NH*DH]: normalise over DH (biased variance), then weight/bias."""
+    B, S, NH, DH = x.shape
+    dtype = x.dtype
+    if force_float32:
+        x = x.astype(mx.float32)
+    mean = mx.mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    var = mx.mean(centered * centered, axis=-1, keepdims=True)
+    y = (centered * mx.rsqrt(var + eps)).astype(dtype).reshape(B, S, NH * DH)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+@register_block
+class MultiHeadLayerNorm(Block):
+    type_name = "multihead_layer_norm"
+    Params = MultiHeadLayerNormParams
+    summary = "Layer norm per head over its features."
+
+    def __init__(self, params: MultiHeadLayerNormParams, inputs):
+        super().__init__(params, inputs)
+        dim = inputs[0].dim
+        if params.use_weight:
+            self.weight = mx.ones((dim,))
+        if params.use_bias:
+            self.bias = mx.zeros((dim,))
+
+    @classmethod
+    def infer(cls, params, inputs):
+        dim = cls.expect_features(inputs)
+        if dim % params.num_heads:
+            raise ShapeError(f"feature dim {dim} is not divisible by num_heads {params.num_heads}", field="num_heads")
+        return TensorType.features(dim)
+
+    def forward(self, inputs, state, ctx):
+        x = inputs[0]
+        B, S, D = x.shape
+        p = self.params
+        y = multihead_layer_norm(x.reshape(B, S, p.num_heads, D // p.num_heads),
+                                 self.weight if p.use_weight else None, self.bias if p.use_bias else None,
+                                 p.eps, p.force_float32_reductions)
+        return y, None

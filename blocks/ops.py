@@ -1,0 +1,25 @@
+"""Small numeric helpers shared by several blocks."""
+from __future__ import annotations
+
+import mlx.core as mx
+
+
+def soft_cap(x: mx.array, cap: float | None) -> mx.array:
+    """``cap * tanh(x / cap)``: bounds values smoothly to (-cap, cap); ``None`` leaves x unchanged."""
+    if cap is None:
+        return x
+    return cap * mx.tanh(x / cap)
+
+
+def round_up_to_multiple(x: float, multiple: int) -> int:
+    """As the official FFN sizing does it: 4096 * 2.667 rounded up to a multiple of 64 is 10944."""
+    return int(((x + multiple - 1) // multiple) * multiple)
+
+
+def small_init_std(dim: int) -> float:
+    """Std of the "small init" (Nguyen & Salazar) used by xLSTM for projections: sqrt(2 / (5 d))."""
+    return (2.0 / (5.0 * dim)) ** 0.5
+
+
+def normal(shape, std: float, dtype=mx.float32) -> mx.array:
+    return mx.random.normal(shape, dtype=dtype) * std

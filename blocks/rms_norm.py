@@ -1,0 +1,50 @@
+"""RMSNorm over the feature dimension (official xLSTMLarge: float32 reduction, weight, optional bias)."""
+from __future__ import annotations
+
+import mlx.core as mx
+from pydantic import Field
+
+from .base import Block, BlockParams, register_block
+
+
+class RMSNormParams(BlockParams):
+    eps: float = Field(1e-6, gt=0, description="Added to the mean square before the square root.")
+    use_weight: bool = Field(True, description="Learnable per-feature scale.")
+    use_bias: bool = Field(False, description="Learnable per-feature shift.")
+    force_float32_reductions: bool = Field(True, description="Reduce in float32 even for bf16/f16 inputs.")
+
+
+def rms_normalize(x: mx.array, eps: float, force_float32: bool) -> mx.array:
+    dtype = x.dtype
+    if force_float32:
+        x = x.astype(mx.float32)
+    return (x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + eps)).astype(dtype)
+
+
+@register_block
+class RMSNorm(Block):
+    type_name = "rms_norm"
+    Params = RMSNormParams
+    summary = "Root-mean-square normalisation over features."
+
+    def __init__(self, params: RMSNormParams, inputs):
+        super().__init__(params, inputs)
+        dim = inputs[0].dim
+        if params.use_weight:
+            self.weight = mx.ones((dim,))
+        if params.use_bias:
+            self.bias = mx.zeros((dim,))
+
+    @classmethod
+    def infer(cls, params, inputs):
+        cls.expect_features(inputs)
+        return inputs[0]
+
+    def forward(self, inputs, state, ctx):
+        p = self.params
+        y = rms_normalize(inputs[0], p.eps, p.force_float32_reductions)
+        if p.use_weight:
+            y = y * self.weight
+        if p.use_bias:
+            y = y + self.bias
+        return y, None

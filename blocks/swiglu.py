@@ -1,0 +1,59 @@
+"""SwiGLU feed-forward: ``proj_down(silu(proj_up_gate(x)) * proj_up(x))`` (official xLSTMLarge FFN)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import mlx.core as mx
+import mlx.nn as nn
+from pydantic import Field
+
+from .base import Block, BlockParams, register_block
+from .ops import round_up_to_multiple, small_init_std
+
+
+class SwiGLUParams(BlockParams):
+    proj_factor: float = Field(2.6667, gt=0, description="Hidden width = dim * proj_factor, rounded up.")
+    round_up_to: int = Field(64, gt=0, description="Round the hidden width up to a multiple of this.")
+    use_bias: bool = Field(False, description="Biases on the projections.")
+    weight_mode: Literal["single", "fused"] = Field("single", description="single: proj_up_gate + proj_up; fused: one proj_up_gate_z (gate first).")
+
+
+def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:
+    layer = nn.Linear(d_in, d_out, bias=bias)
+    layer.weight = mx.random.normal((d_out, d_in)) * std
+    if bias:
+        layer.bias = mx.zeros((d_out,))
+    return layer
+
+
+@register_block
+class SwiGLU(Block):
+    type_name = "swiglu"
+    Params = SwiGLUParams
+    summary = "Gated feed-forward with SiLU gate."
+
+    def __init__(self, params: SwiGLUParams, inputs):
+        super().__init__(params, inputs)
+        dim = inputs[0].dim
+        self.hidden = round_up_to_multiple(dim * params.proj_factor, params.round_up_to)
+        std = small_init_std(dim)
+        if params.weight_mode == "single":
+            self.proj_up_gate = linear(dim, self.hidden, params.use_bias, std)
+            self.proj_up = linear(dim, self.hidden, params.use_bias, std)
+        else:
+            self.proj_up_gate_z = linear(dim, 2 * self.hidden, params.use_bias, std)
+        self.proj_down = linear(self.hidden, dim, params.use_bias, small_init_std(self.hidden))
+
+    @classmethod
+    def infer(cls, params, inputs):
+        cls.expect_features(inputs)
+        return inputs[0]
+
+    def forward(self, inputs, state, ctx):
+        x = inputs[0]
+        if self.params.weight_mode == "single":
+            gate, z = self.proj_up_gate(x), self.proj_up(x)
+        else:
+            gz = self.proj_up_gate_z(x)
+            gate, z = gz[..., : self.hidden], gz[..., self.hidden:]
+        return self.proj_down(nn.silu(gate) * z), None

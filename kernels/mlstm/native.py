@@ -1,0 +1,132 @@
+"""The mLSTM cell in native MLX ops: chunkwise, sequence and step forms (the readable reference
+implementations that fused kernels are checked against). Math in float32 whatever the input dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+from ..registry import KernelInfo, register_kernel
+
+_NEG = -1e30  # "minus infinity" for masked input gates that keeps every difference finite
+_MAX_EXP = 80.0  # exp(-m) is bounded by exp(80) (finite in float32); real tokens have m >= -gate_cap
+
+
+def _prepare(q, k, v, i, f, state, mask):
+    B, NH, S, DK = q.shape
+    DV = v.shape[-1]
+    f32 = mx.float32
+    q = q.astype(f32) * (DK ** -0.5)
+    k, v = k.astype(f32), v.astype(f32)
+    log_f = -mx.logaddexp(mx.array(0.0, f32), -f.astype(f32))  # logsigmoid(f)
+    i = i.astype(f32)
+    if mask is not None:
+        keep = mask.astype(mx.bool_)[:, None, :]
+        log_f = mx.where(keep, log_f, 0.0)
+        i = mx.where(keep, i, _NEG)
+    if state is None:
+        C = mx.zeros((B, NH, DK, DV), f32)
+        n = mx.zeros((B, NH, DK), f32)
+        m = mx.zeros((B, NH), f32)
+    else:
+        C, n, m = (a.astype(f32) for a in state)
+    return q, k, v, i, log_f, C, n, m
+
+
+def _step(q, k, v, i, log_f, C, n, m, eps):
+    """One token for all heads: q, k [B,NH,DK] (q scaled), v [B,NH,DV], i, log_f [B,NH]."""
+    m_new = mx.maximum(log_f + m, i)
+    f_act = mx.exp(log_f + m - m_new)
+    i_act = mx.exp(i - m_new)
+    C = f_act[..., None, None] * C + i_act[..., None, None] * (k[..., :, None] * v[..., None, :])
+    n = f_act[..., None] * n + i_act[..., None] * k
+    num = (q[..., None, :] @ C)[..., 0, :]
+    qn = mx.sum(q * n, axis=-1)
+    denom = mx.maximum(mx.abs(qn), mx.exp(mx.minimum(-m_new, _MAX_EXP))) + eps
+    return num / denom[..., None], C, n, m_new
+
+
+def mlstm_step_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+    if q.shape[2] != 1:
+        raise ValueError(f"the step kernel takes exactly one token, got seq_len {q.shape[2]}; use the sequence or chunkwise form")
+    return mlstm_sequence_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
+
+
+def mlstm_sequence_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+    out_dtype = v.dtype
+    q, k, v, i, log_f, C, n, m = _prepare(q, k, v, i, f, state, mask)
+    hs = []
+    for t in range(q.shape[2]):
+        h, C, n, m = _step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], log_f[:, :, t], C, n, m, eps)
+        hs.append(h)
+    h = mx.stack(hs, axis=2)
+    if mask is not None:
+        h = mx.where(mask.astype(mx.bool_)[:, None, :, None], h, 0.0)
+    return h.astype(out_dtype), (C, n, m)
+
+
+def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+    """Parallel inside chunks of ``chunk_size``, recurrent across chunks; any length, any chunk size."""
+    out_dtype = v.dtype
+    B, NH, S, DK = q.shape
+    DV = v.shape[-1]
+    L = max(1, min(int(chunk_size), S))
+    NC = math.ceil(S / L)
+    pad = NC * L - S
+    if pad:  # padded tail positions behave like masked tokens: no state change, output dropped
+        tail = mx.concatenate([mx.ones((B, S), mx.bool_), mx.zeros((B, pad), mx.bool_)], axis=1)
+        mask = tail if mask is None else mx.concatenate([mask.astype(mx.bool_), mx.zeros((B, pad), mx.bool_)], axis=1)
+        zpad = lambda a: mx.pad(a, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 3))  # noqa: E731
+        q, k, v, i, f = zpad(q), zpad(k), zpad(v), zpad(i), zpad(f)
+    q, k, v, i, log_f, C, n, m = _prepare(q, k, v, i, f, state, mask)
+
+    q = q.reshape(B, NH, NC, L, DK)
+    k = k.reshape(B, NH, NC, L, DK)
+    v = v.reshape(B, NH, NC, L, DV)
+    i = i.reshape(B, NH, NC, L)
+    b = mx.cumsum(log_f.reshape(B, NH, NC, L), axis=-1)  # log of the forget product from chunk start to t
+    g = b[..., -1]  # whole-chunk log forget [B,NH,NC]
+
+    # What each chunk adds to the state on its own, stabilised by its own max.
+    w_end = g[..., None] - b + i  # [B,NH,NC,L] log weight of token s in the chunk-end state
+    m_loc = mx.max(w_end, axis=-1)
+    e_end = mx.exp(w_end - m_loc[..., None])
+    C_loc = (k * e_end[..., None]).swapaxes(-1, -2) @ v  # [B,NH,NC,DK,DV]
+    n_loc = mx.sum(k * e_end[..., None], axis=-2)  # [B,NH,NC,DK]
+
+    # Recurrence across chunks: the state entering every chunk.
+    C_in, n_in, m_in = [], [], []
+    for c in range(NC):
+        C_in.append(C)
+        n_in.append(n)
+        m_in.append(m)
+        m_new = mx.maximum(g[..., c] + m, m_loc[..., c])
+        a_old = mx.exp(g[..., c] + m - m_new)
+        a_loc = mx.exp(m_loc[..., c] - m_new)
+        C = a_old[..., None, None] * C + a_loc[..., None, None] * C_loc[:, :, c]
+        n = a_old[..., None] * n + a_loc[..., None] * n_loc[:, :, c]
+        m = m_new
+    C_in, n_in, m_in = mx.stack(C_in, axis=2), mx.stack(n_in, axis=2), mx.stack(m_in, axis=2)
+
+    # Outputs of all chunks at once.
+    causal = mx.tril(mx.ones((L, L), mx.bool_))
+    D = mx.where(causal, b[..., :, None] - b[..., None, :] + i[..., None, :], -mx.inf)  # [B,NH,NC,L,L]
+    a_in = b + m_in[..., None]  # log weight of the incoming state at position t
+    m_t = mx.maximum(a_in, mx.max(D, axis=-1))
+    W = mx.exp(D - m_t[..., None])
+    P = (q @ k.swapaxes(-1, -2)) * W
+    s_in = mx.exp(a_in - m_t)
+    num = P @ v + s_in[..., None] * (q @ C_in)
+    qn = mx.sum(P, axis=-1) + s_in * mx.sum(q * n_in[..., None, :], axis=-1)
+    denom = mx.maximum(mx.abs(qn), mx.exp(mx.minimum(-m_t, _MAX_EXP))) + eps
+    h = (num / denom[..., None]).reshape(B, NH, NC * L, DV)
+    if mask is not None:
+        h = mx.where(mask[:, None, :, None], h, 0.0)
+    return h[:, :, :S].astype(out_dtype), (C, n, m)
+
+
+_DOC = "native MLX ops, float32 math"
+register_kernel(KernelInfo("mlstm", "chunkwise", "native_chunkwise", mlstm_chunkwise_native, doc=_DOC))
+register_kernel(KernelInfo("mlstm", "sequence", "native_sequence", mlstm_sequence_native, doc=_DOC))
+register_kernel(KernelInfo("mlstm", "step", "native_step", mlstm_step_native, doc=_DOC))

@@ -1,0 +1,132 @@
+"""A checkpoint's ``config.json`` → ``xLSTMConfig`` → wiring spec.
+
+``from_dict`` ignores keys it does not know (a Hugging Face config carries many that do not
+change the architecture) but rejects values we cannot run, saying which field and why.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# transformers' xLSTMConfig accepts these aliases next to the official names.
+_ALIASES = {"hidden_size": "embedding_dim", "num_hidden_layers": "num_blocks"}
+
+
+class ConfigError(ValueError):
+    """config.json asks for something this implementation cannot run."""
+
+
+@dataclass
+class xLSTMConfig:
+    embedding_dim: int
+    num_heads: int
+    num_blocks: int
+    vocab_size: int
+    use_bias: bool = False
+    norm_eps: float = 1e-6
+    norm_reduction_force_float32: bool = True
+    add_out_norm: bool = True
+    qk_dim_factor: float = 0.5
+    v_dim_factor: float = 1.0
+    chunk_size: int = 64
+    eps: float = 1e-6
+    ffn_proj_factor: float = 2.6667
+    ffn_round_up_to_multiple_of: int = 64
+    gate_soft_cap: float = 15.0
+    output_logit_soft_cap: float | None = 30.0
+    weight_mode: str = "single"
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    quantization: dict | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # everything else, kept for writing back
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "xLSTMConfig":
+        data = dict(raw)
+        for alias, name in _ALIASES.items():
+            if alias in data and data.get(name) is None:
+                data[name] = data[alias]
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        missing = [n for n in ("embedding_dim", "num_heads", "num_blocks", "vocab_size") if data.get(n) is None]
+        if missing:
+            raise ConfigError(f"config.json lacks required field(s): {', '.join(missing)}")
+        known = {k: v for k, v in data.items() if k in names and v is not None}
+        extra = {k: v for k, v in raw.items() if k not in names}
+        cfg = cls(**known, extra=extra)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def bad(fld, why):
+            raise ConfigError(f"config.json field '{fld}' = {getattr(self, fld)!r}: {why}")
+
+        for fld in ("embedding_dim", "num_heads", "num_blocks", "vocab_size", "chunk_size", "ffn_round_up_to_multiple_of"):
+            v = getattr(self, fld)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(fld, "must be a positive integer")
+        if self.weight_mode not in ("single", "fused"):
+            bad("weight_mode", "supported values are 'single' and 'fused'")
+        for fld in ("qk_dim_factor", "v_dim_factor"):
+            dim = int(self.embedding_dim * getattr(self, fld))
+            if dim < self.num_heads or dim % self.num_heads:
+                bad(fld, f"gives a dimension of {dim}, which is not a positive multiple of num_heads={self.num_heads}")
+        if self.gate_soft_cap is not None and self.gate_soft_cap <= 0:
+            bad("gate_soft_cap", "must be positive")
+        if self.quantization is not None:
+            q = self.quantization
+            if not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8) or not isinstance(q.get("group_size"), int):
+                bad("quantization", "expected {'bits': 2|3|4|5|6|8, 'group_size': int}")
+        act = self.extra.get("hidden_act") or self.extra.get("act_fn")
+        if act not in (None, "silu", "swish"):
+            raise ConfigError(f"config.json field 'hidden_act' = {act!r}: only SiLU (SwiGLU) feed-forwards are supported")
+
+    def eos_ids(self) -> set[int]:
+        if self.eos_token_id is None:
+            return set()
+        return set(self.eos_token_id) if isinstance(self.eos_token_id, list) else {int(self.eos_token_id)}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        if out.get("quantization") is None:
+            out.pop("quantization", None)
+        return out
+
+
+def config_to_spec(cfg: xLSTMConfig, name: str = "xlstm-checkpoint") -> dict[str, Any]:
+    """The wiring spec (as a dict, the same shape as ``wiring_specs/xlstm_7b.yaml``) of a config."""
+    common_norm = {"eps": "norm_eps", "use_bias": cfg.use_bias, "force_float32_reductions": cfg.norm_reduction_force_float32}
+    block = [
+        {"name": "norm_mlstm", "type": "rms_norm", "inputs": ["x"], **common_norm},
+        {"name": "mlstm_layer", "type": "mlstm", "inputs": ["norm_mlstm"], "num_heads": "num_heads",
+         "qk_dim_factor": cfg.qk_dim_factor, "v_dim_factor": cfg.v_dim_factor, "gate_soft_cap": cfg.gate_soft_cap,
+         "norm_eps": "norm_eps", "eps": cfg.eps, "use_bias": cfg.use_bias, "weight_mode": cfg.weight_mode,
+         "norm_reduction_force_float32": cfg.norm_reduction_force_float32, "chunk_size": "chunk_size"},
+        {"name": "res_mlstm", "type": "add", "inputs": ["x", "mlstm_layer"]},
+        {"name": "norm_ffn", "type": "rms_norm", "inputs": ["res_mlstm"], **common_norm},
+        {"name": "ffn", "type": "swiglu", "inputs": ["norm_ffn"], "proj_factor": cfg.ffn_proj_factor,
+         "round_up_to": cfg.ffn_round_up_to_multiple_of, "use_bias": cfg.use_bias, "weight_mode": cfg.weight_mode},
+        {"name": "out", "type": "add", "inputs": ["res_mlstm", "ffn"]},
+    ]
+    nodes: list[dict[str, Any]] = [
+        {"name": "backbone.embeddings", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab_size", "dim": "embedding_dim"},
+        {"repeat": "num_blocks", "name": "backbone.blocks.{i}", "inputs": {"x": "backbone.embeddings"}, "output": "out", "nodes": block},
+    ]
+    last = "backbone.blocks"
+    if cfg.add_out_norm:
+        nodes.append({"name": "backbone.out_norm", "type": "rms_norm", "inputs": [last], **common_norm})
+        last = "backbone.out_norm"
+    nodes.append({"name": "lm_head", "type": "lm_head", "inputs": [last], "vocab_size": "vocab_size",
+                  "soft_cap": cfg.output_logit_soft_cap})
+    return {
+        "name": name,
+        "description": "generated from a checkpoint's config.json",
+        "dims": {"embedding_dim": cfg.embedding_dim, "num_heads": cfg.num_heads, "num_blocks": cfg.num_blocks,
+                 "vocab_size": cfg.vocab_size, "chunk_size": cfg.chunk_size, "norm_eps": cfg.norm_eps},
+        "inputs": ["tokens"],
+        "nodes": nodes,
+        "outputs": ["lm_head"],
+    }
