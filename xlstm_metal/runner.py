@@ -61,6 +61,7 @@ class xLSTMRunner:
         self.config = config or {}
         self.compile = compile
         self.segment_len = segment_len
+        self.quantization: dict | None = None  # {"group_size", "bits", "mode"} once quantized
         self.overrides: dict[str, dict[str, Any]] = {}
         self._plans: dict[int, ExecutionPlan] = {}
         self._decode_fn = None
@@ -171,6 +172,37 @@ class xLSTMRunner:
         from .generation import stream_generate
 
         yield from stream_generate(self._model_fn(), self.tokenizer, prompt, **kw)
+
+    def quantize(self, bits: int = 4, group_size: int = 64, mode: str = "affine") -> "xLSTMRunner":
+        """Quantize the weights in place with MLX's quantization (layers whose rows split into groups)."""
+        from .checkpoint.load import apply_quantization
+
+        if self.quantization:
+            raise ValueError(f"already quantized: {self.quantization}")
+        q = {"group_size": int(group_size), "bits": int(bits), "mode": mode}
+        apply_quantization(self.model, q)
+        self.quantization = q
+        self._decode_fn = None
+        return self
+
+    def save_pretrained(self, path: str | Path, **kw) -> Path:
+        """Write a directory that ``from_pretrained`` loads (atomically)."""
+        from .checkpoint.save import save_pretrained
+
+        return save_pretrained(self, path, **kw)
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        cfg = self.config
+        ids = cfg.eos_ids() if hasattr(cfg, "eos_ids") else cfg.get("eos_token_id") if isinstance(cfg, dict) else None
+        if ids is None:
+            ids = set()
+        elif isinstance(ids, int):
+            ids = {ids}
+        ids = set(ids)
+        if self.tokenizer is not None:
+            ids |= set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
+        return ids
 
     # ------------------------------------------------------------------ info
     def num_parameters(self) -> int:

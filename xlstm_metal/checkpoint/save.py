@@ -1,0 +1,109 @@
+"""Writing a loadable checkpoint directory (convert, quantize, training checkpoints), atomically.
+
+Everything is written into a hidden temporary directory next to the destination and renamed
+into place at the end, so a failed or interrupted write leaves no half-written output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import yaml
+from mlx.utils import tree_flatten
+
+from .files import CheckpointError
+from .load import SPEC_FILE, apply_quantization, load_pretrained
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+def _shards(weights: dict[str, mx.array], max_bytes: int) -> list[dict[str, mx.array]]:
+    shards, current, size = [], {}, 0
+    for k, v in weights.items():
+        if current and size + v.nbytes > max_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[k] = v
+        size += v.nbytes
+    if current:
+        shards.append(current)
+    return shards
+
+
+def save_pretrained(runner, out_dir: str | Path, *, config: dict[str, Any] | None = None, tokenizer_dir: str | Path | None = None,
+                    max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False) -> Path:
+    """Write ``runner``'s weights, config.json (and its wiring spec when it is not an xLSTMLarge config)."""
+    from ..runner import dtype_name
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CheckpointError(f"{out} exists and is not empty; choose a new directory (or pass overwrite=True)")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        weights = dict(tree_flatten(runner.model.parameters()))
+        shards = _shards(weights, max_shard_bytes)
+        if len(shards) == 1:
+            mx.save_safetensors(str(tmp / "model.safetensors"), shards[0], metadata={"format": "mlx"})
+        else:
+            weight_map = {}
+            for n, shard in enumerate(shards, 1):
+                name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+                mx.save_safetensors(str(tmp / name), shard, metadata={"format": "mlx"})
+                weight_map.update({k: name for k in shard})
+            total = sum(v.nbytes for v in weights.values())
+            (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        cfg = dict(config if config is not None else _config_of(runner))
+        cfg["torch_dtype"] = dtype_name(runner.dtype)
+        q = getattr(runner, "quantization", None)
+        if q:
+            cfg["quantization"] = q
+        else:
+            cfg.pop("quantization", None)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        if not _is_large_config(cfg):
+            (tmp / SPEC_FILE).write_text(yaml.safe_dump(runner.graph.spec.source.data, sort_keys=False))
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                if (Path(tokenizer_dir) / name).exists():
+                    shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _config_of(runner) -> dict[str, Any]:
+    cfg = runner.config
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
+    return dict(cfg or {"model_type": "xlstm_metal", "name": runner.graph.name})
+
+
+def _is_large_config(cfg: dict) -> bool:
+    return all(k in cfg for k in ("embedding_dim", "num_heads", "num_blocks", "vocab_size")) or \
+        all(k in cfg for k in ("hidden_size", "num_heads", "num_hidden_layers", "vocab_size"))
+
+
+def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,
+            q_group_size: int = 64, overwrite: bool = False) -> Path:
+    """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
+    runner = load_pretrained(src, dtype=dtype, tokenizer=False, progress=False)
+    if q_bits:
+        if getattr(runner, "quantization", None):
+            raise CheckpointError(f"{src} is already quantized ({runner.quantization}); convert from the full-precision checkpoint")
+        q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}
+        apply_quantization(runner.model, q)
+        runner.quantization = q
+    mx.eval(runner.model.parameters())
+    cfg = _config_of(runner)
+    return save_pretrained(runner, dst, config=cfg, tokenizer_dir=src, overwrite=overwrite)
