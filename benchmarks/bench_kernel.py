@@ -1,0 +1,68 @@
+"""mLSTM kernel forward time per registered kernel and form; prints one JSON object.
+
+    python benchmarks/bench_kernel.py --seqs 1024,4096,16384,65536 --heads 8 --dk 256 --dv 512
+
+Compare with `official_baseline.py`'s chunkwise_fwd_ms_S* measured in the same job.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import mlx.core as mx
+
+from xlstm_metal.kernels import current_device, kernels
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--seqs", default="1024,4096")
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--dk", type=int, default=256)
+    p.add_argument("--dv", type=int, default=512)
+    p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--official", help="official_baseline.py JSON from the same job, for ratios")
+    p.add_argument("--out")
+    a = p.parse_args(argv)
+    dt = getattr(mx, a.dtype)
+    res = {"device": str(mx.default_device()), "heads": a.heads, "dk": a.dk, "dv": a.dv, "chunk": a.chunk, "dtype": a.dtype}
+    off = json.load(open(a.official)) if a.official else {}
+    for S in map(int, a.seqs.split(",")):
+        q = mx.random.normal((1, a.heads, S, a.dk)).astype(dt)
+        k = mx.random.normal((1, a.heads, S, a.dk)).astype(dt)
+        v = mx.random.normal((1, a.heads, S, a.dv)).astype(dt)
+        i = mx.random.normal((1, a.heads, S)).astype(dt)
+        f = (mx.random.normal((1, a.heads, S)) + 3).astype(dt)
+        mx.eval(q, k, v, i, f)
+        for kern in kernels("mlstm", "chunkwise"):
+            if kern.supports(device=current_device(), dtype=a.dtype, head_dims=(a.dk, a.dv)):
+                continue
+
+            def call():
+                h, st = kern.fn(q, k, v, i, f, None, chunk_size=a.chunk)
+                mx.eval(h, *st)
+
+            try:
+                call()
+                t = time.perf_counter()
+                for _ in range(a.iters):
+                    call()
+                ms = 1e3 * (time.perf_counter() - t) / a.iters
+            except Exception as exc:  # noqa: BLE001 - report, keep measuring the others
+                res[f"{kern.name}_S{S}_error"] = str(exc)[:200]
+                continue
+            res[f"{kern.name}_fwd_ms_S{S}"] = ms
+            ref = off.get(f"chunkwise_fwd_ms_S{S}")
+            if ref:
+                res[f"{kern.name}_S{S}_time_over_official"] = ms / ref
+    print(json.dumps(res, indent=2))
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
