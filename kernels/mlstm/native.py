@@ -95,19 +95,22 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     C_loc = (k * e_end[..., None]).swapaxes(-1, -2) @ v  # [B,NH,NC,DK,DV]
     n_loc = mx.sum(k * e_end[..., None], axis=-2)  # [B,NH,NC,DK]
 
-    # Recurrence across chunks: the state entering every chunk.
-    C_in, n_in, m_in = [], [], []
-    for c in range(NC):
-        C_in.append(C)
-        n_in.append(n)
-        m_in.append(m)
-        m_new = mx.maximum(g[..., c] + m, m_loc[..., c])
-        a_old = mx.exp(g[..., c] + m - m_new)
-        a_loc = mx.exp(m_loc[..., c] - m_new)
-        C = a_old[..., None, None] * C + a_loc[..., None, None] * C_loc[:, :, c]
-        n = a_old[..., None] * n + a_loc[..., None] * n_loc[:, :, c]
-        m = m_new
-    C_in, n_in, m_in = mx.stack(C_in, axis=2), mx.stack(n_in, axis=2), mx.stack(m_in, axis=2)
+    # The state entering every chunk c = 0..NC (NC = the final state), in closed form: a weighted sum
+    # of the initial state and of every earlier chunk's own contribution. The weights are computed
+    # in log space and stabilised by their row max, which equals the recurrent stabiliser m.
+    G = mx.cumsum(g, axis=-1)  # log forget from sequence start to the end of chunk c
+    G_before = mx.concatenate([mx.zeros_like(G[..., :1]), G], axis=-1)  # ... to the start of chunk c (NC+1)
+    w0 = G_before + m[..., None]  # [B,NH,NC+1] weight of the initial state
+    w = G_before[..., :, None] - G[..., None, :] + m_loc[..., None, :]  # [B,NH,NC+1,NC] weight of chunk c'
+    earlier = mx.tril(mx.ones((NC + 1, NC), mx.bool_), k=-1)  # only chunks c' < c contribute
+    w = mx.where(earlier, w, -mx.inf)
+    m_all = mx.maximum(w0, mx.max(w, axis=-1))
+    A = mx.exp(w - m_all[..., None])
+    a0 = mx.exp(w0 - m_all)
+    C_all = (A @ C_loc.reshape(B, NH, NC, DK * DV)).reshape(B, NH, NC + 1, DK, DV) + a0[..., None, None] * C[:, :, None]
+    n_all = A @ n_loc + a0[..., None] * n[:, :, None]
+    C_in, n_in, m_in = C_all[:, :, :NC], n_all[:, :, :NC], m_all[..., :NC]
+    C, n, m = C_all[:, :, NC], n_all[:, :, NC], m_all[..., NC]
 
     # Outputs of all chunks at once.
     causal = mx.tril(mx.ones((L, L), mx.bool_))
