@@ -47,6 +47,19 @@ def _step(q, k, v, i, log_f, C, n, m, eps):
     return num / denom[..., None], C, n, m_new
 
 
+def _segment_sums(x: mx.array) -> mx.array:
+    """``out[..., c, j] = sum(x[..., j+1 : c+1])`` for ``j <= c``, ``-inf`` above the diagonal.
+
+    Each entry is its own short cumulative sum rather than a difference of two long ones, so
+    nearby chunks (which dominate) keep full float32 precision however long the sequence.
+    """
+    T = x.shape[-1]
+    rows = mx.broadcast_to(x[..., :, None], x.shape + (T,))  # [..., k, j] = x_k
+    rows = mx.where(mx.tril(mx.ones((T, T), mx.bool_), k=-1), rows, 0.0)  # keep k > j
+    sums = mx.cumsum(rows, axis=-2)  # [..., c, j] = sum over j < k <= c
+    return mx.where(mx.tril(mx.ones((T, T), mx.bool_)), sums, -mx.inf)
+
+
 def mlstm_step_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
     if q.shape[2] != 1:
         raise ValueError(f"the step kernel takes exactly one token, got seq_len {q.shape[2]}; use the sequence or chunkwise form")
@@ -85,11 +98,13 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     k = k.reshape(B, NH, NC, L, DK)
     v = v.reshape(B, NH, NC, L, DV)
     i = i.reshape(B, NH, NC, L)
-    b = mx.cumsum(log_f.reshape(B, NH, NC, L), axis=-1)  # log of the forget product from chunk start to t
+    log_f = log_f.reshape(B, NH, NC, L)
+    b = mx.cumsum(log_f, axis=-1)  # log of the forget product from chunk start to t
     g = b[..., -1]  # whole-chunk log forget [B,NH,NC]
+    seg_in = _segment_sums(log_f)  # [B,NH,NC,L,L]: log forget between s (excl.) and t (incl.)
 
     # What each chunk adds to the state on its own, stabilised by its own max.
-    w_end = g[..., None] - b + i  # [B,NH,NC,L] log weight of token s in the chunk-end state
+    w_end = seg_in[..., L - 1, :] + i  # [B,NH,NC,L] log weight of token s in the chunk-end state
     m_loc = mx.max(w_end, axis=-1)
     e_end = mx.exp(w_end - m_loc[..., None])
     C_loc = (k * e_end[..., None]).swapaxes(-1, -2) @ v  # [B,NH,NC,DK,DV]
@@ -98,12 +113,9 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     # The state entering every chunk c = 0..NC (NC = the final state), in closed form: a weighted sum
     # of the initial state and of every earlier chunk's own contribution. The weights are computed
     # in log space and stabilised by their row max, which equals the recurrent stabiliser m.
-    G = mx.cumsum(g, axis=-1)  # log forget from sequence start to the end of chunk c
-    G_before = mx.concatenate([mx.zeros_like(G[..., :1]), G], axis=-1)  # ... to the start of chunk c (NC+1)
-    w0 = G_before + m[..., None]  # [B,NH,NC+1] weight of the initial state
-    w = G_before[..., :, None] - G[..., None, :] + m_loc[..., None, :]  # [B,NH,NC+1,NC] weight of chunk c'
-    earlier = mx.tril(mx.ones((NC + 1, NC), mx.bool_), k=-1)  # only chunks c' < c contribute
-    w = mx.where(earlier, w, -mx.inf)
+    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g, axis=-1)], axis=-1) + m[..., None]  # [B,NH,NC+1]
+    seg = _segment_sums(g)  # [B,NH,NC,NC]: sum of g over chunks c'+1..c, -inf for c' > c
+    w = mx.concatenate([mx.full(seg.shape[:-2] + (1, NC), -mx.inf), seg + m_loc[..., None, :]], axis=-2)  # [B,NH,NC+1,NC]
     m_all = mx.maximum(w0, mx.max(w, axis=-1))
     A = mx.exp(w - m_all[..., None])
     a0 = mx.exp(w0 - m_all)
@@ -113,8 +125,7 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     C, n, m = C_all[:, :, NC], n_all[:, :, NC], m_all[..., NC]
 
     # Outputs of all chunks at once.
-    causal = mx.tril(mx.ones((L, L), mx.bool_))
-    D = mx.where(causal, b[..., :, None] - b[..., None, :] + i[..., None, :], -mx.inf)  # [B,NH,NC,L,L]
+    D = seg_in + i[..., None, :]  # [B,NH,NC,L,L] log weight of token s in h_t (-inf for s > t)
     a_in = b + m_in[..., None]  # log weight of the incoming state at position t
     m_t = mx.maximum(a_in, mx.max(D, axis=-1))
     W = mx.exp(D - m_t[..., None])

@@ -11,15 +11,16 @@ def _logsigmoid(x: np.ndarray) -> np.ndarray:
     return -np.logaddexp(0.0, -x)
 
 
-def mlstm_reference(q, k, v, i, f, state=None, *, chunk_size=None, eps=1e-6, mask=None):
-    q, k, v, i, f = (np.asarray(a, dtype=np.float64) for a in (q, k, v, i, f))
+def mlstm_reference(q, k, v, i, f, state=None, *, chunk_size=None, eps=1e-6, mask=None, dtype=np.float64):
+    """``dtype=np.float32`` runs the same loop in float32: the accuracy floor any float32 kernel faces."""
+    q, k, v, i, f = (np.asarray(a, dtype=dtype) for a in (q, k, v, i, f))
     B, NH, S, DK = q.shape
     DV = v.shape[-1]
     if state is None:
-        C, n, m = np.zeros((B, NH, DK, DV)), np.zeros((B, NH, DK)), np.zeros((B, NH))
+        C, n, m = np.zeros((B, NH, DK, DV), dtype), np.zeros((B, NH, DK), dtype), np.zeros((B, NH), dtype)
     else:
-        C, n, m = (np.array(a, dtype=np.float64) for a in state)
-    h = np.zeros((B, NH, S, DV))
+        C, n, m = (np.array(a, dtype=dtype) for a in state)
+    h = np.zeros((B, NH, S, DV), dtype)
     for b in range(B):
         for hd in range(NH):
             for t in range(S):
@@ -32,7 +33,7 @@ def mlstm_reference(q, k, v, i, f, state=None, *, chunk_size=None, eps=1e-6, mas
                 C[b, hd] = f_act * C[b, hd] + i_act * np.outer(k[b, hd, t], v[b, hd, t])
                 n[b, hd] = f_act * n[b, hd] + i_act * k[b, hd, t]
                 m[b, hd] = m_new
-                q_t = q[b, hd, t] / np.sqrt(DK)
-                denom = max(abs(q_t @ n[b, hd]), np.exp(-m_new)) + eps
+                q_t = q[b, hd, t] / np.sqrt(dtype(DK))
+                denom = max(abs(q_t @ n[b, hd]), np.exp(-m_new)) + dtype(eps)
                 h[b, hd, t] = (q_t @ C[b, hd]) / denom
     return h, (C, n, m)

@@ -16,6 +16,7 @@ from .model import NodeEntry, RepeatEntry, WiringSpecFile
 from .source import SpecSource
 
 _COMMON_FIELDS = set(NodeEntry.model_fields)
+MAX_REPEAT = 10_000  # copies per repeat: far above any real model, low enough to fail fast on a typo
 
 
 @dataclass
@@ -62,13 +63,21 @@ def _eval(node: ast.AST, env: dict[str, Any]) -> Any:
     if isinstance(node, ast.Expression):
         return _eval(node.body, env)
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        if isinstance(node.value, int) and abs(node.value) > 2**62:
+            raise ValueError(f"number out of range: {node.value}")
         return node.value
     if isinstance(node, ast.Name):
         if node.id in env:
             return env[node.id]
         raise _Unresolved(node.id)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        return _BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+        left, right = _eval(node.left, env), _eval(node.right, env)
+        if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 2**32):
+            raise ValueError(f"exponent too large in {ast.unparse(node)}")
+        result = _BINOPS[type(node.op)](left, right)
+        if isinstance(result, complex) or (isinstance(result, int) and abs(result) > 2**62):
+            raise ValueError(f"value out of range in {ast.unparse(node)}")
+        return result
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand, env))
     raise _Unresolved(ast.dump(node))
@@ -92,7 +101,7 @@ def resolve_value(value: Any, env: dict[str, Any]) -> Any:
         result = _eval(tree, env)
     except _Unresolved:
         return value
-    except (ZeroDivisionError, OverflowError, TypeError) as exc:
+    except (ZeroDivisionError, OverflowError, TypeError, RecursionError) as exc:
         raise ValueError(f"cannot evaluate '{value}': {exc}") from None
     if isinstance(result, float) and result.is_integer() and not any(c in value for c in "./e"):
         result = int(result)
@@ -235,9 +244,12 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         except ValidationError as exc:
             issues.extend(_validation_issues(exc, src, path, None, list(RepeatEntry.model_fields)))
             return None
-        count = resolve_value(rep.repeat, scope.env)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            issues.append(SpecIssue(f"repeat count must be a positive integer or a dim name, got {rep.repeat!r}",
+        try:
+            count = resolve_value(rep.repeat, scope.env)
+        except ValueError:
+            count = None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or count > MAX_REPEAT:
+            issues.append(SpecIssue(f"repeat count must be a positive integer (at most {MAX_REPEAT}) or a dim name, got {rep.repeat!r}",
                                     file=src.file, line=src.line(path + ("repeat",)), field="repeat",
                                     hint=did_you_mean(rep.repeat, scope.env)))
             return None

@@ -1,0 +1,118 @@
+"""Kernel properties over random shapes, gates (incl. the soft-cap extremes), states and masks.
+
+Default profile `ci` keeps this to seconds; `XLSTM_HYPOTHESIS_PROFILE=thorough` runs thousands of cases.
+Failures print an MLSTMCase (shapes + seed) that reproduces them; hypothesis' database replays them.
+"""
+import mlx.core as mx
+import numpy as np
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from xlstm_metal.kernels import current_device, kernels
+from xlstm_metal.kernels.mlstm.reference import mlstm_reference
+from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
+
+# float32: max |kernel - float64 reference| <= 1e-5 * max(1, max |reference|), or — where the inputs are so
+# ill-conditioned (|q·n| tiny against its terms) that a plain float32 loop of the recurrence itself misses
+# that — at most 4x the error of that plain float32 loop. No kernel may be less accurate than the naive one.
+F32_RTOL = 1e-5
+BF16_RTOL = 1e-2  # bf16 inputs vs the reference on the same bf16-rounded values: output rounding (2^-8) + f32 math
+
+KERNELS = [k for k in kernels("mlstm") if k.form != "step" and k.supports(device=current_device(), dtype="float32") is None]
+STEP_KERNELS = [k for k in kernels("mlstm", "step") if k.supports(device=current_device(), dtype="float32") is None]
+
+
+def run(kernel, arrays, chunk, dtype=mx.float32):
+    q, k, v, i, f, state, mask = arrays
+    mxa = lambda a, dt=mx.float32: mx.array(np.asarray(a, np.float32)).astype(dt)  # noqa: E731
+    st_ = None if state is None else tuple(mxa(a) for a in state)
+    h, out_state = kernel.fn(mxa(q, dtype), mxa(k, dtype), mxa(v, dtype), mxa(i, dtype), mxa(f, dtype), st_,
+                             chunk_size=chunk, mask=None if mask is None else mx.array(mask))
+    return np.array(h.astype(mx.float32), np.float64), tuple(np.array(a, np.float64) for a in out_state)
+
+
+def worst(a, b):
+    return float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max())) if b.size else 0.0
+
+
+def float32_floor(arrays, h_ref, st_ref):
+    """Tolerances (h, state) for a float32 kernel on these inputs: 1e-5, or 4x the naive float32 loop's error."""
+    q, k, v, i, f, state, mask = arrays
+    h32, st32 = mlstm_reference(q, k, v, i, f, state, mask=mask, dtype=np.float32)
+    return (max(F32_RTOL, 4 * worst(h32, h_ref)),
+            [max(F32_RTOL, 4 * worst(a, b)) for a, b in zip(st32, st_ref)])
+
+
+@given(case=mlstm_inputs(max_len=300), chunk=chunk_sizes(), data=st.data())
+def test_every_kernel_matches_the_float64_recurrence(case, chunk, data):
+    arrays = case.arrays()
+    h_ref, st_ref = mlstm_reference(*arrays[:5], arrays[5], mask=arrays[6])
+    tol, st_tol = float32_floor(arrays, h_ref, st_ref)
+    for kernel in KERNELS:
+        h, st_ = run(kernel, arrays, chunk)
+        note(f"{kernel.name}: h err {worst(h, h_ref):.2e} (tol {tol:.1e}), state errs {[f'{worst(a, b):.2e}' for a, b in zip(st_, st_ref)]}")
+        assert np.all(np.isfinite(h)) and all(np.all(np.isfinite(a)) for a in st_)
+        assert worst(h, h_ref) <= tol
+        for a, b, t in zip(st_, st_ref, st_tol):
+            assert worst(a, b) <= t
+
+
+@given(case=mlstm_inputs(max_len=40, masks=True))
+def test_step_by_step_equals_the_recurrence(case):
+    q, k, v, i, f, state, mask = case.arrays()
+    h_ref, st_ref = mlstm_reference(q, k, v, i, f, state, mask=mask)
+    tol, st_tol = float32_floor(case.arrays(), h_ref, st_ref)
+    for kernel in STEP_KERNELS:
+        cur, hs = state, []
+        for t in range(case.seq_len):
+            sl = slice(t, t + 1)
+            h, cur = run(kernel, (q[:, :, sl], k[:, :, sl], v[:, :, sl], i[:, :, sl], f[:, :, sl], cur,
+                                  None if mask is None else mask[:, sl]), 1)
+            hs.append(h)
+        assert worst(np.concatenate(hs, axis=2), h_ref) <= tol
+        for a, b, t in zip(cur, st_ref, st_tol):
+            assert worst(a, b) <= t
+
+
+@given(case=mlstm_inputs(max_len=200, masks=False), chunk=chunk_sizes(64), data=st.data())
+def test_state_passing_split_anywhere(case, chunk, data):
+    q, k, v, i, f, state, _ = case.arrays()
+    cut = data.draw(st.integers(0, case.seq_len), label="cut")
+    kernel = KERNELS[0]
+    h_full, st_full = run(kernel, (q, k, v, i, f, state, None), chunk)
+    parts, cur = [], state
+    for a, b in ((0, cut), (cut, case.seq_len)):
+        if a == b:
+            continue
+        h, cur = run(kernel, (q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], i[:, :, a:b], f[:, :, a:b], cur, None), chunk)
+        parts.append(h)
+    h_ref, st_ref = mlstm_reference(q, k, v, i, f, state)
+    tol, st_tol = float32_floor((q, k, v, i, f, state, None), h_ref, st_ref)
+    # both runs are float32 approximations of the reference: their distance is at most the sum of errors
+    assert worst(np.concatenate(parts, axis=2), h_full) <= 2 * tol
+    for a, b, t in zip(cur, st_full, st_tol):
+        assert worst(a, b) <= 2 * t
+
+
+@given(case=mlstm_inputs(max_len=64), chunk=chunk_sizes(32))
+def test_fully_masked_input_leaves_the_state_exactly_unchanged(case, chunk):
+    q, k, v, i, f, state, _ = case.arrays()
+    mask = np.zeros((case.batch, case.seq_len), bool)
+    for kernel in KERNELS:
+        h, st_ = run(kernel, (q, k, v, i, f, state, mask), chunk)
+        assert np.all(h == 0)
+        expected = state if state is not None else (np.zeros_like(st_[0]), np.zeros_like(st_[1]), np.zeros_like(st_[2]))
+        for a, b in zip(st_, expected):
+            np.testing.assert_array_equal(a, np.asarray(b, np.float32))
+
+
+@given(case=mlstm_inputs(max_len=120, dtypes=("bfloat16",), masks=False), chunk=chunk_sizes(64))
+def test_bfloat16_inputs_stay_close_to_the_recurrence(case, chunk):
+    rounded = lambda a: np.array(mx.array(np.asarray(a, np.float32)).astype(mx.bfloat16).astype(mx.float32), np.float64)  # noqa: E731
+    q, k, v, i, f, state, mask = case.arrays()
+    arrays = (*[rounded(a) for a in (q, k, v, i, f)], state, None)  # the reference sees what the kernel sees
+    h_ref, _ = mlstm_reference(*arrays[:5], arrays[5])
+    for kernel in KERNELS:
+        h, st_ = run(kernel, arrays, chunk, dtype=mx.bfloat16)
+        assert np.all(np.isfinite(h))
+        assert worst(h, h_ref) <= BF16_RTOL

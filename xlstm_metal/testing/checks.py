@@ -1,0 +1,215 @@
+"""Parity checks for any architecture: the prefill path and the decode path must compute the same function.
+
+Each check builds deterministic random inputs from a seed, runs two paths that must agree
+(chunkwise prefill vs token-by-token decoding, one prefill vs a segmented one, a padded batch vs
+each row alone) and reports the worst difference. ``assert_*`` raise with a readable table;
+``verify`` runs them all for ``xlstm-metal verify``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+DEFAULT_RTOL = 2e-5  # float32, whole model: relative to the largest |logit| (or state entry)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    max_abs: float
+    max_rel: float
+    rtol: float
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    spec: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def __str__(self) -> str:
+        rows = [("check", "result", "worst abs", "worst rel", "tolerance", "detail")]
+        for r in self.results:
+            rows.append((r.name, "pass" if r.passed else "FAIL", f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.rtol:.0e}", r.detail))
+        widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]))]
+        lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        verdict = "PASSED" if self.passed else "FAILED"
+        return f"verify {self.spec}: {verdict} ({sum(r.passed for r in self.results)}/{len(self.results)} checks)\n" + "\n".join(lines)
+
+
+def as_runner(spec_or_runner: Any, *, seed: int = 0, dtype: str = "float32"):
+    from xlstm_metal.runner import xLSTMRunner
+
+    if isinstance(spec_or_runner, xLSTMRunner):
+        return spec_or_runner
+    return xLSTMRunner.from_spec(spec_or_runner, seed=seed, dtype=dtype)
+
+
+def input_vocab(runner) -> int:
+    """Token ids the model accepts: the smallest embedding table reading a graph input."""
+    g = runner.graph
+    sizes = [getattr(g.node(n)["params"], "num_embeddings", None) for n in g.compute_nodes()
+             if set(g.node(n)["spec"].inputs) & set(g.inputs)]
+    sizes = [s for s in sizes if s]
+    if not sizes:
+        raise ValueError("the graph has no embedding reading its token input; cannot draw token ids")
+    return min(sizes)
+
+
+def random_tokens(runner, batch: int, seq_len: int, seed: int) -> mx.array:
+    rng = np.random.default_rng(seed)
+    return mx.array(rng.integers(0, input_vocab(runner), size=(batch, seq_len)), dtype=mx.int32)
+
+
+def _diff(a, b) -> tuple[float, float]:
+    a = np.array(a.astype(mx.float32) if isinstance(a, mx.array) else a, dtype=np.float64)
+    b = np.array(b.astype(mx.float32) if isinstance(b, mx.array) else b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf"), float("inf")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("nan"), float("nan")
+    err = float(np.abs(a - b).max()) if a.size else 0.0
+    return err, err / max(1.0, float(np.abs(b).max()) if b.size else 1.0)
+
+
+def _compare(name, pairs, rtol, detail="") -> CheckResult:
+    worst_abs = worst_rel = 0.0
+    for a, b in pairs:
+        ab, rel = _diff(a, b)
+        if not np.isfinite(rel):
+            return CheckResult(name, False, ab, rel, rtol, (detail + " NaN/inf or shape mismatch").strip())
+        worst_abs, worst_rel = max(worst_abs, ab), max(worst_rel, rel)
+    return CheckResult(name, worst_rel <= rtol, worst_abs, worst_rel, rtol, detail)
+
+
+def _with_overrides(runner, kernel: str | None, chunk_size: int | None):
+    """Overrides that force every kernel-using node onto one form / chunk size."""
+    over = {}
+    for n in runner.graph.compute_nodes():
+        if runner.graph.node(n)["block_cls"].kernel_family:
+            o = {}
+            if kernel:
+                o["kernel"] = kernel
+            if chunk_size:
+                o["chunk_size"] = chunk_size
+            over[n] = o
+    return over
+
+
+def decode_token_by_token(runner, tokens: mx.array, state=None):
+    logits = []
+    for t in range(tokens.shape[1]):
+        lg, state = runner(tokens[:, t:t + 1], state)
+        logits.append(lg)
+    return mx.concatenate(logits, axis=1), state
+
+
+def check_chunkwise_matches_step(spec_or_runner, *, batch: int = 2, seq_len: int = 37, chunk_sizes=(1, 5, 16, 64),
+                                 seed: int = 0, rtol: float = DEFAULT_RTOL, with_initial_state: bool = True) -> list[CheckResult]:
+    runner = as_runner(spec_or_runner, seed=seed)
+    tokens = random_tokens(runner, batch, seq_len, seed)
+    start = None
+    if with_initial_state:  # start from a non-trivial state, as after an earlier prompt
+        _, start = runner(random_tokens(runner, batch, 7, seed + 1))
+    step_logits, step_state = decode_token_by_token(runner, tokens, start)
+    saved = runner.overrides
+    results = []
+    try:
+        for kernel, chunks in (("chunkwise", chunk_sizes), ("sequence", (None,))):
+            for L in chunks:
+                runner.set_overrides(_with_overrides(runner, kernel, L))
+                logits, state = runner(tokens, start)
+                label = f"{kernel}{'' if L is None else f' L={L}'} == step"
+                results.append(_compare(label, [(logits, step_logits)] + list(zip(state.arrays(), step_state.arrays())),
+                                        rtol, f"B={batch} S={seq_len} seed={seed}"))
+    finally:
+        runner.set_overrides(saved)
+    return results
+
+
+def check_state_passing(spec_or_runner, *, batch: int = 2, seq_len: int = 40, splits=(1, 17, 39), seed: int = 0,
+                        rtol: float = DEFAULT_RTOL) -> list[CheckResult]:
+    runner = as_runner(spec_or_runner, seed=seed)
+    tokens = random_tokens(runner, batch, seq_len, seed)
+    full, full_state = runner(tokens)
+    results = []
+    for cut in splits:
+        if not 0 < cut < seq_len:
+            continue
+        a, st = runner(tokens[:, :cut])
+        b, st = runner(tokens[:, cut:], st)
+        results.append(_compare(f"prefill split at {cut} == one prefill",
+                                [(mx.concatenate([a, b], axis=1), full)] + list(zip(st.arrays(), full_state.arrays())),
+                                rtol, f"B={batch} S={seq_len} seed={seed}"))
+    return results
+
+
+def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0, seed: int = 0,
+                             rtol: float = DEFAULT_RTOL) -> list[CheckResult]:
+    runner = as_runner(spec_or_runner, seed=seed)
+    rows = [random_tokens(runner, 1, n, seed + k) for k, n in enumerate(lengths)]
+    S = max(lengths)
+    batch = mx.concatenate([mx.concatenate([mx.full((1, S - n), pad_id, mx.int32), r], axis=1) if n < S else r
+                            for r, n in zip(rows, lengths)], axis=0)
+    mask = mx.array(np.array([[False] * (S - n) + [True] * n for n in lengths]))
+    logits, state = runner(batch, mask=mask)
+    pairs = []
+    for k, (r, n) in enumerate(zip(rows, lengths)):
+        alone, st_alone = runner(r)
+        pairs.append((logits[k:k + 1, S - n:], alone))
+        pairs.extend(zip(state.select([k]).arrays(), st_alone.arrays()))
+    return [_compare("left-padded batch == each row alone", pairs, rtol, f"lengths={list(lengths)} seed={seed}")]
+
+
+def _raise_if_failed(results: list[CheckResult], spec: str) -> None:
+    report = VerifyReport(spec, results)
+    if not report.passed:
+        raise AssertionError(str(report))
+
+
+def assert_chunkwise_matches_step(spec_or_runner, **kw) -> list[CheckResult]:
+    """Chunkwise (any chunk size) and sequence prefill equal token-by-token decoding: logits and final state."""
+    results = check_chunkwise_matches_step(spec_or_runner, **kw)
+    _raise_if_failed(results, _name(spec_or_runner))
+    return results
+
+
+def assert_state_passing(spec_or_runner, **kw) -> list[CheckResult]:
+    """Splitting a prompt anywhere and carrying the state equals one prefill."""
+    results = check_state_passing(spec_or_runner, **kw)
+    _raise_if_failed(results, _name(spec_or_runner))
+    return results
+
+
+def assert_padding_invariance(spec_or_runner, **kw) -> list[CheckResult]:
+    """Left padding with a mask changes nothing: each row of a padded batch equals that row alone."""
+    results = check_padding_invariance(spec_or_runner, **kw)
+    _raise_if_failed(results, _name(spec_or_runner))
+    return results
+
+
+def _name(spec_or_runner) -> str:
+    g = getattr(spec_or_runner, "graph", None)
+    return g.name if g is not None else str(spec_or_runner)[:60]
+
+
+def verify(spec_or_runner, *, seeds=(0, 1), seq_len: int = 37, chunk_sizes=(1, 5, 16, 64), rtol: float = DEFAULT_RTOL) -> VerifyReport:
+    """All parity checks on one architecture (what ``xlstm-metal verify SPEC`` runs)."""
+    results: list[CheckResult] = []
+    name = None
+    for seed in seeds:  # each seed: fresh random weights (for a spec) and fresh inputs
+        runner = as_runner(spec_or_runner, seed=seed)
+        name = runner.graph.name
+        results += check_chunkwise_matches_step(runner, seq_len=seq_len, chunk_sizes=chunk_sizes, seed=seed, rtol=rtol)
+        results += check_state_passing(runner, seq_len=seq_len + 3, seed=seed, rtol=rtol)
+        results += check_padding_invariance(runner, seed=seed, rtol=rtol)
+    return VerifyReport(name or "?", results)

@@ -1,0 +1,212 @@
+"""Hypothesis strategies: mLSTM kernel inputs, valid wiring specs, and invalid (mutated) specs.
+
+Values are generated from a drawn seed with numpy, so a shrunk counterexample prints as a few
+small numbers (shapes, seed) that reproduce it exactly.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+from hypothesis import strategies as st
+
+
+@dataclass
+class MLSTMCase:
+    """One kernel input set; ``arrays()`` gives float64 numpy q, k, v, i, f, state, mask."""
+
+    batch: int
+    heads: int
+    seq_len: int
+    dk: int
+    dv: int
+    seed: int
+    gate_style: str
+    with_state: bool
+    with_mask: bool
+    dtype: str = "float32"
+
+    def arrays(self):
+        rng = np.random.default_rng(self.seed)
+        B, NH, S = self.batch, self.heads, self.seq_len
+        q, k = rng.normal(size=(B, NH, S, self.dk)), rng.normal(size=(B, NH, S, self.dk))
+        v = rng.normal(size=(B, NH, S, self.dv))
+        if self.gate_style == "normal":
+            i, f = rng.normal(size=(B, NH, S)) * 3, rng.normal(size=(B, NH, S)) * 3 + 2
+        elif self.gate_style == "extreme":  # at and near the soft cap of 15
+            i = rng.choice([-15.0, -14.5, 0.0, 14.5, 15.0], size=(B, NH, S))
+            f = rng.choice([-15.0, -14.5, 10.0, 15.0], size=(B, NH, S))
+        else:  # "forgetful": forget gates mostly closed, input gates small
+            i, f = rng.normal(size=(B, NH, S)) - 5, rng.normal(size=(B, NH, S)) - 6
+        state = None
+        if self.with_state:
+            state = (rng.normal(size=(B, NH, self.dk, self.dv)), rng.normal(size=(B, NH, self.dk)), rng.normal(size=(B, NH)) * 3)
+        mask = None
+        if self.with_mask:
+            mask = rng.random((B, S)) > 0.3
+            mask[:, -1] = True
+        to32 = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731  (what an f32 kernel sees)
+        return (to32(q), to32(k), to32(v), to32(i), to32(f),
+                None if state is None else tuple(to32(a) for a in state), mask)
+
+    def __repr__(self) -> str:
+        return (f"MLSTMCase(B={self.batch}, NH={self.heads}, S={self.seq_len}, DK={self.dk}, DV={self.dv}, seed={self.seed}, "
+                f"gates={self.gate_style}, state={self.with_state}, mask={self.with_mask}, dtype={self.dtype})")
+
+
+@st.composite
+def mlstm_inputs(draw, max_batch: int = 2, max_heads: int = 3, max_dk: int = 16, max_dv: int = 16, max_len: int = 300,
+                 dtypes=("float32",), masks: bool = True) -> MLSTMCase:
+    return MLSTMCase(
+        batch=draw(st.integers(1, max_batch)), heads=draw(st.integers(1, max_heads)),
+        seq_len=draw(st.integers(1, max_len)), dk=draw(st.integers(1, max_dk)), dv=draw(st.integers(1, max_dv)),
+        seed=draw(st.integers(0, 2**31 - 1)), gate_style=draw(st.sampled_from(["normal", "extreme", "forgetful"])),
+        with_state=draw(st.booleans()), with_mask=masks and draw(st.booleans()), dtype=draw(st.sampled_from(list(dtypes))))
+
+
+def chunk_sizes(max_size: int = 256):
+    return st.one_of(st.sampled_from([1, 2, 16, 64, 128, max_size]), st.integers(1, max_size))
+
+
+# ----------------------------------------------------------------------------- valid specs
+BLOCK_PATTERNS = ("prenorm", "parallel", "mlstm_only", "ffn_only", "skip_two")
+
+
+@st.composite
+def wiring_specs(draw, max_depth: int = 3, dims=(8, 12, 16, 24), max_vocab: int = 40, patterns=BLOCK_PATTERNS,
+                 use_repeat: bool | None = None) -> dict[str, Any]:
+    """A random valid architecture: depth, width, heads per layer, block patterns, residual wiring."""
+    d = draw(st.sampled_from(list(dims)))
+    vocab = draw(st.integers(5, max_vocab))
+    depth = draw(st.integers(1, max_depth))
+    nodes: list[dict[str, Any]] = [{"name": "emb", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab", "dim": "d"}]
+    if use_repeat is None:
+        use_repeat = draw(st.booleans())
+
+    def mlstm_node(name, inp):
+        qk = draw(st.sampled_from([0.5, 1.0]))
+        v = draw(st.sampled_from([0.5, 1.0, 2.0]))
+        common = [h for h in range(1, 9) if int(d * qk) % h == 0 and int(d * v) % h == 0]
+        return {"name": name, "type": "mlstm", "inputs": [inp], "num_heads": draw(st.sampled_from(common)),
+                "qk_dim_factor": qk, "v_dim_factor": v, "chunk_size": draw(st.integers(1, 24)),
+                "gate_soft_cap": draw(st.sampled_from([15.0, 5.0, None])), "weight_mode": draw(st.sampled_from(["single", "fused"]))}
+
+    def ffn_node(name, inp):
+        return {"name": name, "type": "swiglu", "inputs": [inp], "proj_factor": draw(st.sampled_from([1.0, 1.5, 2.667])),
+                "round_up_to": draw(st.sampled_from([4, 8, 16])), "weight_mode": draw(st.sampled_from(["single", "fused"]))}
+
+    def block(prefix, x):
+        pattern = draw(st.sampled_from(list(patterns)))
+        p = prefix
+        if pattern == "prenorm":
+            return [{"name": f"{p}n1", "type": "rms_norm", "inputs": [x]}, mlstm_node(f"{p}m", f"{p}n1"),
+                    {"name": f"{p}r1", "type": "add", "inputs": [x, f"{p}m"]},
+                    {"name": f"{p}n2", "type": "rms_norm", "inputs": [f"{p}r1"]}, ffn_node(f"{p}f", f"{p}n2"),
+                    {"name": f"{p}out", "type": "add", "inputs": [f"{p}r1", f"{p}f"]}]
+        if pattern == "parallel":
+            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, mlstm_node(f"{p}m", f"{p}n"), ffn_node(f"{p}f", f"{p}n"),
+                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}m", f"{p}f"]}]
+        if pattern == "mlstm_only":
+            return [{"name": f"{p}n", "type": "multihead_layer_norm", "inputs": [x], "num_heads": 2 if d % 2 == 0 else 1},
+                    mlstm_node(f"{p}m", f"{p}n"), {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}m"]}]
+        if pattern == "ffn_only":
+            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, ffn_node(f"{p}f", f"{p}n"),
+                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}f"]}]
+        # skip_two: two stacked mLSTMs, the residual skips both
+        return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, mlstm_node(f"{p}m1", f"{p}n"), mlstm_node(f"{p}m2", f"{p}m1"),
+                {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}m2"]}]
+
+    last = "emb"
+    if use_repeat:
+        inner = block("", "x")
+        nodes.append({"repeat": depth, "name": "blocks.{i}", "inputs": {"x": "emb"}, "output": "out", "nodes": inner})
+        last = "blocks"
+    else:
+        for b in range(depth):
+            nodes += block(f"b{b}.", last)
+            last = f"b{b}.out"
+    if draw(st.booleans()):
+        nodes.append({"name": "out_norm", "type": "rms_norm", "inputs": [last]})
+        last = "out_norm"
+    nodes.append({"name": "lm_head", "type": "lm_head", "inputs": [last], "vocab_size": "vocab",
+                  "soft_cap": draw(st.sampled_from([30.0, None]))})
+    return {"name": "drawn", "dims": {"d": d, "vocab": vocab}, "inputs": ["tokens"], "nodes": nodes, "outputs": ["lm_head"]}
+
+
+# ----------------------------------------------------------------------------- invalid specs
+def _flat_nodes(spec):
+    out = []
+    for n in spec["nodes"]:
+        if "repeat" in n:
+            out.extend(n["nodes"])
+        else:
+            out.append(n)
+    return out
+
+
+MUTATIONS = ("dangling_input", "cycle", "wrong_type", "bad_heads", "unknown_block", "unknown_param", "missing_param",
+             "duplicate_name", "bad_output", "bad_yaml", "drop_key", "not_a_mapping", "bad_repeat", "width_mismatch")
+
+
+@st.composite
+def invalid_specs(draw, base=None, mutations=MUTATIONS):
+    """``(spec, mutation)``: a valid spec broken in one way; ``spec`` is a dict or YAML text."""
+    spec = copy.deepcopy(draw(base if base is not None else wiring_specs(use_repeat=False)))
+    kind = draw(st.sampled_from(list(mutations)))
+    nodes = _flat_nodes(spec)
+    pick = lambda seq: seq[draw(st.integers(0, len(seq) - 1))]  # noqa: E731
+    with_params = [n for n in nodes if n["type"] in ("mlstm", "swiglu", "embedding", "lm_head")]
+    if kind == "dangling_input":
+        n = pick([n for n in nodes if n["inputs"]])
+        n["inputs"][0] = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=12)) + "_missing"
+    elif kind == "cycle":
+        n = pick(nodes[1:])
+        nodes[1]["inputs"] = [n["name"]] + nodes[1]["inputs"][1:]
+        if n is nodes[1]:
+            nodes[1]["inputs"] = [nodes[1]["name"]]
+    elif kind == "wrong_type":
+        n = pick(with_params)
+        key = {"mlstm": "num_heads", "swiglu": "proj_factor", "embedding": "dim", "lm_head": "vocab_size"}[n["type"]]
+        n[key] = draw(st.sampled_from([[1, 2], {"a": 1}, "not_a_number", True if key != "proj_factor" else "x"]))
+    elif kind == "bad_heads":
+        mlstms = [n for n in nodes if n["type"] == "mlstm"]
+        if mlstms:
+            pick(mlstms)["num_heads"] = 7 * spec["dims"]["d"] + 1
+        else:
+            nodes[0]["dim"] = 0
+    elif kind == "unknown_block":
+        pick(nodes)["type"] = draw(st.sampled_from(["mlstn", "rmsnorm", "attention_xyz", "LSTM", ""]))
+    elif kind == "unknown_param":
+        pick(nodes)[draw(st.sampled_from(["heads", "colour", "num_head", "dropout"]))] = 1
+    elif kind == "missing_param":
+        n = pick(with_params)
+        n.pop({"mlstm": "num_heads", "swiglu": None, "embedding": "dim", "lm_head": "vocab_size"}[n["type"]] or "name")
+    elif kind == "duplicate_name":
+        a, b = nodes[0], pick(nodes[1:])
+        b["name"] = a["name"]
+    elif kind == "bad_output":
+        spec["outputs"] = [draw(st.sampled_from(["logits", "lm_headd", "tokens", "emb.weight"]))]
+    elif kind == "bad_yaml":
+        text = yaml.safe_dump(spec, sort_keys=False)
+        pos = draw(st.integers(0, max(0, len(text) - 1)))
+        junk = draw(st.sampled_from([": [", "\t- ", "{", "]]", "- - -\n  ::", "\"unterminated", "&a *b", "\x00"]))
+        return text[:pos] + junk + text[pos:], kind
+    elif kind == "drop_key":
+        spec.pop(draw(st.sampled_from(["name", "nodes", "outputs"])))
+    elif kind == "not_a_mapping":
+        return draw(st.sampled_from([[], [1, 2], "just text", 42, None, {"nodes": "x"}])), kind
+    elif kind == "bad_repeat":
+        spec["nodes"].insert(1, {"repeat": draw(st.sampled_from([0, -1, "nope", 1.5, 10**9])), "name": "r.{i}", "nodes": []})
+    elif kind == "width_mismatch":
+        spec["nodes"].insert(1, {"name": "other", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab",
+                                 "dim": spec["dims"]["d"] + 4})
+        adds = [n for n in nodes if n["type"] == "add"]
+        target = pick(adds) if adds else nodes[-1]
+        target["inputs"] = ["other"] + target["inputs"][1:] if target["type"] == "add" else ["other"]
+        if target["type"] != "add":  # lm_head then reads a d+4 input: fine, so break an add we insert
+            spec["nodes"].append({"name": "mismatch", "type": "add", "inputs": ["other", "emb"]})
+            spec["outputs"].append("mismatch")
+    return spec, kind
