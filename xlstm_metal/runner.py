@@ -161,17 +161,30 @@ class xLSTMRunner:
             return self(tokens, state, mask=mask, logits="last")
         return model_fn
 
-    def generate(self, prompt: Any, **kw) -> Any:
-        """Generate from a prompt (text needs a tokenizer; token ids always work). See ``stream``."""
+    def generate(self, prompt: Any, **kw) -> str:
+        """Generate text from a prompt (text needs a tokenizer; token ids always work). See ``stream``."""
         from .generation import generate as _generate
 
+        kw.setdefault("eos_token_ids", self.eos_token_ids)
         return _generate(self._model_fn(), self.tokenizer, prompt, **kw)
 
     def stream(self, prompt: Any, **kw) -> Iterator[Any]:
-        """Yield ``GenerationResponse`` objects (text piece, token, tokens/s, peak memory, state)."""
+        """Yield ``GenerationResponse`` objects (text piece, token, tokens/s, peak memory, state).
+
+        Sampling: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repetition_penalty``, ``seed``;
+        stopping: ``max_tokens``, ``stop`` strings, EOS; ``state`` continues an earlier conversation.
+        """
         from .generation import stream_generate
 
+        kw.setdefault("eos_token_ids", self.eos_token_ids)
         yield from stream_generate(self._model_fn(), self.tokenizer, prompt, **kw)
+
+    def batch_generate(self, prompts: list, **kw) -> list:
+        """Prompts of different lengths in one batch; padding is masked out of the recurrent state."""
+        from .generation import batch_generate
+
+        kw.setdefault("eos_token_ids", self.eos_token_ids)
+        return batch_generate(self._model_fn(), self.tokenizer, prompts, **kw)
 
     def quantize(self, bits: int = 4, group_size: int = 64, mode: str = "affine") -> "xLSTMRunner":
         """Quantize the weights in place with MLX's quantization (layers whose rows split into groups)."""

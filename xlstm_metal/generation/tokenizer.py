@@ -1,0 +1,96 @@
+"""Tokenizer of a checkpoint directory (Hugging Face ``tokenizer.json``) and streaming detokenization."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _content(value):
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+class TokenizerWrapper:
+    """``encode``/``decode`` plus the special tokens from tokenizer_config.json / special_tokens_map.json."""
+
+    def __init__(self, tokenizer, *, bos_token=None, eos_token=None, pad_token=None, add_bos: bool = False,
+                 extra_eos_ids=()):
+        self.tokenizer = tokenizer
+        self.bos_token, self.eos_token, self.pad_token = bos_token, eos_token, pad_token
+        tid = tokenizer.token_to_id
+        self.bos_token_id = tid(bos_token) if bos_token else None
+        self.pad_token_id = tid(pad_token) if pad_token else None
+        eos = {tid(eos_token)} if eos_token and tid(eos_token) is not None else set()
+        self.eos_token_ids = eos | {int(i) for i in extra_eos_ids}
+        self.add_bos = add_bos and self.bos_token_id is not None
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> "TokenizerWrapper":
+        from tokenizers import Tokenizer
+
+        d = Path(directory)
+        if not (d / "tokenizer.json").exists():
+            raise FileNotFoundError(f"no tokenizer.json in {d}")
+        tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        special: dict = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the config wins
+            if (d / name).exists():
+                try:
+                    special.update({k: v for k, v in json.loads((d / name).read_text()).items() if v is not None})
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{d / name} is not valid JSON: {exc}") from None
+        extra = []
+        if (d / "config.json").exists():
+            cfg = json.loads((d / "config.json").read_text())
+            eos = cfg.get("eos_token_id")
+            extra = [eos] if isinstance(eos, int) else list(eos or [])
+        return cls(tok, bos_token=_content(special.get("bos_token")), eos_token=_content(special.get("eos_token")),
+                   pad_token=_content(special.get("pad_token")), add_bos=bool(special.get("add_bos_token", False)),
+                   extra_eos_ids=extra)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if (self.add_bos if add_bos is None else add_bos) and self.bos_token_id is not None:
+            ids = [self.bos_token_id] + ids
+        return ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def detokenizer(self) -> "StreamingDetokenizer":
+        return StreamingDetokenizer(self)
+
+
+class StreamingDetokenizer:
+    """Yields text as tokens arrive, never a broken multi-byte character.
+
+    The whole token list is decoded each time (decode is fast) and only the stable part is
+    emitted: text ending in U+FFFD is an incomplete UTF-8 sequence and is held back until the
+    next token completes it (or ``finalize`` flushes it).
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.emitted = 0  # characters of the decoded text already handed out
+        self.text = ""
+
+    def add_token(self, token: int) -> str:
+        self.tokens.append(int(token))
+        self.text = self.tokenizer.decode(self.tokens)
+        stable = len(self.text)
+        while stable > self.emitted and self.text[stable - 1] == "\ufffd":
+            stable -= 1
+        piece = self.text[self.emitted:stable]
+        self.emitted = stable
+        return piece
+
+    def finalize(self) -> str:
+        piece = self.text[self.emitted:]
+        self.emitted = len(self.text)
+        return piece
