@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (NodeExecutionError, FileNotFoundError, ValueError, LookupError) as exc:
+    except (NodeExecutionError, FileNotFoundError, ValueError, LookupError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
