@@ -42,9 +42,10 @@ class ShapeError(ValueError):
 
 
 class BlockParams(BaseModel):
-    """Base for a block's parameters: unknown keys are errors, values are typed."""
+    """Base for a block's parameters: unknown keys are errors, values are typed strictly
+    (``num_heads: true`` or ``num_heads: 4.5`` is an error, not 1 or 4)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 @dataclass

@@ -49,7 +49,9 @@ def parse_yaml(text: str, file: str | None = None) -> SpecSource:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        if line is None and isinstance(getattr(exc, "position", None), int):  # reader errors: bad characters
+            line = text[: exc.position].count("\n") + 1
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
         raise SpecError(
             f"not valid YAML: {problem}",
             file=file,
