@@ -1,0 +1,200 @@
+"""Each block computes its formula (checked against plain float64 numpy) under the official parameter names."""
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten, tree_map
+
+from xlstm_metal.blocks import NodeContext, ShapeError, TensorType, get_block
+from xlstm_metal.kernels import get_kernel
+from xlstm_metal.kernels.mlstm.reference import mlstm_reference
+
+rng = np.random.default_rng(0)
+F = TensorType.features
+
+
+def make(type_name, inputs, **params):
+    cls = get_block(type_name)
+    p = cls.Params.model_validate(params)
+    cls.infer(p, inputs)
+    block = cls(p, inputs)
+    # randomise every parameter so that names and formulas are really exercised
+    block.update(tree_map(lambda a: mx.array(rng.normal(size=a.shape).astype(np.float32)), block.parameters()))
+    return block
+
+
+def np_params(block):
+    return {k: np.array(v, np.float64) for k, v in tree_flatten(block.parameters())}
+
+
+def x_of(*shape):
+    return rng.normal(size=shape).astype(np.float32)
+
+
+def check(actual, expected, rtol=1e-5):
+    actual = np.array(actual, np.float64)
+    err = np.abs(actual - expected).max() / max(1.0, np.abs(expected).max())
+    assert err <= rtol, f"relative error {err:.2e}"
+
+
+def rms(x, w, eps=1e-6):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+
+def layer_norm_heads(h, w, eps=1e-6):  # h [B,S,NH,DH]
+    mu = h.mean(-1, keepdims=True)
+    var = ((h - mu) ** 2).mean(-1, keepdims=True)
+    y = (h - mu) / np.sqrt(var + eps)
+    return y.reshape(h.shape[0], h.shape[1], -1) * w
+
+
+def silu(x):
+    return x / (1 + np.exp(-x))
+
+
+def test_embedding_looks_up_rows():
+    b = make("embedding", [TensorType.tokens()], num_embeddings=11, dim=6)
+    ids = np.array([[0, 3, 10], [5, 5, 1]])
+    out, _ = b([mx.array(ids)])
+    check(out, np_params(b)["weight"][ids])
+
+
+def test_rms_norm():
+    b = make("rms_norm", [F(16)], eps=1e-5)
+    x = x_of(2, 3, 16)
+    check(b([mx.array(x)])[0], rms(x.astype(np.float64), np_params(b)["weight"], 1e-5))
+
+
+def test_rms_norm_in_bfloat16_reduces_in_float32():
+    from xlstm_metal.modules import cast_parameters
+
+    b = make("rms_norm", [F(16)])
+    cast_parameters(b, mx.bfloat16)
+    x = x_of(2, 3, 16)
+    out = b([mx.array(x).astype(mx.bfloat16)])[0]
+    assert out.dtype == mx.bfloat16
+    check(out.astype(mx.float32), rms(x.astype(np.float64), np_params(b)["weight"]), rtol=2e-2)
+
+
+def test_multihead_layer_norm_normalises_each_head_on_its_own():
+    b = make("multihead_layer_norm", [F(12)], num_heads=3)
+    x = x_of(2, 4, 12)
+    x[..., 4:8] *= 100  # one head on a very different scale
+    expected = layer_norm_heads(x.astype(np.float64).reshape(2, 4, 3, 4), np_params(b)["weight"])
+    check(b([mx.array(x)])[0], expected, rtol=2e-5)
+
+
+@pytest.mark.parametrize("mode", ["single", "fused"])
+def test_swiglu(mode):
+    b = make("swiglu", [F(8)], proj_factor=2.0, round_up_to=8, weight_mode=mode)
+    p = np_params(b)
+    x = x_of(2, 3, 8).astype(np.float64)
+    if mode == "single":
+        gate, z = x @ p["proj_up_gate.weight"].T, x @ p["proj_up.weight"].T
+    else:
+        gz = x @ p["proj_up_gate_z.weight"].T
+        gate, z = gz[..., :16], gz[..., 16:]
+    check(b([mx.array(x.astype(np.float32))])[0], (silu(gate) * z) @ p["proj_down.weight"].T)
+
+
+def test_swiglu_width_is_rounded_up_like_the_official_ffn():
+    assert make("swiglu", [F(4096)], proj_factor=2.667, round_up_to=64).hidden == 10944
+    assert make("swiglu", [F(64)], proj_factor=2.6667, round_up_to=64).hidden == 192
+
+
+def test_add_sums_any_number_of_inputs():
+    b = make("add", [F(5)] * 3)
+    xs = [x_of(1, 2, 5) for _ in range(3)]
+    check(b([mx.array(x) for x in xs])[0], sum(x.astype(np.float64) for x in xs))
+
+
+def test_lm_head_soft_caps_logits_in_float32():
+    b = make("lm_head", [F(8)], vocab_size=13, soft_cap=3.0)
+    x = x_of(2, 3, 8) * 10
+    logits = x.astype(np.float64) @ np_params(b)["weight"].T
+    out = b([mx.array(x)])[0]
+    assert out.dtype == mx.float32 and float(mx.abs(out).max()) <= 3.0
+    check(out, 3.0 * np.tanh(logits / 3.0))
+    no_cap = make("lm_head", [F(8)], vocab_size=13, soft_cap=None)
+    check(no_cap([mx.array(x)])[0], x.astype(np.float64) @ np_params(no_cap)["weight"].T, rtol=2e-5)
+
+
+def mlstm_numpy(p, x, num_heads, mode, cap=15.0, state=None):
+    """The official mLSTMLayer forward in float64 numpy."""
+    B, S, D = x.shape
+    if mode == "single":
+        q, k, v, o = (x @ p[f"{n}.weight"].T for n in ("q", "k", "v", "ogate_preact"))
+        i = x @ p["igate_preact.weight"].T + p["igate_preact.bias"]
+        f = x @ p["fgate_preact.weight"].T + p["fgate_preact.bias"]
+    else:
+        qkvo = x @ p["qkv_opreact.weight"].T
+        qk = p["q_dim"]
+        q, k, v, o = qkvo[..., :qk], qkvo[..., qk:2 * qk], qkvo[..., 2 * qk:2 * qk + p["v_dim"]], qkvo[..., 2 * qk + p["v_dim"]:]
+        ifg = x @ p["ifgate_preact.weight"].T + p["ifgate_preact.bias"]
+        i, f = ifg[..., :num_heads], ifg[..., num_heads:]
+    i, f = cap * np.tanh(i / cap), cap * np.tanh(f / cap)
+    heads = lambda t: t.reshape(B, S, num_heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
+    h, st = mlstm_reference(heads(q), heads(k), heads(v), i.transpose(0, 2, 1), f.transpose(0, 2, 1), state)
+    h = layer_norm_heads(h.transpose(0, 2, 1, 3), p["multihead_norm.weight"])
+    return (1 / (1 + np.exp(-o)) * h) @ p["out_proj.weight"].T, st
+
+
+@pytest.mark.parametrize("mode", ["single", "fused"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_mlstm_layer_matches_the_official_formula(mode, with_state):
+    D, NH = 12, 3
+    b = make("mlstm", [F(D)], num_heads=NH, qk_dim_factor=0.5, v_dim_factor=1.0, weight_mode=mode)
+    p = np_params(b)
+    p["q_dim"], p["v_dim"] = 6, 12
+    x = x_of(2, 9, D)
+    state = None
+    if with_state:
+        state = (rng.normal(size=(2, NH, 2, 4)), rng.normal(size=(2, NH, 2)), rng.normal(size=(2, NH)))
+    expected, st_ref = mlstm_numpy(p, x.astype(np.float64), NH, mode, state=state)
+    ctx = NodeContext(kernel=get_kernel("mlstm", "native_chunkwise"), chunk_size=4)
+    mx_state = None if state is None else tuple(mx.array(a.astype(np.float32)) for a in state)
+    out, st = b([mx.array(x)], mx_state, ctx)
+    check(out, expected, rtol=2e-5)
+    for a, r in zip(st, st_ref):
+        check(a, r, rtol=2e-5)
+
+
+def test_mlstm_parameter_names_are_the_official_ones():
+    single = {k for k, _ in tree_flatten(make("mlstm", [F(8)], num_heads=2).parameters())}
+    assert single == {"q.weight", "k.weight", "v.weight", "ogate_preact.weight", "igate_preact.weight", "igate_preact.bias",
+                      "fgate_preact.weight", "fgate_preact.bias", "multihead_norm.weight", "out_proj.weight"}
+    fused = {k for k, _ in tree_flatten(make("mlstm", [F(8)], num_heads=2, weight_mode="fused").parameters())}
+    assert fused == {"qkv_opreact.weight", "ifgate_preact.weight", "ifgate_preact.bias", "multihead_norm.weight", "out_proj.weight"}
+
+
+def test_mlstm_init_state_and_gate_bias_init():
+    cls = get_block("mlstm")
+    b = cls(cls.Params(num_heads=4), [F(16)])
+    C, n, m = b.init_state(3)
+    assert C.shape == (3, 4, 2, 4) and n.shape == (3, 4, 2) and m.shape == (3, 4)
+    assert C.dtype == n.dtype == m.dtype == mx.float32
+    assert b.head_dims == (2, 4)
+    np.testing.assert_allclose(np.array(b.igate_preact.bias), -10.0)
+    np.testing.assert_allclose(np.array(b.fgate_preact.bias), np.linspace(3, 6, 4), rtol=1e-6)
+
+
+@pytest.mark.parametrize("type_name, params, inputs, field, fragment", [
+    ("mlstm", {"num_heads": 7}, [F(120)], "num_heads", "not divisible by num_heads 7"),
+    ("multihead_layer_norm", {"num_heads": 5}, [F(12)], "num_heads", "not divisible"),
+    ("add", {}, [F(4), F(6)], "inputs", "different feature dims [4, 6]"),
+    ("embedding", {"num_embeddings": 3, "dim": 4}, [F(4)], "inputs", "reads token ids"),
+    ("rms_norm", {}, [TensorType.tokens()], None, "need an embedding first"),
+])
+def test_shape_errors_name_the_field(type_name, params, inputs, field, fragment):
+    cls = get_block(type_name)
+    with pytest.raises(ShapeError) as info:
+        cls.infer(cls.Params.model_validate(params), inputs)
+    assert fragment in str(info.value)
+    assert info.value.field == field
+
+
+def test_creating_blocks_allocates_nothing_until_evaluated():
+    cls = get_block("swiglu")
+    before = mx.get_active_memory()
+    blocks = [cls(cls.Params(), [F(4096)]) for _ in range(4)]  # ~0.7 GB if materialised
+    assert mx.get_active_memory() - before < 50e6
+    del blocks
