@@ -12,10 +12,12 @@ from xlstm_metal.kernels import current_device, kernels
 from xlstm_metal.kernels.mlstm.reference import mlstm_reference
 from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
 
-# float32: max |kernel - float64 reference| <= 1e-5 * max(1, max |reference|), or — where the inputs are so
-# ill-conditioned (|q·n| tiny against its terms) that a plain float32 loop of the recurrence itself misses
-# that — at most 4x the error of that plain float32 loop. No kernel may be less accurate than the naive one.
+# float32: max |kernel - float64 reference| <= 1e-5 * max(1, max |reference|). Where the inputs are so
+# ill-conditioned (|q·n| tiny against its terms, gates at the cap) that float32 itself cannot reach that,
+# the bound becomes 10x the "float32 floor": the larger of the error of a plain float32 loop of the
+# recurrence and the change that perturbing the inputs by a few float32 ulps causes in exact arithmetic.
 F32_RTOL = 1e-5
+FLOOR_FACTOR = 10
 BF16_RTOL = 1e-2  # bf16 inputs vs the reference on the same bf16-rounded values: output rounding (2^-8) + f32 math
 
 KERNELS = [k for k in kernels("mlstm") if k.form != "step" and k.supports(device=current_device(), dtype="float32") is None]
@@ -36,11 +38,17 @@ def worst(a, b):
 
 
 def float32_floor(arrays, h_ref, st_ref):
-    """Tolerances (h, state) for a float32 kernel on these inputs: 1e-5, or 4x the naive float32 loop's error."""
+    """Tolerances (h, state) for a float32 kernel on these inputs (see F32_RTOL)."""
     q, k, v, i, f, state, mask = arrays
-    h32, st32 = mlstm_reference(q, k, v, i, f, state, mask=mask, dtype=np.float32)
-    return (max(F32_RTOL, 4 * worst(h32, h_ref)),
-            [max(F32_RTOL, 4 * worst(a, b)) for a, b in zip(st32, st_ref)])
+    runs = [mlstm_reference(q, k, v, i, f, state, mask=mask, dtype=np.float32)]
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # exact arithmetic on inputs moved by ~4 float32 ulps
+        jitter = lambda a: a * (1 + 2.0**-22 * rng.uniform(-1, 1, size=np.shape(a)))  # noqa: E731
+        st_j = None if state is None else tuple(jitter(a) for a in state)
+        runs.append(mlstm_reference(jitter(q), jitter(k), jitter(v), jitter(i), jitter(f), st_j, mask=mask))
+    h_floor = max(worst(h, h_ref) for h, _ in runs)
+    st_floor = [max(worst(st[j], st_ref[j]) for _, st in runs) for j in range(3)]
+    return max(F32_RTOL, FLOOR_FACTOR * h_floor), [max(F32_RTOL, FLOOR_FACTOR * x) for x in st_floor]
 
 
 @given(case=mlstm_inputs(max_len=300), chunk=chunk_sizes(), data=st.data())
@@ -111,8 +119,9 @@ def test_bfloat16_inputs_stay_close_to_the_recurrence(case, chunk):
     rounded = lambda a: np.array(mx.array(np.asarray(a, np.float32)).astype(mx.bfloat16).astype(mx.float32), np.float64)  # noqa: E731
     q, k, v, i, f, state, mask = case.arrays()
     arrays = (*[rounded(a) for a in (q, k, v, i, f)], state, None)  # the reference sees what the kernel sees
-    h_ref, _ = mlstm_reference(*arrays[:5], arrays[5])
+    h_ref, st_ref = mlstm_reference(*arrays[:5], arrays[5])
+    tol = max(BF16_RTOL, float32_floor((*arrays[:5], None, None), h_ref, st_ref)[0])
     for kernel in KERNELS:
         h, st_ = run(kernel, arrays, chunk, dtype=mx.bfloat16)
         assert np.all(np.isfinite(h))
-        assert worst(h, h_ref) <= BF16_RTOL
+        assert worst(h, h_ref) <= tol

@@ -193,7 +193,13 @@ def invalid_specs(draw, base=None, mutations=MUTATIONS):
         text = yaml.safe_dump(spec, sort_keys=False)
         pos = draw(st.integers(0, max(0, len(text) - 1)))
         junk = draw(st.sampled_from([": [", "\t- ", "{", "]]", "- - -\n  ::", "\"unterminated", "&a *b", "\x00"]))
-        return text[:pos] + junk + text[pos:], kind
+        broken = text[:pos] + junk + text[pos:]
+        try:  # some insertions are still valid YAML (e.g. "{" inside a plain scalar): then break it for sure
+            yaml.safe_load(broken)
+            broken += "\nnodes: [unclosed, {\n"
+        except yaml.YAMLError:
+            pass
+        return broken, kind
     elif kind == "drop_key":
         spec.pop(draw(st.sampled_from(["name", "nodes", "outputs"])))
     elif kind == "not_a_mapping":
