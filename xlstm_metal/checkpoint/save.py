@@ -35,8 +35,12 @@ def _shards(weights: dict[str, mx.array], max_bytes: int) -> list[dict[str, mx.a
 
 
 def save_pretrained(runner, out_dir: str | Path, *, config: dict[str, Any] | None = None, tokenizer_dir: str | Path | None = None,
-                    max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False) -> Path:
-    """Write ``runner``'s weights, config.json (and its wiring spec when it is not an xLSTMLarge config)."""
+                    max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False, extra=None) -> Path:
+    """Write ``runner``'s weights, config.json (and its wiring spec when it is not an xLSTMLarge config).
+
+    ``extra(tmp_dir)`` may add files (e.g. a trainer's state) before the directory is swapped in.
+    With ``overwrite`` an existing directory is replaced only once the new one is complete.
+    """
     from ..runner import dtype_name
 
     out = Path(out_dir)
@@ -73,9 +77,15 @@ def save_pretrained(runner, out_dir: str | Path, *, config: dict[str, Any] | Non
             for name in TOKENIZER_FILES:
                 if (Path(tokenizer_dir) / name).exists():
                     shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+        if extra is not None:
+            extra(tmp)
         if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

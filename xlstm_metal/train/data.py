@@ -1,0 +1,76 @@
+"""Training data: text files → a token stream → deterministic batches.
+
+Batch ``t`` is a pure function of (seed, t), so an interrupted run resumed at step t sees exactly
+the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+
+
+def expand_files(patterns: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for pat in patterns:
+        p = Path(pat)
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".py", ".txt", ".md", ".rst", ".json"))
+        else:
+            files += sorted(Path(f) for f in glob.glob(pat, recursive=True) if Path(f).is_file())
+    if not files:
+        raise FileNotFoundError(f"no training files match {patterns}")
+    return files
+
+
+def read_texts(files: list[Path], max_bytes: int | None = None) -> list[str]:
+    texts, total = [], 0
+    for f in files:
+        try:
+            t = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        texts.append(t)
+        total += len(t)
+        if max_bytes and total >= max_bytes:
+            break
+    return texts
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int, out_path: Path | None = None, eos: str = "<|endoftext|>"):
+    """A byte-level BPE tokenizer (GPT-2 style) trained on ``texts``; id 0 is the end-of-text token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[eos], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    if out_path is not None:
+        tok.save(str(out_path))
+    return tok
+
+
+def encode_texts(tokenizer, texts: list[str], eos_id: int) -> np.ndarray:
+    ids: list[int] = []
+    for enc in tokenizer.encode_batch(texts):
+        ids.extend(enc.ids)
+        ids.append(eos_id)
+    return np.asarray(ids, dtype=np.int32)
+
+
+class TokenBatches:
+    """Random windows of ``seq_len + 1`` tokens from a token array; ``batch(t)`` is deterministic."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
+        if len(tokens) < seq_len + 2:
+            raise ValueError(f"only {len(tokens)} tokens of data: need more than seq_len + 1 = {seq_len + 1}")
+        self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, step])
+        starts = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
+        window = np.stack([self.tokens[s:s + self.seq_len + 1] for s in starts])
+        return window[:, :-1], window[:, 1:]

@@ -1,0 +1,191 @@
+"""Next-token training with MLX autograd through the kernels the plan selects.
+
+AdamW with linear warmup and cosine decay, global-norm gradient clipping, float32 or bfloat16,
+checkpoints in the layout ``from_pretrained`` loads (plus the optimizer state), and exact resume:
+batches are a function of (seed, step) and the optimizer state is saved with the weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..plan import make_plan
+from ..runtime import execute
+from .data import TokenBatches
+from .plot import loss_curve_svg
+
+TRAINER_STATE = "trainer_state.safetensors"
+TRAINER_LOG = "trainer.json"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    seq_len: int = 256
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 100
+    eval_batches: int = 4
+    save_every: int = 200
+    log_every: int = 10
+    chunk_size: int | None = None  # override every chunkwise kernel's chunk size while training
+    compile: bool = True
+
+
+@dataclass
+class TrainLog:
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    val: list[tuple[int, float]] = field(default_factory=list)
+    tokens_per_s: float = 0.0
+
+
+def lr_schedule(cfg: TrainConfig):
+    warm = max(1, cfg.warmup)
+    decay = optim.cosine_decay(cfg.lr, max(1, cfg.steps - warm), cfg.lr * cfg.min_lr_ratio)
+    return optim.join_schedules([optim.linear_schedule(cfg.lr / warm, cfg.lr, warm), decay], [warm])
+
+
+class Trainer:
+    def __init__(self, runner, batches: TokenBatches, cfg: TrainConfig, out_dir: str | Path, *,
+                 val_batches: TokenBatches | None = None, tokenizer_dir: str | Path | None = None,
+                 config: dict[str, Any] | None = None, progress: bool = True):
+        self.runner, self.batches, self.cfg = runner, batches, cfg
+        self.val_batches = val_batches
+        self.out = Path(out_dir)
+        self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
+        self.optimizer = optim.AdamW(learning_rate=lr_schedule(cfg), weight_decay=cfg.weight_decay)
+        self.log = TrainLog()
+        self.step = 0
+        overrides = None
+        if cfg.chunk_size:
+            overrides = {n: {"chunk_size": cfg.chunk_size} for n in runner.graph.compute_nodes()
+                         if runner.graph.node(n)["block_cls"].kernel_family}
+        from ..runner import dtype_name
+
+        self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides, segment_len=None)
+        self._step_fn = self._build_step()
+
+    # ------------------------------------------------------------------ the step
+    def loss(self, model, x, y):
+        outs, _ = execute(self.runner.graph, self.plan, x, training=True)
+        logits = outs[self.runner.graph.outputs[0]].astype(mx.float32)
+        return nn.losses.cross_entropy(logits, y, reduction="mean")
+
+    def _build_step(self):
+        model, opt = self.runner.model, self.optimizer
+        loss_and_grad = nn.value_and_grad(model, self.loss)
+        clip = self.cfg.grad_clip
+
+        def step(x, y):
+            loss, grads = loss_and_grad(model, x, y)
+            if clip:
+                grads, _ = optim.clip_grad_norm(grads, clip)
+            opt.update(model, grads)
+            return loss
+
+        if self.cfg.compile:
+            state = [model.state, opt.state]
+            return mx.compile(step, inputs=state, outputs=state)
+        return step
+
+    def evaluate(self) -> float:
+        if self.val_batches is None:
+            return float("nan")
+        losses = []
+        for k in range(self.cfg.eval_batches):
+            x, y = self.val_batches.batch(10_000_000 + k)  # fixed validation batches
+            losses.append(float(self.loss(self.runner.model, mx.array(x), mx.array(y)).item()))
+        return float(np.mean(losses))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        def write_trainer(tmp: Path):
+            opt_state = dict(tree_flatten(self.optimizer.state))
+            mx.save_safetensors(str(tmp / TRAINER_STATE), opt_state)
+            (tmp / TRAINER_LOG).write_text(json.dumps({"step": self.step, "config": asdict(self.cfg), "log": asdict(self.log)}))
+            loss_curve_svg(self.log.steps, self.log.losses, tmp / "loss.svg", val=self.log.val,
+                           title=f"{self.runner.graph.name}: training loss")
+
+        mx.eval(self.runner.model.parameters(), self.optimizer.state)
+        self.runner.save_pretrained(self.out, config=self.config, tokenizer_dir=self.tokenizer_dir, overwrite=True,
+                                    extra=write_trainer)
+
+    def try_resume(self) -> bool:
+        """Continue from ``out_dir`` if it holds a checkpoint of this run."""
+        log_path = self.out / TRAINER_LOG
+        if not log_path.exists():
+            return False
+        from ..checkpoint.load import load_pretrained
+
+        info = json.loads(log_path.read_text())
+        saved = load_pretrained(self.out, dtype=self.runner.dtype, tokenizer=False, progress=False, compile=False)
+        self.runner.model.update(saved.model.parameters())
+        state = mx.load(str(self.out / TRAINER_STATE))
+        self.optimizer.state = tree_unflatten(list(state.items()))
+        self.step = int(info["step"])
+        log = info["log"]
+        self.log = TrainLog(log["steps"], log["losses"], [tuple(v) for v in log["val"]], log.get("tokens_per_s", 0.0))
+        self._step_fn = self._build_step()
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, *, resume: bool = True, stop_after: int | None = None) -> TrainLog:
+        cfg = self.cfg
+        if resume and self.try_resume():
+            self._say(f"resumed at step {self.step}")
+        t_last, tokens_since = time.perf_counter(), 0
+        while self.step < cfg.steps:
+            x, y = self.batches.batch(self.step)
+            loss = self._step_fn(mx.array(x), mx.array(y))
+            mx.eval(loss, self.runner.model.parameters(), self.optimizer.state)
+            self.step += 1
+            tokens_since += x.size
+            loss_v = float(loss.item())
+            if not math.isfinite(loss_v):
+                raise FloatingPointError(f"loss became {loss_v} at step {self.step}; lower --lr or raise --warmup")
+            self.log.steps.append(self.step)
+            self.log.losses.append(loss_v)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                now = time.perf_counter()
+                self.log.tokens_per_s = tokens_since / max(now - t_last, 1e-9)
+                t_last, tokens_since = now, 0
+                self._bar(loss_v)
+            if self.val_batches is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                self.log.val.append((self.step, self.evaluate()))
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+            if stop_after is not None and self.step >= stop_after:
+                break
+        if self.progress:
+            print(file=sys.stderr)
+        return self.log
+
+    def _bar(self, loss: float) -> None:
+        if not self.progress:
+            return
+        width = 30
+        done = int(width * self.step / self.cfg.steps)
+        val = f" val {self.log.val[-1][1]:.3f}" if self.log.val else ""
+        print(f"\rstep {self.step}/{self.cfg.steps} [{'#' * done}{'.' * (width - done)}] loss {loss:.3f}{val} "
+              f"{self.log.tokens_per_s:,.0f} tok/s", end="", file=sys.stderr, flush=True)
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text, file=sys.stderr)
