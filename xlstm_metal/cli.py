@@ -147,5 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m xlstm_metal.cli`: use the registry of the imported module
+    from xlstm_metal.cli import main as _main
+
+    sys.exit(_main())
