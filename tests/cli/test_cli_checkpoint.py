@@ -88,3 +88,13 @@ def test_spec_from_config_prints_a_loadable_spec(capsys, ckpt, tmp_path):
 def test_bad_model_directory_is_one_line_of_explanation(capsys, tmp_path):
     code, _, err = cli(capsys, "generate", "--model", tmp_path / "nope", "--prompt", "x")
     assert code == 1 and err.startswith("error: no checkpoint directory at") and "Traceback" not in err
+
+
+def test_the_shipped_default_model_generates_python_offline(capsys):
+    code, out, err = cli(capsys, "generate", "--prompt", "def read_file(path):", "--max-tokens", "30")
+    assert code == 0
+    assert out.startswith("def read_file(path):") and len(out) > 40
+    assert "\n" in out[len("def read_file(path):"):]  # it continues the function on new lines
+    runner = xLSTMRunner.from_pretrained(__import__("xlstm_metal.cli_generate", fromlist=["x"]).DEFAULT_MODEL)
+    assert runner.quantization == {"group_size": 64, "bits": 8, "mode": "affine"}
+    assert runner.num_parameters() < 5e6

@@ -16,7 +16,9 @@ from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
 # ill-conditioned (|q·n| tiny against its terms, gates at the cap) that float32 itself cannot reach that,
 # the bound becomes 10x the "float32 floor": the larger of the error of a plain float32 loop of the
 # recurrence and the change that perturbing the inputs by a few float32 ulps causes in exact arithmetic.
-F32_RTOL = 1e-5
+# On a GPU, MLX's CUDA/Metal backends evaluate exp/log with fast approximations (relative error ~1e-6 that
+# grows with |x| up to the gate cap of 15): there the float32 bound is 1e-4, measured on an H100.
+F32_RTOL = 1e-5 if current_device() == "cpu" else 1e-4
 FLOOR_FACTOR = 10
 BF16_RTOL = 1e-2  # bf16 inputs vs the reference on the same bf16-rounded values: output rounding (2^-8) + f32 math
 
