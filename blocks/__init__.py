@@ -3,6 +3,7 @@
 Adding a block type means adding a file with a ``@register_block`` class and importing it here.
 """
 from .base import Block, BlockParams, NodeContext, ShapeError, TensorType, block_types, get_block, register_block
-from . import add, embedding, lm_head, mlstm, multihead_layer_norm, rms_norm, swiglu  # noqa: F401,E402  (registration)
+from . import (add, attention, causal_conv1d, embedding, gated_mlp, lm_head, mlstm, multihead_layer_norm,  # noqa: F401,E402
+               rms_norm, slstm, swiglu)  # (registration)
 
 __all__ = ["Block", "BlockParams", "NodeContext", "ShapeError", "TensorType", "block_types", "get_block", "register_block"]

@@ -74,6 +74,7 @@ class Block(nn.Module):
     num_inputs: ClassVar[int | None] = 1  # None: any number >= 1
     stateful: ClassVar[bool] = False
     kernel_family: ClassVar[str | None] = None
+    fixed_size_state: ClassVar[bool] = True  # False (e.g. a growing KV cache): decoding is not compiled
     summary: ClassVar[str] = ""
 
     def __init__(self, params: BlockParams, inputs: list[TensorType]):

@@ -74,10 +74,13 @@ class MLSTM(Block):
     @classmethod
     def infer(cls, params, inputs):
         D = cls.expect_features(inputs)
-        for fld, factor in (("qk_dim_factor", params.qk_dim_factor), ("v_dim_factor", params.v_dim_factor)):
+        for what, fld, factor in (("qk", "qk_dim_factor", params.qk_dim_factor), ("v", "v_dim_factor", params.v_dim_factor)):
             width = int(D * factor)
-            if width < params.num_heads or width % params.num_heads:
-                raise ShapeError(f"{fld[:-7].replace('_', '')} dim {width} (= {D} x {fld} {factor}) is not divisible by "
+            if width == 0:
+                raise ShapeError(f"{what} dim is 0 (= int({D} x {fld} {factor})); it must be a positive multiple of "
+                                 f"num_heads {params.num_heads}", field=fld)
+            if width % params.num_heads:
+                raise ShapeError(f"{what} dim {width} (= {D} x {fld} {factor}) is not divisible by "
                                  f"num_heads {params.num_heads}", field="num_heads")
         return TensorType.features(D)
 

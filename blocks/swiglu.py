@@ -7,7 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from pydantic import Field
 
-from .base import Block, BlockParams, register_block
+from .base import Block, BlockParams, ShapeError, register_block
 from .ops import round_up_to_multiple, small_init_std
 
 
@@ -46,7 +46,10 @@ class SwiGLU(Block):
 
     @classmethod
     def infer(cls, params, inputs):
-        cls.expect_features(inputs)
+        dim = cls.expect_features(inputs)
+        if round_up_to_multiple(dim * params.proj_factor, params.round_up_to) == 0:
+            raise ShapeError(f"hidden width {dim} x proj_factor {params.proj_factor} rounds to 0 "
+                             f"(multiples of {params.round_up_to})", field="proj_factor")
         return inputs[0]
 
     def forward(self, inputs, state, ctx):

@@ -124,14 +124,15 @@ class xLSTMRunner:
             mask = mask.astype(mx.bool_)
         if state is not None and state.batch_size not in (None, B):
             raise ValueError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
-        if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1:
+        if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1 and self._compilable():
             return self._decode(tokens, state)
         plan = self.plan(S)
         pieces: dict[str, list[mx.array]] = {o: [] for o in self.graph.outputs}
         for a, b in plan.segments:
             seg_plan = plan if (a, b) == (0, S) else self.plan(b - a)
             seg_mask = mask[:, a:b] if mask is not None else None
-            outs, state = execute(self.graph, seg_plan, tokens[:, a:b], state, mask=seg_mask)
+            outs, state = execute(self.graph, seg_plan, tokens[:, a:b], state, mask=seg_mask,
+                                  eval_each_stateful=(b - a) * B >= 256)
             for o, v in outs.items():
                 pieces[o].append(v[:, -1:] if last_only else v)
             if len(plan.segments) > 1:
@@ -139,6 +140,10 @@ class xLSTMRunner:
         if last_only:
             return {o: p[-1] for o, p in pieces.items()}, state
         return {o: (p[0] if len(p) == 1 else mx.concatenate(p, axis=1)) for o, p in pieces.items()}, state
+
+    def _compilable(self) -> bool:
+        """Compiled decoding needs fixed state shapes (a growing KV cache would recompile every token)."""
+        return all(self.graph.node(n)["block_cls"].fixed_size_state for n in self.graph.stateful_nodes())
 
     def _decode(self, tokens: mx.array, state: State | None) -> tuple[dict[str, mx.array], State]:
         if state is None:

@@ -153,8 +153,11 @@ def check_state_passing(spec_or_runner, *, batch: int = 2, seq_len: int = 40, sp
     return results
 
 
-def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0, seed: int = 0,
+def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0, seed: int = 0, decode_steps: int = 3,
                              rtol: float = DEFAULT_RTOL) -> list[CheckResult]:
+    """Left-pad rows of different lengths into one batch (with a mask): each row's logits, and its
+    logits while decoding on from the batch's state, equal that row run alone. Raw states are
+    compared too where their layout does not depend on length (not for a KV cache)."""
     runner = as_runner(spec_or_runner, seed=seed)
     rows = [random_tokens(runner, 1, n, seed + k) for k, n in enumerate(lengths)]
     S = max(lengths)
@@ -162,11 +165,21 @@ def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0
                             for r, n in zip(rows, lengths)], axis=0)
     mask = mx.array(np.array([[False] * (S - n) + [True] * n for n in lengths]))
     logits, state = runner(batch, mask=mask)
+    nxt = random_tokens(runner, len(lengths), decode_steps, seed + 99)
+    decoded, st = [], state
+    for t in range(decode_steps):
+        lg, st = runner(nxt[:, t:t + 1], st)
+        decoded.append(lg)
+    fixed = all(runner.graph.node(n)["block_cls"].fixed_size_state for n in runner.graph.stateful_nodes())
     pairs = []
     for k, (r, n) in enumerate(zip(rows, lengths)):
         alone, st_alone = runner(r)
         pairs.append((logits[k:k + 1, S - n:], alone))
-        pairs.extend(zip(state.select([k]).arrays(), st_alone.arrays()))
+        if fixed:
+            pairs.extend(zip(state.select([k]).arrays(), st_alone.arrays()))
+        for t in range(decode_steps):
+            lg, st_alone = runner(nxt[k:k + 1, t:t + 1], st_alone)
+            pairs.append((decoded[t][k:k + 1], lg))
     return [_compare("left-padded batch == each row alone", pairs, rtol, f"lengths={list(lengths)} seed={seed}")]
 
 

@@ -72,7 +72,7 @@ def chunk_sizes(max_size: int = 256):
 
 
 # ----------------------------------------------------------------------------- valid specs
-BLOCK_PATTERNS = ("prenorm", "parallel", "mlstm_only", "ffn_only", "skip_two")
+BLOCK_PATTERNS = ("prenorm", "parallel", "mlstm_only", "ffn_only", "skip_two", "attention", "slstm", "conv_mlp")
 
 
 @st.composite
@@ -115,6 +115,22 @@ def wiring_specs(draw, max_depth: int = 3, dims=(8, 12, 16, 24), max_vocab: int 
         if pattern == "ffn_only":
             return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, ffn_node(f"{p}f", f"{p}n"),
                     {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}f"]}]
+        heads = draw(st.sampled_from([h for h in (1, 2, 4) if d % h == 0]))
+        if pattern == "attention":
+            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]},
+                    {"name": f"{p}a", "type": "attention", "inputs": [f"{p}n"], "num_heads": heads,
+                     "window": draw(st.sampled_from([None, 3, 8])), "rope_theta": draw(st.sampled_from([10000.0, None]))},
+                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}a"]}]
+        if pattern == "slstm":
+            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]},
+                    {"name": f"{p}s", "type": "slstm", "inputs": [f"{p}n"], "num_heads": heads},
+                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}s"]}]
+        if pattern == "conv_mlp":
+            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]},
+                    {"name": f"{p}c", "type": "causal_conv1d", "inputs": [f"{p}n"], "kernel_size": draw(st.integers(1, 4))},
+                    {"name": f"{p}g", "type": "gated_mlp", "inputs": [f"{p}c"], "activation": draw(st.sampled_from(["gelu", "relu", "silu"])),
+                     "proj_factor": 2.0, "round_up_to": 4},
+                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}g"]}]
         # skip_two: two stacked mLSTMs, the residual skips both
         return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, mlstm_node(f"{p}m1", f"{p}n"), mlstm_node(f"{p}m2", f"{p}m1"),
                 {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}m2"]}]
