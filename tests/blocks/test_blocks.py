@@ -179,7 +179,10 @@ def test_mlstm_init_state_and_gate_bias_init():
 
 
 @pytest.mark.parametrize("type_name, params, inputs, field, fragment", [
-    ("mlstm", {"num_heads": 7}, [F(120)], "num_heads", "not divisible by num_heads 7"),
+    ("mlstm", {"num_heads": 7}, [F(120)], "num_heads", "qk dim 60 (= 120 x qk_dim_factor 0.5) is not divisible by num_heads 7"),
+    ("mlstm", {"num_heads": 4, "qk_dim_factor": 1.0, "v_dim_factor": 0.5}, [F(12)], "num_heads", "v dim 6 (= 12 x v_dim_factor 0.5)"),
+    ("mlstm", {"num_heads": 2, "qk_dim_factor": 0.01}, [F(12)], "qk_dim_factor", "qk dim is 0"),
+    ("swiglu", {"proj_factor": 0.01}, [F(8)], "proj_factor", "rounds to 0"),
     ("multihead_layer_norm", {"num_heads": 5}, [F(12)], "num_heads", "not divisible"),
     ("add", {}, [F(4), F(6)], "inputs", "different feature dims [4, 6]"),
     ("embedding", {"num_embeddings": 3, "dim": 4}, [F(4)], "inputs", "reads token ids"),
@@ -199,3 +202,16 @@ def test_creating_blocks_allocates_nothing_until_evaluated():
     blocks = [cls(cls.Params(), [F(4096)]) for _ in range(4)]  # ~0.7 GB if materialised
     assert mx.get_active_memory() - before < 50e6
     del blocks
+
+
+def test_mlstm_without_a_planned_kernel_selects_one_and_steps_equal_prefill():
+    b = make("mlstm", [F(8)], num_heads=2)
+    x = mx.array(x_of(2, 5, 8))
+    y, st = b([x])  # ctx.kernel None: the block asks the registry (chunkwise for S > 1, step for S == 1)
+    state, outs = None, []
+    for t in range(5):
+        o, state = b([x[:, t:t + 1]], state)
+        outs.append(o)
+    check(mx.concatenate(outs, axis=1), np.array(y, np.float64), rtol=1e-5)
+    for a, r in zip(state, st):
+        check(a, np.array(r, np.float64), rtol=1e-5)
