@@ -109,6 +109,12 @@ class Block(nn.Module):
         return int(t.dim)
 
 
+def tp_reduce(block: Block, partial: mx.array) -> mx.array:
+    """Sum a head- or width-sharded block's partial output over its ranks (identity when not sharded)."""
+    group = getattr(block, "_tp_group", None)
+    return partial if group is None else mx.distributed.all_sum(partial, group=group)
+
+
 _REGISTRY: dict[str, type[Block]] = {}
 
 

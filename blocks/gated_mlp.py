@@ -7,7 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from pydantic import Field
 
-from .base import register_block
+from .base import register_block, tp_reduce
 from .swiglu import SwiGLU, SwiGLUParams
 
 _ACTS = {"silu": nn.silu, "gelu": nn.gelu, "relu": nn.relu, "sigmoid": mx.sigmoid, "gelu_tanh": nn.gelu_approx}
@@ -30,4 +30,4 @@ class GatedMLP(SwiGLU):
         else:
             gz = self.proj_up_gate_z(x)
             gate, z = gz[..., : self.hidden], gz[..., self.hidden:]
-        return self.proj_down(_ACTS[self.params.activation](gate) * z), None
+        return tp_reduce(self, self.proj_down(_ACTS[self.params.activation](gate) * z)), None

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from pydantic import Field
 
-from .base import Block, BlockParams, ShapeError, TensorType, register_block
+from .base import Block, BlockParams, ShapeError, TensorType, register_block, tp_reduce
 from .multihead_layer_norm import multihead_layer_norm
 from .ops import small_init_std, soft_cap
 from .swiglu import linear
@@ -86,11 +86,16 @@ class MLSTM(Block):
 
     @property
     def head_dims(self) -> tuple[int, int]:
-        nh = self.params.num_heads
+        nh = self.local_heads
         return self.qk_dim // nh, self.v_dim // nh
 
+    @property
+    def local_heads(self) -> int:
+        """Heads computed here: all of them, or this rank's share under head parallelism."""
+        return getattr(self, "_local_heads", None) or self.params.num_heads
+
     def init_state(self, batch_size: int):
-        nh = self.params.num_heads
+        nh = self.local_heads
         dk, dv = self.head_dims
         return (mx.zeros((batch_size, nh, dk, dv), dtype=mx.float32), mx.zeros((batch_size, nh, dk), dtype=mx.float32),
                 mx.zeros((batch_size, nh), dtype=mx.float32))
@@ -99,7 +104,7 @@ class MLSTM(Block):
         x = inputs[0]
         B, S, _ = x.shape
         p = self.params
-        nh = p.num_heads
+        nh = self.local_heads
         if p.weight_mode == "single":
             q, k, v, o = self.q(x), self.k(x), self.v(x), self.ogate_preact(x)
             i, f = self.igate_preact(x), self.fgate_preact(x)
@@ -124,4 +129,4 @@ class MLSTM(Block):
                                  chunk_size=ctx.chunk_size or 64, eps=p.eps, mask=ctx.mask)
         h = multihead_layer_norm(h.transpose(0, 2, 1, 3), self.multihead_norm.weight,
                                  self.multihead_norm.get("bias"), p.norm_eps, p.norm_reduction_force_float32)
-        return self.out_proj(mx.sigmoid(o) * h), new_state
+        return tp_reduce(self, self.out_proj(mx.sigmoid(o) * h)), new_state

@@ -7,7 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from pydantic import Field
 
-from .base import Block, BlockParams, ShapeError, register_block
+from .base import Block, BlockParams, ShapeError, register_block, tp_reduce
 from .ops import round_up_to_multiple, small_init_std
 
 
@@ -59,4 +59,4 @@ class SwiGLU(Block):
         else:
             gz = self.proj_up_gate_z(x)
             gate, z = gz[..., : self.hidden], gz[..., self.hidden:]
-        return self.proj_down(nn.silu(gate) * z), None
+        return tp_reduce(self, self.proj_down(nn.silu(gate) * z)), None

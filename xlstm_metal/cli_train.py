@@ -14,7 +14,7 @@ def _args(p):
     p.add_argument("--tokenizer", help="tokenizer.json to use; default: train a byte-level BPE of the spec's vocab size")
     p.add_argument("--max-bytes", type=int, default=50_000_000, help="read at most this much text")
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per step per rank (under mlx.launch: x ranks)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=100)
@@ -69,7 +69,10 @@ def cmd_train(args) -> int:
                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, eval_every=args.eval_every,
                       save_every=args.save_every)
     config = {"model_type": "xlstm_metal", "name": runner.graph.name, "eos_token_id": eos_id, "vocab_size": vocab}
-    trainer = Trainer(runner, TokenBatches(ids[:split], args.batch_size, args.seq_len, args.seed), cfg, out,
+    from .distributed import world
+
+    ranks = world().size()
+    trainer = Trainer(runner, TokenBatches(ids[:split], args.batch_size * ranks, args.seq_len, args.seed), cfg, out,
                       val_batches=TokenBatches(ids[split:], args.batch_size, args.seq_len, args.seed + 1),
                       tokenizer_dir=tok_dir, config=config)
     log = trainer.train(resume=not args.no_resume)

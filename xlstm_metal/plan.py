@@ -44,6 +44,7 @@ class ExecutionPlan:
     dtype: str
     steps: list[PlanStep]
     segments: list[tuple[int, int]] = field(default_factory=list)
+    sharding: dict[str, str] = field(default_factory=dict)  # node -> what this rank owns
 
     def step(self, node: str) -> PlanStep:
         for s in self.steps:
@@ -59,10 +60,11 @@ class ExecutionPlan:
                 f"{len(self.steps)} nodes")
         if len(self.segments) > 1:
             head += f", prefill in {len(self.segments)} segments of ≤{self.segments[0][1] - self.segments[0][0]} tokens"
-        rows = [("#", "node", "type", "inputs", "output", "kernel", "chunk")]
+        rows = [("#", "node", "type", "inputs", "output", "kernel", "chunk") + (("owner",) if self.sharding else ())]
         for k, s in enumerate(self.steps):
             kern = f"{s.kernel.name} ({s.kernel.form})" if s.kernel else "-"
-            rows.append((k, s.node, s.type, ", ".join(s.inputs), str(s.out_type), kern, s.chunk_size or "-"))
+            owner = (self.sharding.get(s.node, "replicated"),) if self.sharding else ()
+            rows.append((k, s.node, s.type, ", ".join(s.inputs), str(s.out_type), kern, s.chunk_size or "-") + owner)
         return head + "\n" + _format_table(rows)
 
     def to_dict(self) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class xLSTMRunner:
         self.compile = compile
         self.segment_len = segment_len
         self.quantization: dict | None = None  # {"group_size", "bits", "mode"} once quantized
+        self.sharding: dict = {}  # node -> ShardInfo under head parallelism (xlstm_metal.distributed)
         self.overrides: dict[str, dict[str, Any]] = {}
         self._plans: dict[int, ExecutionPlan] = {}
         self._decode_fn = None
@@ -75,11 +76,19 @@ class xLSTMRunner:
         return cls(build_graph(spec), dtype=dtype, **kw)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kw) -> "xLSTMRunner":
-        """Load a Hugging Face style directory (config.json, safetensors, tokenizer.json)."""
+    def from_pretrained(cls, path: str | Path, *, shard: bool = False, **kw) -> "xLSTMRunner":
+        """Load a Hugging Face style directory (config.json, safetensors, tokenizer.json).
+
+        ``shard=True`` under ``mlx.launch``: each rank keeps only its heads / FFN columns.
+        """
         from .checkpoint import load_pretrained
 
-        return load_pretrained(path, **kw)
+        runner = load_pretrained(path, **kw)
+        if shard:
+            from .distributed import shard_heads
+
+            shard_heads(runner)
+        return runner
 
     # ------------------------------------------------------------------ planning
     def plan(self, seq_len: int, **kw) -> ExecutionPlan:
@@ -89,8 +98,10 @@ class xLSTMRunner:
         if seq_len not in self._plans:
             if len(self._plans) > 64:
                 self._plans.clear()
-            self._plans[seq_len] = make_plan(self.graph, seq_len, dtype=dtype_name(self.dtype),
-                                             overrides=self.overrides or None, segment_len=self.segment_len)
+            plan = make_plan(self.graph, seq_len, dtype=dtype_name(self.dtype),
+                             overrides=self.overrides or None, segment_len=self.segment_len)
+            plan.sharding = {n: str(info) for n, info in self.sharding.items()}
+            self._plans[seq_len] = plan
         return self._plans[seq_len]
 
     def set_overrides(self, overrides: dict[str, dict[str, Any]]) -> None:

@@ -65,7 +65,14 @@ def lr_schedule(cfg: TrainConfig):
 class Trainer:
     def __init__(self, runner, batches: TokenBatches, cfg: TrainConfig, out_dir: str | Path, *,
                  val_batches: TokenBatches | None = None, tokenizer_dir: str | Path | None = None,
-                 config: dict[str, Any] | None = None, progress: bool = True):
+                 config: dict[str, Any] | None = None, progress: bool = True, group=None):
+        from ..distributed import world
+
+        self.group = group or world()
+        self.rank, self.world_size = self.group.rank(), self.group.size()
+        if batches.batch_size % self.world_size:
+            raise ValueError(f"the global batch of {batches.batch_size} does not split over {self.world_size} ranks")
+        progress = progress and self.rank == 0
         self.runner, self.batches, self.cfg = runner, batches, cfg
         self.val_batches = val_batches
         self.out = Path(out_dir)
@@ -93,14 +100,20 @@ class Trainer:
         loss_and_grad = nn.value_and_grad(model, self.loss)
         clip = self.cfg.grad_clip
 
+        data_parallel = self.world_size > 1
+        group = self.group
+
         def step(x, y):
             loss, grads = loss_and_grad(model, x, y)
+            if data_parallel:  # every rank saw an equal slice: the global gradient is the mean
+                grads = nn.average_gradients(grads, group=group)
+                loss = mx.distributed.all_sum(loss, group=group) / group.size()
             if clip:
                 grads, _ = optim.clip_grad_norm(grads, clip)
             opt.update(model, grads)
             return loss
 
-        if self.cfg.compile:
+        if self.cfg.compile and not data_parallel:
             state = [model.state, opt.state]
             return mx.compile(step, inputs=state, outputs=state)
         return step
@@ -116,6 +129,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
+        if self.rank != 0:  # one writer; every rank holds identical weights
+            return
+
         def write_trainer(tmp: Path):
             opt_state = dict(tree_flatten(self.optimizer.state))
             mx.save_safetensors(str(tmp / TRAINER_STATE), opt_state)
@@ -153,10 +169,13 @@ class Trainer:
         t_last, tokens_since = time.perf_counter(), 0
         while self.step < cfg.steps:
             x, y = self.batches.batch(self.step)
+            if self.world_size > 1:  # this rank's slice of the global batch
+                per = x.shape[0] // self.world_size
+                x, y = x[self.rank * per:(self.rank + 1) * per], y[self.rank * per:(self.rank + 1) * per]
             loss = self._step_fn(mx.array(x), mx.array(y))
             mx.eval(loss, self.runner.model.parameters(), self.optimizer.state)
             self.step += 1
-            tokens_since += x.size
+            tokens_since += x.size * self.world_size
             loss_v = float(loss.item())
             if not math.isfinite(loss_v):
                 raise FloatingPointError(f"loss became {loss_v} at step {self.step}; lower --lr or raise --warmup")
