@@ -63,6 +63,7 @@ class xLSTMRunner:
         self.segment_len = segment_len
         self.quantization: dict | None = None  # {"group_size", "bits", "mode"} once quantized
         self.sharding: dict = {}  # node -> ShardInfo under head parallelism (xlstm_metal.distributed)
+        self.shard_slices: dict = {}  # parameter key -> the pieces this rank holds
         self.overrides: dict[str, dict[str, Any]] = {}
         self._plans: dict[int, ExecutionPlan] = {}
         self._decode_fn = None
@@ -83,12 +84,7 @@ class xLSTMRunner:
         """
         from .checkpoint import load_pretrained
 
-        runner = load_pretrained(path, **kw)
-        if shard:
-            from .distributed import shard_heads
-
-            shard_heads(runner)
-        return runner
+        return load_pretrained(path, shard=shard, **kw)
 
     # ------------------------------------------------------------------ planning
     def plan(self, seq_len: int, **kw) -> ExecutionPlan:

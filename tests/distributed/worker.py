@@ -58,8 +58,23 @@ def dp(out, steps, per_rank):
         np.savez(out, **{k: np.array(v) for k, v in tree_flatten(runner.model.parameters())})
 
 
-if __name__ == "__main__":
-    if sys.argv[1] == "tp":
-        tp(sys.argv[2], sys.argv[3])
-    else:
-        dp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+if __name__ == "__main__" and sys.argv[1] == "tp":
+    tp(sys.argv[2], sys.argv[3])
+elif __name__ == "__main__" and sys.argv[1] == "dp":
+    dp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+
+
+def load(ckpt, out):
+    """from_pretrained(shard=True): each rank reads its slices; prefill logits must match."""
+    group = world()
+    runner = xLSTMRunner.from_pretrained(ckpt, shard=True)
+    assert runner.graph.block("backbone.blocks.0.mlstm_layer").q.weight.shape[0] < 64 or group.size() == 1
+    x = mx.array(np.random.default_rng(0).integers(0, 64, size=(1, 9)), dtype=mx.int32)
+    logits, _ = runner(x)
+    mx.eval(logits)
+    if group.rank() == 0:
+        np.savez(out, logits=np.array(logits), q_rows=runner.graph.block("backbone.blocks.0.mlstm_layer").q.weight.shape[0])
+
+
+if __name__ == "__main__" and sys.argv[1] == "load":
+    load(sys.argv[2], sys.argv[3])

@@ -72,8 +72,12 @@ class _Progress:
 
 
 def load_pretrained(path: str | Path, *, dtype: Any = None, progress: bool | None = None, compile: bool = True,
-                    tokenizer: bool = True, **runner_kw):
-    """``xLSTMRunner`` for a checkpoint directory (config.json + safetensors [+ tokenizer.json])."""
+                    tokenizer: bool = True, shard: Any = None, **runner_kw):
+    """``xLSTMRunner`` for a checkpoint directory (config.json + safetensors [+ tokenizer.json]).
+
+    ``shard``: a distributed group (or True for the launched world): each rank reads only its
+    heads / FFN columns of every tensor (head-parallel inference).
+    """
     from ..runner import xLSTMRunner
 
     directory = Path(path)
@@ -103,6 +107,12 @@ def load_pretrained(path: str | Path, *, dtype: Any = None, progress: bool | Non
     files = weight_files(directory)
     headers = {f: check_safetensors(f) for f in files}
     expected = {k: v for k, v in tree_flatten(runner.model.parameters())}
+    slices: dict = {}
+    if shard:
+        from ..distributed import shard_heads, world
+
+        shard_heads(runner, world() if shard is True else shard)
+        slices = runner.shard_slices
     found: dict[str, tuple[Path, str, tuple]] = {}
     for f, header in headers.items():
         names = {k: k for k in header if k != "__metadata__"}
@@ -136,6 +146,10 @@ def load_pretrained(path: str | Path, *, dtype: Any = None, progress: bool | Non
         wanted = [(k, old) for k, (ff, old, _, _) in found.items() if ff == f]
         for key, old in wanted:
             a = arrays[old]
+            if key in slices:  # only this rank's part is ever materialised
+                from ..distributed.tensor_parallel import take
+
+                a = take(a, slices[key])
             if mx.issubdtype(a.dtype, mx.floating) and a.dtype != target:
                 a = a.astype(target)
             mx.eval(a)

@@ -26,71 +26,81 @@ class ShardInfo:
         return f"rank {self.rank}/{self.size}: {self.unit} {self.start}-{self.end - 1}"
 
 
-def _rows(w: mx.array, blocks: list[tuple[int, int]]) -> mx.array:
-    return mx.concatenate([w[a:b] for a, b in blocks], axis=0)
+Segments = list[tuple[int, int, int]]  # (axis, start, end) pieces concatenated along that axis
 
 
-def _shard_mlstm(block, rank: int, size: int, group) -> ShardInfo:
+def take(arr: mx.array, segs: Segments) -> mx.array:
+    """The pieces of ``arr`` named by ``segs``, concatenated (works on lazily loaded arrays)."""
+    axis = segs[0][0]
+    pieces = [arr[a:b] if axis == 0 else arr[:, a:b] for _, a, b in segs]
+    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=axis)
+
+
+def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     p = block.params
     nh = p.num_heads
     h0, h1 = split(nh, size, rank)
     if h1 <= h0:
         raise ValueError(f"{size} ranks but only {nh} heads in an mLSTM layer: every rank needs at least one head")
-    dk, dv = block.head_dims
-    qk_rows, v_rows = (h0 * dk, h1 * dk), (h0 * dv, h1 * dv)
+    dk, dv = block.qk_dim // nh, block.v_dim // nh
+    qk, v = (0, h0 * dk, h1 * dk), (0, h0 * dv, h1 * dv)
+    segs: dict[str, Segments] = {}
     if p.weight_mode == "single":
-        for name, rows in (("q", qk_rows), ("k", qk_rows), ("v", v_rows), ("ogate_preact", v_rows),
-                           ("igate_preact", (h0, h1)), ("fgate_preact", (h0, h1))):
-            layer = getattr(block, name)
-            layer.weight = layer.weight[rows[0]:rows[1]]
-            if "bias" in layer:
-                layer.bias = layer.bias[rows[0]:rows[1]]
+        for name, rows in (("q", qk), ("k", qk), ("v", v), ("ogate_preact", v), ("igate_preact", (0, h0, h1)),
+                           ("fgate_preact", (0, h0, h1))):
+            segs[f"{name}.weight"] = [rows]
+            if "bias" in getattr(block, name):
+                segs[f"{name}.bias"] = [rows]
     else:
-        qk, vd = block.qk_dim, block.v_dim
-        segs = [(qk_rows[0], qk_rows[1]), (qk + qk_rows[0], qk + qk_rows[1]),
-                (2 * qk + v_rows[0], 2 * qk + v_rows[1]), (2 * qk + vd + v_rows[0], 2 * qk + vd + v_rows[1])]
-        block.qkv_opreact.weight = _rows(block.qkv_opreact.weight, segs)
+        q_dim, v_dim = block.qk_dim, block.v_dim
+        rows = [qk, (0, q_dim + qk[1], q_dim + qk[2]), (0, 2 * q_dim + v[1], 2 * q_dim + v[2]),
+                (0, 2 * q_dim + v_dim + v[1], 2 * q_dim + v_dim + v[2])]
+        segs["qkv_opreact.weight"] = rows
         if "bias" in block.qkv_opreact:
-            block.qkv_opreact.bias = _rows(block.qkv_opreact.bias, segs)
-        gate_segs = [(h0, h1), (nh + h0, nh + h1)]
-        block.ifgate_preact.weight = _rows(block.ifgate_preact.weight, gate_segs)
-        block.ifgate_preact.bias = _rows(block.ifgate_preact.bias, gate_segs)
-    block.multihead_norm.weight = block.multihead_norm.weight[v_rows[0]:v_rows[1]]
+            segs["qkv_opreact.bias"] = rows
+        gates = [(0, h0, h1), (0, nh + h0, nh + h1)]
+        segs["ifgate_preact.weight"] = segs["ifgate_preact.bias"] = gates
+    segs["multihead_norm.weight"] = [v]
     if "bias" in block.multihead_norm:
-        block.multihead_norm.bias = block.multihead_norm.bias[v_rows[0]:v_rows[1]]
-    block.out_proj.weight = block.out_proj.weight[:, v_rows[0]:v_rows[1]]
-    if "bias" in block.out_proj and rank != 0:
-        block.out_proj.bias = mx.zeros_like(block.out_proj.bias)  # added once, by rank 0
-    block.qk_dim, block.v_dim = (h1 - h0) * dk, (h1 - h0) * dv
-    object.__setattr__(block, "_local_heads", h1 - h0)
-    object.__setattr__(block, "_tp_group", group)
-    return ShardInfo(rank, size, h0, h1, "heads")
+        segs["multihead_norm.bias"] = [v]
+    segs["out_proj.weight"] = [(1, v[1], v[2])]
+    return segs, ShardInfo(rank, size, h0, h1, "heads")
 
 
-def _shard_ffn(block, rank: int, size: int, group) -> ShardInfo:
+def _ffn_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     hidden = block.hidden
     a, b = split(hidden, size, rank)
+    segs: dict[str, Segments] = {}
     if block.params.weight_mode == "single":
         for name in ("proj_up_gate", "proj_up"):
-            layer = getattr(block, name)
-            layer.weight = layer.weight[a:b]
-            if "bias" in layer:
-                layer.bias = layer.bias[a:b]
+            segs[f"{name}.weight"] = [(0, a, b)]
+            if "bias" in getattr(block, name):
+                segs[f"{name}.bias"] = [(0, a, b)]
     else:
-        segs = [(a, b), (hidden + a, hidden + b)]
-        block.proj_up_gate_z.weight = _rows(block.proj_up_gate_z.weight, segs)
+        segs["proj_up_gate_z.weight"] = [(0, a, b), (0, hidden + a, hidden + b)]
         if "bias" in block.proj_up_gate_z:
-            block.proj_up_gate_z.bias = _rows(block.proj_up_gate_z.bias, segs)
-    block.proj_down.weight = block.proj_down.weight[:, a:b]
-    if "bias" in block.proj_down and rank != 0:
-        block.proj_down.bias = mx.zeros_like(block.proj_down.bias)
-    block.hidden = b - a
-    object.__setattr__(block, "_tp_group", group)
-    return ShardInfo(rank, size, a, b, "hidden")
+            segs["proj_up_gate_z.bias"] = segs["proj_up_gate_z.weight"]
+    segs["proj_down.weight"] = [(1, a, b)]
+    return segs, ShardInfo(rank, size, a, b, "hidden")
+
+
+def _apply(block, segs: dict[str, Segments], rank: int) -> None:
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    params = dict(tree_flatten(block.parameters()))
+    new = [(k, take(params[k], sg)) for k, sg in segs.items()]
+    for proj in ("out_proj", "proj_down"):  # an output bias is added once, by rank 0
+        if f"{proj}.bias" in params and rank != 0:
+            new.append((f"{proj}.bias", mx.zeros_like(params[f"{proj}.bias"])))
+    block.update(tree_unflatten(new), strict=False)
 
 
 def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
-    """Shard ``runner``'s mLSTM heads and FFN widths over ``group``; returns what this rank owns."""
+    """Shard ``runner``'s mLSTM heads and FFN widths over ``group``; returns what this rank owns.
+
+    Records ``runner.shard_slices`` (parameter key -> pieces), which ``from_pretrained(shard=True)``
+    applies to each tensor as it is read, so a rank materialises only its own part of the weights.
+    """
     from xlstm_metal.blocks.mlstm import MLSTM
     from xlstm_metal.blocks.swiglu import SwiGLU
 
@@ -103,14 +113,26 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
         return owned
     if runner.quantization:
         raise ValueError("shard the full-precision model, then quantize each rank's shard")
+    slices: dict[str, Segments] = {}
     for name in runner.graph.compute_nodes():
         block = runner.graph.block(name)
         if isinstance(block, MLSTM):
-            owned[name] = _shard_mlstm(block, rank, size, group)
+            segs, info = _mlstm_segments(block, rank, size)
+            _apply(block, segs, rank)
+            block.qk_dim, block.v_dim = (info.end - info.start) * (block.qk_dim // block.params.num_heads), \
+                (info.end - info.start) * (block.v_dim // block.params.num_heads)
+            object.__setattr__(block, "_local_heads", info.end - info.start)
         elif isinstance(block, SwiGLU):
-            owned[name] = _shard_ffn(block, rank, size, group)
-    mx.eval(runner.model.parameters())
+            segs, info = _ffn_segments(block, rank, size)
+            _apply(block, segs, rank)
+            block.hidden = info.end - info.start
+        else:
+            continue
+        object.__setattr__(block, "_tp_group", group)
+        owned[name] = info
+        slices.update({f"{name}.{k}": v for k, v in segs.items()})
     runner.sharding = owned
+    runner.shard_slices = slices
     runner._plans.clear()
     runner._decode_fn = None
     return owned
