@@ -57,6 +57,11 @@ def main(argv=None) -> dict:
         mx.reset_peak_memory()
         res[f"prefill_tok_s_S{S}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
         res[f"prefill_peak_GB_S{S}"] = mx.get_peak_memory() / 1e9
+    from xlstm_metal.kernels import current_device, kernels
+
+    step_kernels = [k.name for k in kernels("mlstm", "step") if k.supports(device=current_device(), dtype=a.dtype) is None]
+    res["step_kernels"] = step_kernels
+    mlstm_nodes = [n for n in runner.graph.compute_nodes() if runner.graph.node(n)["block_cls"].kernel_family]
     for ctx in map(int, a.decode_context.split(",")):
         x = mx.random.randint(0, vocab, (a.batch, ctx))
         logits, state = runner(x, logits="last")
@@ -70,7 +75,12 @@ def main(argv=None) -> dict:
             holder["state"] = st
             mx.eval(holder["tok"], st.arrays())
 
-        res[f"decode_tok_s_ctx{ctx}"] = a.batch / timed(step, warm=5, iters=a.decode_steps)
+        res[f"decode_tok_s_ctx{ctx}"] = a.batch / timed(step, warm=5, iters=a.decode_steps)  # default selection
+        for name in step_kernels:  # each available step kernel, pinned, in the same run
+            runner.set_overrides({n: {"kernel": name} for n in mlstm_nodes})
+            holder.update(state=state, tok=tok)
+            res[f"decode_tok_s_ctx{ctx}_{name}"] = a.batch / timed(step, warm=5, iters=a.decode_steps)
+        runner.set_overrides({})
     res["weights_GB"] = sum(v.nbytes for _, v in tree_flatten(runner.model.parameters())) / 1e9
     if a.official:
         with open(a.official) as fh:

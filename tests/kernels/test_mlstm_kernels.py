@@ -178,3 +178,35 @@ def test_registry_offers_each_form_natively():
     assert select_kernel("mlstm", "chunkwise", device="cpu", dtype="float32").fn is mlstm_chunkwise_native
     with pytest.raises(LookupError, match="no mlstm chunkwise kernel applies"):
         select_kernel("mlstm", "chunkwise", device="cpu", dtype="int8")
+
+
+def test_fused_step_kernels_share_one_algorithm_and_refuse_themselves_when_wrong():
+    import warnings
+
+    from xlstm_metal.kernels.mlstm import fused_step
+
+    cuda, metal = fused_step._source(fused_step._CUDA), fused_step._source(fused_step._METAL)
+    strip = lambda src, idioms: [l for l in src.splitlines() if not any(v in l for v in idioms.values())]  # noqa: E731
+    assert strip(cuda, fused_step._CUDA) == strip(metal, fused_step._METAL)  # only the thread indexing differs
+    # the first-use check accepts a correct kernel and refuses (with a warning) a wrong one
+    fused_step._verified.pop("test-good", None)
+    fused_step._verified.pop("test-bad", None)
+    assert fused_step.self_check("test-good", mlstm_step_native)
+
+    def wrong(q, k, v, i, f, state=None, **kw):
+        h, st = mlstm_step_native(q, k, v, i, f, state, **kw)
+        return h * 1.01, st
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not fused_step.self_check("test-bad", wrong)
+    assert any("disabled" in str(w.message) for w in caught)
+
+
+def test_fused_kernels_are_registered_but_not_selected_without_their_gpu():
+    import mlx.core as mx
+
+    names = [k.name for k in kernels("mlstm", "step")]
+    assert names[:2] == ["cuda_step", "metal_step"]  # preferred where they run
+    if not mx.cuda.is_available() and not mx.metal.is_available():
+        assert select_kernel("mlstm", "step", device="cpu", dtype="float32").name == "native_step"
