@@ -34,12 +34,12 @@ def execute(
     *,
     mask: mx.array | None = None,
     training: bool = False,
-    eval_each_stateful: bool = False,
+    eval_every: str | None = None,
 ) -> tuple[dict[str, mx.array], State]:
     """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs and the new state.
 
-    ``eval_each_stateful`` evaluates after every stateful block (inference prefill), so a long
-    prompt holds one layer's temporaries at a time instead of the whole model's lazy graph.
+    ``eval_every`` ("stateful" or "node", inference only) evaluates as it goes, so a long prompt
+    holds one layer's temporaries at a time instead of the whole model's lazy graph.
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
@@ -59,8 +59,8 @@ def execute(
         values[step.node] = out
         if block.stateful:
             new_entries[step.node] = new
-            if eval_each_stateful:
-                mx.eval(out, new)
+        if eval_every == "node" or (eval_every == "stateful" and block.stateful):
+            mx.eval(out, new)
         for s in step.inputs:  # free what no later step reads
             remaining[s] -= 1
             if remaining[s] == 0 and s not in keep:
