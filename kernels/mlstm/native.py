@@ -60,15 +60,57 @@ def _segment_sums(x: mx.array) -> mx.array:
     return mx.where(mx.tril(mx.ones((T, T), mx.bool_)), sums, -mx.inf)
 
 
+_GROUP = 128  # chunks whose entry states come from one closed-form matmul (its cost is quadratic in this)
+
+
+def _entry_states_closed_form(C, n, m, C_loc, n_loc, m_loc, g):
+    """States entering chunks 0..G of a group (index G = the state after it) from the state (C, n, m)
+    entering the group and each chunk's own contribution, in closed form: a weighted sum of the
+    incoming state and of every earlier chunk's contribution. The weights are computed in log space
+    and stabilised by their row max, which equals the recurrent stabiliser m."""
+    B, NH, G, DK, DV = C_loc.shape
+    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g, axis=-1)], axis=-1) + m[..., None]  # [B,NH,G+1]
+    seg = _segment_sums(g)  # [B,NH,G,G]: sum of g over chunks c'+1..c, -inf for c' > c
+    w = mx.concatenate([mx.full(seg.shape[:-2] + (1, G), -mx.inf), seg + m_loc[..., None, :]], axis=-2)  # [B,NH,G+1,G]
+    m_all = mx.maximum(w0, mx.max(w, axis=-1))
+    A = mx.exp(w - m_all[..., None])
+    a0 = mx.exp(w0 - m_all)
+    C_all = (A @ C_loc.reshape(B, NH, G, DK * DV)).reshape(B, NH, G + 1, DK, DV) + a0[..., None, None] * C[:, :, None]
+    n_all = A @ n_loc + a0[..., None] * n[:, :, None]
+    return C_all, n_all, m_all
+
+
+def _chunk_entry_states(C, n, m, C_loc, n_loc, m_loc, g):
+    """(C_in, n_in, m_in) entering each of the NC chunks, and the final state. The closed form costs
+    O(G^2) per group, so long sequences of small chunks loop over groups of ``_GROUP`` chunks
+    (``max(_GROUP, sqrt(NC))``, bounding both the loop length and the matrix size)."""
+    NC = g.shape[-1]
+    group = max(_GROUP, math.isqrt(NC - 1) + 1)
+    Cs, ns, ms = [], [], []
+    for s in range(0, NC, group):
+        e = min(NC, s + group)
+        C_all, n_all, m_all = _entry_states_closed_form(C, n, m, C_loc[:, :, s:e], n_loc[:, :, s:e], m_loc[..., s:e], g[..., s:e])
+        Cs.append(C_all[:, :, :-1])
+        ns.append(n_all[:, :, :-1])
+        ms.append(m_all[..., :-1])
+        C, n, m = C_all[:, :, -1], n_all[:, :, -1], m_all[..., -1]
+    cat = lambda xs, axis: xs[0] if len(xs) == 1 else mx.concatenate(xs, axis=axis)  # noqa: E731
+    return cat(Cs, 2), cat(ns, 2), cat(ms, -1), (C, n, m)
+
+
 def mlstm_step_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+    """One decoding step: S must be 1."""
     if q.shape[2] != 1:
         raise ValueError(f"the step kernel takes exactly one token, got seq_len {q.shape[2]}; use the sequence or chunkwise form")
     return mlstm_sequence_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
 
 
 def mlstm_sequence_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+    """A Python loop of recurrent steps (for short inputs); ``chunk_size`` is ignored."""
     out_dtype = v.dtype
     q, k, v, i, log_f, C, n, m = _prepare(q, k, v, i, f, state, mask)
+    if q.shape[2] == 0:
+        return mx.zeros(v.shape, out_dtype), (C, n, m)
     hs = []
     for t in range(q.shape[2]):
         h, C, n, m = _step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], log_f[:, :, t], C, n, m, eps)
@@ -84,12 +126,18 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     out_dtype = v.dtype
     B, NH, S, DK = q.shape
     DV = v.shape[-1]
-    L = max(1, min(int(chunk_size), S))
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if S == 0:
+        return mlstm_sequence_native(q, k, v, i, f, state, eps=eps, mask=mask)
+    if mask is not None:
+        mask = mask.astype(mx.bool_)
+    L = min(int(chunk_size), S)
     NC = math.ceil(S / L)
     pad = NC * L - S
     if pad:  # padded tail positions behave like masked tokens: no state change, output dropped
         tail = mx.concatenate([mx.ones((B, S), mx.bool_), mx.zeros((B, pad), mx.bool_)], axis=1)
-        mask = tail if mask is None else mx.concatenate([mask.astype(mx.bool_), mx.zeros((B, pad), mx.bool_)], axis=1)
+        mask = tail if mask is None else mx.concatenate([mask, mx.zeros((B, pad), mx.bool_)], axis=1)
         zpad = lambda a: mx.pad(a, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 3))  # noqa: E731
         q, k, v, i, f = zpad(q), zpad(k), zpad(v), zpad(i), zpad(f)
     q, k, v, i, log_f, C, n, m = _prepare(q, k, v, i, f, state, mask)
@@ -110,19 +158,9 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     C_loc = (k * e_end[..., None]).swapaxes(-1, -2) @ v  # [B,NH,NC,DK,DV]
     n_loc = mx.sum(k * e_end[..., None], axis=-2)  # [B,NH,NC,DK]
 
-    # The state entering every chunk c = 0..NC (NC = the final state), in closed form: a weighted sum
-    # of the initial state and of every earlier chunk's own contribution. The weights are computed
-    # in log space and stabilised by their row max, which equals the recurrent stabiliser m.
-    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g, axis=-1)], axis=-1) + m[..., None]  # [B,NH,NC+1]
-    seg = _segment_sums(g)  # [B,NH,NC,NC]: sum of g over chunks c'+1..c, -inf for c' > c
-    w = mx.concatenate([mx.full(seg.shape[:-2] + (1, NC), -mx.inf), seg + m_loc[..., None, :]], axis=-2)  # [B,NH,NC+1,NC]
-    m_all = mx.maximum(w0, mx.max(w, axis=-1))
-    A = mx.exp(w - m_all[..., None])
-    a0 = mx.exp(w0 - m_all)
-    C_all = (A @ C_loc.reshape(B, NH, NC, DK * DV)).reshape(B, NH, NC + 1, DK, DV) + a0[..., None, None] * C[:, :, None]
-    n_all = A @ n_loc + a0[..., None] * n[:, :, None]
-    C_in, n_in, m_in = C_all[:, :, :NC], n_all[:, :, :NC], m_all[..., :NC]
-    C, n, m = C_all[:, :, NC], n_all[:, :, NC], m_all[..., NC]
+    # The state entering every chunk (and the final state): closed form inside groups of chunks, a short
+    # loop across groups (one group unless the sequence has more than _GROUP chunks).
+    C_in, n_in, m_in, (C, n, m) = _chunk_entry_states(C, n, m, C_loc, n_loc, m_loc, g)
 
     # Outputs of all chunks at once.
     D = seg_in + i[..., None, :]  # [B,NH,NC,L,L] log weight of token s in h_t (-inf for s > t)
@@ -141,6 +179,6 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
 
 
 _DOC = "native MLX ops, float32 math"
-register_kernel(KernelInfo("mlstm", "chunkwise", "native_chunkwise", mlstm_chunkwise_native, doc=_DOC))
-register_kernel(KernelInfo("mlstm", "sequence", "native_sequence", mlstm_sequence_native, doc=_DOC))
-register_kernel(KernelInfo("mlstm", "step", "native_step", mlstm_step_native, doc=_DOC))
+for _form, _fn in (("chunkwise", mlstm_chunkwise_native), ("sequence", mlstm_sequence_native), ("step", mlstm_step_native)):
+    register_kernel(KernelInfo(family="mlstm", form=_form, name=f"native_{_form}", fn=_fn, backend="native", priority=0,
+                               doc=f"{_form} form, {_DOC}"))

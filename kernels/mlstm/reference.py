@@ -1,6 +1,7 @@
 """The mLSTM recurrence in float64 numpy, written for clarity: the ground truth for every kernel.
 
-Same signature as the MLX kernels (see ``__init__``), numpy arrays in and out.
+Same signature as the MLX kernels (see ``__init__``), numpy arrays in and out; ``chunk_size`` is ignored.
+A step at a masked position (``mask[b, t]`` False) is skipped: the state is unchanged and h stays 0.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ def _logsigmoid(x: np.ndarray) -> np.ndarray:
     return -np.logaddexp(0.0, -x)
 
 
-def mlstm_reference(q, k, v, i, f, state=None, *, chunk_size=None, eps=1e-6, mask=None, dtype=np.float64):
+def mlstm_reference(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, dtype=np.float64):
     """``dtype=np.float32`` runs the same loop in float32: the accuracy floor any float32 kernel faces."""
     q, k, v, i, f = (np.asarray(a, dtype=dtype) for a in (q, k, v, i, f))
     B, NH, S, DK = q.shape
