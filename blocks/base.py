@@ -101,6 +101,14 @@ class Block(nn.Module):
         """Fresh recurrent state for ``batch_size`` sequences (``None`` for stateless blocks)."""
         return None
 
+    @classmethod
+    def expect_heads(cls, inputs: list[TensorType], num_heads: int) -> TensorType:
+        """Features whose width splits into ``num_heads`` equal heads (the output keeps the width)."""
+        dim = cls.expect_features(inputs)
+        if dim % num_heads:
+            raise ShapeError(f"feature dim {dim} is not divisible by num_heads {num_heads}", field="num_heads")
+        return TensorType.features(dim)
+
     @staticmethod
     def expect_features(inputs: list[TensorType], index: int = 0, what: str = "input") -> int:
         t = inputs[index]

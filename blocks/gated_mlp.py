@@ -7,7 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from pydantic import Field
 
-from .base import register_block, tp_reduce
+from .base import register_block
 from .swiglu import SwiGLU, SwiGLUParams
 
 _ACTS = {"silu": nn.silu, "gelu": nn.gelu, "relu": nn.relu, "sigmoid": mx.sigmoid, "gelu_tanh": nn.gelu_approx}
@@ -23,11 +23,5 @@ class GatedMLP(SwiGLU):
     Params = GatedMLPParams
     summary = "Gated MLP (GLU family) with a configurable gate activation."
 
-    def forward(self, inputs, state, ctx):
-        x = inputs[0]
-        if self.params.weight_mode == "single":
-            gate, z = self.proj_up_gate(x), self.proj_up(x)
-        else:
-            gz = self.proj_up_gate_z(x)
-            gate, z = gz[..., : self.hidden], gz[..., self.hidden:]
-        return tp_reduce(self, self.proj_down(_ACTS[self.params.activation](gate) * z)), None
+    def activate(self, gate: mx.array) -> mx.array:
+        return _ACTS[self.params.activation](gate)

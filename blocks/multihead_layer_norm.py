@@ -4,7 +4,8 @@ from __future__ import annotations
 import mlx.core as mx
 from pydantic import Field
 
-from .base import Block, BlockParams, ShapeError, TensorType, register_block
+from .base import Block, BlockParams, register_block
+from .ops import add_norm_affine
 
 
 class MultiHeadLayerNormParams(BlockParams):
@@ -41,18 +42,11 @@ class MultiHeadLayerNorm(Block):
 
     def __init__(self, params: MultiHeadLayerNormParams, inputs):
         super().__init__(params, inputs)
-        dim = inputs[0].dim
-        if params.use_weight:
-            self.weight = mx.ones((dim,))
-        if params.use_bias:
-            self.bias = mx.zeros((dim,))
+        add_norm_affine(self, inputs[0].dim, params.use_weight, params.use_bias)
 
     @classmethod
     def infer(cls, params, inputs):
-        dim = cls.expect_features(inputs)
-        if dim % params.num_heads:
-            raise ShapeError(f"feature dim {dim} is not divisible by num_heads {params.num_heads}", field="num_heads")
-        return TensorType.features(dim)
+        return cls.expect_heads(inputs, params.num_heads)
 
     def forward(self, inputs, state, ctx):
         x = inputs[0]

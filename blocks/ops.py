@@ -23,3 +23,11 @@ def small_init_std(dim: int) -> float:
 
 def normal(shape, std: float, dtype=mx.float32) -> mx.array:
     return mx.random.normal(shape, dtype=dtype) * std
+
+
+def add_norm_affine(module, dim: int, use_weight: bool, use_bias: bool) -> None:
+    """A norm's optional per-feature ``weight`` (ones) and ``bias`` (zeros), under the official names."""
+    if use_weight:
+        module.weight = mx.ones((dim,))
+    if use_bias:
+        module.bias = mx.zeros((dim,))

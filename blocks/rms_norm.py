@@ -5,6 +5,7 @@ import mlx.core as mx
 from pydantic import Field
 
 from .base import Block, BlockParams, register_block
+from .ops import add_norm_affine
 
 
 class RMSNormParams(BlockParams):
@@ -29,11 +30,7 @@ class RMSNorm(Block):
 
     def __init__(self, params: RMSNormParams, inputs):
         super().__init__(params, inputs)
-        dim = inputs[0].dim
-        if params.use_weight:
-            self.weight = mx.ones((dim,))
-        if params.use_bias:
-            self.bias = mx.zeros((dim,))
+        add_norm_affine(self, inputs[0].dim, params.use_weight, params.use_bias)
 
     @classmethod
     def infer(cls, params, inputs):

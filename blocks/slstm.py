@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 from pydantic import Field
 
-from .base import Block, BlockParams, ShapeError, TensorType, register_block
+from .base import Block, BlockParams, register_block
 from .ops import small_init_std
 from .swiglu import linear
 
@@ -35,10 +35,7 @@ class SLSTM(Block):
 
     @classmethod
     def infer(cls, params, inputs):
-        D = cls.expect_features(inputs)
-        if D % params.num_heads:
-            raise ShapeError(f"feature dim {D} is not divisible by num_heads {params.num_heads}", field="num_heads")
-        return TensorType.features(D)
+        return cls.expect_heads(inputs, params.num_heads)
 
     def init_state(self, batch_size: int):
         D = self._input_types[0].dim

@@ -52,6 +52,9 @@ class SwiGLU(Block):
                              f"(multiples of {params.round_up_to})", field="proj_factor")
         return inputs[0]
 
+    def activate(self, gate: mx.array) -> mx.array:
+        return nn.silu(gate)
+
     def forward(self, inputs, state, ctx):
         x = inputs[0]
         if self.params.weight_mode == "single":
@@ -59,4 +62,4 @@ class SwiGLU(Block):
         else:
             gz = self.proj_up_gate_z(x)
             gate, z = gz[..., : self.hidden], gz[..., self.hidden:]
-        return tp_reduce(self, self.proj_down(nn.silu(gate) * z)), None
+        return tp_reduce(self, self.proj_down(self.activate(gate) * z)), None

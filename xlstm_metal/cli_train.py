@@ -33,7 +33,6 @@ def cmd_train(args) -> int:
 
     import numpy as np
 
-    from .generation.tokenizer import TokenizerWrapper
     from .runner import xLSTMRunner
     from .train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
 

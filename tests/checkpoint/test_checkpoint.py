@@ -1,11 +1,9 @@
 """Checkpoint directories: config.json → spec, strict loading, round trips, convert/quantize, and every broken input explained."""
 import json
-import shutil
 
 import mlx.core as mx
 import numpy as np
 import pytest
-import yaml
 
 from xlstm_metal import build_graph, xLSTMRunner
 from xlstm_metal.checkpoint import CheckpointError, ConfigError, config_to_spec, xLSTMConfig
