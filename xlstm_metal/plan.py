@@ -131,6 +131,8 @@ def make_plan(
                 why = kernel.supports(device=device, dtype=dtype, head_dims=head_dims)
                 if why:
                     raise LookupError(f"node '{name}' asks for kernel '{choice}', which cannot run here: {why}")
+                if kernel.form == "step" and seq_len > 1:  # a pinned step kernel decodes; longer inputs loop
+                    kernel, form, reason = None, "sequence", f"{choice} pinned: more than one token runs as a loop of steps"
             if kernel is None:
                 kernel = select_kernel(cls.kernel_family, form, device=device, dtype=dtype, head_dims=head_dims)
             if kernel.form != "chunkwise":

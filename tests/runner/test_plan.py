@@ -72,3 +72,11 @@ def test_graph_pictures_have_every_node_and_edge():
 
 def test_seven_b_parameter_count_matches_the_published_model():
     assert abs(SEVEN_B.num_parameters() - 6.865e9) / 6.865e9 < 1e-3
+
+
+def test_a_pinned_step_kernel_decodes_and_longer_inputs_use_the_sequence_form():
+    g = build_graph("xlstm_tiny")
+    over = {"backbone.blocks.0.mlstm_layer": {"kernel": "native_step"}}
+    assert make_plan(g, 1, device="cpu", overrides=over).step("backbone.blocks.0.mlstm_layer").kernel.name == "native_step"
+    long = make_plan(g, 40, device="cpu", overrides=over).step("backbone.blocks.0.mlstm_layer")
+    assert long.form == "sequence" and "pinned" in long.reason

@@ -139,15 +139,17 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
 
 
 def gather_state(runner, state, group=None):
-    """The full (unsharded) state, e.g. to save it: mLSTM entries are gathered along the head axis."""
+    """The full (unsharded) state, e.g. to save it: mLSTM entries are gathered along the head axis.
+
+    A collective: every rank must call it.
+    """
     from xlstm_metal.state import State
 
-    group = group or getattr(runner, "_tp_group", None)
+    from . import world
+
     sharding = getattr(runner, "sharding", {}) or {}
     if not sharding:
         return state
-    from . import world
-
     group = group or world()
     entries = {}
     for node, arrays in state.entries.items():
@@ -155,20 +157,16 @@ def gather_state(runner, state, group=None):
         if info is None or info.unit != "heads":
             entries[node] = arrays
             continue
+        total = runner.graph.block(node).params.num_heads
+        shares = [split(total, info.size, r) for r in range(info.size)]
+        widest = max(e - s for s, e in shares)
         full = []
-        for a in arrays:  # heads are axis 1; shares may be uneven, so pad to the largest, gather, trim
-            nh = max(e - s for s, e in (split(info_total(runner, node), info.size, r) for r in range(info.size)))
-            pad = nh - a.shape[1]
+        for a in arrays:  # heads are axis 1; shares may be uneven: pad to the widest, gather, trim
+            pad = widest - a.shape[1]
             padded = mx.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)) if pad else a
-            g = mx.distributed.all_gather(padded[None], group=group)  # [size, B, nh, ...]
-            parts = [g[r][:, : (lambda s_e: s_e[1] - s_e[0])(split(info_total(runner, node), info.size, r))]
-                     for r in range(info.size)]
-            full.append(mx.concatenate(parts, axis=1))
+            g = mx.distributed.all_gather(padded[None], group=group)  # [size, B, widest, ...]
+            full.append(mx.concatenate([g[r][:, : e - s] for r, (s, e) in enumerate(shares)], axis=1))
         entries[node] = tuple(full)
     gathered = State(entries, state.tokens_seen, dict(state.metadata))
-    mx.eval(gathered.arrays())  # a collective: every rank must run it now, not lazily on rank 0 alone
+    mx.eval(gathered.arrays())  # every rank runs the collective now, not lazily on rank 0 alone
     return gathered
-
-
-def info_total(runner, node: str) -> int:
-    return runner.graph.block(node).params.num_heads

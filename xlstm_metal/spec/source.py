@@ -9,9 +9,6 @@ import yaml
 
 from .errors import SpecError
 
-Path_ = tuple  # a path into the document: keys and list indices
-
-
 @dataclass
 class SpecSource:
     """Parsed document plus ``lines[path] -> 1-based line`` for error messages."""
