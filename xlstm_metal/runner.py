@@ -139,7 +139,8 @@ class xLSTMRunner:
             seg_plan = plan if (a, b) == (0, S) else self.plan(b - a)
             seg_mask = mask[:, a:b] if mask is not None else None
             # Evaluating layer by layer bounds memory: one layer's temporaries at a time.
-            outs, state = execute(self.graph, seg_plan, tokens[:, a:b], state, mask=seg_mask, eval_every="stateful")
+            outs, state = execute(self.graph, seg_plan, tokens[:, a:b], state, mask=seg_mask, eval_every="stateful",
+                                  last_only=last_only)
             for o, v in outs.items():
                 pieces[o].append(v[:, -1:] if last_only else v)
             if len(plan.segments) > 1:

@@ -35,11 +35,14 @@ def execute(
     mask: mx.array | None = None,
     training: bool = False,
     eval_every: str | None = None,
+    last_only: bool = False,
 ) -> tuple[dict[str, mx.array], State]:
     """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs and the new state.
 
     ``eval_every`` ("stateful" or "node", inference only) evaluates as it goes, so a long prompt
     holds one layer's temporaries at a time instead of the whole model's lazy graph.
+    ``last_only``: after the last stateful block only the last position is computed (stateless
+    blocks are position-wise), so prefill never builds [B, S, vocab] logits it does not return.
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
@@ -47,11 +50,16 @@ def execute(
     remaining = Counter(src for step in plan.steps for src in step.inputs)
     keep = set(graph.outputs)
     new_entries = dict(state.entries) if state is not None else {}
-    for step in plan.steps:
+    last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
+    for k, step in enumerate(plan.steps):
         block = graph.block(step.node)
         ctx = NodeContext(step.node, step.kernel, step.chunk_size, mask, training)
+        inputs = [values[s] for s in step.inputs]
+        if last_only and k > last_stateful:
+            inputs = [x[:, -1:] for x in inputs]
+            ctx.mask = None
         try:
-            out, new = block([values[s] for s in step.inputs], new_entries.get(step.node), ctx)
+            out, new = block(inputs, new_entries.get(step.node), ctx)
         except NodeExecutionError:
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
