@@ -9,23 +9,13 @@ Also checks that the sharded model's logits equal the unsharded model's on rank 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from xlstm_metal import xLSTMRunner
 from xlstm_metal.distributed import shard_heads, world
-
-
-def timed(fn, warm=2, iters=5):
-    for _ in range(warm):
-        fn()
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t) / iters
+from common import timed, emit
 
 
 def main(argv=None):
@@ -70,10 +60,7 @@ def main(argv=None):
 
     res["decode_tok_s"] = 1 / timed(step, warm=3, iters=a.decode_steps)
     if group.rank() == 0:
-        print(json.dumps(res, indent=2))
-        if a.out:
-            with open(a.out, "w") as fh:
-                json.dump(res, fh, indent=2)
+        emit(res, a.out)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 import mlx.core as mx
 
 from xlstm_metal.kernels import current_device, kernels
+from common import emit
 
 
 def main(argv=None):
@@ -58,10 +59,7 @@ def main(argv=None):
             ref = off.get(f"chunkwise_fwd_ms_S{S}")
             if ref:
                 res[f"{kern.name}_S{S}_time_over_official"] = ms / ref
-    print(json.dumps(res, indent=2))
-    if a.out:
-        with open(a.out, "w") as fh:
-            json.dump(res, fh, indent=2)
+    emit(res, a.out)
 
 
 if __name__ == "__main__":

@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from xlstm_metal import xLSTMRunner
-
-
-def timed(fn, warm: int = 2, iters: int = 5) -> float:
-    for _ in range(warm):
-        fn()
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t) / iters
+from common import timed, emit
 
 
 def main(argv=None) -> dict:
@@ -89,11 +80,7 @@ def main(argv=None) -> dict:
         for k, v in list(res.items()):
             if isinstance(v, float) and k in off and off[k]:
                 res[f"ratio_{k}_ours_over_official"] = v / off[k]
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(res, a.out)
     return res
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
+from common import emit
 
 
 def main(argv=None):
@@ -74,9 +75,7 @@ def main(argv=None):
                     break
                 same += 1
             res.update(greedy_tokens_ours=tok_ours, greedy_tokens_official=tok_ref, identical_prefix=same)
-    print(json.dumps(res, indent=2))
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2))
+    emit(res, a.out)
 
 
 if __name__ == "__main__":
