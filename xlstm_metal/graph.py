@@ -7,7 +7,7 @@ Every node of the graph carries ``block_cls``, ``params`` (the validated block p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import networkx as nx
 from pydantic import ValidationError
@@ -233,8 +233,3 @@ def _check_name_prefixes(spec: ExpandedSpec) -> None:
             raise SpecError(spec.issue(f"node name '{b}' lies inside node '{a}', so their parameter keys would collide",
                                        path=node.path + ("name",), node=b, field="name",
                                        hint=f"rename one of them; '{a}.*' is reserved for the parameters of '{a}'"))
-
-
-def iter_blocks(graph: ModelGraph) -> Iterable[tuple[str, Block]]:
-    for n in graph.compute_nodes():
-        yield n, graph.block(n)

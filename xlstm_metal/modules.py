@@ -49,7 +49,3 @@ class GraphModule(nn.Module):
 def cast_parameters(module: nn.Module, dtype: mx.Dtype) -> None:
     """Cast floating-point parameters to ``dtype`` (lazily, one tensor at a time)."""
     module.update(tree_map(lambda a: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a, module.parameters()))
-
-
-def parameter_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in tree_flatten(module.parameters())}
