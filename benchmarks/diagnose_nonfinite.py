@@ -28,7 +28,10 @@ def first_bad(runner, x, with_state_eval: bool):
     vals = {g.inputs[0]: x}
     for step in plan.steps:
         out, new = g.block(step.node)([vals[i] for i in step.inputs], None, NodeContext(step.node, step.kernel, step.chunk_size))
-        mx.eval(out, new) if (with_state_eval and new is not None) else mx.eval(out)
+        if with_state_eval and new is not None:
+            mx.eval(out, new)
+        else:
+            mx.eval(out)
         vals[step.node] = out
         if not finite(out):
             return step.node
