@@ -27,6 +27,12 @@ def rel(a, b):
     return float(np.abs(np.asarray(a) - np.asarray(b)).max()) / max(1.0, float(np.abs(np.asarray(b)).max()))
 
 
+def assert_matches(logits, state, ref_logits, ref_state):
+    assert rel(logits, ref_logits) <= RTOL
+    for a, b in zip(state.arrays(), state_arrays(ref_state)):
+        assert rel(a, b) <= RTOL
+
+
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def pair(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(request.param)
@@ -45,9 +51,7 @@ def test_logits_and_final_state_match(pair, S):
     x = tokens(S, 2, S, official.config.vocab_size)
     ref_logits, ref_state = forward(official, x)
     logits, state = ours(mx.array(x, dtype=mx.int32))
-    assert rel(logits, ref_logits) <= RTOL
-    for a, b in zip(state.arrays(), state_arrays(ref_state)):
-        assert rel(a, b) <= RTOL
+    assert_matches(logits, state, ref_logits, ref_state)
 
 
 def test_continuing_from_a_state_matches(pair):
@@ -57,9 +61,7 @@ def test_continuing_from_a_state_matches(pair):
     ref_logits, ref_state = forward(official, x[:, 21:], clone_state(ref_state))
     _, state = ours(mx.array(x[:, :21], dtype=mx.int32))
     logits, state = ours(mx.array(x[:, 21:], dtype=mx.int32), state)
-    assert rel(logits, ref_logits) <= RTOL
-    for a, b in zip(state.arrays(), state_arrays(ref_state)):
-        assert rel(a, b) <= RTOL
+    assert_matches(logits, state, ref_logits, ref_state)
 
 
 def test_greedy_generation_gives_identical_tokens(pair):

@@ -15,6 +15,7 @@ import numpy as np
 from ..plan import make_plan
 from ..runtime import execute
 from ..spec import read_source, shipped_spec_path
+from ..train.loop import lr_schedule
 from .tasks import IGNORE, TASKS
 
 
@@ -70,9 +71,7 @@ def run_task(spec, task_name: str, budget: MadBudget) -> MadResult:
     runner = xLSTMRunner.from_spec(with_vocab(spec, task.vocab_size), seed=budget.seed)
     graph, model = runner.graph, runner.model
     plan = make_plan(graph, x_train.shape[1], segment_len=None)
-    warm = max(1, budget.warmup)
-    schedule = optim.join_schedules([optim.linear_schedule(budget.lr / warm, budget.lr, warm),
-                                     optim.cosine_decay(budget.lr, max(1, budget.steps - warm), budget.lr * 0.1)], [warm])
+    schedule = lr_schedule(budget.lr, budget.steps, budget.warmup)
     opt = optim.AdamW(learning_rate=schedule, weight_decay=0.0)
 
     def loss_fn(model, x, y):

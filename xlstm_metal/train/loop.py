@@ -56,10 +56,11 @@ class TrainLog:
     tokens_per_s: float = 0.0
 
 
-def lr_schedule(cfg: TrainConfig):
-    warm = max(1, cfg.warmup)
-    decay = optim.cosine_decay(cfg.lr, max(1, cfg.steps - warm), cfg.lr * cfg.min_lr_ratio)
-    return optim.join_schedules([optim.linear_schedule(cfg.lr / warm, cfg.lr, warm), decay], [warm])
+def lr_schedule(lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1):
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    warm = max(1, warmup)
+    decay = optim.cosine_decay(lr, max(1, steps - warm), lr * min_lr_ratio)
+    return optim.join_schedules([optim.linear_schedule(lr / warm, lr, warm), decay], [warm])
 
 
 class Trainer:
@@ -77,7 +78,7 @@ class Trainer:
         self.val_batches = val_batches
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
-        self.optimizer = optim.AdamW(learning_rate=lr_schedule(cfg), weight_decay=cfg.weight_decay)
+        self.optimizer = optim.AdamW(learning_rate=lr_schedule(cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio), weight_decay=cfg.weight_decay)
         self.log = TrainLog()
         self.step = 0
         overrides = None
