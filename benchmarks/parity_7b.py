@@ -59,7 +59,13 @@ def main(argv=None):
         diff = np.abs(got - ref)
         res.update(max_abs_logit_diff=float(diff.max()), mean_abs_logit_diff=float(diff.mean()),
                    max_abs_logit=float(np.abs(ref).max()), rel_max_diff=float(diff.max() / np.abs(ref).max()),
-                   argmax_agreement=float((got.argmax(-1) == ref.argmax(-1)).mean()))
+                   argmax_agreement=float((got.argmax(-1) == ref.argmax(-1)).mean()),
+                   finite=bool(np.isfinite(got).all()))
+        # Random weights give flat logits: where the argmaxes differ, how close was the official model's
+        # own call? (its top-1 logit minus its logit for our top-1)
+        flat_ref, top_ours, top_ref = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1]).argmax(-1), ref.reshape(-1, ref.shape[-1]).argmax(-1)
+        rows = np.nonzero(top_ours != top_ref)[0]
+        res["disagreement_official_margin_max"] = float(max((flat_ref[r, top_ref[r]] - flat_ref[r, top_ours[r]] for r in rows), default=0.0))
         if a.generate:
             tok_ref, st = [], ref_state
             nxt = int(ref[0, -1].argmax())

@@ -69,6 +69,8 @@ def _entry_states_closed_form(C, n, m, C_loc, n_loc, m_loc, g):
     incoming state and of every earlier chunk's contribution. The weights are computed in log space
     and stabilised by their row max, which equals the recurrent stabiliser m."""
     B, NH, G, DK, DV = C_loc.shape
+    if G == 1:
+        return _entry_states_one_chunk(C, n, m, C_loc[:, :, 0], n_loc[:, :, 0], m_loc[..., 0], g[..., 0])
     w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g, axis=-1)], axis=-1) + m[..., None]  # [B,NH,G+1]
     seg = _segment_sums(g)  # [B,NH,G,G]: sum of g over chunks c'+1..c, -inf for c' > c
     w = mx.concatenate([mx.full(seg.shape[:-2] + (1, G), -mx.inf), seg + m_loc[..., None, :]], axis=-2)  # [B,NH,G+1,G]
@@ -78,6 +80,21 @@ def _entry_states_closed_form(C, n, m, C_loc, n_loc, m_loc, g):
     C_all = (A @ C_loc.reshape(B, NH, G, DK * DV)).reshape(B, NH, G + 1, DK, DV) + a0[..., None, None] * C[:, :, None]
     n_all = A @ n_loc + a0[..., None] * n[:, :, None]
     return C_all, n_all, m_all
+
+
+def _entry_states_one_chunk(C, n, m, C_loc, n_loc, m_loc, g):
+    """The closed form for a group of one chunk, written out: entry state = incoming state, exit state
+    = the stabilised sum of the decayed incoming state and the chunk's own contribution.
+
+    Besides being cheaper, this keeps the degenerate shapes of the general form (a matmul with an inner
+    dimension of 1, 1x1 segment sums) out of the graph: on MLX-CUDA 0.32.4 a 7B-shape prefill whose
+    chunks formed groups of one chunk gave intermittent NaN / changing logits (issue 4), which
+    ``benchmarks/repeat_runs.py`` shows gone with this path."""
+    m1 = mx.maximum(g + m, m_loc)
+    a, b = mx.exp(g + m - m1), mx.exp(m_loc - m1)
+    C1 = a[..., None, None] * C + b[..., None, None] * C_loc
+    n1 = a[..., None] * n + b[..., None] * n_loc
+    return mx.stack([C, C1], axis=2), mx.stack([n, n1], axis=2), mx.stack([m, m1], axis=-1)
 
 
 def _chunk_entry_states(C, n, m, C_loc, n_loc, m_loc, g):
