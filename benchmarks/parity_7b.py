@@ -2,6 +2,11 @@
 
     python benchmarks/parity_7b.py --blocks 1 --out layer.json     # logits of one 7B-shape layer
     python benchmarks/parity_7b.py --blocks 32 --generate 16        # full model, greedy tokens
+    python benchmarks/parity_7b.py --blocks 8 --study --generate 12  # float32 truth: how far is each bf16 run?
+
+``--study`` builds the official model in float32 (kernel autocast float32) as ground truth and reports,
+against it, ours in float32, ours in bfloat16 and the official model cast to bfloat16: random-weight
+networks amplify rounding layer by layer, so bf16-vs-bf16 agreement alone cannot tell a bug from rounding.
 
 The official model is saved in the Hugging Face layout and loaded with from_pretrained, exactly
 as a user's checkpoint would be.
@@ -9,6 +14,7 @@ as a user's checkpoint would be.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -20,11 +26,40 @@ from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
 from common import emit
 
 
+def agreement(got: np.ndarray, ref: np.ndarray) -> dict:
+    diff = np.abs(got - ref)
+    return {"rel_max_diff": float(diff.max() / np.abs(ref).max()), "mean_abs_diff": float(diff.mean()),
+            "argmax_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()), "finite": bool(np.isfinite(got).all())}
+
+
+def study(official, d, x) -> dict:
+    """Ours (f32, bf16) and the official model cast to bf16, each against the official float32 logits."""
+    import mlx.core as mx
+
+    from xlstm_metal import xLSTMRunner
+
+    with torch.no_grad():
+        ref32 = official(torch.as_tensor(x, device="cuda"))[0].float().cpu().numpy()
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        ours = xLSTMRunner.from_pretrained(d, dtype=dtype)
+        got = np.array(ours(mx.array(x, dtype=mx.int32))[0].astype(mx.float32))
+        out[f"ours_{dtype}_vs_official_float32"] = agreement(got, ref32)
+        del ours
+    official16 = copy.deepcopy(official).to(torch.bfloat16)
+    with torch.no_grad():
+        ref16 = official16(torch.as_tensor(x, device="cuda"))[0].float().cpu().numpy()
+    del official16
+    out["official_bfloat16_vs_official_float32"] = agreement(ref16, ref32)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--blocks", type=int, default=1)
     p.add_argument("--prompt-len", type=int, default=100)
     p.add_argument("--generate", type=int, default=0)
+    p.add_argument("--study", action="store_true", help="float32 ground truth; compare ours f32/bf16 and official bf16 to it")
     p.add_argument("--out")
     a = p.parse_args(argv)
     cfg = dict(embedding_dim=4096, num_heads=8, num_blocks=a.blocks, vocab_size=50304, ffn_proj_factor=2.667,
@@ -33,7 +68,9 @@ def main(argv=None):
     with torch.device("cuda"):
         official = xLSTMLarge(xLSTMLargeConfig(**cfg, mode="inference", return_last_states=True,
                                                chunkwise_kernel="chunkwise--triton_limit_chunk",
-                                               sequence_kernel="native_sequence__triton", step_kernel="triton")).to(torch.bfloat16).eval()
+                                               sequence_kernel="native_sequence__triton", step_kernel="triton",
+                                               autocast_kernel_dtype="float32" if a.study else "bfloat16"))
+        official = official.to(torch.float32 if a.study else torch.bfloat16).eval()
     with torch.no_grad():
         for name, prm in official.named_parameters():  # gate biases too, so nothing is trivially zero
             if "gate_preact.bias" in name:
@@ -44,13 +81,16 @@ def main(argv=None):
                    for k, v in official.state_dict().items()}
         save_file(weights, str(Path(d) / "model.safetensors"))
         del weights
-        (Path(d) / "config.json").write_text(json.dumps(dict(cfg, torch_dtype="bfloat16", model_type="xlstm")))
+        (Path(d) / "config.json").write_text(json.dumps(dict(cfg, torch_dtype="float32" if a.study else "bfloat16",
+                                                             model_type="xlstm")))
         import mlx.core as mx
 
         from xlstm_metal import xLSTMRunner
 
-        ours = xLSTMRunner.from_pretrained(d, dtype="bfloat16")
         x = np.random.default_rng(0).integers(0, 50304, size=(1, a.prompt_len))
+        if a.study:
+            res["study"] = study(official, d, x)
+        ours = xLSTMRunner.from_pretrained(d, dtype="float32" if a.study else "bfloat16")
         with torch.no_grad():
             ref, ref_state = official(torch.as_tensor(x, device="cuda"))
         ref = ref.float().cpu().numpy()
