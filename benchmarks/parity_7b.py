@@ -60,22 +60,30 @@ def main(argv=None):
     p.add_argument("--prompt-len", type=int, default=100)
     p.add_argument("--generate", type=int, default=0)
     p.add_argument("--study", action="store_true", help="float32 ground truth; compare ours f32/bf16 and official bf16 to it")
+    p.add_argument("--official-kernels", choices=["triton", "native"], default="triton",
+                   help="native: the official package's PyTorch kernels with TF32 off (Triton's dots round to TF32)")
     p.add_argument("--out")
     a = p.parse_args(argv)
     cfg = dict(embedding_dim=4096, num_heads=8, num_blocks=a.blocks, vocab_size=50304, ffn_proj_factor=2.667,
                chunk_size=64, weight_mode="single")
     torch.manual_seed(0)
+    kernels = dict(chunkwise_kernel="chunkwise--triton_limit_chunk", sequence_kernel="native_sequence__triton",
+                   step_kernel="triton")
+    if a.official_kernels == "native":
+        kernels = dict(chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
+                       step_kernel="native")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     with torch.device("cuda"):
         official = xLSTMLarge(xLSTMLargeConfig(**cfg, mode="inference", return_last_states=True,
-                                               chunkwise_kernel="chunkwise--triton_limit_chunk",
-                                               sequence_kernel="native_sequence__triton", step_kernel="triton",
+                                               **kernels,
                                                autocast_kernel_dtype="float32" if a.study else "bfloat16"))
         official = official.to(torch.float32 if a.study else torch.bfloat16).eval()
     with torch.no_grad():
         for name, prm in official.named_parameters():  # gate biases too, so nothing is trivially zero
             if "gate_preact.bias" in name:
                 prm.copy_(torch.randn_like(prm) * 2)
-    res = {"blocks": a.blocks, "device": torch.cuda.get_device_name()}
+    res = {"blocks": a.blocks, "device": torch.cuda.get_device_name(), "official_kernels": kernels}
     with tempfile.TemporaryDirectory() as d:
         weights = {("backbone.embeddings.weight" if k == "embedding.weight" else k): v.contiguous().cpu()
                    for k, v in official.state_dict().items()}
