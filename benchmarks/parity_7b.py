@@ -47,10 +47,13 @@ def study(official, d, x) -> dict:
         out[f"ours_{dtype}_vs_official_float32"] = agreement(got, ref32)
         del ours
     official16 = copy.deepcopy(official).to(torch.bfloat16)
-    with torch.no_grad():
-        ref16 = official16(torch.as_tensor(x, device="cuda"))[0].float().cpu().numpy()
+    try:
+        with torch.no_grad():
+            ref16 = official16(torch.as_tensor(x, device="cuda"))[0].float().cpu().numpy()
+        out["official_bfloat16_vs_official_float32"] = agreement(ref16, ref32)
+    except RuntimeError as exc:  # the official native kernels reject bf16 weights with float32 autocast
+        out["official_bfloat16_vs_official_float32"] = {"error": str(exc)[:200]}
     del official16
-    out["official_bfloat16_vs_official_float32"] = agreement(ref16, ref32)
     return out
 
 
