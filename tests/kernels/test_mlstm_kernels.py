@@ -194,6 +194,15 @@ def test_more_chunks_than_one_closed_form_group():
         assert_close(np.array(a), np.array(b), GRAD_RTOL, what="gradient")
 
 
+@pytest.mark.parametrize("S, L", [(8, 8), (5, 8), (2 * 128 + 2, 2)])
+def test_groups_of_a_single_chunk_use_the_written_out_form_and_match_the_reference(S, L):
+    """One chunk in all (S <= L) or a last group of one chunk (129 chunks of 2): the one-chunk path,
+    which keeps a K=1 matmul out of the graph (it gave intermittent NaN on MLX-CUDA 0.32.4)."""
+    assert native._GROUP == 128
+    inputs = make_inputs(21, B=2, NH=2, S=S, DK=3, DV=5, with_state=True)
+    Expected(inputs).check(*run(mlstm_chunkwise_native, inputs, chunk_size=L))
+
+
 @pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("gates", ["extreme", "forgetful"])
 def test_extreme_gates_stay_finite_and_exact(form, gates):
