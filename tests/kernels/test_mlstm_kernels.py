@@ -439,3 +439,27 @@ def test_fused_kernels_are_registered_but_not_selected_without_their_gpu():
     assert names[:2] == ["cuda_step", "metal_step"]  # preferred where they run
     if not mx.cuda.is_available() and not mx.metal.is_available():
         assert select_kernel("mlstm", "step", device="cpu", dtype="float32").name == "native_step"
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_compiled_chunkwise_kernel_computes_what_the_native_one_does(with_state, masked):
+    """Same math under mx.compile: equal to the eager kernel (to float32 rounding), state and padding included."""
+    from xlstm_metal.kernels.mlstm.compiled import mlstm_chunkwise_compiled
+
+    for S, L in ((5, 8), (37, 8), (64, 16)):
+        *arrays, state = make_inputs(31, B=2, NH=2, S=S, DK=4, DV=3, with_state=with_state)
+        q, k, v, i, f = to_mx(arrays)
+        state = None if state is None else tuple(to_mx(state))
+        mask = mx.array(np.random.default_rng(S).random((2, S)) > 0.3) if masked else None
+        h_c, st_c = mlstm_chunkwise_compiled(q, k, v, i, f, state, chunk_size=L, mask=mask)
+        h_n, st_n = mlstm_chunkwise_native(q, k, v, i, f, state, chunk_size=L, mask=mask)
+        for a, b in zip((h_c, *st_c), (h_n, *st_n)):
+            assert_close(np.array(a), np.array(b), 1e-6, what=f"compiled vs native, S={S} L={L}")
+
+
+def test_the_compiled_chunkwise_kernel_is_preferred_on_the_gpu_only():
+    info = get_kernel("mlstm", "compiled_chunkwise")
+    assert info.priority > get_kernel("mlstm", "native_chunkwise").priority
+    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16").name == "compiled_chunkwise"
+    assert select_kernel("mlstm", "chunkwise", device="cpu", dtype="bfloat16").name == "native_chunkwise"
