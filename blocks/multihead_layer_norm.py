@@ -21,12 +21,13 @@ def multihead_layer_norm(x: mx.array, weight: mx.array | None, bias: mx.array | 
     """``x`` [B, S, NH, DH] → [B, S, NH*DH]: normalise over DH (biased variance), then weight/bias."""
     B, S, NH, DH = x.shape
     dtype = x.dtype
-    if force_float32:
-        x = x.astype(mx.float32)
-    mean = mx.mean(x, axis=-1, keepdims=True)
-    centered = x - mean
-    var = mx.mean(centered * centered, axis=-1, keepdims=True)
-    y = (centered * mx.rsqrt(var + eps)).astype(dtype).reshape(B, S, NH * DH)
+    if force_float32 or dtype == mx.float32:  # one fused kernel, float32 accumulation
+        y = mx.fast.layer_norm(x, None, None, eps).reshape(B, S, NH * DH)
+    else:
+        mean = mx.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        var = mx.mean(centered * centered, axis=-1, keepdims=True)
+        y = (centered * mx.rsqrt(var + eps)).reshape(B, S, NH * DH)
     if weight is not None:
         y = y * weight
     if bias is not None:

@@ -39,9 +39,15 @@ class RMSNorm(Block):
 
     def forward(self, inputs, state, ctx):
         p = self.params
-        y = rms_normalize(inputs[0], p.eps, p.force_float32_reductions)
-        if p.use_weight:
-            y = y * self.weight
+        x = inputs[0]
+        if p.force_float32_reductions or x.dtype == mx.float32:
+            # One fused kernel (float32 accumulation, as the official float32 reduction); the weight is
+            # applied before the single rounding to x's dtype.
+            y = mx.fast.rms_norm(x, self.weight if p.use_weight else None, p.eps)
+        else:
+            y = rms_normalize(x, p.eps, False)
+            if p.use_weight:
+                y = y * self.weight
         if p.use_bias:
             y = y + self.bias
         return y, None

@@ -8,7 +8,7 @@ import mlx.nn as nn
 from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, register_block, tp_reduce
-from .ops import round_up_to_multiple, small_init_std
+from .ops import round_up_to_multiple, silu_gate, small_init_std
 
 
 class SwiGLUParams(BlockParams):
@@ -62,4 +62,8 @@ class SwiGLU(Block):
         else:
             gz = self.proj_up_gate_z(x)
             gate, z = gz[..., : self.hidden], gz[..., self.hidden:]
-        return tp_reduce(self, self.proj_down(self.activate(gate) * z)), None
+        if type(self).activate is SwiGLU.activate:  # the plain SiLU gate: one fused pass on the GPU
+            hidden = silu_gate(gate, z)
+        else:
+            hidden = self.activate(gate) * z
+        return tp_reduce(self, self.proj_down(hidden)), None
