@@ -10,8 +10,8 @@ case "$1" in
 tests-official)
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
   rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
-  MLX_ENABLE_TF32=0 timeout 260 python3 -m pytest -q -p no:cacheprovider /tmp/xtests/kernels /tmp/xtests/runner \
-      /tmp/xtests/properties/test_kernel_properties.py 2>&1 | tail -n 12 | tee "$OUT/tests_gpu.log"
+  MLX_ENABLE_TF32=0 timeout 420 python3 -m pytest -q -p no:cacheprovider /tmp/xtests/kernels /tmp/xtests/runner \
+      /tmp/xtests/properties/test_kernel_properties.py 2>&1 > "$OUT/tests_gpu.log" 2>&1; tail -n 15 "$OUT/tests_gpu.log"
   timeout 220 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024,4096,16384} --blocks 32 \
       --prefill 1024,4096 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"
   cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json ;;
