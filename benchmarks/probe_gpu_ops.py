@@ -47,7 +47,7 @@ def compare(a, b) -> dict:
     return res
 
 
-def breakdown_mlstm(block, x, ctx) -> list:
+def breakdown_mlstm(block, x, ctx, max_log2: int = 30) -> list:
     """The mLSTM layer's forward, one operation at a time: each on the GPU after poisoning, vs the CPU
     on the same (GPU-computed) inputs. Returns one row per operation."""
     from xlstm_metal.blocks.multihead_layer_norm import multihead_layer_norm
@@ -71,7 +71,7 @@ def breakdown_mlstm(block, x, ctx) -> list:
     ]
     vals, rows = {"x": x}, []
     for name, fn in ops:
-        poison()
+        poison(max_log2)
         out = fn(vals)
         mx.eval(out)
         with mx.stream(mx.cpu):
@@ -110,6 +110,7 @@ def main(argv=None):
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--nodes", type=int, default=12, help="compare only the first N nodes on the CPU (it is slow)")
     p.add_argument("--breakdown", help="also break this mLSTM node down op by op")
+    p.add_argument("--max-log2", type=int, default=30, help="poison buffers up to 2**this bytes")
     p.add_argument("--out")
     a = p.parse_args(argv)
     runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype)
@@ -123,7 +124,7 @@ def main(argv=None):
     res["n_params_snapshotted"] = len(snap)
     # Whole model, poisoned cache, repeated.
     for trial in range(3):
-        poison()
+        poison(a.max_log2)
         logits, state = runner(x)
         mx.eval(logits, state.arrays())
         res["runs"].append({"poisoned": True, "logits_finite": bool(mx.all(mx.isfinite(logits.astype(mx.float32))).item()),
@@ -139,8 +140,8 @@ def main(argv=None):
         ctx = NodeContext(step.node, step.kernel, step.chunk_size)
         ins = [vals[i] for i in step.inputs]
         if step.node == a.breakdown:
-            res["breakdown_requested"] = {"node": step.node, "ops": breakdown_mlstm(block, ins[0], ctx)}
-        poison()
+            res["breakdown_requested"] = {"node": step.node, "ops": breakdown_mlstm(block, ins[0], ctx, a.max_log2)}
+        poison(a.max_log2)
         out, new = block(ins, None, ctx)
         mx.eval(out, new)
         row = {"node": step.node, "type": step.type}
@@ -165,7 +166,7 @@ def main(argv=None):
             if not row["gpu_finite"] and first_bad is None:
                 first_bad = step.node
                 if step.type == "mlstm":
-                    res["breakdown"] = {"node": step.node, "ops": breakdown_mlstm(block, ins[0], ctx)}
+                    res["breakdown"] = {"node": step.node, "ops": breakdown_mlstm(block, ins[0], ctx, a.max_log2)}
         nodes.append(row)
         vals[step.node] = out
     res["first_bad_node"] = first_bad

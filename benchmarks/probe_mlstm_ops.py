@@ -7,6 +7,8 @@ buffers, this names the operation inside the kernel that does it.
 """
 from __future__ import annotations
 
+import argparse
+
 import mlx.core as mx
 import numpy as np
 from common import emit
@@ -15,8 +17,11 @@ from probe_gpu_ops import compare, poison, to_np
 from xlstm_metal.kernels.mlstm import native
 
 
+MAX_LOG2 = 30
+
+
 def gpu_vs_cpu(fn, *args):
-    poison()
+    poison(MAX_LOG2)
     out = fn(*args)
     mx.eval(out)
     with mx.stream(mx.cpu):
@@ -33,11 +38,20 @@ def gpu_vs_cpu(fn, *args):
     return flat
 
 
-def main():
+def main(argv=None):
+    global MAX_LOG2
+    p = argparse.ArgumentParser()
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--dk", type=int, default=256)
+    p.add_argument("--dv", type=int, default=512)
+    p.add_argument("--seqs", default="1,8,63,64,65,128,1024")
+    p.add_argument("--max-log2", type=int, default=30, help="poison buffers up to 2**this bytes")
+    a = p.parse_args(argv)
+    MAX_LOG2 = a.max_log2
     rng = np.random.default_rng(0)
-    B, NH, DK, DV = 1, 8, 256, 512
+    B, NH, DK, DV = 1, a.heads, a.dk, a.dv
     res = {"device": str(mx.default_device()), "kernel": {}, "ops": {}}
-    for S in (1, 8, 63, 64, 65, 128, 1024):
+    for S in map(int, a.seqs.split(",")):
         q = mx.array(rng.normal(size=(B, NH, S, DK)), mx.bfloat16)
         k = mx.array(rng.normal(size=(B, NH, S, DK)), mx.bfloat16)
         v = mx.array(rng.normal(size=(B, NH, S, DV)), mx.bfloat16)
@@ -58,7 +72,7 @@ def main():
         ml = mx.array(rng.normal(size=(B, NH, G)), mx.float32)
         res["ops"][f"entry_states_G{G}"] = gpu_vs_cpu(native._entry_states_closed_form, C, n, m,
                                                       Cl.reshape(B, NH, G, DK, DV), nl, ml, g)
-    x = mx.array(rng.normal(size=(B, NH, 1, 64)), mx.float32)
+    x = mx.array(rng.normal(size=(B, NH, 1, 64)), mx.float32)  # one chunk of 64 gates
     res["ops"]["segment_sums_L64"] = gpu_vs_cpu(native._segment_sums, x)
     res["ops"]["cumsum_axis-2"] = gpu_vs_cpu(lambda a: mx.cumsum(mx.broadcast_to(a[..., :, None], a.shape + (64,)), axis=-2), x)
     bad = sorted(name for part in ("kernel", "ops") for name, rows in res[part].items()

@@ -1,0 +1,62 @@
+"""The benchmark and diagnosis scripts run (tiny shapes, CPU) and their self-checks hold.
+
+Timings are not asserted (they mean something only on the GPU machine); what is asserted is what
+each script claims to check: repeatable results, agreement between variants, a sane JSON result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_repeated_prefills_are_bitwise_identical():
+    res = run_script("repeat_runs.py", "--spec", "xlstm_tiny", "--seq-len", "24", "--repeats", "3", "--chunk-size", "8")
+    assert res["nonfinite_runs"] == 0 and res["differing_runs"] == 0 and len(res["runs"]) == 3
+
+
+def test_gpu_op_probe_finds_no_bad_node_on_the_cpu():
+    res = run_script("probe_gpu_ops.py", "--spec", "xlstm_tiny", "--seq-len", "16", "--nodes", "4", "--max-log2", "14",
+                     "--breakdown", "backbone.blocks.0.mlstm_layer")
+    assert res["first_bad_node"] is None
+    assert all(r["logits_finite"] and r["state_finite"] and not r["changed_params"] for r in res["runs"])
+    ops = res["breakdown_requested"]["ops"]
+    assert [o["op"] for o in ops][-1] == "out" and all(c["gpu_finite"] for o in ops for c in o["cmp"])
+
+
+def test_mlstm_op_probe_and_determinism_probe_pass_on_the_cpu():
+    res = run_script("probe_mlstm_ops.py", "--heads", "2", "--dk", "8", "--dv", "8", "--seqs", "1,64,130", "--max-log2", "14")
+    assert res["bad"] == []
+    res = run_script("probe_op_determinism.py", "--spec", "xlstm_tiny", "--seq-len", "16", "--repeats", "2", "--max-log2", "14")
+    assert all(v["differ"] == 0 and v["nonfinite"] == 0 for v in res["ops"].values())
+
+
+def test_chunkwise_variants_agree_and_are_timed_against_the_eager_kernel():
+    res = run_script("profile_chunkwise.py", "--seqs", "96", "--heads", "2", "--dk", "8", "--dv", "8", "--iters", "1",
+                     "--only", "eager_L64,eager_L128")
+    assert res["eager_L64_ratio_S96"] == 1.0
+    assert res["eager_L128_max_diff_S96"] < 1e-2  # bf16 inputs, float32 math: rounding only
+
+
+@pytest.mark.parametrize("script, args, keys", [
+    ("ablate_prefill.py", ["--spec", "xlstm_tiny", "--seq-len", "32", "--iters", "1"], ["full_ms", "no_cell_ms", "cell_share"]),
+    ("decode_floor.py", ["--spec", "xlstm_tiny", "--steps", "2"], ["gemv_floor_ms", "ours_decode_ms", "ours_over_floor_time"]),
+    ("bench_kernel.py", ["--seqs", "64", "--heads", "1", "--dk", "8", "--dv", "8", "--iters", "1"], ["native_chunkwise_fwd_ms_S64"]),
+])
+def test_benchmark_scripts_report_their_numbers(script, args, keys):
+    res = run_script(script, *args)
+    for k in keys:
+        assert isinstance(res[k], float) and res[k] == res[k], k  # present and not NaN
