@@ -29,6 +29,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--official", help="JSON file from official_baseline.py measured in the same run, for ratios")
+    p.add_argument("--prefill-chunks", default="", help="also time prefill with these mLSTM chunk sizes, e.g. 128,256")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
 
@@ -48,6 +49,11 @@ def main(argv=None) -> dict:
         mx.reset_peak_memory()
         res[f"prefill_tok_s_S{S}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
         res[f"prefill_peak_GB_S{S}"] = mx.get_peak_memory() / 1e9
+        for L in filter(None, a.prefill_chunks.split(",")):  # the same prefill at other chunk sizes, same run
+            runner.set_overrides({n: {"chunk_size": int(L)} for n in runner.graph.compute_nodes()
+                                  if runner.graph.node(n)["block_cls"].kernel_family == "mlstm"})
+            res[f"prefill_tok_s_S{S}_chunk{L}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
+            runner.set_overrides({})
     from xlstm_metal.kernels import current_device, kernels
 
     step_kernels = [k.name for k in kernels("mlstm", "step") if k.supports(device=current_device(), dtype=a.dtype) is None]
