@@ -64,10 +64,14 @@ _GROUP = 128  # chunks whose entry states come from one closed-form matmul (its 
 
 
 def _entry_states_closed_form(C, n, m, C_loc, n_loc, m_loc, g):
-    """States entering chunks 0..G of a group (index G = the state after it) from the state (C, n, m)
+    """States entering chunks 0..G-1 of a group, and the state after it, from the state (C, n, m)
     entering the group and each chunk's own contribution, in closed form: a weighted sum of the
     incoming state and of every earlier chunk's contribution. The weights are computed in log space
-    and stabilised by their row max, which equals the recurrent stabiliser m."""
+    and stabilised by their row max, which equals the recurrent stabiliser m.
+
+    Returns ``(C_in, n_in, m_in), (C_out, n_out, m_out)``. The exit state is computed as its own
+    array, not sliced out of an all-chunks tensor: a slice would keep that whole tensor (G+1 states,
+    0.5 GB per 7B layer at 8k tokens) alive for as long as the state is kept, in every layer."""
     B, NH, G, DK, DV = C_loc.shape
     if G == 1:
         return _entry_states_one_chunk(C, n, m, C_loc[:, :, 0], n_loc[:, :, 0], m_loc[..., 0], g[..., 0])
@@ -77,9 +81,16 @@ def _entry_states_closed_form(C, n, m, C_loc, n_loc, m_loc, g):
     m_all = mx.maximum(w0, mx.max(w, axis=-1))
     A = mx.exp(w - m_all[..., None])
     a0 = mx.exp(w0 - m_all)
-    C_all = (A @ C_loc.reshape(B, NH, G, DK * DV)).reshape(B, NH, G + 1, DK, DV) + a0[..., None, None] * C[:, :, None]
-    n_all = A @ n_loc + a0[..., None] * n[:, :, None]
-    return C_all, n_all, m_all
+    C_flat = C_loc.reshape(B, NH, G, DK * DV)
+
+    def rows(r):  # the states of rows r (a slice of the G+1 rows) as fresh arrays
+        C_r = (A[..., r, :] @ C_flat).reshape(B, NH, -1, DK, DV) + a0[..., r, None, None] * C[:, :, None]
+        n_r = A[..., r, :] @ n_loc + a0[..., r, None] * n[:, :, None]
+        return C_r, n_r, m_all[..., r]
+
+    C_in, n_in, m_in = rows(slice(0, G))
+    C_out, n_out, m_out = rows(slice(G, G + 1))
+    return (C_in, n_in, m_in), (C_out[:, :, 0], n_out[:, :, 0], m_out[..., 0])
 
 
 def _entry_states_one_chunk(C, n, m, C_loc, n_loc, m_loc, g):
@@ -94,7 +105,7 @@ def _entry_states_one_chunk(C, n, m, C_loc, n_loc, m_loc, g):
     a, b = mx.exp(g + m - m1), mx.exp(m_loc - m1)
     C1 = a[..., None, None] * C + b[..., None, None] * C_loc
     n1 = a[..., None] * n + b[..., None] * n_loc
-    return mx.stack([C, C1], axis=2), mx.stack([n, n1], axis=2), mx.stack([m, m1], axis=-1)
+    return (C[:, :, None], n[:, :, None], m[..., None]), (C1, n1, m1)
 
 
 def _chunk_entry_states(C, n, m, C_loc, n_loc, m_loc, g):
@@ -106,11 +117,11 @@ def _chunk_entry_states(C, n, m, C_loc, n_loc, m_loc, g):
     Cs, ns, ms = [], [], []
     for s in range(0, NC, group):
         e = min(NC, s + group)
-        C_all, n_all, m_all = _entry_states_closed_form(C, n, m, C_loc[:, :, s:e], n_loc[:, :, s:e], m_loc[..., s:e], g[..., s:e])
-        Cs.append(C_all[:, :, :-1])
-        ns.append(n_all[:, :, :-1])
-        ms.append(m_all[..., :-1])
-        C, n, m = C_all[:, :, -1], n_all[:, :, -1], m_all[..., -1]
+        (C_in, n_in, m_in), (C, n, m) = _entry_states_closed_form(C, n, m, C_loc[:, :, s:e], n_loc[:, :, s:e],
+                                                                  m_loc[..., s:e], g[..., s:e])
+        Cs.append(C_in)
+        ns.append(n_in)
+        ms.append(m_in)
     cat = lambda xs, axis: xs[0] if len(xs) == 1 else mx.concatenate(xs, axis=axis)  # noqa: E731
     return cat(Cs, 2), cat(ns, 2), cat(ms, -1), (C, n, m)
 
