@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .cli import command
+from .generation.generate import format_gb
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
@@ -67,7 +68,7 @@ def cmd_generate(args) -> int:
     print()
     if last is not None and not args.quiet:
         print(f"[{last.prompt_tokens} prompt tokens at {last.prompt_tps:.1f} tok/s, {last.generation_tokens} generated at "
-              f"{last.generation_tps:.1f} tok/s, peak memory {last.peak_memory:.2f} GB, finish: {last.finish_reason}]", file=sys.stderr)
+              f"{last.generation_tps:.1f} tok/s, peak memory {format_gb(last.peak_memory)}, finish: {last.finish_reason}]", file=sys.stderr)
     if args.state_out and last is not None:
         last.state.save(args.state_out)
     return 0

@@ -206,3 +206,9 @@ def test_text_prompts_need_a_tokenizer():
     r = xLSTMRunner.from_spec("xlstm_tiny")
     with pytest.raises(ValueError, match="needs a tokenizer"):
         r.generate("hello")
+
+
+def test_memory_is_reported_in_units_a_person_reads():
+    from xlstm_metal.generation.generate import format_gb
+
+    assert format_gb(0.004) == "4.0 MB" and format_gb(13.73) == "13.73 GB"

@@ -31,6 +31,11 @@ class GenerationResponse:
     state: Any = None
 
 
+def format_gb(gb: float) -> str:
+    """Memory for people: GB from 1 GB up, MB below (a small model's 4 MB is not "0.00 GB")."""
+    return f"{gb:.2f} GB" if gb >= 1 else f"{gb * 1e3:.1f} MB"
+
+
 def _as_batch(prompt) -> mx.array:
     arr = prompt if isinstance(prompt, mx.array) else mx.array(np.asarray(prompt, dtype=np.int32))
     if arr.ndim == 1:
@@ -155,7 +160,7 @@ def generate(model_fn: Callable, tokenizer, prompt, *, verbose: bool = False, **
             print(last.text, end="", flush=True)
     if verbose and last is not None:
         print(f"\n\nprompt: {last.prompt_tokens} tokens, {last.prompt_tps:.1f} tok/s; generation: {last.generation_tokens} "
-              f"tokens, {last.generation_tps:.1f} tok/s; peak memory {last.peak_memory:.2f} GB")
+              f"tokens, {last.generation_tps:.1f} tok/s; peak memory {format_gb(last.peak_memory)}")
     return "".join(pieces)
 
 
