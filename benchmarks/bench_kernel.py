@@ -13,31 +13,22 @@ import time
 import mlx.core as mx
 
 from xlstm_metal.kernels import current_device, kernels
-from common import emit
+from common import add_kernel_shape_args, emit, kernel_inputs
 
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--seqs", default="1024,4096")
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--dk", type=int, default=256)
-    p.add_argument("--dv", type=int, default=512)
+    add_kernel_shape_args(p)
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--official", help="official_baseline.py JSON from the same job, for ratios")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    dt = getattr(mx, a.dtype)
     res = {"device": str(mx.default_device()), "heads": a.heads, "dk": a.dk, "dv": a.dv, "chunk": a.chunk, "dtype": a.dtype}
     off = json.load(open(a.official)) if a.official else {}
     for S in map(int, a.seqs.split(",")):
-        q = mx.random.normal((1, a.heads, S, a.dk)).astype(dt)
-        k = mx.random.normal((1, a.heads, S, a.dk)).astype(dt)
-        v = mx.random.normal((1, a.heads, S, a.dv)).astype(dt)
-        i = mx.random.normal((1, a.heads, S)).astype(dt)
-        f = (mx.random.normal((1, a.heads, S)) + 3).astype(dt)
-        mx.eval(q, k, v, i, f)
+        q, k, v, i, f = kernel_inputs(S, a.heads, a.dk, a.dv, a.dtype)
         for kern in kernels("mlstm", "chunkwise"):
             if kern.supports(device=current_device(), dtype=a.dtype, head_dims=(a.dk, a.dv)):
                 continue

@@ -22,3 +22,25 @@ def emit(result: dict, out: str | None = None) -> None:
     print(text)
     if out:
         Path(out).write_text(text + "\n")
+
+
+def add_kernel_shape_args(p, seqs: str = "1024,4096") -> None:
+    """The mLSTM kernel benchmark shape: the 7B's heads (8 x DK 256 x DV 512) by default, batch 1."""
+    p.add_argument("--seqs", default=seqs)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--dk", type=int, default=256)
+    p.add_argument("--dv", type=int, default=512)
+
+
+def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
+    """Random, evaluated q, k, v, i, f of one sequence (forget pre-activations around +3, as trained gates)."""
+    import mlx.core as mx
+
+    dt = getattr(mx, dtype) if isinstance(dtype, str) else dtype
+    q = mx.random.normal((1, heads, S, dk)).astype(dt)
+    k = mx.random.normal((1, heads, S, dk)).astype(dt)
+    v = mx.random.normal((1, heads, S, dv)).astype(dt)
+    i = mx.random.normal((1, heads, S)).astype(dt)
+    f = (mx.random.normal((1, heads, S)) + 3).astype(dt)
+    mx.eval(q, k, v, i, f)
+    return q, k, v, i, f

@@ -12,7 +12,7 @@ import time
 from functools import partial
 
 import mlx.core as mx
-from common import emit
+from common import add_kernel_shape_args, emit, kernel_inputs
 
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native
 
@@ -27,10 +27,7 @@ def variants():
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--seqs", default="1024,4096")
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--dk", type=int, default=256)
-    p.add_argument("--dv", type=int, default=512)
+    add_kernel_shape_args(p)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--only", help="comma-separated variant names")
     p.add_argument("--out")
@@ -40,12 +37,7 @@ def main(argv=None):
         vs = {k: v for k, v in vs.items() if k in a.only.split(",")}
     res = {"device": str(mx.default_device())}
     for S in map(int, a.seqs.split(",")):
-        q = mx.random.normal((1, a.heads, S, a.dk)).astype(mx.bfloat16)
-        k = mx.random.normal((1, a.heads, S, a.dk)).astype(mx.bfloat16)
-        v = mx.random.normal((1, a.heads, S, a.dv)).astype(mx.bfloat16)
-        i = mx.random.normal((1, a.heads, S)).astype(mx.bfloat16)
-        f = (mx.random.normal((1, a.heads, S)) + 3).astype(mx.bfloat16)
-        mx.eval(q, k, v, i, f)
+        q, k, v, i, f = kernel_inputs(S, a.heads, a.dk, a.dv)
         ref_h = None
         for name, fn in vs.items():
             def call():
