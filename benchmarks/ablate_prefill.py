@@ -53,7 +53,7 @@ def main(argv=None):
     x = mx.array(np.random.default_rng(0).integers(0, vocab, size=(1, a.seq_len)), dtype=mx.int32)
     cells = [n for n in g.compute_nodes() if g.node(n)["block_cls"].type_name == "mlstm"]
     res = {"device": str(mx.default_device()), "seq_len": a.seq_len,
-           "chunk_kernel": runner.plan(a.seq_len).steps[[s.node for s in runner.plan(a.seq_len).steps].index(cells[0])].kernel.name}
+           "chunk_kernel": runner.plan(a.seq_len).step(cells[0]).kernel.name}
     res["full_ms"] = prefill_ms(runner, x, a.iters)
     runner.set_overrides({n: {"kernel": "ablation_no_cell"} for n in cells})
     res["no_cell_ms"] = prefill_ms(runner, x, a.iters)
