@@ -2,6 +2,7 @@
 # The GPU measurement, in two consecutive calls on one machine (after `stage.sh b` and `. benchmarks/gpu_env.sh`):
 #   bash benchmarks/gpu_job.sh tests-official    # the GPU test run (TF32 off), then the official baseline
 #   bash benchmarks/gpu_job.sh ours              # our kernel and 7B benchmarks, ratios to that baseline
+#   bash benchmarks/gpu_job.sh selfcheck|tests|memory   # fused kernels' first-use check; GPU tests; 32k peak memory
 # Results land in $OUT as JSON; the official JSON is kept in /tmp for the second call.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -21,5 +22,15 @@ ours)
   timeout 300 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096 \
       --decode-context 128 --decode-steps 30 --iters 2 --official /tmp/official.json --out "$OUT/7b.json" > /dev/null
   cat "$OUT/7b.json" ;;
-*) echo "usage: gpu_job.sh tests-official|ours" >&2; exit 2 ;;
+selfcheck)
+  python3 -W always -c "from xlstm_metal.kernels.mlstm import fused_chunkwise as c, fused_step as s
+print('fused chunkwise agrees with native:', c.self_check('cuda')); print('fused step agrees with native:', s.self_check('cuda'))" ;;
+tests)
+  rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
+  MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -p no:cacheprovider /tmp/xtests/kernels /tmp/xtests/runner \
+      /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 15 "$OUT/tests_gpu.log" ;;
+memory)
+  timeout ${MEM_TIMEOUT:-400} python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 4096,32768 \
+      --decode-context 128,32768 --decode-steps 20 --iters 1 --out "$OUT/7b_memory.json" > /dev/null; cat "$OUT/7b_memory.json" ;;
+*) echo "usage: gpu_job.sh tests-official|ours|selfcheck|tests|memory" >&2; exit 2 ;;
 esac

@@ -1,0 +1,407 @@
+"""Fused mLSTM chunkwise forward in two GPU launches (CUDA and Metal), float32 math.
+
+The native chunkwise kernel is a few dozen MLX operations; this is the same algorithm as two kernels:
+
+1. **states**: one threadgroup per (value tile, key tile, batch·head) walks the chunks in order with
+   a 64x64 tile of C in registers (a 4x4 block per thread), writes the state entering every chunk,
+   and adds each chunk's contribution as a rank-L update from k and the gate-weighted v in shared
+   memory. The stabiliser follows the recurrence ``m' = max(g + m, max_s w_s)``.
+2. **outputs**: one threadgroup per (value-tile group, chunk, batch·head) forms the gated, causal
+   ``P = (q k^T) * W`` of its chunk once, then for each 64-wide value tile adds ``P v`` and the
+   entry-state readout ``q C_in``, and divides by the normaliser.
+
+Everything the kernels compute is in float32 (q, k, v are read in their own dtype and converted),
+so the result matches the native kernel to float32 rounding. The gate preparation (log-sigmoid,
+masking, padding, the within-chunk cumulative sums) stays in MLX: it is a few small arrays.
+
+The algorithm is written once, in the common subset of CUDA and Metal, with a handful of words
+(``SHARED``, ``BARRIER``, ``TID``, ``GX``/``GY``/``GZ``) replaced by each language's idiom. Like
+the fused step, each backend checks itself against the native kernel the first time it is
+selected in a process and refuses itself with a warning if it disagrees (or does not compile).
+"""
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import mlx.core as mx
+import numpy as np
+
+from ..registry import KernelInfo, register_kernel
+from .native import _NEG, mlstm_chunkwise_native
+
+TILE = 64  # rows and columns of the tiles both kernels work on; a chunk is at most this long
+THREADS = 256  # threads per threadgroup: a 16x16 grid, each thread owning a 4x4 block of a tile
+
+# Kernel 1. Template constants: T, DK, DV, L. Runtime: meta_ = [S, NC].
+_STATES = """
+    const int tid = TID;
+    const int dv0 = GX * 64;
+    const int dk0 = GY * 64;
+    const int bh = GZ;
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int ty = tid / 16;
+    const int tx = tid % 16;
+    SHARED float k_sh[L * 64];
+    SHARED float v_sh[L * 64];
+    SHARED float w_sh[L];
+    SHARED float e_sh[L];
+    float c[4][4];
+    for (int a = 0; a < 4; ++a) {
+        for (int b = 0; b < 4; ++b) {
+            const int row = dk0 + ty + 16 * a;
+            const int col = dv0 + tx + 16 * b;
+            c[a][b] = (row < DK && col < DV) ? C0_[((long)bh * DK + row) * DV + col] : 0.0f;
+        }
+    }
+    const bool has_n = tid < 64 && dk0 + tid < DK;
+    float n_r = has_n ? n0_[bh * DK + dk0 + tid] : 0.0f;
+    float m = m0_[bh];
+    for (int ch = 0; ch < NC; ++ch) {
+        const long gbase = (long)bh * NC * L + (long)ch * L;
+        const float g = bcum_[gbase + L - 1];
+        const long sbase = ((long)bh * NC + ch) * DK;
+        for (int a = 0; a < 4; ++a) {
+            for (int b = 0; b < 4; ++b) {
+                const int row = dk0 + ty + 16 * a;
+                const int col = dv0 + tx + 16 * b;
+                if (row < DK && col < DV) Cin_[(sbase + row) * DV + col] = c[a][b];
+            }
+        }
+        if (has_n && GX == 0) nin_[sbase + dk0 + tid] = n_r;
+        if (tid == 0 && GX == 0 && GY == 0) min_[(long)bh * NC + ch] = m;
+        if (tid < L) w_sh[tid] = (g - bcum_[gbase + tid]) + ig_[gbase + tid];
+        BARRIER;
+        float m_loc = w_sh[0];
+        for (int s = 1; s < L; ++s) m_loc = fmax(m_loc, w_sh[s]);
+        const float m_next = fmax(g + m, m_loc);
+        const float decay = exp(g + m - m_next);
+        if (tid < L) e_sh[tid] = exp(w_sh[tid] - m_next);
+        for (int idx = tid; idx < L * 64; idx += 256) {
+            const int s = idx / 64;
+            const int r = idx % 64;
+            const int t = ch * L + s;
+            const bool tok = t < S;
+            k_sh[idx] = (tok && dk0 + r < DK) ? static_cast<float>(k_[((long)bh * S + t) * DK + dk0 + r]) : 0.0f;
+            v_sh[idx] = (tok && dv0 + r < DV)
+                ? static_cast<float>(v_[((long)bh * S + t) * DV + dv0 + r]) * exp(w_sh[s] - m_next) : 0.0f;
+        }
+        BARRIER;
+        for (int a = 0; a < 4; ++a) {
+            for (int b = 0; b < 4; ++b) c[a][b] *= decay;
+        }
+        for (int s = 0; s < L; ++s) {
+            float kr[4];
+            float vc[4];
+            for (int a = 0; a < 4; ++a) kr[a] = k_sh[s * 64 + ty + 16 * a];
+            for (int b = 0; b < 4; ++b) vc[b] = v_sh[s * 64 + tx + 16 * b];
+            for (int a = 0; a < 4; ++a) {
+                for (int b = 0; b < 4; ++b) c[a][b] += kr[a] * vc[b];
+            }
+        }
+        if (tid < 64) {
+            float acc = decay * n_r;
+            for (int s = 0; s < L; ++s) acc += k_sh[s * 64 + tid] * e_sh[s];
+            n_r = acc;
+        }
+        m = m_next;
+    }
+    for (int a = 0; a < 4; ++a) {
+        for (int b = 0; b < 4; ++b) {
+            const int row = dk0 + ty + 16 * a;
+            const int col = dv0 + tx + 16 * b;
+            if (row < DK && col < DV) Cout_[((long)bh * DK + row) * DV + col] = c[a][b];
+        }
+    }
+    if (has_n && GX == 0) nout_[bh * DK + dk0 + tid] = n_r;
+    if (tid == 0 && GX == 0 && GY == 0) mout_[bh] = m;
+"""
+
+# Kernel 2. Template constants: T, DK, DV, L, NH, TILES_PER_GROUP. Runtime: meta_ = [S, NC], eps_.
+_OUTPUTS = """
+    const int tid = TID;
+    const int ch = GY;
+    const int bh = GZ;
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int ty = tid / 16;
+    const int tx = tid % 16;
+    const long gbase = (long)bh * NC * L + (long)ch * L;
+    const long sbase = ((long)bh * NC + ch) * DK;
+    const float scale = rsqrt(static_cast<float>(DK));
+    const float m_in = min_[(long)bh * NC + ch];
+    SHARED float p_sh[64 * 65];
+    SHARED float q_sh[32 * 65];
+    SHARED float x_sh[32 * 65];
+    SHARED float n_sh[32];
+    SHARED float bc_sh[64];
+    SHARED float ig_sh[64];
+    SHARED float mt_sh[64];
+    SHARED float si_sh[64];
+    SHARED float den_sh[64];
+    if (tid < L) {
+        bc_sh[tid] = bcum_[gbase + tid];
+        ig_sh[tid] = ig_[gbase + tid];
+    }
+    BARRIER;
+    if (tid < L) {
+        const float bt = bc_sh[tid];
+        float mt = bt + m_in;
+        for (int s = 0; s <= tid; ++s) mt = fmax(mt, (bt - bc_sh[s]) + ig_sh[s]);
+        mt_sh[tid] = mt;
+        si_sh[tid] = exp(bt + m_in - mt);
+    }
+    float acc[4][4];
+    for (int a = 0; a < 4; ++a) {
+        for (int b = 0; b < 4; ++b) acc[a][b] = 0.0f;
+    }
+    float qn = 0.0f;
+    for (int d0 = 0; d0 < DK; d0 += 32) {
+        BARRIER;
+        for (int idx = tid; idx < 64 * 32; idx += 256) {
+            const int t = idx / 32;
+            const int d = idx % 32;
+            const int tok = ch * L + t;
+            const bool ok = t < L && tok < S && d0 + d < DK;
+            q_sh[d * 65 + t] = ok ? static_cast<float>(q_[((long)bh * S + tok) * DK + d0 + d]) * scale : 0.0f;
+            x_sh[d * 65 + t] = ok ? static_cast<float>(k_[((long)bh * S + tok) * DK + d0 + d]) : 0.0f;
+        }
+        if (tid < 32) n_sh[tid] = d0 + tid < DK ? nin_[sbase + d0 + tid] : 0.0f;
+        BARRIER;
+        for (int d = 0; d < 32; ++d) {
+            float qa[4];
+            float kb[4];
+            for (int a = 0; a < 4; ++a) qa[a] = q_sh[d * 65 + ty + 16 * a];
+            for (int b = 0; b < 4; ++b) kb[b] = x_sh[d * 65 + tx + 16 * b];
+            for (int a = 0; a < 4; ++a) {
+                for (int b = 0; b < 4; ++b) acc[a][b] += qa[a] * kb[b];
+            }
+        }
+        if (tid < 64) {
+            for (int d = 0; d < 32; ++d) qn += q_sh[d * 65 + tid] * n_sh[d];
+        }
+    }
+    for (int a = 0; a < 4; ++a) {
+        const int t = ty + 16 * a;
+        for (int b = 0; b < 4; ++b) {
+            const int s = tx + 16 * b;
+            const bool causal = t < L && s <= t;
+            p_sh[s * 65 + t] = causal ? acc[a][b] * exp((bc_sh[t] - bc_sh[s]) + ig_sh[s] - mt_sh[t]) : 0.0f;
+        }
+    }
+    BARRIER;
+    if (tid < L) {
+        float rs = 0.0f;
+        for (int s = 0; s < L; ++s) rs += p_sh[s * 65 + tid];
+        const float total = rs + si_sh[tid] * qn;
+        den_sh[tid] = fmax(fabs(total), exp(fmin(-mt_sh[tid], 80.0f))) + eps_[0];
+    }
+    for (int tile = GX * TILES_PER_GROUP; tile < (GX + 1) * TILES_PER_GROUP && tile * 64 < DV; ++tile) {
+        const int j0 = tile * 64;
+        float hc[4][4];
+        float hp[4][4];
+        for (int a = 0; a < 4; ++a) {
+            for (int b = 0; b < 4; ++b) {
+                hc[a][b] = 0.0f;
+                hp[a][b] = 0.0f;
+            }
+        }
+        for (int d0 = 0; d0 < DK; d0 += 32) {
+            BARRIER;
+            for (int idx = tid; idx < 64 * 32; idx += 256) {
+                const int t = idx / 32;
+                const int d = idx % 32;
+                const int tok = ch * L + t;
+                const bool ok = t < L && tok < S && d0 + d < DK;
+                q_sh[d * 65 + t] = ok ? static_cast<float>(q_[((long)bh * S + tok) * DK + d0 + d]) * scale : 0.0f;
+                const int dd = idx / 64;
+                const int j = idx % 64;
+                x_sh[dd * 65 + j] = (d0 + dd < DK && j0 + j < DV) ? Cin_[(sbase + d0 + dd) * DV + j0 + j] : 0.0f;
+            }
+            BARRIER;
+            for (int d = 0; d < 32; ++d) {
+                float qa[4];
+                float cb[4];
+                for (int a = 0; a < 4; ++a) qa[a] = q_sh[d * 65 + ty + 16 * a];
+                for (int b = 0; b < 4; ++b) cb[b] = x_sh[d * 65 + tx + 16 * b];
+                for (int a = 0; a < 4; ++a) {
+                    for (int b = 0; b < 4; ++b) hc[a][b] += qa[a] * cb[b];
+                }
+            }
+        }
+        for (int s0 = 0; s0 < L; s0 += 32) {
+            BARRIER;
+            for (int idx = tid; idx < 32 * 64; idx += 256) {
+                const int s = idx / 64;
+                const int j = idx % 64;
+                const int tok = ch * L + s0 + s;
+                x_sh[s * 65 + j] = (s0 + s < L && tok < S && j0 + j < DV)
+                    ? static_cast<float>(v_[((long)bh * S + tok) * DV + j0 + j]) : 0.0f;
+            }
+            BARRIER;
+            for (int s = 0; s < 32 && s0 + s < L; ++s) {
+                float pa[4];
+                float vb[4];
+                for (int a = 0; a < 4; ++a) pa[a] = p_sh[(s0 + s) * 65 + ty + 16 * a];
+                for (int b = 0; b < 4; ++b) vb[b] = x_sh[s * 65 + tx + 16 * b];
+                for (int a = 0; a < 4; ++a) {
+                    for (int b = 0; b < 4; ++b) hp[a][b] += pa[a] * vb[b];
+                }
+            }
+        }
+        for (int a = 0; a < 4; ++a) {
+            const int t = ty + 16 * a;
+            const int tok = ch * L + t;
+            if (t >= L || tok >= S) continue;
+            const bool keep = keep_[(long)(bh / NH) * NC * L + tok] > 0.0f;
+            for (int b = 0; b < 4; ++b) {
+                const int j = j0 + tx + 16 * b;
+                if (j >= DV) continue;
+                const float h = (hp[a][b] + si_sh[t] * hc[a][b]) / den_sh[t];
+                h_[((long)bh * S + tok) * DV + j] = static_cast<T>(keep ? h : 0.0f);
+            }
+        }
+    }
+"""
+
+_STATES_INPUTS = ["q_", "k_", "v_", "bcum_", "ig_", "C0_", "n0_", "m0_", "meta_"]
+_STATES_OUTPUTS = ["Cin_", "nin_", "min_", "Cout_", "nout_", "mout_"]
+_OUTPUTS_INPUTS = ["q_", "k_", "v_", "bcum_", "ig_", "keep_", "Cin_", "nin_", "min_", "meta_", "eps_"]
+_OUTPUTS_OUTPUTS = ["h_"]
+
+IDIOMS = {
+    "cuda": {"SHARED": "__shared__", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
+             "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)", "GZ": "int(blockIdx.z)"},
+    "metal": {"SHARED": "threadgroup", "BARRIER": "threadgroup_barrier(mem_flags::mem_threadgroup)",
+              "TID": "int(thread_position_in_threadgroup.x)", "GX": "int(threadgroup_position_in_grid.x)",
+              "GY": "int(threadgroup_position_in_grid.y)", "GZ": "int(threadgroup_position_in_grid.z)"},
+}
+
+
+def source(body: str, backend: str) -> str:
+    """``body`` in ``backend``'s language: each idiom word replaced as a whole word."""
+    idioms = IDIOMS[backend]
+    return re.sub(r"\b(" + "|".join(idioms) + r")\b", lambda m: idioms[m.group(1)], body)
+
+
+_kernels: dict[tuple[str, str], object] = {}
+
+
+def _kernel(backend: str, which: str):
+    key = (backend, which)
+    if key not in _kernels:
+        body, ins, outs = {"states": (_STATES, _STATES_INPUTS, _STATES_OUTPUTS),
+                           "outputs": (_OUTPUTS, _OUTPUTS_INPUTS, _OUTPUTS_OUTPUTS)}[which]
+        make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
+        _kernels[key] = make(name=f"xlstm_mlstm_chunkwise_{which}", input_names=ins, output_names=outs,
+                             source=source(body, backend))
+    return _kernels[key]
+
+
+def _prepare_gates(i, f, mask, L: int, NC: int):
+    """Per-token gate arrays of the padded sequence, flattened to [B*NH, NC*L]: the log forget gate
+    summed from the chunk start (``bcum``), the input gate (``ig``, ``-1e30`` where masked or padded),
+    and ``keep`` [B, NC*L] (1 for real tokens)."""
+    B, NH, S = i.shape
+    pad = NC * L - S
+    log_f = -mx.logaddexp(mx.array(0.0, mx.float32), -f.astype(mx.float32))
+    ig = i.astype(mx.float32)
+    keep = mx.ones((B, S), mx.bool_) if mask is None else mask.astype(mx.bool_)
+    if mask is not None:
+        log_f = mx.where(keep[:, None], log_f, 0.0)
+        ig = mx.where(keep[:, None], ig, _NEG)
+    if pad:
+        log_f = mx.pad(log_f, [(0, 0), (0, 0), (0, pad)])
+        ig = mx.pad(ig, [(0, 0), (0, 0), (0, pad)], constant_values=_NEG)
+        keep = mx.pad(keep, [(0, 0), (0, pad)])
+    bcum = mx.cumsum(log_f.reshape(B, NH, NC, L), axis=-1).reshape(B * NH, NC * L)
+    return bcum, ig.reshape(B * NH, NC * L), keep.astype(mx.float32)
+
+
+def _make_chunkwise(backend: str):
+    def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+        B, NH, S, DK = q.shape
+        DV = v.shape[-1]
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if S == 0:
+            return mlstm_chunkwise_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
+        L = min(int(chunk_size), TILE, S)
+        NC = math.ceil(S / L)
+        BH = B * NH
+        dt = v.dtype
+        bcum, ig, keep = _prepare_gates(i, f, mask, L, NC)
+        if state is None:
+            C0, n0, m0 = mx.zeros((BH, DK, DV), mx.float32), mx.zeros((BH, DK), mx.float32), mx.zeros((BH,), mx.float32)
+        else:
+            C0, n0, m0 = (a.astype(mx.float32) for a in state)
+        meta = mx.array([S, NC], mx.int32)
+        qf, kf, vf = q.astype(dt), k.astype(dt), v
+        n_dk, n_dv = math.ceil(DK / TILE), math.ceil(DV / TILE)
+        C_in, n_in, m_in, C, n, m = _kernel(backend, "states")(
+            inputs=[qf, kf, vf, bcum, ig, C0, n0, m0, meta],
+            template=[("T", dt), ("DK", DK), ("DV", DV), ("L", L)],
+            grid=(THREADS * n_dv, n_dk, BH), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(BH, NC, DK, DV), (BH, NC, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
+            output_dtypes=[mx.float32] * 6)
+        # Short inputs have few chunks: split the value tiles over more threadgroups to fill the GPU.
+        groups = max(1, min(n_dv, 512 // (NC * BH)))
+        per_group = math.ceil(n_dv / groups)
+        groups = math.ceil(n_dv / per_group)
+        (h,) = _kernel(backend, "outputs")(
+            inputs=[qf, kf, vf, bcum, ig, keep, C_in, n_in, m_in, meta, mx.array([eps], mx.float32)],
+            template=[("T", dt), ("DK", DK), ("DV", DV), ("L", L), ("NH", NH), ("TILES_PER_GROUP", per_group)],
+            grid=(THREADS * groups, NC, BH), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(B, NH, S, DV)], output_dtypes=[dt])
+        return h, (C, n, m)
+    chunkwise.__doc__ = f"Fused {backend.upper()} chunkwise forward (two launches, float32 math); chunks of at most {TILE}."
+    return chunkwise
+
+
+_verified: dict[str, bool] = {}
+
+
+def self_check(backend: str, fn=None) -> bool:
+    """Run the fused kernel and the native one on small random inputs that exercise partial tiles,
+    a padded last chunk, a mask and an incoming state; True when they agree."""
+    if backend in _verified:
+        return _verified[backend]
+    fn = fn or _make_chunkwise(backend)
+    rng = np.random.default_rng(0)
+    arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
+    why = "results differ from the native chunkwise kernel"
+    ok = True
+    try:
+        for B, NH, S, DK, DV, chunk in ((2, 2, 37, 72, 20, 16), (1, 1, 130, 64, 96, 64)):
+            q, k, v = arr(B, NH, S, DK), arr(B, NH, S, DK), arr(B, NH, S, DV)
+            i, f = arr(B, NH, S, scale=3.0), arr(B, NH, S, scale=3.0) + 2.0
+            state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
+            mask = mx.array(rng.random((B, S)) > 0.2)
+            for st, mk in ((None, None), (state, mask)):
+                got = fn(q, k, v, i, f, st, chunk_size=chunk, mask=mk)
+                want = mlstm_chunkwise_native(q, k, v, i, f, st, chunk_size=chunk, mask=mk)
+                for a, b in zip([got[0], *got[1]], [want[0], *want[1]]):
+                    scale = max(1.0, float(mx.abs(b).max().item()))
+                    ok = ok and a.shape == b.shape and float(mx.abs(a - b).max().item()) <= 1e-4 * scale
+    except Exception as exc:  # noqa: BLE001 - a kernel that cannot even run refuses itself
+        ok, why = False, f"{type(exc).__name__}: {exc}"
+    if not ok:
+        warnings.warn(f"fused {backend} mLSTM chunkwise kernel disabled: {why}; using the next kernel",
+                      RuntimeWarning, stacklevel=2)
+    _verified[backend] = ok
+    return ok
+
+
+def _available(backend: str) -> bool:
+    on = mx.cuda.is_available() if backend == "cuda" else mx.metal.is_available()
+    return bool(on) and self_check(backend)
+
+
+for _backend in ("cuda", "metal"):
+    register_kernel(KernelInfo(
+        "mlstm", "chunkwise", f"{_backend}_chunkwise", _make_chunkwise(_backend), backend=_backend,
+        devices=frozenset({"gpu"}), dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10,
+        is_available=(lambda b=_backend: _available(b)),
+        doc=f"fused {_backend.upper()} chunkwise forward (states + outputs, two launches, float32 math)"))
