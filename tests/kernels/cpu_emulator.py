@@ -1,0 +1,100 @@
+"""Run a fused GPU kernel's source on the CPU: the same kernel text, compiled as C++ with OpenMP.
+
+Metal cannot run on Linux and CUDA needs the GPU machine, but our fused kernels are written once
+in the common subset of both languages with a few idiom words (``SHARED``, ``BARRIER``, ``TID``,
+``GX``/``GY``/``GZ``). Mapped to C++ (a threadgroup = an OpenMP team, shared memory = static
+locals of the body, a barrier = ``omp barrier``), the algorithm itself runs here and can be
+checked against the native kernels by the ordinary test suite; the GPU run then only has the
+language idioms left to get wrong.
+
+The emulator has the calling convention of ``mx.fast.cuda_kernel``'s kernels (inputs, template,
+grid in threads, threadgroup, output shapes/dtypes), float32 and int32 arrays only.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+IDIOMS = {"SHARED": "static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
+          "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
+
+_PRELUDE = """
+#include <cmath>
+#include <cstdint>
+#include <omp.h>
+using namespace std;
+static inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
+static int g_group[3];
+#pragma omp threadprivate(g_group)
+"""
+
+
+def compiler_available() -> bool:
+    return shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
+def _ctype(dtype) -> str:
+    if dtype == mx.float32:
+        return "float"
+    if dtype == mx.int32:
+        return "int32_t"
+    raise TypeError(f"the CPU emulator handles float32 and int32 arrays, not {dtype}")
+
+
+class CpuKernel:
+    """One kernel body compiled for the CPU; called like an ``mx.fast.cuda_kernel`` kernel."""
+
+    _cache: dict[str, ctypes.CDLL] = {}
+
+    def __init__(self, name: str, input_names, output_names, source: str):
+        self.name, self.input_names, self.output_names, self.source = name, list(input_names), list(output_names), source
+
+    def _library(self, in_types, out_types, template) -> ctypes.CDLL:
+        consts = []
+        for key, value in template:
+            consts.append(f"using {key} = {_ctype(value)};" if isinstance(value, mx.Dtype) else f"constexpr int {key} = {int(value)};")
+        params = [f"const {t}* {n}" for n, t in zip(self.input_names, in_types)]
+        params += [f"{t}* {n}" for n, t in zip(self.output_names, out_types)]
+        args = ", ".join(self.input_names + self.output_names)
+        src = (_PRELUDE + f"static void body({', '.join(params)}) {{\n" + "\n".join(consts) + "\n" + self.source + "\n}\n"
+               + f'extern "C" void launch({", ".join(params)}, int nx, int ny, int nz, int threads) {{\n'
+               + "  for (int z = 0; z < nz; ++z) for (int y = 0; y < ny; ++y) for (int x = 0; x < nx; ++x) {\n"
+               + "    #pragma omp parallel num_threads(threads) copyin(g_group)\n"
+               + "    { g_group[0] = x; g_group[1] = y; g_group[2] = z;\n"
+               + f"      body({args}); }}\n  }}\n}}\n")
+        key = hashlib.sha256(src.encode()).hexdigest()[:16]
+        if key not in self._cache:
+            build = Path(tempfile.gettempdir()) / "xlstm_metal_cpu_kernels"
+            build.mkdir(exist_ok=True)
+            cpp, lib = build / f"{self.name}_{key}.cpp", build / f"{self.name}_{key}.so"
+            if not lib.exists():
+                cpp.write_text(src)
+                cmd = [os.environ.get("CXX", "g++"), "-O1", "-std=c++17", "-fopenmp", "-shared", "-fPIC", str(cpp),
+                       "-o", str(lib) + ".tmp"]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"kernel {self.name} does not compile as C++:\n{done.stderr[-4000:]}")
+                os.replace(str(lib) + ".tmp", lib)
+            self._cache[key] = ctypes.CDLL(str(lib))
+        return self._cache[key]
+
+    def __call__(self, *, inputs, template, grid, threadgroup, output_shapes, output_dtypes, **_):
+        ins = [np.ascontiguousarray(np.array(a)) for a in inputs]
+        in_types = [_ctype(a.dtype) for a in inputs]
+        out_types = [_ctype(d) for d in output_dtypes]
+        lib = self._library(in_types, out_types, template)
+        outs = [np.full(tuple(s), np.nan if d == mx.float32 else -1,
+                        dtype=np.float32 if d == mx.float32 else np.int32) for s, d in zip(output_shapes, output_dtypes)]
+        tg = threadgroup[0]
+        groups = [(g + t - 1) // t for g, t in zip(grid, threadgroup)]
+        ptrs = [a.ctypes.data_as(ctypes.c_void_p) for a in ins + outs]
+        lib.launch(*ptrs, *[ctypes.c_int(g) for g in groups], ctypes.c_int(tg))
+        return [mx.array(o) for o in outs]
