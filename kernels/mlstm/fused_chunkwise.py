@@ -34,7 +34,8 @@ from .native import _NEG, mlstm_chunkwise_native
 TILE = 64  # rows and columns of the tiles both kernels work on; a chunk is at most this long
 THREADS = 256  # threads per threadgroup: a 16x16 grid, each thread owning a 4x4 block of a tile
 
-# Kernel 1. Template constants: T, DK, DV, L. Runtime: meta_ = [S, NC].
+# Kernel 1. Template constants: T, DK, DV, L. Runtime: meta_ = [S, NC]. Thread (tid) owns rows
+# r0..r0+3 and columns c0..c0+3 of the 64x64 tile, so its shared-memory reads are 16-byte vectors.
 _STATES = """
     const int tid = TID;
     const int dv0 = GX * 64;
@@ -42,63 +43,77 @@ _STATES = """
     const int bh = GZ;
     const int S = meta_[0];
     const int NC = meta_[1];
-    const int ty = tid / 16;
-    const int tx = tid % 16;
+    const int r0 = (tid / 16) * 4;
+    const int c0 = (tid % 16) * 4;
+    constexpr int PER = (L * 64 + 255) / 256;
     SHARED float k_sh[L * 64];
     SHARED float v_sh[L * 64];
-    SHARED float w_sh[L];
     SHARED float e_sh[L];
     float c[4][4];
     for (int a = 0; a < 4; ++a) {
         for (int b = 0; b < 4; ++b) {
-            const int row = dk0 + ty + 16 * a;
-            const int col = dv0 + tx + 16 * b;
+            const int row = dk0 + r0 + a;
+            const int col = dv0 + c0 + b;
             c[a][b] = (row < DK && col < DV) ? C0_[((long)bh * DK + row) * DV + col] : 0.0f;
         }
     }
     const bool has_n = tid < 64 && dk0 + tid < DK;
     float n_r = has_n ? n0_[bh * DK + dk0 + tid] : 0.0f;
     float m = m0_[bh];
+    float kx[PER];
+    float vx[PER];
+    for (int j = 0; j < PER; ++j) {
+        const int idx = tid + 256 * j;
+        const int s = idx / 64;
+        const int r = idx % 64;
+        const bool tok = idx < L * 64 && s < S;
+        kx[j] = (tok && dk0 + r < DK) ? static_cast<float>(k_[((long)bh * S + s) * DK + dk0 + r]) : 0.0f;
+        vx[j] = (tok && dv0 + r < DV) ? static_cast<float>(v_[((long)bh * S + s) * DV + dv0 + r]) : 0.0f;
+    }
     for (int ch = 0; ch < NC; ++ch) {
         const long gbase = (long)bh * NC * L + (long)ch * L;
-        const float g = bcum_[gbase + L - 1];
         const long sbase = ((long)bh * NC + ch) * DK;
         for (int a = 0; a < 4; ++a) {
             for (int b = 0; b < 4; ++b) {
-                const int row = dk0 + ty + 16 * a;
-                const int col = dv0 + tx + 16 * b;
+                const int row = dk0 + r0 + a;
+                const int col = dv0 + c0 + b;
                 if (row < DK && col < DV) Cin_[(sbase + row) * DV + col] = c[a][b];
             }
         }
         if (has_n && GX == 0) nin_[sbase + dk0 + tid] = n_r;
         if (tid == 0 && GX == 0 && GY == 0) min_[(long)bh * NC + ch] = m;
-        if (tid < L) w_sh[tid] = (g - bcum_[gbase + tid]) + ig_[gbase + tid];
-        BARRIER;
-        float m_loc = w_sh[0];
-        for (int s = 1; s < L; ++s) m_loc = fmax(m_loc, w_sh[s]);
-        const float m_next = fmax(g + m, m_loc);
+        const float g = g_[(long)bh * NC + ch];
+        const float m_next = fmax(g + m, ml_[(long)bh * NC + ch]);
         const float decay = exp(g + m - m_next);
-        if (tid < L) e_sh[tid] = exp(w_sh[tid] - m_next);
-        for (int idx = tid; idx < L * 64; idx += 256) {
-            const int s = idx / 64;
-            const int r = idx % 64;
-            const int t = ch * L + s;
-            const bool tok = t < S;
-            k_sh[idx] = (tok && dk0 + r < DK) ? static_cast<float>(k_[((long)bh * S + t) * DK + dk0 + r]) : 0.0f;
-            v_sh[idx] = (tok && dv0 + r < DV)
-                ? static_cast<float>(v_[((long)bh * S + t) * DV + dv0 + r]) * exp(w_sh[s] - m_next) : 0.0f;
+        for (int j = 0; j < PER; ++j) {
+            const int idx = tid + 256 * j;
+            if (idx < L * 64) {
+                k_sh[idx] = kx[j];
+                v_sh[idx] = vx[j] * exp(w_[gbase + idx / 64] - m_next);
+            }
         }
+        if (tid < L) e_sh[tid] = exp(w_[gbase + tid] - m_next);
         BARRIER;
+        if (ch + 1 < NC) {
+            for (int j = 0; j < PER; ++j) {
+                const int idx = tid + 256 * j;
+                const int r = idx % 64;
+                const int t = (ch + 1) * L + idx / 64;
+                const bool tok = idx < L * 64 && t < S;
+                kx[j] = (tok && dk0 + r < DK) ? static_cast<float>(k_[((long)bh * S + t) * DK + dk0 + r]) : 0.0f;
+                vx[j] = (tok && dv0 + r < DV) ? static_cast<float>(v_[((long)bh * S + t) * DV + dv0 + r]) : 0.0f;
+            }
+        }
         for (int a = 0; a < 4; ++a) {
             for (int b = 0; b < 4; ++b) c[a][b] *= decay;
         }
         for (int s = 0; s < L; ++s) {
-            float kr[4];
-            float vc[4];
-            for (int a = 0; a < 4; ++a) kr[a] = k_sh[s * 64 + ty + 16 * a];
-            for (int b = 0; b < 4; ++b) vc[b] = v_sh[s * 64 + tx + 16 * b];
+            const float4 kr = LDS4 k_sh[s * 64 + r0];
+            const float4 vc = LDS4 v_sh[s * 64 + c0];
+            const float ka[4] = {kr.x, kr.y, kr.z, kr.w};
+            const float vb[4] = {vc.x, vc.y, vc.z, vc.w};
             for (int a = 0; a < 4; ++a) {
-                for (int b = 0; b < 4; ++b) c[a][b] += kr[a] * vc[b];
+                for (int b = 0; b < 4; ++b) c[a][b] += ka[a] * vb[b];
             }
         }
         if (tid < 64) {
@@ -107,11 +122,12 @@ _STATES = """
             n_r = acc;
         }
         m = m_next;
+        BARRIER;
     }
     for (int a = 0; a < 4; ++a) {
         for (int b = 0; b < 4; ++b) {
-            const int row = dk0 + ty + 16 * a;
-            const int col = dv0 + tx + 16 * b;
+            const int row = dk0 + r0 + a;
+            const int col = dv0 + c0 + b;
             if (row < DK && col < DV) Cout_[((long)bh * DK + row) * DV + col] = c[a][b];
         }
     }
@@ -120,21 +136,22 @@ _STATES = """
 """
 
 # Kernel 2. Template constants: T, DK, DV, L, NH, TILES_PER_GROUP. Runtime: meta_ = [S, NC], eps_.
+# Thread (tid) owns rows t0..t0+3 (tokens) and columns j0..j0+3 of each 64x64 output tile.
 _OUTPUTS = """
     const int tid = TID;
     const int ch = GY;
     const int bh = GZ;
     const int S = meta_[0];
     const int NC = meta_[1];
-    const int ty = tid / 16;
-    const int tx = tid % 16;
+    const int t0 = (tid / 16) * 4;
+    const int u0 = (tid % 16) * 4;
     const long gbase = (long)bh * NC * L + (long)ch * L;
     const long sbase = ((long)bh * NC + ch) * DK;
     const float scale = rsqrt(static_cast<float>(DK));
     const float m_in = min_[(long)bh * NC + ch];
-    SHARED float p_sh[64 * 65];
-    SHARED float q_sh[32 * 65];
-    SHARED float x_sh[32 * 65];
+    SHARED float p_sh[64 * 68];
+    SHARED float q_sh[32 * 68];
+    SHARED float x_sh[32 * 68];
     SHARED float n_sh[32];
     SHARED float bc_sh[64];
     SHARED float ig_sh[64];
@@ -142,14 +159,10 @@ _OUTPUTS = """
     SHARED float si_sh[64];
     SHARED float den_sh[64];
     if (tid < L) {
-        bc_sh[tid] = bcum_[gbase + tid];
+        const float bt = b_[gbase + tid];
+        const float mt = bt + fmax(m_in, cm_[gbase + tid]);
+        bc_sh[tid] = bt;
         ig_sh[tid] = ig_[gbase + tid];
-    }
-    BARRIER;
-    if (tid < L) {
-        const float bt = bc_sh[tid];
-        float mt = bt + m_in;
-        for (int s = 0; s <= tid; ++s) mt = fmax(mt, (bt - bc_sh[s]) + ig_sh[s]);
         mt_sh[tid] = mt;
         si_sh[tid] = exp(bt + m_in - mt);
     }
@@ -165,36 +178,36 @@ _OUTPUTS = """
             const int d = idx % 32;
             const int tok = ch * L + t;
             const bool ok = t < L && tok < S && d0 + d < DK;
-            q_sh[d * 65 + t] = ok ? static_cast<float>(q_[((long)bh * S + tok) * DK + d0 + d]) * scale : 0.0f;
-            x_sh[d * 65 + t] = ok ? static_cast<float>(k_[((long)bh * S + tok) * DK + d0 + d]) : 0.0f;
+            q_sh[d * 68 + t] = ok ? static_cast<float>(q_[((long)bh * S + tok) * DK + d0 + d]) * scale : 0.0f;
+            x_sh[d * 68 + t] = ok ? static_cast<float>(k_[((long)bh * S + tok) * DK + d0 + d]) : 0.0f;
         }
         if (tid < 32) n_sh[tid] = d0 + tid < DK ? nin_[sbase + d0 + tid] : 0.0f;
         BARRIER;
         for (int d = 0; d < 32; ++d) {
-            float qa[4];
-            float kb[4];
-            for (int a = 0; a < 4; ++a) qa[a] = q_sh[d * 65 + ty + 16 * a];
-            for (int b = 0; b < 4; ++b) kb[b] = x_sh[d * 65 + tx + 16 * b];
+            const float4 qv = LDS4 q_sh[d * 68 + t0];
+            const float4 kv = LDS4 x_sh[d * 68 + u0];
+            const float qa[4] = {qv.x, qv.y, qv.z, qv.w};
+            const float kb[4] = {kv.x, kv.y, kv.z, kv.w};
             for (int a = 0; a < 4; ++a) {
                 for (int b = 0; b < 4; ++b) acc[a][b] += qa[a] * kb[b];
             }
         }
         if (tid < 64) {
-            for (int d = 0; d < 32; ++d) qn += q_sh[d * 65 + tid] * n_sh[d];
+            for (int d = 0; d < 32; ++d) qn += q_sh[d * 68 + tid] * n_sh[d];
         }
     }
     for (int a = 0; a < 4; ++a) {
-        const int t = ty + 16 * a;
+        const int t = t0 + a;
         for (int b = 0; b < 4; ++b) {
-            const int s = tx + 16 * b;
+            const int s = u0 + b;
             const bool causal = t < L && s <= t;
-            p_sh[s * 65 + t] = causal ? acc[a][b] * exp((bc_sh[t] - bc_sh[s]) + ig_sh[s] - mt_sh[t]) : 0.0f;
+            p_sh[s * 68 + t] = causal ? acc[a][b] * exp((bc_sh[t] - bc_sh[s]) + ig_sh[s] - mt_sh[t]) : 0.0f;
         }
     }
     BARRIER;
     if (tid < L) {
         float rs = 0.0f;
-        for (int s = 0; s < L; ++s) rs += p_sh[s * 65 + tid];
+        for (int s = 0; s < L; ++s) rs += p_sh[s * 68 + tid];
         const float total = rs + si_sh[tid] * qn;
         den_sh[tid] = fmax(fabs(total), exp(fmin(-mt_sh[tid], 80.0f))) + eps_[0];
     }
@@ -215,17 +228,17 @@ _OUTPUTS = """
                 const int d = idx % 32;
                 const int tok = ch * L + t;
                 const bool ok = t < L && tok < S && d0 + d < DK;
-                q_sh[d * 65 + t] = ok ? static_cast<float>(q_[((long)bh * S + tok) * DK + d0 + d]) * scale : 0.0f;
+                q_sh[d * 68 + t] = ok ? static_cast<float>(q_[((long)bh * S + tok) * DK + d0 + d]) * scale : 0.0f;
                 const int dd = idx / 64;
                 const int j = idx % 64;
-                x_sh[dd * 65 + j] = (d0 + dd < DK && j0 + j < DV) ? Cin_[(sbase + d0 + dd) * DV + j0 + j] : 0.0f;
+                x_sh[dd * 68 + j] = (d0 + dd < DK && j0 + j < DV) ? Cin_[(sbase + d0 + dd) * DV + j0 + j] : 0.0f;
             }
             BARRIER;
             for (int d = 0; d < 32; ++d) {
-                float qa[4];
-                float cb[4];
-                for (int a = 0; a < 4; ++a) qa[a] = q_sh[d * 65 + ty + 16 * a];
-                for (int b = 0; b < 4; ++b) cb[b] = x_sh[d * 65 + tx + 16 * b];
+                const float4 qv = LDS4 q_sh[d * 68 + t0];
+                const float4 cv = LDS4 x_sh[d * 68 + u0];
+                const float qa[4] = {qv.x, qv.y, qv.z, qv.w};
+                const float cb[4] = {cv.x, cv.y, cv.z, cv.w};
                 for (int a = 0; a < 4; ++a) {
                     for (int b = 0; b < 4; ++b) hc[a][b] += qa[a] * cb[b];
                 }
@@ -237,27 +250,27 @@ _OUTPUTS = """
                 const int s = idx / 64;
                 const int j = idx % 64;
                 const int tok = ch * L + s0 + s;
-                x_sh[s * 65 + j] = (s0 + s < L && tok < S && j0 + j < DV)
+                x_sh[s * 68 + j] = (s0 + s < L && tok < S && j0 + j < DV)
                     ? static_cast<float>(v_[((long)bh * S + tok) * DV + j0 + j]) : 0.0f;
             }
             BARRIER;
             for (int s = 0; s < 32 && s0 + s < L; ++s) {
-                float pa[4];
-                float vb[4];
-                for (int a = 0; a < 4; ++a) pa[a] = p_sh[(s0 + s) * 65 + ty + 16 * a];
-                for (int b = 0; b < 4; ++b) vb[b] = x_sh[s * 65 + tx + 16 * b];
+                const float4 pv = LDS4 p_sh[(s0 + s) * 68 + t0];
+                const float4 vv = LDS4 x_sh[s * 68 + u0];
+                const float pa[4] = {pv.x, pv.y, pv.z, pv.w};
+                const float vb[4] = {vv.x, vv.y, vv.z, vv.w};
                 for (int a = 0; a < 4; ++a) {
                     for (int b = 0; b < 4; ++b) hp[a][b] += pa[a] * vb[b];
                 }
             }
         }
         for (int a = 0; a < 4; ++a) {
-            const int t = ty + 16 * a;
+            const int t = t0 + a;
             const int tok = ch * L + t;
             if (t >= L || tok >= S) continue;
             const bool keep = keep_[(long)(bh / NH) * NC * L + tok] > 0.0f;
             for (int b = 0; b < 4; ++b) {
-                const int j = j0 + tx + 16 * b;
+                const int j = j0 + u0 + b;
                 if (j >= DV) continue;
                 const float h = (hp[a][b] + si_sh[t] * hc[a][b]) / den_sh[t];
                 h_[((long)bh * S + tok) * DV + j] = static_cast<T>(keep ? h : 0.0f);
@@ -266,15 +279,17 @@ _OUTPUTS = """
     }
 """
 
-_STATES_INPUTS = ["q_", "k_", "v_", "bcum_", "ig_", "C0_", "n0_", "m0_", "meta_"]
+_STATES_INPUTS = ["q_", "k_", "v_", "w_", "g_", "ml_", "C0_", "n0_", "m0_", "meta_"]
 _STATES_OUTPUTS = ["Cin_", "nin_", "min_", "Cout_", "nout_", "mout_"]
-_OUTPUTS_INPUTS = ["q_", "k_", "v_", "bcum_", "ig_", "keep_", "Cin_", "nin_", "min_", "meta_", "eps_"]
+_OUTPUTS_INPUTS = ["q_", "k_", "v_", "b_", "ig_", "cm_", "keep_", "Cin_", "nin_", "min_", "meta_", "eps_"]
 _OUTPUTS_OUTPUTS = ["h_"]
 
 IDIOMS = {
-    "cuda": {"SHARED": "__shared__", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
+    "cuda": {"SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "LDS4": "*(const float4*)&",
+             "TID": "int(threadIdx.x)",
              "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)", "GZ": "int(blockIdx.z)"},
-    "metal": {"SHARED": "threadgroup", "BARRIER": "threadgroup_barrier(mem_flags::mem_threadgroup)",
+    "metal": {"SHARED": "threadgroup alignas(16)", "BARRIER": "threadgroup_barrier(mem_flags::mem_threadgroup)",
+              "LDS4": "*(threadgroup const float4*)&",
               "TID": "int(thread_position_in_threadgroup.x)", "GX": "int(threadgroup_position_in_grid.x)",
               "GY": "int(threadgroup_position_in_grid.y)", "GZ": "int(threadgroup_position_in_grid.z)"},
 }
@@ -303,9 +318,14 @@ def _kernel(backend: str, which: str):
 
 
 def _prepare_gates(i, f, mask, L: int, NC: int):
-    """Per-token gate arrays of the padded sequence, flattened to [B*NH, NC*L]: the log forget gate
-    summed from the chunk start (``bcum``), the input gate (``ig``, ``-1e30`` where masked or padded),
-    and ``keep`` [B, NC*L] (1 for real tokens)."""
+    """The per-token and per-chunk gate arrays both launches read, in float32 (all small: one value
+    per token or per chunk). Masked and padded positions get forget gate 1 and input gate ``-1e30``.
+
+    Per token, flattened to [B*NH, NC*L]: ``b`` the log forget gate summed from the chunk start,
+    ``ig`` the input gate, ``w = g - b + ig`` the log weight of the token in its chunk's end state,
+    ``cm`` the running max over the chunk of ``ig - b`` (so the output stabiliser of token t is
+    ``b_t + max(m_in, cm_t)``). Per chunk [B*NH, NC]: ``g`` the whole-chunk log forget gate and
+    ``ml = max(w)``. Per token [B, NC*L]: ``keep`` (1 for real tokens)."""
     B, NH, S = i.shape
     pad = NC * L - S
     log_f = -mx.logaddexp(mx.array(0.0, mx.float32), -f.astype(mx.float32))
@@ -318,8 +338,16 @@ def _prepare_gates(i, f, mask, L: int, NC: int):
         log_f = mx.pad(log_f, [(0, 0), (0, 0), (0, pad)])
         ig = mx.pad(ig, [(0, 0), (0, 0), (0, pad)], constant_values=_NEG)
         keep = mx.pad(keep, [(0, 0), (0, pad)])
-    bcum = mx.cumsum(log_f.reshape(B, NH, NC, L), axis=-1).reshape(B * NH, NC * L)
-    return bcum, ig.reshape(B * NH, NC * L), keep.astype(mx.float32)
+    ig = ig.reshape(B * NH, NC, L)
+    b = mx.cumsum(log_f.reshape(B * NH, NC, L), axis=-1)
+    g = b[..., -1]
+    w = g[..., None] - b + ig
+    flat = lambda x: x.reshape(B * NH, NC * L)  # noqa: E731
+    return dict(b=flat(b), ig=flat(ig), w=flat(w), cm=flat(mx.cummax(ig - b, axis=-1)), g=g, ml=mx.max(w, axis=-1),
+                keep=keep.astype(mx.float32))
+
+
+SEGMENT_CHUNKS = 128  # chunks per pair of launches: bounds the entry-state buffer (128 x DK x DV x 4 bytes per head)
 
 
 def _make_chunkwise(backend: str, make_kernel=None):
@@ -327,27 +355,16 @@ def _make_chunkwise(backend: str, make_kernel=None):
     (the tests run the same algorithm text on the CPU this way)."""
     make_kernel = make_kernel or (lambda which: _kernel(backend, which))
 
-    def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+    def launches(q, k, v, i, f, state, L, eps, mask):
         B, NH, S, DK = q.shape
-        DV = v.shape[-1]
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-        if S == 0:
-            return mlstm_chunkwise_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
-        L = min(int(chunk_size), TILE, S)
+        DV, BH, dt = v.shape[-1], B * NH, v.dtype
         NC = math.ceil(S / L)
-        BH = B * NH
-        dt = v.dtype
-        bcum, ig, keep = _prepare_gates(i, f, mask, L, NC)
-        if state is None:
-            C0, n0, m0 = mx.zeros((BH, DK, DV), mx.float32), mx.zeros((BH, DK), mx.float32), mx.zeros((BH,), mx.float32)
-        else:
-            C0, n0, m0 = (a.astype(mx.float32) for a in state)
+        gates = _prepare_gates(i, f, mask, L, NC)
+        C0, n0, m0 = state
         meta = mx.array([S, NC], mx.int32)
-        qf, kf, vf = q.astype(dt), k.astype(dt), v
         n_dk, n_dv = math.ceil(DK / TILE), math.ceil(DV / TILE)
         C_in, n_in, m_in, C, n, m = make_kernel("states")(
-            inputs=[qf, kf, vf, bcum, ig, C0, n0, m0, meta],
+            inputs=[q, k, v, gates["w"], gates["g"], gates["ml"], C0, n0, m0, meta],
             template=[("T", dt), ("DK", DK), ("DV", DV), ("L", L)],
             grid=(THREADS * n_dv, n_dk, BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(BH, NC, DK, DV), (BH, NC, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
@@ -357,12 +374,36 @@ def _make_chunkwise(backend: str, make_kernel=None):
         per_group = math.ceil(n_dv / groups)
         groups = math.ceil(n_dv / per_group)
         (h,) = make_kernel("outputs")(
-            inputs=[qf, kf, vf, bcum, ig, keep, C_in, n_in, m_in, meta, mx.array([eps], mx.float32)],
+            inputs=[q, k, v, gates["b"], gates["ig"], gates["cm"], gates["keep"], C_in, n_in, m_in, meta,
+                    mx.array([eps], mx.float32)],
             template=[("T", dt), ("DK", DK), ("DV", DV), ("L", L), ("NH", NH), ("TILES_PER_GROUP", per_group)],
             grid=(THREADS * groups, NC, BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B, NH, S, DV)], output_dtypes=[dt])
         return h, (C, n, m)
-    chunkwise.__doc__ = f"Fused {backend.upper()} chunkwise forward (two launches, float32 math); chunks of at most {TILE}."
+
+    def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+        B, NH, S, DK = q.shape
+        DV = v.shape[-1]
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if S == 0:
+            return mlstm_chunkwise_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
+        L = min(int(chunk_size), TILE, S)
+        dt = v.dtype
+        q, k = q.astype(dt), k.astype(dt)
+        if state is None:
+            state = (mx.zeros((B, NH, DK, DV), mx.float32), mx.zeros((B, NH, DK), mx.float32), mx.zeros((B, NH), mx.float32))
+        state = tuple(a.astype(mx.float32) for a in state)
+        seg = SEGMENT_CHUNKS * L
+        hs = []
+        for s0 in range(0, S, seg):  # long inputs: segments of SEGMENT_CHUNKS chunks, the state carried across
+            part = slice(s0, min(S, s0 + seg))
+            h, state = launches(q[:, :, part], k[:, :, part], v[:, :, part], i[:, :, part], f[:, :, part], state, L, eps,
+                                None if mask is None else mask[:, part])
+            hs.append(h)
+        return (hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=2)), state
+    chunkwise.__doc__ = (f"Fused {backend.upper()} chunkwise forward (two launches per {SEGMENT_CHUNKS} chunks, float32 "
+                         f"math); chunks of at most {TILE} tokens.")
     return chunkwise
 
 

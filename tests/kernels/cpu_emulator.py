@@ -23,7 +23,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-IDIOMS = {"SHARED": "static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
+IDIOMS = {"SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
+          "LDS4": "*(const float4*)&",
           "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
 
 _PRELUDE = """
@@ -32,6 +33,7 @@ _PRELUDE = """
 #include <omp.h>
 using namespace std;
 static inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
+struct float4 { float x, y, z, w; };
 static int g_group[3];
 #pragma omp threadprivate(g_group)
 """
