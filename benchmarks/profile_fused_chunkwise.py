@@ -23,25 +23,25 @@ def stages(backend, q, k, v, i, f, chunk):
     DV, BH = v.shape[-1], B * NH
     L = min(chunk, fc.TILE, S)
     NC = math.ceil(S / L)
-    bcum, ig, keep = fc._prepare_gates(i, f, None, L, NC)
+    gt = fc._prepare_gates(i, f, None, L, NC)
     zeros = (mx.zeros((BH, DK, DV)), mx.zeros((BH, DK)), mx.zeros((BH,)))
-    meta = mx.array([S, NC], mx.int32)
+    meta = mx.array([S, NC, DK, DV, L, NH, math.ceil(DV / fc.TILE)], mx.int32)
     n_dk, n_dv = math.ceil(DK / fc.TILE), math.ceil(DV / fc.TILE)
 
     def states():
         return fc._kernel(backend, "states")(
-            inputs=[q, k, v, bcum, ig, *zeros, meta], template=[("T", v.dtype), ("DK", DK), ("DV", DV), ("L", L)],
+            inputs=[q, k, v, gt["w"], gt["g"], gt["ml"], *zeros, meta], template=[("T", v.dtype)],
             grid=(fc.THREADS * n_dv, n_dk, BH), threadgroup=(fc.THREADS, 1, 1),
             output_shapes=[(BH, NC, DK, DV), (BH, NC, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[mx.float32] * 6)
 
     C_in, n_in, m_in = states()[:3]
-    mx.eval(C_in, n_in, m_in, bcum, ig, keep)
+    mx.eval(C_in, n_in, m_in, *gt.values())
 
     def outputs():
         return fc._kernel(backend, "outputs")(
-            inputs=[q, k, v, bcum, ig, keep, C_in, n_in, m_in, meta, mx.array([1e-6], mx.float32)],
-            template=[("T", v.dtype), ("DK", DK), ("DV", DV), ("L", L), ("NH", NH), ("TILES_PER_GROUP", n_dv)],
+            inputs=[q, k, v, gt["b"], gt["ig"], gt["cm"], gt["keep"], C_in, n_in, m_in, meta, mx.array([1e-6], mx.float32)],
+            template=[("T", v.dtype)],
             grid=(fc.THREADS, NC, BH), threadgroup=(fc.THREADS, 1, 1), output_shapes=[(B, NH, S, DV)],
             output_dtypes=[v.dtype])
     return states, outputs

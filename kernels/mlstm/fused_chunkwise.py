@@ -34,7 +34,8 @@ from .native import _NEG, mlstm_chunkwise_native
 TILE = 64  # rows and columns of the tiles both kernels work on; a chunk is at most this long
 THREADS = 256  # threads per threadgroup: a 16x16 grid, each thread owning a 4x4 block of a tile
 
-# Kernel 1. Template constants: T, DK, DV, L. Runtime: meta_ = [S, NC]. Thread (tid) owns rows
+# Kernel 1. Template: the q/k/v dtype T. Everything else is read at run time from meta_ =
+# [S, NC, DK, DV, L, NH, TILES_PER_GROUP], so one compiled kernel per dtype serves every shape. Thread (tid) owns rows
 # r0..r0+3 and columns c0..c0+3 of the 64x64 tile, so its shared-memory reads are 16-byte vectors.
 _STATES = """
     const int tid = TID;
@@ -43,12 +44,15 @@ _STATES = """
     const int bh = GZ;
     const int S = meta_[0];
     const int NC = meta_[1];
+    const int DK = meta_[2];
+    const int DV = meta_[3];
+    const int L = meta_[4];
     const int r0 = (tid / 16) * 4;
     const int c0 = (tid % 16) * 4;
-    constexpr int PER = (L * 64 + 255) / 256;
-    SHARED float k_sh[L * 64];
-    SHARED float v_sh[L * 64];
-    SHARED float e_sh[L];
+    constexpr int PER = 16;  // tile elements each thread loads: 64 x 64 / 256
+    SHARED float k_sh[64 * 64];
+    SHARED float v_sh[64 * 64];
+    SHARED float e_sh[64];
     float c[4][4];
     for (int a = 0; a < 4; ++a) {
         for (int b = 0; b < 4; ++b) {
@@ -60,8 +64,12 @@ _STATES = """
     const bool has_n = tid < 64 && dk0 + tid < DK;
     float n_r = has_n ? n0_[bh * DK + dk0 + tid] : 0.0f;
     float m = m0_[bh];
+    // Chunk ch's inputs are loaded into registers while chunk ch-1 is being computed.
     float kx[PER];
     float vx[PER];
+    float w_next = tid < L ? w_[(long)bh * NC * L + tid] : 0.0f;
+    float g_next = g_[(long)bh * NC];
+    float ml_next = ml_[(long)bh * NC];
     for (int j = 0; j < PER; ++j) {
         const int idx = tid + 256 * j;
         const int s = idx / 64;
@@ -71,7 +79,6 @@ _STATES = """
         vx[j] = (tok && dv0 + r < DV) ? static_cast<float>(v_[((long)bh * S + s) * DV + dv0 + r]) : 0.0f;
     }
     for (int ch = 0; ch < NC; ++ch) {
-        const long gbase = (long)bh * NC * L + (long)ch * L;
         const long sbase = ((long)bh * NC + ch) * DK;
         for (int a = 0; a < 4; ++a) {
             for (int b = 0; b < 4; ++b) {
@@ -82,19 +89,22 @@ _STATES = """
         }
         if (has_n && GX == 0) nin_[sbase + dk0 + tid] = n_r;
         if (tid == 0 && GX == 0 && GY == 0) min_[(long)bh * NC + ch] = m;
-        const float g = g_[(long)bh * NC + ch];
-        const float m_next = fmax(g + m, ml_[(long)bh * NC + ch]);
-        const float decay = exp(g + m - m_next);
+        const float m_next = fmax(g_next + m, ml_next);
+        const float decay = exp(g_next + m - m_next);
         for (int j = 0; j < PER; ++j) {
             const int idx = tid + 256 * j;
             if (idx < L * 64) {
                 k_sh[idx] = kx[j];
-                v_sh[idx] = vx[j] * exp(w_[gbase + idx / 64] - m_next);
+                v_sh[idx] = vx[j];
             }
         }
-        if (tid < L) e_sh[tid] = exp(w_[gbase + tid] - m_next);
+        if (tid < L) e_sh[tid] = exp(w_next - m_next);
         BARRIER;
         if (ch + 1 < NC) {
+            const long next = (long)bh * NC + ch + 1;
+            if (tid < L) w_next = w_[next * L + tid];
+            g_next = g_[next];
+            ml_next = ml_[next];
             for (int j = 0; j < PER; ++j) {
                 const int idx = tid + 256 * j;
                 const int r = idx % 64;
@@ -107,10 +117,12 @@ _STATES = """
         for (int a = 0; a < 4; ++a) {
             for (int b = 0; b < 4; ++b) c[a][b] *= decay;
         }
+        #pragma unroll 4
         for (int s = 0; s < L; ++s) {
+            const float e = e_sh[s];
             const float4 kr = LDS4 k_sh[s * 64 + r0];
             const float4 vc = LDS4 v_sh[s * 64 + c0];
-            const float ka[4] = {kr.x, kr.y, kr.z, kr.w};
+            const float ka[4] = {kr.x * e, kr.y * e, kr.z * e, kr.w * e};
             const float vb[4] = {vc.x, vc.y, vc.z, vc.w};
             for (int a = 0; a < 4; ++a) {
                 for (int b = 0; b < 4; ++b) c[a][b] += ka[a] * vb[b];
@@ -135,7 +147,7 @@ _STATES = """
     if (tid == 0 && GX == 0 && GY == 0) mout_[bh] = m;
 """
 
-# Kernel 2. Template constants: T, DK, DV, L, NH, TILES_PER_GROUP. Runtime: meta_ = [S, NC], eps_.
+# Kernel 2. Template and meta_ as kernel 1, plus eps_.
 # Thread (tid) owns rows t0..t0+3 (tokens) and columns j0..j0+3 of each 64x64 output tile.
 _OUTPUTS = """
     const int tid = TID;
@@ -143,6 +155,11 @@ _OUTPUTS = """
     const int bh = GZ;
     const int S = meta_[0];
     const int NC = meta_[1];
+    const int DK = meta_[2];
+    const int DV = meta_[3];
+    const int L = meta_[4];
+    const int NH = meta_[5];
+    const int TILES_PER_GROUP = meta_[6];
     const int t0 = (tid / 16) * 4;
     const int u0 = (tid % 16) * 4;
     const long gbase = (long)bh * NC * L + (long)ch * L;
@@ -183,6 +200,7 @@ _OUTPUTS = """
         }
         if (tid < 32) n_sh[tid] = d0 + tid < DK ? nin_[sbase + d0 + tid] : 0.0f;
         BARRIER;
+        #pragma unroll 8
         for (int d = 0; d < 32; ++d) {
             const float4 qv = LDS4 q_sh[d * 68 + t0];
             const float4 kv = LDS4 x_sh[d * 68 + u0];
@@ -234,6 +252,7 @@ _OUTPUTS = """
                 x_sh[dd * 68 + j] = (d0 + dd < DK && j0 + j < DV) ? Cin_[(sbase + d0 + dd) * DV + j0 + j] : 0.0f;
             }
             BARRIER;
+            #pragma unroll 8
             for (int d = 0; d < 32; ++d) {
                 const float4 qv = LDS4 q_sh[d * 68 + t0];
                 const float4 cv = LDS4 x_sh[d * 68 + u0];
@@ -361,23 +380,21 @@ def _make_chunkwise(backend: str, make_kernel=None):
         NC = math.ceil(S / L)
         gates = _prepare_gates(i, f, mask, L, NC)
         C0, n0, m0 = state
-        meta = mx.array([S, NC], mx.int32)
         n_dk, n_dv = math.ceil(DK / TILE), math.ceil(DV / TILE)
-        C_in, n_in, m_in, C, n, m = make_kernel("states")(
-            inputs=[q, k, v, gates["w"], gates["g"], gates["ml"], C0, n0, m0, meta],
-            template=[("T", dt), ("DK", DK), ("DV", DV), ("L", L)],
-            grid=(THREADS * n_dv, n_dk, BH), threadgroup=(THREADS, 1, 1),
-            output_shapes=[(BH, NC, DK, DV), (BH, NC, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
-            output_dtypes=[mx.float32] * 6)
         # Short inputs have few chunks: split the value tiles over more threadgroups to fill the GPU.
         groups = max(1, min(n_dv, 512 // (NC * BH)))
         per_group = math.ceil(n_dv / groups)
         groups = math.ceil(n_dv / per_group)
+        meta = mx.array([S, NC, DK, DV, L, NH, per_group], mx.int32)
+        C_in, n_in, m_in, C, n, m = make_kernel("states")(
+            inputs=[q, k, v, gates["w"], gates["g"], gates["ml"], C0, n0, m0, meta], template=[("T", dt)],
+            grid=(THREADS * n_dv, n_dk, BH), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(BH, NC, DK, DV), (BH, NC, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
+            output_dtypes=[mx.float32] * 6)
         (h,) = make_kernel("outputs")(
             inputs=[q, k, v, gates["b"], gates["ig"], gates["cm"], gates["keep"], C_in, n_in, m_in, meta,
                     mx.array([eps], mx.float32)],
-            template=[("T", dt), ("DK", DK), ("DV", DV), ("L", L), ("NH", NH), ("TILES_PER_GROUP", per_group)],
-            grid=(THREADS * groups, NC, BH), threadgroup=(THREADS, 1, 1),
+            template=[("T", dt)], grid=(THREADS * groups, NC, BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B, NH, S, DV)], output_dtypes=[dt])
         return h, (C, n, m)
 

@@ -78,7 +78,11 @@ def _kernel(backend: str):
     return _kernels[backend]
 
 
-def _make_step(backend: str):
+def _make_step(backend: str, make_kernel=None):
+    """The step kernel for ``backend``; ``make_kernel()`` may supply the launch (the tests run the
+    same algorithm text on the CPU this way)."""
+    make_kernel = make_kernel or (lambda: _kernel(backend))
+
     def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
         B, NH, S, DK = q.shape
         if S != 1:
@@ -90,7 +94,7 @@ def _make_step(backend: str):
         dt = v.dtype
         keep = mx.ones((B,), mx.float32) if mask is None else mask.reshape(B).astype(mx.float32)
         tg = min(DV, 256)
-        h, C, n, m = _kernel(backend)(
+        h, C, n, m = make_kernel()(
             inputs=[q.astype(dt).reshape(B * NH, DK), k.astype(dt).reshape(B * NH, DK), v.reshape(B * NH, DV),
                     i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32)],
             template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH)],

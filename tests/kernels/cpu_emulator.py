@@ -20,12 +20,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+# A threadgroup is far more OpenMP threads than this machine has cores: waiting threads must sleep,
+# not spin (libgomp reads these when it is first loaded, i.e. with the first emulated kernel).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
+
 import mlx.core as mx
 import numpy as np
 
+# the idiom words of the fused chunkwise kernels, and the thread indices of the fused step kernel
 IDIOMS = {"SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
           "LDS4": "*(const float4*)&",
           "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
+STEP_IDIOMS = {"X": "(g_group[0] * g_threads + omp_get_thread_num())", "Y": "g_group[1]"}
 
 _PRELUDE = """
 #include <cmath>
@@ -36,6 +43,7 @@ static inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
 struct float4 { float x, y, z, w; };
 static int g_group[3];
 #pragma omp threadprivate(g_group)
+static int g_threads;  // threads per group
 """
 
 
@@ -69,6 +77,7 @@ class CpuKernel:
         src = (_PRELUDE + f"static void body({', '.join(params)}) {{\n" + "\n".join(consts) + "\n" + self.source + "\n}\n"
                + f'extern "C" void launch({", ".join(params)}, int nx, int ny, int nz, int threads) {{\n'
                + "  for (int z = 0; z < nz; ++z) for (int y = 0; y < ny; ++y) for (int x = 0; x < nx; ++x) {\n"
+               + "    g_threads = threads;\n"
                + "    #pragma omp parallel num_threads(threads) copyin(g_group)\n"
                + "    { g_group[0] = x; g_group[1] = y; g_group[2] = z;\n"
                + f"      body({args}); }}\n  }}\n}}\n")
