@@ -16,9 +16,15 @@ tests-official)
   timeout 220 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024,4096,16384} --blocks 32 \
       --prefill 1024,4096 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"
   cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json ;;
-ours)
+official)
+  timeout 220 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024,4096,16384} --blocks 32 \
+      --prefill 1024,4096 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"
+  cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json ;;
+ours) bash "$0" kernel && bash "$0" model ;;
+kernel)
   timeout 150 python3 "$R/benchmarks/bench_kernel.py" --seqs ${SEQS:-1024,4096,16384},65536 --official /tmp/official.json \
-      --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
+      --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json" ;;
+model)
   timeout 300 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096 \
       --decode-context 128 --decode-steps 30 --iters 2 --official /tmp/official.json --out "$OUT/7b.json" > /dev/null
   cat "$OUT/7b.json" ;;
@@ -32,5 +38,5 @@ tests)
 memory)
   timeout ${MEM_TIMEOUT:-400} python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 4096,32768 \
       --decode-context 128,32768 --decode-steps 20 --iters 1 --out "$OUT/7b_memory.json" > /dev/null; cat "$OUT/7b_memory.json" ;;
-*) echo "usage: gpu_job.sh tests-official|ours|selfcheck|tests|memory" >&2; exit 2 ;;
+*) echo "usage: gpu_job.sh tests-official|official|ours|kernel|model|selfcheck|tests|memory" >&2; exit 2 ;;
 esac
