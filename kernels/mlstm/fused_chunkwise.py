@@ -366,11 +366,13 @@ def _prepare_gates(i, f, mask, L: int, NC: int):
                 keep=keep.astype(mx.float32))
 
 
-# Measured on an H100 (7B heads, bf16; benchmarks/profile_fused_chunkwise.py, three runs): faster than the
-# compiled native kernel at 1k tokens (1.08 vs 1.15, 0.84 vs 1.11, 1.14 vs 1.31 ms), slower at 4k (3.0 vs 2.4 ms)
-# and beyond, where the native kernel's float32 matmuls run on tensor cores (TF32) and these SIMT loops do not.
-# The scheduler therefore picks this kernel for calls of up to this many tokens. Metal: not measured yet.
-FASTER_UP_TO = 2048
+# Measured on an H100 (7B heads, bf16; bench_kernel.py / profile_fused_chunkwise.py, four runs): 0.84-1.8 ms at
+# 1k tokens against 1.1-1.3 ms for the compiled native kernel, 2.9-3.0 against 1.8-2.4 ms at 4k, 38-41 against
+# 22 ms at 64k; a 7B prefill of 1k tokens ran at 9.9k tok/s with it against 13.2k with the compiled kernel.
+# The native kernel's float32 matmuls run on tensor cores (TF32) and these SIMT loops do not (ncu: the state
+# loop issues about one instruction per cycle per SM, waiting on shared-memory loads). So this kernel ranks
+# below the compiled one and is used where that one is not registered, or when a spec or override names it.
+PRIORITY = 3
 
 SEGMENT_CHUNKS = 128  # chunks per pair of launches: bounds the entry-state buffer (128 x DK x DV x 4 bytes per head)
 
@@ -476,6 +478,6 @@ def _available(backend: str) -> bool:
 for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "chunkwise", f"{_backend}_chunkwise", _make_chunkwise(_backend), backend=_backend,
-        devices=frozenset({"gpu"}), dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10,
-        max_seq_len=FASTER_UP_TO, is_available=(lambda b=_backend: _available(b)),
+        devices=frozenset({"gpu"}), dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=PRIORITY,
+        is_available=(lambda b=_backend: _available(b)),
         doc=f"fused {_backend.upper()} chunkwise forward (states + outputs, two launches, float32 math)"))

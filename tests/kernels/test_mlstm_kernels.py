@@ -459,11 +459,9 @@ def test_the_compiled_chunkwise_kernel_computes_what_the_native_one_does(with_st
 
 
 def test_gpu_chunkwise_kernels_are_preferred_on_the_gpu_only():
-    """fused (where its backend runs and passes its self-check) > compiled > native on the GPU; native on the CPU."""
+    """compiled > fused (measured slower on an H100, see fused_chunkwise.PRIORITY) > native on the GPU; native on the CPU."""
     order = [k.name for k in kernels("mlstm", "chunkwise")]
-    assert order.index("cuda_chunkwise") < order.index("compiled_chunkwise") < order.index("native_chunkwise")
-    assert order.index("metal_chunkwise") < order.index("compiled_chunkwise")
-    fused = [n for n in ("cuda_chunkwise", "metal_chunkwise") if get_kernel("mlstm", n).is_available()]
-    picked = select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16").name
-    assert picked == (fused[0] if fused else "compiled_chunkwise")
+    assert order.index("compiled_chunkwise") < order.index("cuda_chunkwise") < order.index("native_chunkwise")
+    assert order.index("compiled_chunkwise") < order.index("metal_chunkwise") < order.index("native_chunkwise")
+    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16").name == "compiled_chunkwise"
     assert select_kernel("mlstm", "chunkwise", device="cpu", dtype="bfloat16").name == "native_chunkwise"
