@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurement, in two consecutive calls on one machine (after `stage.sh b` and `. benchmarks/gpu_env.sh`):
 #   bash benchmarks/gpu_job.sh tests-official    # the GPU test run (TF32 off), then the official baseline
-#   bash benchmarks/gpu_job.sh ours              # our kernel and 7B benchmarks, ratios to that baseline
-#   bash benchmarks/gpu_job.sh selfcheck|tests|memory   # fused kernels' first-use check; GPU tests; 32k peak memory
+#   bash benchmarks/gpu_job.sh ours              # our kernel and 7B benchmarks (= kernel, then model), ratios to that baseline
+#   bash benchmarks/gpu_job.sh official|kernel|model|memory|tests|selfcheck   # the parts one by one
 # Results land in $OUT as JSON; the official JSON is kept in /tmp for the second call.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
