@@ -30,6 +30,8 @@ def main(argv=None) -> dict:
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--official", help="JSON file from official_baseline.py measured in the same run, for ratios")
     p.add_argument("--prefill-chunks", default="", help="also time prefill with these mLSTM chunk sizes, e.g. 128,256")
+    p.add_argument("--prefill-segments", default="",
+                   help="also time prefill (and its peak memory) with these prefill segment lengths, e.g. 4096")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
 
@@ -54,6 +56,13 @@ def main(argv=None) -> dict:
                                   if runner.graph.node(n)["block_cls"].kernel_family == "mlstm"})
             res[f"prefill_tok_s_S{S}_chunk{L}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
             runner.set_overrides({})
+        for seg in filter(None, a.prefill_segments.split(",")):  # the same prefill in other segment lengths
+            default = runner.segment_len
+            runner.set_segment_len(int(seg))
+            mx.reset_peak_memory()
+            res[f"prefill_tok_s_S{S}_segment{seg}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
+            res[f"prefill_peak_GB_S{S}_segment{seg}"] = mx.get_peak_memory() / 1e9
+            runner.set_segment_len(default)
     from xlstm_metal.kernels import current_device, kernels
 
     step_kernels = [k.name for k in kernels("mlstm", "step") if k.supports(device=current_device(), dtype=a.dtype) is None]

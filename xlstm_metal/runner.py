@@ -100,6 +100,11 @@ class xLSTMRunner:
             self._plans[seq_len] = plan
         return self._plans[seq_len]
 
+    def set_segment_len(self, segment_len: int | None) -> None:
+        """Prefill in segments of this many tokens (``None``: one segment) for every later plan."""
+        self.segment_len = segment_len
+        self._plans.clear()
+
     def set_overrides(self, overrides: dict[str, dict[str, Any]]) -> None:
         """Per-node ``{"kernel": ..., "chunk_size": ...}`` overrides for every later plan."""
         self.overrides = dict(overrides)
