@@ -18,7 +18,11 @@ from .spec.model import KERNEL_CHOICES
 
 DEFAULT_CHUNK_SIZE = 64
 SEQUENCE_MAX_LEN = 8  # up to this many tokens a step loop beats a chunkwise pass
-DEFAULT_SEGMENT_LEN = 8192  # prefill segment length bounding activation memory
+# Prefill segment length: bounds activation memory (each segment's per-chunk states are transient). 7B bf16,
+# 32k-token prompt, H100 (benchmarks/results/h100_prefill_segments_32k.json): 8192 -> 29.8k tok/s at weights
+# + 3.7 GB; 4096 -> 25.4k tok/s at + 2.0 GB; 2048 -> 17.3k at + 1.2 GB. Prompts up to 4096 tokens are one
+# segment either way; runner.set_segment_len(8192) trades 1.7 GB for speed on longer ones.
+DEFAULT_SEGMENT_LEN = 4096
 
 
 @dataclass(frozen=True)
