@@ -105,7 +105,19 @@ def test_cuda_and_metal_chunkwise_sources_differ_only_in_idioms():
         cuda, metal = fused_chunkwise.source(body, "cuda"), fused_chunkwise.source(body, "metal")
         words = set(fused_chunkwise.IDIOMS["cuda"])
         assert not any(re.search(rf"\b{w}\b", cuda) or re.search(rf"\b{w}\b", metal) for w in words)
-        for w in words:  # put the idiom words back: the two sources must then be the same text
-            cuda = cuda.replace(fused_chunkwise.IDIOMS["cuda"][w], w)
-            metal = metal.replace(fused_chunkwise.IDIOMS["metal"][w], w)
-        assert cuda == metal == body
+        for backend in ("cuda", "metal"):  # put the idiom words back, longest expansion first
+            for w, text in sorted(fused_chunkwise.IDIOMS[backend].items(), key=lambda kv: -len(kv[1])):
+                if backend == "cuda":
+                    cuda = cuda.replace(text, w)
+                else:
+                    metal = metal.replace(text, w)
+        assert cuda == metal == body  # the two sources are the same text but for the idioms
+
+
+def test_each_fused_threadgroup_fits_in_metal_threadgroup_memory():
+    """Apple GPUs give a threadgroup at most 32 KB; CUDA's static limit is 48 KB."""
+    for which, (body, _, _) in fused_chunkwise.KERNELS.items():
+        sizes = re.findall(r"SHARED float \w+\[([0-9 *]+)\];", body)
+        assert sizes and len(sizes) == body.count("SHARED"), which  # every declaration was read
+        used = sum(4 * eval(expr) for expr in sizes)  # noqa: S307 - digits and '*' only (the regex)
+        assert used <= 32 * 1024, (which, used)
