@@ -15,6 +15,7 @@ from common import add_kernel_shape_args, emit, kernel_inputs, timed
 
 from xlstm_metal.kernels.mlstm import fused_chunkwise as fc
 from xlstm_metal.kernels.mlstm.compiled import mlstm_chunkwise_compiled
+from xlstm_metal.kernels.mlstm.first_use import backend_present
 
 
 def stages(backend, q, k, v, i, f, chunk):
@@ -55,7 +56,7 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--out")
     a = p.parse_args(argv)
-    backend = "cuda" if mx.cuda.is_available() else "metal" if mx.metal.is_available() else None
+    backend = next((b for b in ("cuda", "metal") if backend_present(b)), None)
     res = {"device": str(mx.default_device()), "backend": backend, "chunk": a.chunk, "dtype": a.dtype}
     if backend is None or not fc.self_check(backend):
         res["skipped"] = "no GPU backend for the fused kernel here (or its self-check failed)"

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 
 import mlx.core as mx
 import numpy as np
 
 from ..registry import KernelInfo, register_kernel
+from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
 from .native import _NEG, mlstm_chunkwise_native
 
 TILE = 64  # rows and columns of the tiles both kernels work on; a chunk is at most this long
@@ -468,46 +468,29 @@ _verified: dict[str, bool] = {}
 def self_check(backend: str, fn=None) -> bool:
     """Run the fused kernel and the native one on small random inputs that exercise partial tiles,
     a padded last chunk, a mask and an incoming state; True when they agree."""
-    if backend in _verified:
-        return _verified[backend]
     fn = fn or _make_chunkwise(backend)
-    rng = np.random.default_rng(0)
-    arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
-    worst, ok, why = 0.0, True, ""
-    try:
+
+    def errors():
+        rng = np.random.default_rng(0)
+        arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
+        errors = []
         for B, NH, S, DK, DV, chunk in ((2, 2, 37, 72, 20, 16), (1, 1, 130, 64, 96, 64)):
             q, k, v = arr(B, NH, S, DK), arr(B, NH, S, DK), arr(B, NH, S, DV)
             i, f = arr(B, NH, S, scale=3.0), arr(B, NH, S, scale=3.0) + 2.0
             state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
             mask = mx.array(rng.random((B, S)) > 0.2)
             for st, mk in ((None, None), (state, mask)):
-                got = fn(q, k, v, i, f, st, chunk_size=chunk, mask=mk)
-                with mx.stream(mx.cpu):  # the CPU's float32 matmuls: a GPU may round them to TF32
-                    want = mlstm_chunkwise_native(q, k, v, i, f, st, chunk_size=chunk, mask=mk)
-                    for a, b in zip([got[0], *got[1]], [want[0], *want[1]]):
-                        if a.shape != b.shape:
-                            raise ValueError(f"shape {a.shape} instead of {b.shape}")
-                        err = float(mx.abs(a - b).max().item()) / max(1.0, float(mx.abs(b).max().item()))
-                        worst = err if err != err or err > worst else worst  # NaN sticks
-        ok = worst <= 1e-4
-        why = f"results differ from the native chunkwise kernel (relative error {worst:.2e} > 1e-4)"
-    except Exception as exc:  # noqa: BLE001 - a kernel that cannot even run refuses itself
-        ok, why = False, f"{type(exc).__name__}: {exc}"
-    if not ok:
-        warnings.warn(f"fused {backend} mLSTM chunkwise kernel disabled: {why}; using the next kernel",
-                      RuntimeWarning, stacklevel=2)
-    _verified[backend] = ok
-    return ok
+                errors.append(relative_error(
+                    fn(q, k, v, i, f, st, chunk_size=chunk, mask=mk),
+                    native_on_cpu(mlstm_chunkwise_native, q, k, v, i, f, st, chunk_size=chunk, mask=mk)))
+        return worst(errors)
 
-
-def _available(backend: str) -> bool:
-    on = mx.cuda.is_available() if backend == "cuda" else mx.metal.is_available()
-    return bool(on) and self_check(backend)
+    return check_once(_verified, backend, "chunkwise", errors)
 
 
 for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "chunkwise", f"{_backend}_chunkwise", _make_chunkwise(_backend), backend=_backend,
         devices=frozenset({"gpu"}), dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=PRIORITY,
-        is_available=(lambda b=_backend: _available(b)),
+        is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
         doc=f"fused {_backend.upper()} chunkwise forward (states + outputs, two launches, float32 math)"))

@@ -10,12 +10,11 @@ Linux CI cannot run Metal, this check is what keeps the Metal source honest.
 """
 from __future__ import annotations
 
-import warnings
-
 import mlx.core as mx
 import numpy as np
 
 from ..registry import KernelInfo, register_kernel
+from .first_use import backend_present, check_once, native_on_cpu, relative_error
 from .native import mlstm_step_native
 
 # Shared algorithm. X / Y are the thread's column and (batch*head) row; T is the q/k/v dtype.
@@ -110,41 +109,25 @@ _verified: dict[str, bool] = {}
 
 def self_check(backend: str, fn=None) -> bool:
     """Run the fused step and the native step on a small random input; True when they agree."""
-    if backend in _verified:
-        return _verified[backend]
     fn = fn or _make_step(backend)
-    rng = np.random.default_rng(0)
-    B, NH, DK, DV = 2, 3, 8, 20
-    arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
-    q, k, v = arr(B, NH, 1, DK), arr(B, NH, 1, DK), arr(B, NH, 1, DV)
-    i, f = arr(B, NH, 1, scale=3.0), arr(B, NH, 1, scale=3.0)
-    state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
-    mask = mx.array([[True], [False]])
-    try:
-        got = fn(q, k, v, i, f, state, mask=mask)
-        with mx.stream(mx.cpu):  # the CPU's float32 matmuls: a GPU may round them to TF32
-            want = mlstm_step_native(q, k, v, i, f, state, mask=mask)
-            worst = max(float(mx.abs(a - b).max().item()) / max(1.0, float(mx.abs(b).max().item()))
-                        for a, b in zip([got[0], *got[1]], [want[0], *want[1]]))
-        ok = worst <= 1e-4  # False for NaN too
-        why = f"results differ from the native step kernel (relative error {worst:.2e} > 1e-4)"
-    except Exception as exc:  # noqa: BLE001 - a kernel that cannot even run refuses itself
-        ok, why = False, f"{type(exc).__name__}: {exc}"
-    if not ok:
-        warnings.warn(f"fused {backend} mLSTM step kernel disabled: {why}; using the native kernel", RuntimeWarning,
-                      stacklevel=2)
-    _verified[backend] = ok
-    return ok
 
+    def errors():
+        rng = np.random.default_rng(0)
+        B, NH, DK, DV = 2, 3, 8, 20
+        arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
+        q, k, v = arr(B, NH, 1, DK), arr(B, NH, 1, DK), arr(B, NH, 1, DV)
+        i, f = arr(B, NH, 1, scale=3.0), arr(B, NH, 1, scale=3.0)
+        state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
+        mask = mx.array([[True], [False]])
+        return relative_error(fn(q, k, v, i, f, state, mask=mask),
+                              native_on_cpu(mlstm_step_native, q, k, v, i, f, state, mask=mask))
 
-def _available(backend: str) -> bool:
-    on = mx.cuda.is_available() if backend == "cuda" else mx.metal.is_available()
-    return bool(on) and self_check(backend)
+    return check_once(_verified, backend, "step", errors)
 
 
 for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "step", f"{_backend}_step", _make_step(_backend), backend=_backend, devices=frozenset({"gpu"}),
         dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10,
-        is_available=(lambda b=_backend: _available(b)),
+        is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
         doc=f"fused {_backend.upper()} decode step (gates + state update + readout in one launch)"))

@@ -15,6 +15,7 @@ import pytest
 
 from cpu_emulator import IDIOMS, STEP_IDIOMS, CpuKernel, compiler_available
 from xlstm_metal.kernels.mlstm import fused_chunkwise, fused_step
+from xlstm_metal.kernels.mlstm.first_use import native_on_cpu as native
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native, mlstm_step_native
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
@@ -40,14 +41,6 @@ def inputs(seed, B, NH, S, DK, DV, with_state, masked):
     state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH)) if with_state else None
     mask = mx.array(rng.random((B, S)) > 0.3) if masked else None
     return (q, k, v, i, f), state, mask
-
-
-def native(fn, *args, **kw):
-    """A native kernel's result computed on the CPU (exact float32 matmuls, libm exp), also on a GPU machine."""
-    with mx.stream(mx.cpu):
-        out = fn(*args, **kw)
-        mx.eval(out)
-    return out
 
 
 def assert_close(got, want, rtol=2e-5):

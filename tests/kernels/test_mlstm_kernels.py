@@ -433,6 +433,15 @@ def test_fused_step_kernels_share_one_algorithm_and_refuse_themselves_when_wrong
         assert not fused_step.self_check("test-bad", wrong)
     assert any("disabled" in str(w.message) for w in caught)
 
+    def nan_state(q, k, v, i, f, state=None, **kw):  # a NaN after a finite output must not be lost
+        h, (C, n, m) = mlstm_step_native(q, k, v, i, f, state, **kw)
+        return h, (C, n * float("nan"), m)
+
+    fused_step._verified.pop("test-nan", None)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert not fused_step.self_check("test-nan", nan_state)
+
 
 def test_fused_kernels_are_registered_but_not_selected_without_their_gpu():
     names = [k.name for k in kernels("mlstm", "step")]
