@@ -13,17 +13,14 @@ import time
 import mlx.core as mx
 
 from xlstm_metal.kernels import current_device, kernels
-from common import add_kernel_shape_args, emit, kernel_inputs
+from common import add_kernel_run_args, add_kernel_shape_args, emit, kernel_inputs
 
 
 def main(argv=None):
     p = argparse.ArgumentParser()
     add_kernel_shape_args(p)
-    p.add_argument("--chunk", type=int, default=64)
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--iters", type=int, default=10)
+    add_kernel_run_args(p)
     p.add_argument("--official", help="official_baseline.py JSON from the same job, for ratios")
-    p.add_argument("--out")
     a = p.parse_args(argv)
     res = {"device": str(mx.default_device()), "heads": a.heads, "dk": a.dk, "dv": a.dv, "chunk": a.chunk, "dtype": a.dtype}
     off = json.load(open(a.official)) if a.official else {}

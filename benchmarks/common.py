@@ -32,6 +32,14 @@ def add_kernel_shape_args(p, seqs: str = "1024,4096") -> None:
     p.add_argument("--dv", type=int, default=512)
 
 
+def add_kernel_run_args(p) -> None:
+    """How a kernel benchmark runs its calls: mLSTM chunk size, input dtype, timed iterations, JSON file."""
+    p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--out")
+
+
 def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
     """Random, evaluated q, k, v, i, f of one sequence (forget pre-activations around +3, as trained gates)."""
     import mlx.core as mx

@@ -11,7 +11,7 @@ import argparse
 import math
 
 import mlx.core as mx
-from common import add_kernel_shape_args, emit, kernel_inputs, timed
+from common import add_kernel_run_args, add_kernel_shape_args, emit, kernel_inputs, timed
 
 from xlstm_metal.kernels.mlstm import fused_chunkwise as fc
 from xlstm_metal.kernels.mlstm.compiled import mlstm_chunkwise_compiled
@@ -51,10 +51,7 @@ def stages(backend, q, k, v, i, f, chunk):
 def main(argv=None):
     p = argparse.ArgumentParser()
     add_kernel_shape_args(p)
-    p.add_argument("--chunk", type=int, default=64)
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--out")
+    add_kernel_run_args(p)
     a = p.parse_args(argv)
     backend = next((b for b in ("cuda", "metal") if backend_present(b)), None)
     res = {"device": str(mx.default_device()), "backend": backend, "chunk": a.chunk, "dtype": a.dtype}
