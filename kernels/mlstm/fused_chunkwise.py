@@ -39,12 +39,26 @@ from .native import _NEG, mlstm_chunkwise_native
 TILE = 64  # rows and columns of the tiles both kernels work on; a chunk is at most this long
 THREADS = 256  # threads per threadgroup: a 16x16 grid, each thread owning a 4x4 block of a tile
 
+# Both kernels' inner step: a thread's 4x4 block of a tile gains the outer product of two 16-byte vectors
+# read from shared memory, the first scaled by XS (a preprocessor macro: the same text in CUDA and Metal).
+_OUTER = r"""
+#define ADD_OUTER_4X4(ACC, XV, XS, YV) { \
+        const float4 xv_ = (XV); \
+        const float4 yv_ = (YV); \
+        const float xa_[4] = {xv_.x * (XS), xv_.y * (XS), xv_.z * (XS), xv_.w * (XS)}; \
+        const float yb_[4] = {yv_.x, yv_.y, yv_.z, yv_.w}; \
+        for (int a_ = 0; a_ < 4; ++a_) { \
+            for (int b_ = 0; b_ < 4; ++b_) ACC[a_][b_] += xa_[a_] * yb_[b_]; \
+        } \
+    }
+"""
+
 # Kernel 1. Template: the q/k/v dtype T. Everything else is read at run time from meta_ =
 # [S, NC, DK, DV, L, NH, TILES_PER_GROUP], so one compiled kernel per dtype serves every shape. Thread (tid) owns rows
 # r0..r0+3 and columns c0..c0+3 of the 64x64 tile, so its shared-memory reads are 16-byte vectors. A chunk is
 # taken in pieces of 32 tokens (shared memory stays under 32 KB, the Metal limit); each piece's k, v and gate
 # weight are loaded into registers while the previous piece is being added to the state.
-_STATES = """
+_STATES = _OUTER + """
     const int tid = TID;
     const int dv0 = GX * 64;
     const int dk0 = GY * 64;
@@ -145,14 +159,7 @@ _STATES = """
         }
         #pragma unroll 4
         for (int s = 0; s < n_tok; ++s) {
-            const float e = e_sh[s];
-            const float4 kr = LDS4 k_sh[s * 64 + r0];
-            const float4 vc = LDS4 v_sh[s * 64 + c0];
-            const float ka[4] = {kr.x * e, kr.y * e, kr.z * e, kr.w * e};
-            const float vb[4] = {vc.x, vc.y, vc.z, vc.w};
-            for (int a = 0; a < 4; ++a) {
-                for (int b = 0; b < 4; ++b) c[a][b] += ka[a] * vb[b];
-            }
+            ADD_OUTER_4X4(c, LDS4 k_sh[s * 64 + r0], e_sh[s], LDS4 v_sh[s * 64 + c0]);
         }
         if (tid < 64) {
             float acc = n_r;
@@ -178,7 +185,7 @@ _STATES = """
 # Kernel 2. Template and meta_ as kernel 1, plus eps_. Inner products run over slices of 16 keys (or 16
 # tokens), again to stay under 32 KB of shared memory.
 # Thread (tid) owns rows t0..t0+3 (tokens) and columns j0..j0+3 of each 64x64 output tile.
-_OUTPUTS = """
+_OUTPUTS = _OUTER + """
     const int tid = TID;
     const int ch = GY;
     const int bh = GZ;
@@ -231,13 +238,7 @@ _OUTPUTS = """
         BARRIER;
         #pragma unroll 8
         for (int d = 0; d < 16; ++d) {
-            const float4 qv = LDS4 q_sh[d * 68 + t0];
-            const float4 kv = LDS4 x_sh[d * 68 + u0];
-            const float qa[4] = {qv.x, qv.y, qv.z, qv.w};
-            const float kb[4] = {kv.x, kv.y, kv.z, kv.w};
-            for (int a = 0; a < 4; ++a) {
-                for (int b = 0; b < 4; ++b) acc[a][b] += qa[a] * kb[b];
-            }
+            ADD_OUTER_4X4(acc, LDS4 q_sh[d * 68 + t0], 1.0f, LDS4 x_sh[d * 68 + u0]);
         }
         if (tid < 64) {
             for (int d = 0; d < 16; ++d) qn += q_sh[d * 68 + tid] * n_sh[d];
@@ -283,13 +284,7 @@ _OUTPUTS = """
             BARRIER;
             #pragma unroll 8
             for (int d = 0; d < 16; ++d) {
-                const float4 qv = LDS4 q_sh[d * 68 + t0];
-                const float4 cv = LDS4 x_sh[d * 68 + u0];
-                const float qa[4] = {qv.x, qv.y, qv.z, qv.w};
-                const float cb[4] = {cv.x, cv.y, cv.z, cv.w};
-                for (int a = 0; a < 4; ++a) {
-                    for (int b = 0; b < 4; ++b) hc[a][b] += qa[a] * cb[b];
-                }
+                ADD_OUTER_4X4(hc, LDS4 q_sh[d * 68 + t0], 1.0f, LDS4 x_sh[d * 68 + u0]);
             }
         }
         for (int s0 = 0; s0 < L; s0 += 16) {
@@ -303,13 +298,7 @@ _OUTPUTS = """
             }
             BARRIER;
             for (int s = 0; s < 16 && s0 + s < L; ++s) {
-                const float4 pv = LDS4 p_sh[(s0 + s) * 68 + t0];
-                const float4 vv = LDS4 x_sh[s * 68 + u0];
-                const float pa[4] = {pv.x, pv.y, pv.z, pv.w};
-                const float vb[4] = {vv.x, vv.y, vv.z, vv.w};
-                for (int a = 0; a < 4; ++a) {
-                    for (int b = 0; b < 4; ++b) hp[a][b] += pa[a] * vb[b];
-                }
+                ADD_OUTER_4X4(hp, LDS4 p_sh[(s0 + s) * 68 + t0], 1.0f, LDS4 x_sh[s * 68 + u0]);
             }
         }
         for (int a = 0; a < 4; ++a) {
