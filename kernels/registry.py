@@ -24,13 +24,12 @@ class KernelInfo:
     returns_state: bool = True
     supports_mask: bool = True
     max_head_dim: int | None = None
-    max_seq_len: int | None = None  # tokens per call above which the next kernel was measured faster
     priority: int = 0
     is_available: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
     doc: str = ""
 
-    def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = (), seq_len: int | None = None) -> str | None:
-        """``None`` when this kernel applies (to calls of ``seq_len`` tokens, when given), else the reason it does not."""
+    def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = ()) -> str | None:
+        """``None`` when this kernel applies, else the reason it does not."""
         if not self.is_available():
             return f"{self.backend} backend is not available on this machine"
         if device not in self.devices:
@@ -39,8 +38,6 @@ class KernelInfo:
             return f"supports dtypes {sorted(self.dtypes)}, not {dtype}"
         if self.max_head_dim is not None and any(d > self.max_head_dim for d in head_dims):
             return f"head dims {head_dims} exceed {self.max_head_dim}"
-        if self.max_seq_len is not None and seq_len is not None and seq_len > self.max_seq_len:
-            return f"measured slower than the next kernel above {self.max_seq_len} tokens per call ({seq_len} here)"
         return None
 
 
@@ -72,13 +69,11 @@ def current_device() -> str:
     return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
 
 
-def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims: tuple[int, ...] = (),
-                  seq_len: int | None = None) -> KernelInfo:
-    """The best available kernel of ``family``/``form`` for calls of ``seq_len`` tokens (any length when
-    not given); a clear error if none applies."""
+def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims: tuple[int, ...] = ()) -> KernelInfo:
+    """The best available kernel of ``family``/``form`` for the call; a clear error if none applies."""
     reasons = []
     for k in kernels(family, form):
-        why = k.supports(device=device, dtype=dtype, head_dims=head_dims, seq_len=seq_len)
+        why = k.supports(device=device, dtype=dtype, head_dims=head_dims)
         if why is None:
             return k
         reasons.append(f"{k.name}: {why}")

@@ -138,9 +138,7 @@ def make_plan(
                 if kernel.form == "step" and seq_len > 1:  # a pinned step kernel decodes; longer inputs loop
                     kernel, form, reason = None, "sequence", f"{choice} pinned: more than one token runs as a loop of steps"
             if kernel is None:
-                per_call = min(seq_len, segment_len) if segment_len else seq_len  # what one kernel call sees
-                kernel = select_kernel(cls.kernel_family, form, device=device, dtype=dtype, head_dims=head_dims,
-                                       seq_len=per_call)
+                kernel = select_kernel(cls.kernel_family, form, device=device, dtype=dtype, head_dims=head_dims)
             if kernel.form != "chunkwise":
                 chunk = None
         steps.append(PlanStep(name, data["type"], tuple(spec_node.inputs), data["out_type"], kernel, chunk, reason))

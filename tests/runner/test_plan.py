@@ -80,22 +80,3 @@ def test_a_pinned_step_kernel_decodes_and_longer_inputs_use_the_sequence_form():
     assert make_plan(g, 1, device="cpu", overrides=over).step("backbone.blocks.0.mlstm_layer").kernel.name == "native_step"
     long = make_plan(g, 40, device="cpu", overrides=over).step("backbone.blocks.0.mlstm_layer")
     assert long.form == "sequence" and "pinned" in long.reason
-
-
-def test_a_kernel_measured_faster_only_on_short_calls_is_picked_only_for_them():
-    """A kernel's ``max_seq_len`` bounds the tokens of one kernel call, i.e. of one prefill segment."""
-    from xlstm_metal.kernels import KernelInfo, register_kernel
-    from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native
-    from xlstm_metal.kernels.registry import _KERNELS
-
-    short = register_kernel(KernelInfo("mlstm", "chunkwise", "test_short_calls_only", mlstm_chunkwise_native,
-                                       priority=100, max_seq_len=2048))
-    try:
-        kernel_of = lambda plan: {s.kernel.name for s in plan.kernel_steps()}  # noqa: E731
-        assert kernel_of(make_plan(SEVEN_B, 2048, device="cpu")) == {"test_short_calls_only"}
-        assert kernel_of(make_plan(SEVEN_B, 2049, device="cpu")) == {"native_chunkwise"}
-        assert kernel_of(make_plan(SEVEN_B, 10000, device="cpu", segment_len=2048)) == {"test_short_calls_only"}
-        why = short.supports(device="cpu", dtype="float32", seq_len=4096)
-        assert "slower than the next kernel above 2048 tokens" in why and "4096" in why
-    finally:
-        _KERNELS.pop(("mlstm", "test_short_calls_only"))
