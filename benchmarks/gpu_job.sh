@@ -38,5 +38,18 @@ tests)
 memory)
   timeout ${MEM_TIMEOUT:-400} python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 4096,32768 \
       --decode-context 128,32768 --decode-steps 20 --iters 1 --out "$OUT/7b_memory.json" > /dev/null; cat "$OUT/7b_memory.json" ;;
-*) echo "usage: gpu_job.sh tests-official|official|ours|kernel|model|selfcheck|tests|memory" >&2; exit 2 ;;
+ncu)  # GPU time per launch of the chunkwise kernel at $SEQS: ours (profile_chunkwise variants, 3 calls) and the official one (3 calls)
+  NCU="/usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum"
+  for v in ${VARIANTS:-compiled_L64 compiled_L128}; do
+    $NCU python3 "$R/benchmarks/profile_chunkwise.py" --seqs ${SEQS:-4096} --only $v --iters 1 2>/dev/null | tee "$OUT/ncu_raw_$v.csv" \
+      | python3 "$R/benchmarks/ncu_summary.py" --calls 3 > "$OUT/ncu_$v.json"; echo "== $v"; head -c 2500 "$OUT/ncu_$v.json"
+  done
+  $NCU python3 -c "
+import torch; from mlstm_kernels.torch import get_mlstm_kernel
+kern = get_mlstm_kernel('chunkwise--triton_limit_chunk'); S = ${SEQS:-4096}; bf = torch.bfloat16
+q = torch.randn(1, 8, S, 256, device='cuda', dtype=bf); k = torch.randn_like(q); v = torch.randn(1, 8, S, 512, device='cuda', dtype=bf)
+i = torch.randn(1, 8, S, device='cuda', dtype=bf); f = torch.randn(1, 8, S, device='cuda', dtype=bf) + 3
+torch.cuda.synchronize(); [kern(q=q, k=k, v=v, i=i, f=f, chunk_size=64) for _ in range(3)]; torch.cuda.synchronize()" 2>/dev/null | tee "$OUT/ncu_raw_official.csv" \
+    | python3 "$R/benchmarks/ncu_summary.py" --calls 3 > "$OUT/ncu_official.json"; echo "== official"; head -c 2500 "$OUT/ncu_official.json" ;;
+*) echo "usage: gpu_job.sh tests-official|official|ours|kernel|model|selfcheck|tests|memory|ncu" >&2; exit 2 ;;
 esac

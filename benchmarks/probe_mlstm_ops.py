@@ -66,12 +66,18 @@ def main(argv=None):
         res["ops"][f"matmul_n_K{G}"] = gpu_vs_cpu(lambda a, c: a @ c, A, nl)
         g = mx.array(-rng.random((B, NH, G)), mx.float32)
         res["ops"][f"segment_sums_T{G}"] = gpu_vs_cpu(native._segment_sums, g)
+        L = 4  # one group of G chunks of L tokens, from a non-zero incoming state
         C = mx.array(rng.normal(size=(B, NH, DK, DV)), mx.float32)
         n = mx.array(rng.normal(size=(B, NH, DK)), mx.float32)
         m = mx.array(rng.normal(size=(B, NH)), mx.float32)
-        ml = mx.array(rng.normal(size=(B, NH, G)), mx.float32)
-        res["ops"][f"entry_states_G{G}"] = gpu_vs_cpu(native._entry_states_closed_form, C, n, m,
-                                                      Cl.reshape(B, NH, G, DK, DV), nl, ml, g)
+        qg = mx.array(rng.normal(size=(B, NH, G, L, DK)), mx.float32)
+        kg = mx.array(rng.normal(size=(B, NH, G, L, DK)), mx.float32)
+        vg = mx.array(rng.normal(size=(B, NH, G, L, DV)), mx.float32)
+        ig = mx.array(rng.normal(size=(B, NH, G, L)), mx.float32)
+        lf = mx.array(-rng.random((B, NH, G, L)), mx.float32)
+        res["ops"][f"chunk_group_G{G}"] = gpu_vs_cpu(
+            lambda *t: native._chunk_group(*t[:4], mx.cumsum(t[4], axis=-1), native._segment_sums(t[4]), t[5:], 1e-6, False),
+            qg, kg, vg, ig, lf, C, n, m)
     x = mx.array(rng.normal(size=(B, NH, 1, 64)), mx.float32)  # one chunk of 64 gates
     res["ops"]["segment_sums_L64"] = gpu_vs_cpu(native._segment_sums, x)
     res["ops"]["cumsum_axis-2"] = gpu_vs_cpu(lambda a: mx.cumsum(mx.broadcast_to(a[..., :, None], a.shape + (64,)), axis=-2), x)

@@ -63,67 +63,74 @@ def _segment_sums(x: mx.array) -> mx.array:
 _GROUP = 128  # chunks whose entry states come from one closed-form matmul (its cost is quadratic in this)
 
 
-def _entry_states_closed_form(C, n, m, C_loc, n_loc, m_loc, g):
-    """States entering chunks 0..G-1 of a group, and the state after it, from the state (C, n, m)
-    entering the group and each chunk's own contribution, in closed form: a weighted sum of the
-    incoming state and of every earlier chunk's contribution. The weights are computed in log space
-    and stabilised by their row max, which equals the recurrent stabiliser m.
+def _chunk_group(q, k, v, i, b, seg_in, state, eps, state_is_zero):
+    """Outputs of one group of G chunks and the state after it, given the state (C, n, m) entering it.
 
-    Returns ``(C_in, n_in, m_in), (C_out, n_out, m_out)``. The exit state is computed as its own
-    array, not sliced out of an all-chunks tensor: a slice would keep that whole tensor (G+1 states,
-    0.5 GB per 7B layer at 8k tokens) alive for as long as the state is kept, in every layer."""
-    B, NH, G, DK, DV = C_loc.shape
-    if G == 1:
-        return _entry_states_one_chunk(C, n, m, C_loc[:, :, 0], n_loc[:, :, 0], m_loc[..., 0], g[..., 0])
-    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g, axis=-1)], axis=-1) + m[..., None]  # [B,NH,G+1]
-    seg = _segment_sums(g)  # [B,NH,G,G]: sum of g over chunks c'+1..c, -inf for c' > c
-    w = mx.concatenate([mx.full(seg.shape[:-2] + (1, G), -mx.inf), seg + m_loc[..., None, :]], axis=-2)  # [B,NH,G+1,G]
-    m_all = mx.maximum(w0, mx.max(w, axis=-1))
-    A = mx.exp(w - m_all[..., None])
-    a0 = mx.exp(w0 - m_all)
-    C_flat = C_loc.reshape(B, NH, G, DK * DV)
+    The state entering chunk c is a weighted sum of every earlier chunk's own contribution and of the
+    incoming state, with weights computed in log space and stabilised by their row max (which equals
+    the recurrent stabiliser m). Only the earlier chunks' part is materialised (one matmul, no
+    incoming-state term added to every chunk's DK x DV state); the incoming state reaches the outputs
+    through one ``q @ C`` over the whole group, and not at all when it is known to be zero. The exit
+    state is the last chunk's entry state stepped over that chunk (DK x DV work, not another pass
+    over all chunks' states); as a fresh array it keeps none of the group's big tensors alive.
+    """
+    C, n, m = state
+    B, NH, G, L, DK = q.shape
+    DV = v.shape[-1]
+    g = b[..., -1]  # whole-chunk log forget [B,NH,G]
 
-    def rows(r):  # the states of rows r (a slice of the G+1 rows) as fresh arrays
-        C_r = (A[..., r, :] @ C_flat).reshape(B, NH, -1, DK, DV) + a0[..., r, None, None] * C[:, :, None]
-        n_r = A[..., r, :] @ n_loc + a0[..., r, None] * n[:, :, None]
-        return C_r, n_r, m_all[..., r]
+    # What each chunk adds to the state on its own, stabilised by its own max.
+    w_end = seg_in[..., L - 1, :] + i  # [B,NH,G,L] log weight of token s in the chunk-end state
+    m_loc = mx.max(w_end, axis=-1)
+    ke = k * mx.exp(w_end - m_loc[..., None])[..., None]
+    C_loc = ke.swapaxes(-1, -2) @ v  # [B,NH,G,DK,DV]
+    n_loc = mx.sum(ke, axis=-2)  # [B,NH,G,DK]
 
-    C_in, n_in, m_in = rows(slice(0, G))
-    C_out, n_out, m_out = rows(slice(G, G + 1))
-    return (C_in, n_in, m_in), (C_out[:, :, 0], n_out[:, :, 0], m_out[..., 0])
+    # Log weights, in the state entering chunk c, of the incoming state (w0) and of chunk j < c (w).
+    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g[..., :-1], axis=-1)], axis=-1) + m[..., None]
+    if G > 1:
+        seg = _segment_sums(g)  # [B,NH,G,G]: sum of g over chunks j+1..c, -inf for j > c
+        w = mx.concatenate([mx.full(seg.shape[:-2] + (1, G), -mx.inf), seg[..., :-1, :] + m_loc[..., None, :]], axis=-2)
+        m_in = mx.maximum(w0, mx.max(w, axis=-1))
+        A = mx.exp(w - m_in[..., None])
+        C_prev = (A @ C_loc.reshape(B, NH, G, DK * DV)).reshape(B, NH, G, DK, DV)
+        n_prev = A @ n_loc
+    else:  # no earlier chunk: keeps a degenerate K=1 matmul out of the graph (intermittent NaN on MLX-CUDA 0.32.4)
+        m_in, C_prev, n_prev = w0, None, None
+    a0 = mx.exp(w0 - m_in)  # weight of the incoming state
 
+    # Outputs: inside the chunk (parallel form) plus the entry state's readout.
+    D = seg_in + i[..., None, :]  # [B,NH,G,L,L] log weight of token s in h_t (-inf for s > t)
+    a_in = b + m_in[..., None]  # log weight of the entry state at position t
+    m_t = mx.maximum(a_in, mx.max(D, axis=-1))
+    P = (q @ k.swapaxes(-1, -2)) * mx.exp(D - m_t[..., None])
+    num, qn = P @ v, mx.sum(P, axis=-1)
+    inter, qn_in = None, None
+    if C_prev is not None:
+        inter, qn_in = q @ C_prev, mx.sum(q * n_prev[..., None, :], axis=-1)
+    if not state_is_zero:
+        inc = (q.reshape(B, NH, G * L, DK) @ C).reshape(B, NH, G, L, DV) * a0[..., None, None]
+        inc_n = mx.sum(q * n[:, :, None, None, :], axis=-1) * a0[..., None]
+        inter = inc if inter is None else inter + inc
+        qn_in = inc_n if qn_in is None else qn_in + inc_n
+    if inter is not None:
+        s_in = mx.exp(a_in - m_t)
+        num = num + s_in[..., None] * inter
+        qn = qn + s_in * qn_in
+    denom = mx.maximum(mx.abs(qn), mx.exp(mx.minimum(-m_t, _MAX_EXP))) + eps
+    h = num / denom[..., None]
 
-def _entry_states_one_chunk(C, n, m, C_loc, n_loc, m_loc, g):
-    """The closed form for a group of one chunk, written out: entry state = incoming state, exit state
-    = the stabilised sum of the decayed incoming state and the chunk's own contribution.
-
-    Besides being cheaper, this keeps the degenerate shapes of the general form (a matmul with an inner
-    dimension of 1, 1x1 segment sums) out of the graph: on MLX-CUDA 0.32.4 a 7B-shape prefill whose
-    chunks formed groups of one chunk gave intermittent NaN / changing logits (issue 4), which
-    ``benchmarks/repeat_runs.py`` shows gone with this path."""
-    m1 = mx.maximum(g + m, m_loc)
-    a, b = mx.exp(g + m - m1), mx.exp(m_loc - m1)
-    C1 = a[..., None, None] * C + b[..., None, None] * C_loc
-    n1 = a[..., None] * n + b[..., None] * n_loc
-    return (C[:, :, None], n[:, :, None], m[..., None]), (C1, n1, m1)
-
-
-def _chunk_entry_states(C, n, m, C_loc, n_loc, m_loc, g):
-    """(C_in, n_in, m_in) entering each of the NC chunks, and the final state. The closed form costs
-    O(G^2) per group, so long sequences of small chunks loop over groups of ``_GROUP`` chunks
-    (``max(_GROUP, sqrt(NC))``, bounding both the loop length and the matrix size)."""
-    NC = g.shape[-1]
-    group = max(_GROUP, math.isqrt(NC - 1) + 1)
-    Cs, ns, ms = [], [], []
-    for s in range(0, NC, group):
-        e = min(NC, s + group)
-        (C_in, n_in, m_in), (C, n, m) = _entry_states_closed_form(C, n, m, C_loc[:, :, s:e], n_loc[:, :, s:e],
-                                                                  m_loc[..., s:e], g[..., s:e])
-        Cs.append(C_in)
-        ns.append(n_in)
-        ms.append(m_in)
-    cat = lambda xs, axis: xs[0] if len(xs) == 1 else mx.concatenate(xs, axis=axis)  # noqa: E731
-    return cat(Cs, 2), cat(ns, 2), cat(ms, -1), (C, n, m)
+    # Exit state: the last chunk's entry state, decayed over the chunk, plus the chunk's contribution.
+    C_last = a0[..., -1, None, None] * C
+    n_last = a0[..., -1, None] * n
+    if C_prev is not None:
+        C_last, n_last = C_last + C_prev[:, :, -1], n_last + n_prev[:, :, -1]
+    m_last = m_in[..., -1]
+    m_out = mx.maximum(g[..., -1] + m_last, m_loc[..., -1])
+    fa, fb = mx.exp(g[..., -1] + m_last - m_out), mx.exp(m_loc[..., -1] - m_out)
+    C_out = fa[..., None, None] * C_last + fb[..., None, None] * C_loc[:, :, -1]
+    n_out = fa[..., None] * n_last + fb[..., None] * n_loc[:, :, -1]
+    return h, (C_out, n_out, m_out)
 
 
 def mlstm_step_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
@@ -176,31 +183,19 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     i = i.reshape(B, NH, NC, L)
     log_f = log_f.reshape(B, NH, NC, L)
     b = mx.cumsum(log_f, axis=-1)  # log of the forget product from chunk start to t
-    g = b[..., -1]  # whole-chunk log forget [B,NH,NC]
     seg_in = _segment_sums(log_f)  # [B,NH,NC,L,L]: log forget between s (excl.) and t (incl.)
 
-    # What each chunk adds to the state on its own, stabilised by its own max.
-    w_end = seg_in[..., L - 1, :] + i  # [B,NH,NC,L] log weight of token s in the chunk-end state
-    m_loc = mx.max(w_end, axis=-1)
-    e_end = mx.exp(w_end - m_loc[..., None])
-    C_loc = (k * e_end[..., None]).swapaxes(-1, -2) @ v  # [B,NH,NC,DK,DV]
-    n_loc = mx.sum(k * e_end[..., None], axis=-2)  # [B,NH,NC,DK]
-
-    # The state entering every chunk (and the final state): closed form inside groups of chunks, a short
-    # loop across groups (one group unless the sequence has more than _GROUP chunks).
-    C_in, n_in, m_in, (C, n, m) = _chunk_entry_states(C, n, m, C_loc, n_loc, m_loc, g)
-
-    # Outputs of all chunks at once.
-    D = seg_in + i[..., None, :]  # [B,NH,NC,L,L] log weight of token s in h_t (-inf for s > t)
-    a_in = b + m_in[..., None]  # log weight of the incoming state at position t
-    m_t = mx.maximum(a_in, mx.max(D, axis=-1))
-    W = mx.exp(D - m_t[..., None])
-    P = (q @ k.swapaxes(-1, -2)) * W
-    s_in = mx.exp(a_in - m_t)
-    num = P @ v + s_in[..., None] * (q @ C_in)
-    qn = mx.sum(P, axis=-1) + s_in * mx.sum(q * n_in[..., None, :], axis=-1)
-    denom = mx.maximum(mx.abs(qn), mx.exp(mx.minimum(-m_t, _MAX_EXP))) + eps
-    h = (num / denom[..., None]).reshape(B, NH, NC * L, DV)
+    # Groups of chunks (one unless the sequence has more than _GROUP chunks; max(_GROUP, sqrt(NC)) bounds
+    # both the loop length and the closed form's quadratic cost), each from the state the previous left.
+    group = max(_GROUP, math.isqrt(NC - 1) + 1)
+    hs, st = [], (C, n, m)
+    for s in range(0, NC, group):
+        e = min(NC, s + group)
+        h_g, st = _chunk_group(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], i[:, :, s:e], b[:, :, s:e], seg_in[:, :, s:e],
+                               st, eps, state_is_zero=state is None and s == 0)
+        hs.append(h_g)
+    C, n, m = st
+    h = (hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=2)).reshape(B, NH, NC * L, DV)
     if mask is not None:
         h = mx.where(mask[:, None, :, None], h, 0.0)
     return h[:, :, :S].astype(out_dtype), (C, n, m)
