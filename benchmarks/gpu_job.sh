@@ -29,8 +29,9 @@ model)
       --decode-context 128 --decode-steps 30 --iters 2 --official /tmp/official.json --out "$OUT/7b.json" > /dev/null
   cat "$OUT/7b.json" ;;
 selfcheck)
-  python3 -W always -c "from xlstm_metal.kernels.mlstm import fused_chunkwise as c, fused_step as s
-print('fused chunkwise agrees with native:', c.self_check('cuda')); print('fused step agrees with native:', s.self_check('cuda'))" ;;
+  python3 -W always -c "from xlstm_metal.kernels.mlstm import fused_chunkwise as c, fused_step as s, mma_chunkwise as t
+print('fused chunkwise agrees with native:', c.self_check('cuda')); print('fused step agrees with native:', s.self_check('cuda'))
+print('tensor-core chunkwise agrees with native (3xTF32, then TF32):', t.self_check('cuda', precise=False))" ;;
 tests)
   rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
   MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -p no:cacheprovider /tmp/xtests/kernels /tmp/xtests/runner \

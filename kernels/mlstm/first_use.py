@@ -44,15 +44,16 @@ def relative_error(got, want) -> float:
     return worst(errors)
 
 
-def check_once(cache: dict[str, bool], backend: str, form: str, errors: Callable[[], float]) -> bool:
+def check_once(cache: dict[str, bool], backend: str, form: str, errors: Callable[[], float],
+               tolerance: float = TOLERANCE) -> bool:
     """``errors()`` runs the fused kernel against the native one and returns the worst relative error;
-    the verdict is cached per backend for the process."""
+    the verdict (error <= ``tolerance``) is cached per backend for the process."""
     if backend in cache:
         return cache[backend]
     try:
         err = errors()
-        ok = err <= TOLERANCE  # False for NaN too
-        why = f"results differ from the native {form} kernel (relative error {err:.2e} > {TOLERANCE:g})"
+        ok = err <= tolerance  # False for NaN too
+        why = f"results differ from the native {form} kernel (relative error {err:.2e} > {tolerance:g})"
     except Exception as exc:  # noqa: BLE001 - a kernel that cannot even run refuses itself
         ok, why = False, f"{type(exc).__name__}: {exc}"
     if not ok:

@@ -47,6 +47,40 @@ static int g_threads;  // threads per group
 """
 
 
+# The warp-level tensor-core product of kernels/mlstm/mma_chunkwise.py (PTX mma.sync m16n8k8, TF32), emulated: each
+# lane publishes its A and B fragments, the warp's lanes meet at a barrier (every thread of the group calls it at the
+# same points, as the kernel's uniform control flow guarantees), and each lane computes its four accumulator entries
+# from the fragment layout. TF32 operands are rounded like cvt.rna.tf32.f32; PRECISE (3xTF32) is taken as exact.
+MMA_HEADER = r"""
+#include <cstring>
+static float g_mma_a[32][32][4];
+static float g_mma_b[32][32][2];
+static inline float tf32_round(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) { u += 0x1000u; u &= 0xffffe000u; }
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+template <int PRECISE>
+static inline void mma_tf32(float* d, const float* a, const float* b) {
+    const int t = omp_get_thread_num(), w = t / 32, l = t % 32;
+    for (int r = 0; r < 4; ++r) g_mma_a[w][l][r] = PRECISE ? a[r] : tf32_round(a[r]);
+    for (int r = 0; r < 2; ++r) g_mma_b[w][l][r] = PRECISE ? b[r] : tf32_round(b[r]);
+    _Pragma("omp barrier")
+    const int gid = l / 4, tig = l % 4;
+    for (int e = 0; e < 4; ++e) {
+        const int row = gid + (e < 2 ? 0 : 8), col = 2 * tig + (e & 1);
+        double s = 0.0;
+        for (int k = 0; k < 8; ++k)  // A (row, k) lives in lane 4 (row % 8) + k % 4, register row / 8 + 2 (k / 4)
+            s += (double)g_mma_a[w][(row % 8) * 4 + k % 4][row / 8 + 2 * (k / 4)] * g_mma_b[w][col * 4 + k % 4][k / 4];
+        d[e] += (float)s;
+    }
+    _Pragma("omp barrier")
+}
+"""
+
+
 def compiler_available() -> bool:
     return shutil.which(os.environ.get("CXX", "g++")) is not None
 
@@ -64,8 +98,9 @@ class CpuKernel:
 
     _cache: dict[str, ctypes.CDLL] = {}
 
-    def __init__(self, name: str, input_names, output_names, source: str):
+    def __init__(self, name: str, input_names, output_names, source: str, header: str = ""):
         self.name, self.input_names, self.output_names, self.source = name, list(input_names), list(output_names), source
+        self.header = header
 
     def _library(self, in_types, out_types, template) -> ctypes.CDLL:
         consts = []
@@ -74,7 +109,7 @@ class CpuKernel:
         params = [f"const {t}* {n}" for n, t in zip(self.input_names, in_types)]
         params += [f"{t}* {n}" for n, t in zip(self.output_names, out_types)]
         args = ", ".join(self.input_names + self.output_names)
-        src = (_PRELUDE + f"static void body({', '.join(params)}) {{\n" + "\n".join(consts) + "\n" + self.source + "\n}\n"
+        src = (_PRELUDE + self.header + f"static void body({', '.join(params)}) {{\n" + "\n".join(consts) + "\n" + self.source + "\n}\n"
                + f'extern "C" void launch({", ".join(params)}, int nx, int ny, int nz, int threads) {{\n'
                + "  for (int z = 0; z < nz; ++z) for (int y = 0; y < ny; ++y) for (int x = 0; x < nx; ++x) {\n"
                + "    g_threads = threads;\n"

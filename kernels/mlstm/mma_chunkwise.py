@@ -1,0 +1,378 @@
+"""mLSTM chunkwise forward on CUDA tensor cores: one launch carries every value tile's state through
+the chunks and writes the outputs; no per-chunk state ever reaches memory.
+
+Why this shape: the native kernel materialises a DK x DV state per chunk (four passes over 268 MB at
+4k tokens with the 7B heads), which bounds it by memory bandwidth; the SIMT fused kernel avoids part
+of that traffic but its inner products run on the CUDA cores. Here one threadgroup per (batch·head,
+32-wide value tile) keeps its 256 x 32 slice of C in shared memory and, chunk by chunk,
+
+1. writes the chunk's outputs ``h = r_intra * (P v) + r_inter * (q C)`` (``mma.sync`` m16n8k8, TF32),
+2. steps the state: ``C = decay * C + (k * ew)^T v`` (same instruction),
+
+so q, k, v are read once per value tile and only h and the exit state are written. What is small (one
+value per token or per chunk, the L x L gated ``P = (q k^T) * W`` of each chunk, the normaliser state n)
+is prepared with MLX ops, in float32, from the same closed forms as the native kernel.
+
+Precision follows MLX's own float32-matmul setting: TF32 operands (10-bit mantissa, like MLX's
+matmuls on an NVIDIA GPU) unless ``MLX_ENABLE_TF32=0``, which selects 3xTF32 (each operand split
+into two TF32 parts, float32 accuracy at three times the instructions). The first use in a process
+checks the result against the native kernel on the CPU with the tolerance of that precision.
+
+CUDA only: the inner products are PTX ``mma.sync`` instructions (inline assembly, no headers, so MLX's
+NVRTC compiles it anywhere). The algorithm body is plain C++ over float fragments, so the tests run
+the same text on the CPU with an emulated ``mma`` (tests/kernels/cpu_emulator.py); a Metal version
+would keep the body and supply ``simdgroup_matrix`` products.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import mlx.core as mx
+import numpy as np
+
+from ..registry import KernelInfo, register_kernel
+from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
+from .native import _MAX_EXP, _prepare, _segment_sums, mlstm_chunkwise_native
+
+TILE_DV = 32  # value columns per threadgroup
+MAX_DK = 256  # rows of the state slice kept in shared memory (256 x 36 floats = 36 KB)
+MAX_CHUNK = 64  # tokens per chunk: four 16-row tiles of the output, one per warp pair
+THREADS = 256  # eight warps
+SEGMENT_CHUNKS = 512  # chunks per launch: bounds the closed forms' NC x NC gate matrices
+
+# tf32 conversion and the m16n8k8 product; PRECISE adds the two cross terms of 3xTF32.
+HEADER = r"""
+__device__ __forceinline__ unsigned xl_tf32(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ void xl_mma(float* d, const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <int PRECISE>
+__device__ __forceinline__ void mma_tf32(float* d, const float* a, const float* b) {
+    unsigned ah[4], bh[2];
+    for (int r = 0; r < 4; ++r) ah[r] = xl_tf32(a[r]);
+    for (int r = 0; r < 2; ++r) bh[r] = xl_tf32(b[r]);
+    if (PRECISE) {
+        unsigned al[4], bl[2];
+        for (int r = 0; r < 4; ++r) al[r] = xl_tf32(a[r] - __uint_as_float(ah[r]));
+        for (int r = 0; r < 2; ++r) bl[r] = xl_tf32(b[r] - __uint_as_float(bh[r]));
+        xl_mma(d, al, bh);
+        xl_mma(d, ah, bl);
+    }
+    xl_mma(d, ah, bh);
+}
+"""
+
+# The algorithm. Fragment layout of m16n8k8 (lane = 4 * gid + tig): A (16 x 8) holds (gid, tig), (gid + 8, tig),
+# (gid, tig + 4), (gid + 8, tig + 4); B (8 x 8) holds (tig, gid), (tig + 4, gid); the accumulator (16 x 8) holds
+# (gid, 2 tig), (gid, 2 tig + 1), (gid + 8, 2 tig), (gid + 8, 2 tig + 1). Every warp runs every mma (out-of-range
+# rows and columns are zeros), so control flow around them is uniform.
+BODY = r"""
+    const int tid = TID;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int gid = lane / 4;
+    const int tig = lane % 4;
+    const int dv0 = GX * 32;
+    const int bh = GY;
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int DK = meta_[2];
+    const int DV = meta_[3];
+    const int L = meta_[4];
+    const int KD = (DK + 7) / 8;
+    const int KL = (L + 7) / 8;
+    SHARED float Cs[256 * 36];  // the state slice: rows = key dims, 32 value columns, row stride 36 (no bank conflicts)
+    for (int e = tid; e < 256 * 32; e += 256) {
+        const int r = e / 32;
+        const int c = e % 32;
+        Cs[r * 36 + c] = (r < DK && dv0 + c < DV) ? C0_[((long)bh * DK + r) * DV + dv0 + c] : 0.0f;
+    }
+    BARRIER;
+    const int mt = warp % 4;  // outputs: the warp's 16 tokens of the chunk ...
+    const int nh = warp / 4;  // ... and 16 of the tile's 32 columns
+    const int t_a = 16 * mt + gid;
+    const int t_b = t_a + 8;
+    for (int ch = 0; ch < NC; ++ch) {
+        const long tok0 = (long)bh * S + (long)ch * L;  // row of the chunk's first token in q, k, v, h
+        const long prow = ((long)bh * NC + ch) * L;     // row of the chunk's first token in P
+        // 1. outputs of the chunk's tokens: h = r_intra * (P v) + r_inter * (q C)
+        float y[2][4];
+        float x[2][4];
+        for (int nt = 0; nt < 2; ++nt) {
+            for (int e = 0; e < 4; ++e) {
+                y[nt][e] = 0.0f;
+                x[nt][e] = 0.0f;
+            }
+        }
+        for (int kk = 0; kk < KD; ++kk) {
+            const int d_a = 8 * kk + tig;
+            const int d_b = d_a + 4;
+            float a[4];
+            a[0] = (t_a < L && d_a < DK) ? static_cast<float>(q_[(tok0 + t_a) * DK + d_a]) : 0.0f;
+            a[1] = (t_b < L && d_a < DK) ? static_cast<float>(q_[(tok0 + t_b) * DK + d_a]) : 0.0f;
+            a[2] = (t_a < L && d_b < DK) ? static_cast<float>(q_[(tok0 + t_a) * DK + d_b]) : 0.0f;
+            a[3] = (t_b < L && d_b < DK) ? static_cast<float>(q_[(tok0 + t_b) * DK + d_b]) : 0.0f;
+            for (int nt = 0; nt < 2; ++nt) {
+                const int n = 16 * nh + 8 * nt + gid;
+                const float b[2] = {Cs[d_a * 36 + n], Cs[d_b * 36 + n]};
+                mma_tf32<PRECISE>(y[nt], a, b);
+            }
+        }
+        for (int kk = 0; kk < KL; ++kk) {
+            const int s_a = 8 * kk + tig;
+            const int s_b = s_a + 4;
+            float a[4];
+            a[0] = (t_a < L && s_a < L) ? P_[(prow + t_a) * L + s_a] : 0.0f;
+            a[1] = (t_b < L && s_a < L) ? P_[(prow + t_b) * L + s_a] : 0.0f;
+            a[2] = (t_a < L && s_b < L) ? P_[(prow + t_a) * L + s_b] : 0.0f;
+            a[3] = (t_b < L && s_b < L) ? P_[(prow + t_b) * L + s_b] : 0.0f;
+            for (int nt = 0; nt < 2; ++nt) {
+                const int col = dv0 + 16 * nh + 8 * nt + gid;
+                const float b[2] = {(s_a < L && col < DV) ? static_cast<float>(v_[(tok0 + s_a) * DV + col]) : 0.0f,
+                                    (s_b < L && col < DV) ? static_cast<float>(v_[(tok0 + s_b) * DV + col]) : 0.0f};
+                mma_tf32<PRECISE>(x[nt], a, b);
+            }
+        }
+        for (int nt = 0; nt < 2; ++nt) {
+            for (int e = 0; e < 4; ++e) {
+                const int row = e < 2 ? t_a : t_b;
+                const int col = dv0 + 16 * nh + 8 * nt + 2 * tig + (e & 1);
+                if (row < L && col < DV) {
+                    const long tok = tok0 + row;
+                    h_[tok * DV + col] = static_cast<T>(ri_[tok] * x[nt][e] + re_[tok] * y[nt][e]);
+                }
+            }
+        }
+        BARRIER;
+        // 2. the state entering the next chunk: C = decay * C + (k * ew)^T v; warp w owns rows 32w .. 32w + 31
+        const float dec = decay_[(long)bh * NC + ch];
+        float acc[2][4][4];
+        for (int mi = 0; mi < 2; ++mi) {
+            for (int nt = 0; nt < 4; ++nt) {
+                for (int e = 0; e < 4; ++e) {
+                    const int r = 32 * warp + 16 * mi + gid + (e < 2 ? 0 : 8);
+                    acc[mi][nt][e] = dec * Cs[r * 36 + 8 * nt + 2 * tig + (e & 1)];
+                }
+            }
+        }
+        for (int kk = 0; kk < KL; ++kk) {
+            const int s_a = 8 * kk + tig;
+            const int s_b = s_a + 4;
+            const float w_a = s_a < L ? ew_[tok0 + s_a] : 0.0f;
+            const float w_b = s_b < L ? ew_[tok0 + s_b] : 0.0f;
+            float b[4][2];
+            for (int nt = 0; nt < 4; ++nt) {
+                const int col = dv0 + 8 * nt + gid;
+                b[nt][0] = (s_a < L && col < DV) ? static_cast<float>(v_[(tok0 + s_a) * DV + col]) : 0.0f;
+                b[nt][1] = (s_b < L && col < DV) ? static_cast<float>(v_[(tok0 + s_b) * DV + col]) : 0.0f;
+            }
+            for (int mi = 0; mi < 2; ++mi) {
+                const int r_a = 32 * warp + 16 * mi + gid;
+                const int r_b = r_a + 8;
+                float a[4];
+                a[0] = (r_a < DK && s_a < L) ? static_cast<float>(k_[(tok0 + s_a) * DK + r_a]) * w_a : 0.0f;
+                a[1] = (r_b < DK && s_a < L) ? static_cast<float>(k_[(tok0 + s_a) * DK + r_b]) * w_a : 0.0f;
+                a[2] = (r_a < DK && s_b < L) ? static_cast<float>(k_[(tok0 + s_b) * DK + r_a]) * w_b : 0.0f;
+                a[3] = (r_b < DK && s_b < L) ? static_cast<float>(k_[(tok0 + s_b) * DK + r_b]) * w_b : 0.0f;
+                for (int nt = 0; nt < 4; ++nt) mma_tf32<PRECISE>(acc[mi][nt], a, b[nt]);
+            }
+        }
+        for (int mi = 0; mi < 2; ++mi) {
+            for (int nt = 0; nt < 4; ++nt) {
+                for (int e = 0; e < 4; ++e) {
+                    const int r = 32 * warp + 16 * mi + gid + (e < 2 ? 0 : 8);
+                    Cs[r * 36 + 8 * nt + 2 * tig + (e & 1)] = acc[mi][nt][e];
+                }
+            }
+        }
+        BARRIER;
+    }
+    for (int e = tid; e < 256 * 32; e += 256) {
+        const int r = e / 32;
+        const int c = e % 32;
+        if (r < DK && dv0 + c < DV) Cout_[((long)bh * DK + r) * DV + dv0 + c] = Cs[r * 36 + c];
+    }
+"""
+
+INPUTS = ["q_", "k_", "v_", "P_", "ri_", "re_", "ew_", "decay_", "C0_", "meta_"]
+OUTPUTS = ["h_", "Cout_"]
+CUDA_IDIOMS = {"SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
+               "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)"}
+
+_kernels: dict[str, object] = {}
+
+
+def _cuda_kernel():
+    if "cuda" not in _kernels:
+        from .fused_chunkwise import source
+        _kernels["cuda"] = mx.fast.cuda_kernel(name="xlstm_mlstm_chunkwise_mma", input_names=INPUTS, output_names=OUTPUTS,
+                                               source=source(BODY, CUDA_IDIOMS), header=HEADER)
+    return _kernels["cuda"]
+
+
+def precise_by_default() -> bool:
+    """3xTF32 when MLX itself is told to keep float32 matmuls exact (``MLX_ENABLE_TF32=0``)."""
+    return os.environ.get("MLX_ENABLE_TF32", "1") == "0"
+
+
+def _operands(q, k, v, i, f, state, mask, L: int, eps: float):
+    """Everything the launch reads besides q, k, v, in float32, from the closed forms of the native kernel
+    (``native._chunk_group``) over all NC chunks; plus the exit n and m, which need no DV-sized work.
+
+    Per token [B*NH, NC*L]: ``r_intra = 1 / denom`` and ``r_inter = s_in / denom / sqrt(DK)`` (the kernel's q is
+    unscaled), both 0 for masked tokens so their outputs are 0; ``ew``: the token's weight in the state leaving
+    its chunk. Per chunk: ``decay`` of the entering state over the chunk, ``P = (q k^T) * W`` [B*NH, NC, L, L]."""
+    B, NH, S, DK = q.shape
+    NC = S // L
+    qf, kf, _, ig, log_f, _, n0, m0 = _prepare(q, k, v, i, f, state, mask)
+    qc, kc = qf.reshape(B, NH, NC, L, DK), kf.reshape(B, NH, NC, L, DK)
+    ig, log_f = ig.reshape(B, NH, NC, L), log_f.reshape(B, NH, NC, L)
+    b = mx.cumsum(log_f, axis=-1)
+    g = b[..., -1]
+    seg_in = _segment_sums(log_f)
+    w_end = seg_in[..., L - 1, :] + ig
+    m_loc = mx.max(w_end, axis=-1)
+    n_loc = mx.sum(kc * mx.exp(w_end - m_loc[..., None])[..., None], axis=-2)  # [B,NH,NC,DK]
+
+    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g[..., :-1], axis=-1)], axis=-1) + m0[..., None]
+    if NC > 1:
+        seg = _segment_sums(g)
+        w = mx.concatenate([mx.full(seg.shape[:-2] + (1, NC), -mx.inf), seg[..., :-1, :] + m_loc[..., None, :]], axis=-2)
+        m_in = mx.maximum(w0, mx.max(w, axis=-1))
+        n_in = mx.exp(w - m_in[..., None]) @ n_loc
+    else:
+        m_in, n_in = w0, mx.zeros_like(n_loc)
+    n_in = n_in + mx.exp(w0 - m_in)[..., None] * n0[:, :, None]
+
+    D = seg_in + ig[..., None, :]
+    a_in = b + m_in[..., None]
+    m_t = mx.maximum(a_in, mx.max(D, axis=-1))
+    P = (qc @ kc.swapaxes(-1, -2)) * mx.exp(D - m_t[..., None])
+    s_in = mx.exp(a_in - m_t)
+    qn = mx.sum(P, axis=-1) + s_in * mx.sum(qc * n_in[..., None, :], axis=-1)
+    denom = mx.maximum(mx.abs(qn), mx.exp(mx.minimum(-m_t, _MAX_EXP))) + eps
+    r_intra = 1.0 / denom
+    r_inter = s_in * r_intra * (DK ** -0.5)
+    if mask is not None:
+        keep = mask.astype(mx.bool_).reshape(B, 1, NC, L)
+        r_intra, r_inter = mx.where(keep, r_intra, 0.0), mx.where(keep, r_inter, 0.0)
+
+    m_next = mx.maximum(g + m_in, m_loc)  # the stabiliser of the state leaving each chunk
+    decay = mx.exp(g + m_in - m_next)
+    ew = mx.exp(w_end - m_next[..., None])
+    n_out = decay[..., -1, None] * n_in[:, :, -1] + mx.sum(kc[:, :, -1] * ew[:, :, -1, :, None], axis=-2)
+    flat = lambda a: a.reshape(B * NH, NC * L)  # noqa: E731
+    return dict(P=P.reshape(B * NH, NC, L, L), ri=flat(r_intra), re=flat(r_inter), ew=flat(ew),
+                decay=decay.reshape(B * NH, NC)), n_out, m_next[..., -1]
+
+
+def _make_chunkwise(make_kernel=None, precise=None):
+    """The tensor-core chunkwise kernel; ``make_kernel()`` may supply the launch (the tests run the same body on
+    the CPU this way) and ``precise`` pin 3xTF32 on or off (default: ``precise_by_default()`` at call time)."""
+    make_kernel = make_kernel or _cuda_kernel
+
+    def launch(q, k, v, i, f, state, L, eps, mask):
+        B, NH, S, DK = q.shape
+        DV, dt = v.shape[-1], v.dtype
+        ops, n, m = _operands(q, k, v, i, f, state, mask, L, eps)
+        BH, NC = B * NH, S // L
+        flat = lambda a, d: a.reshape(BH, S, d)  # noqa: E731
+        prec = precise_by_default() if precise is None else precise
+        h, C = make_kernel()(
+            inputs=[flat(q, DK), flat(k, DK), flat(v, DV), ops["P"], ops["ri"], ops["re"], ops["ew"], ops["decay"],
+                    state[0].reshape(BH, DK, DV), mx.array([S, NC, DK, DV, L], mx.int32)],
+            template=[("T", dt), ("PRECISE", int(bool(prec)))],
+            grid=(THREADS * math.ceil(DV / TILE_DV), BH, 1), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(BH, S, DV), (BH, DK, DV)], output_dtypes=[dt, mx.float32])
+        return h.reshape(B, NH, S, DV), (C.reshape(B, NH, DK, DV), n, m)
+
+    def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+        B, NH, S, DK = q.shape
+        DV = v.shape[-1]
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if S == 0 or DK > MAX_DK:  # nothing to launch, or more key dims than the shared state slice holds
+            return mlstm_chunkwise_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
+        L = min(int(chunk_size), MAX_CHUNK, S)
+        NC = math.ceil(S / L)
+        pad = NC * L - S
+        dt = v.dtype
+        q, k = q.astype(dt), k.astype(dt)
+        if mask is not None:
+            mask = mask.astype(mx.bool_)
+        if pad:  # padded tail positions are masked tokens: no state change, output dropped
+            tail = mx.concatenate([mx.ones((B, S), mx.bool_), mx.zeros((B, pad), mx.bool_)], axis=1)
+            mask = tail if mask is None else mx.concatenate([mask, mx.zeros((B, pad), mx.bool_)], axis=1)
+            zpad = lambda a: mx.pad(a, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 3))  # noqa: E731
+            q, k, v, i, f = zpad(q), zpad(k), zpad(v), zpad(i), zpad(f)
+        if state is None:
+            state = (mx.zeros((B, NH, DK, DV), mx.float32), mx.zeros((B, NH, DK), mx.float32), mx.zeros((B, NH), mx.float32))
+        state = tuple(a.astype(mx.float32) for a in state)
+        seg = SEGMENT_CHUNKS * L
+        hs = []
+        for s0 in range(0, NC * L, seg):  # long inputs: launches of SEGMENT_CHUNKS chunks, the state carried across
+            part = slice(s0, min(NC * L, s0 + seg))
+            h, state = launch(q[:, :, part], k[:, :, part], v[:, :, part], i[:, :, part], f[:, :, part], state, L, eps,
+                              None if mask is None else mask[:, part])
+            hs.append(h)
+        h = hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=2)
+        return h[:, :, :S], state
+
+    chunkwise.__doc__ = (f"Chunkwise forward on CUDA tensor cores (one launch per {SEGMENT_CHUNKS} chunks; TF32, or "
+                         f"3xTF32 under MLX_ENABLE_TF32=0); chunks of at most {MAX_CHUNK} tokens; more than {MAX_DK} key dims per "
+                         "head run the native kernel.")
+    return chunkwise
+
+
+# The first-use check's bound per precision, relative to max(1, max |native|): 3xTF32 is float32 (the fused
+# kernels' 1e-4); TF32 rounds every operand to 11 significant bits (5e-4 to 7e-4 measured on the check's inputs).
+TOLERANCE = {True: 1e-4, False: 5e-3}
+_verified: dict[str, bool] = {}
+
+
+def self_check(backend: str = "cuda", make_kernel=None, precise=None) -> bool:
+    """The kernel against the native one on small random inputs (partial value tiles, DK not a multiple of 8,
+    a padded last chunk, a mask, an incoming state, several chunks): the 3xTF32 variant at float32 accuracy,
+    which checks the algorithm, and, when TF32 is what will run, that variant at its own bound."""
+    prec = precise_by_default() if precise is None else precise
+    ok = _check(backend, make_kernel, True)
+    return ok and (prec or _check(backend, make_kernel, False))
+
+
+def _check(backend: str, make_kernel, precise: bool) -> bool:
+    fn = _make_chunkwise(make_kernel, precise=precise)
+
+    def errors():
+        rng = np.random.default_rng(0)
+        arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
+        errs = []
+        for B, NH, S, DK, DV, chunk in ((2, 2, 37, 44, 40, 16), (1, 1, 130, 64, 96, 64)):
+            q, k, v = arr(B, NH, S, DK), arr(B, NH, S, DK), arr(B, NH, S, DV)
+            i, f = arr(B, NH, S, scale=3.0), arr(B, NH, S, scale=3.0) + 2.0
+            state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
+            mask = mx.array(rng.random((B, S)) > 0.2)
+            for st, mk in ((None, None), (state, mask)):
+                errs.append(relative_error(
+                    fn(q, k, v, i, f, st, chunk_size=chunk, mask=mk),
+                    native_on_cpu(mlstm_chunkwise_native, q, k, v, i, f, st, chunk_size=chunk, mask=mk)))
+        return worst(errs)
+
+    tag = "3xtf32" if precise else "tf32"
+    return check_once(_verified, f"{backend}-{tag}", f"chunkwise ({tag} tensor cores)", errors, tolerance=TOLERANCE[precise])
+
+
+# Ranked against the compiled native kernel (priority 5) by the H100 measurements in benchmarks/README.md.
+PRIORITY = 6
+
+register_kernel(KernelInfo(
+    "mlstm", "chunkwise", "cuda_mma_chunkwise", _make_chunkwise(), backend="cuda", devices=frozenset({"gpu"}),
+    dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=PRIORITY,
+    is_available=lambda: backend_present("cuda") and self_check("cuda"),
+    doc="CUDA tensor-core chunkwise forward (one launch, TF32 or 3xTF32 per MLX_ENABLE_TF32)"))
