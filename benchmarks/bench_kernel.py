@@ -21,12 +21,15 @@ def main(argv=None):
     add_kernel_shape_args(p)
     add_kernel_run_args(p)
     p.add_argument("--official", help="official_baseline.py JSON from the same job, for ratios")
+    p.add_argument("--only", help="comma-separated kernel names (default: every chunkwise kernel that runs here)")
     a = p.parse_args(argv)
     res = {"device": str(mx.default_device()), "heads": a.heads, "dk": a.dk, "dv": a.dv, "chunk": a.chunk, "dtype": a.dtype}
     off = json.load(open(a.official)) if a.official else {}
     for S in map(int, a.seqs.split(",")):
         q, k, v, i, f = kernel_inputs(S, a.heads, a.dk, a.dv, a.dtype)
         for kern in kernels("mlstm", "chunkwise"):
+            if a.only and kern.name not in a.only.split(","):
+                continue
             if kern.supports(device=current_device(), dtype=a.dtype, head_dims=(a.dk, a.dv)):
                 continue
 

@@ -52,5 +52,6 @@ q = torch.randn(1, 8, S, 256, device='cuda', dtype=bf); k = torch.randn_like(q);
 i = torch.randn(1, 8, S, device='cuda', dtype=bf); f = torch.randn(1, 8, S, device='cuda', dtype=bf) + 3
 torch.cuda.synchronize(); [kern(q=q, k=k, v=v, i=i, f=f, chunk_size=64) for _ in range(3)]; torch.cuda.synchronize()" 2>/dev/null | tee "$OUT/ncu_raw_official.csv" \
     | python3 "$R/benchmarks/ncu_summary.py" --calls 3 > "$OUT/ncu_official.json"; echo "== official"; head -c 2500 "$OUT/ncu_official.json" ;;
-*) echo "usage: gpu_job.sh tests-official|official|ours|kernel|model|selfcheck|tests|memory|ncu" >&2; exit 2 ;;
+ptxas) python3 "$R/benchmarks/ptxas_report.py" --out "$OUT/ptxas.json" ;;
+*) echo "usage: gpu_job.sh tests-official|official|ours|kernel|model|selfcheck|tests|memory|ncu|ptxas" >&2; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ from functools import partial
 import mlx.core as mx
 from common import add_kernel_shape_args, emit, kernel_inputs
 
+from xlstm_metal.kernels import current_device, get_kernel
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native
 
 
@@ -22,6 +23,10 @@ def variants():
     for L in (64, 128, 256):
         out[f"eager_L{L}"] = partial(mlstm_chunkwise_native, chunk_size=L)
         out[f"compiled_L{L}"] = mx.compile(partial(mlstm_chunkwise_native, chunk_size=L))
+    for name in ("cuda_mma_chunkwise", "cuda_chunkwise"):  # the fused GPU kernels, where they run
+        kern = get_kernel("mlstm", name)
+        if kern.supports(device=current_device(), dtype="bfloat16") is None:
+            out[f"{name}_L64"] = partial(kern.fn, chunk_size=64)
     return out
 
 

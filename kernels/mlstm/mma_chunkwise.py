@@ -56,11 +56,15 @@ __device__ __forceinline__ void xl_mma(float* d, const unsigned* a, const unsign
 template <int PRECISE>
 __device__ __forceinline__ void mma_tf32(float* d, const float* a, const float* b) {
     unsigned ah[4], bh[2];
+#pragma unroll
     for (int r = 0; r < 4; ++r) ah[r] = xl_tf32(a[r]);
+#pragma unroll
     for (int r = 0; r < 2; ++r) bh[r] = xl_tf32(b[r]);
     if (PRECISE) {
         unsigned al[4], bl[2];
+#pragma unroll
         for (int r = 0; r < 4; ++r) al[r] = xl_tf32(a[r] - __uint_as_float(ah[r]));
+#pragma unroll
         for (int r = 0; r < 2; ++r) bl[r] = xl_tf32(b[r] - __uint_as_float(bh[r]));
         xl_mma(d, al, bh);
         xl_mma(d, ah, bl);
@@ -105,12 +109,15 @@ BODY = r"""
         // 1. outputs of the chunk's tokens: h = r_intra * (P v) + r_inter * (q C)
         float y[2][4];
         float x[2][4];
+        UNROLL
         for (int nt = 0; nt < 2; ++nt) {
+            UNROLL
             for (int e = 0; e < 4; ++e) {
                 y[nt][e] = 0.0f;
                 x[nt][e] = 0.0f;
             }
         }
+        UNROLL4
         for (int kk = 0; kk < KD; ++kk) {
             const int d_a = 8 * kk + tig;
             const int d_b = d_a + 4;
@@ -119,12 +126,14 @@ BODY = r"""
             a[1] = (t_b < L && d_a < DK) ? static_cast<float>(q_[(tok0 + t_b) * DK + d_a]) : 0.0f;
             a[2] = (t_a < L && d_b < DK) ? static_cast<float>(q_[(tok0 + t_a) * DK + d_b]) : 0.0f;
             a[3] = (t_b < L && d_b < DK) ? static_cast<float>(q_[(tok0 + t_b) * DK + d_b]) : 0.0f;
+            UNROLL
             for (int nt = 0; nt < 2; ++nt) {
                 const int n = 16 * nh + 8 * nt + gid;
                 const float b[2] = {Cs[d_a * 36 + n], Cs[d_b * 36 + n]};
                 mma_tf32<PRECISE>(y[nt], a, b);
             }
         }
+        UNROLL4
         for (int kk = 0; kk < KL; ++kk) {
             const int s_a = 8 * kk + tig;
             const int s_b = s_a + 4;
@@ -133,6 +142,7 @@ BODY = r"""
             a[1] = (t_b < L && s_a < L) ? P_[(prow + t_b) * L + s_a] : 0.0f;
             a[2] = (t_a < L && s_b < L) ? P_[(prow + t_a) * L + s_b] : 0.0f;
             a[3] = (t_b < L && s_b < L) ? P_[(prow + t_b) * L + s_b] : 0.0f;
+            UNROLL
             for (int nt = 0; nt < 2; ++nt) {
                 const int col = dv0 + 16 * nh + 8 * nt + gid;
                 const float b[2] = {(s_a < L && col < DV) ? static_cast<float>(v_[(tok0 + s_a) * DV + col]) : 0.0f,
@@ -140,7 +150,9 @@ BODY = r"""
                 mma_tf32<PRECISE>(x[nt], a, b);
             }
         }
+        UNROLL
         for (int nt = 0; nt < 2; ++nt) {
+            UNROLL
             for (int e = 0; e < 4; ++e) {
                 const int row = e < 2 ? t_a : t_b;
                 const int col = dv0 + 16 * nh + 8 * nt + 2 * tig + (e & 1);
@@ -154,25 +166,31 @@ BODY = r"""
         // 2. the state entering the next chunk: C = decay * C + (k * ew)^T v; warp w owns rows 32w .. 32w + 31
         const float dec = decay_[(long)bh * NC + ch];
         float acc[2][4][4];
+        UNROLL
         for (int mi = 0; mi < 2; ++mi) {
+            UNROLL
             for (int nt = 0; nt < 4; ++nt) {
+                UNROLL
                 for (int e = 0; e < 4; ++e) {
                     const int r = 32 * warp + 16 * mi + gid + (e < 2 ? 0 : 8);
                     acc[mi][nt][e] = dec * Cs[r * 36 + 8 * nt + 2 * tig + (e & 1)];
                 }
             }
         }
+        UNROLL4
         for (int kk = 0; kk < KL; ++kk) {
             const int s_a = 8 * kk + tig;
             const int s_b = s_a + 4;
             const float w_a = s_a < L ? ew_[tok0 + s_a] : 0.0f;
             const float w_b = s_b < L ? ew_[tok0 + s_b] : 0.0f;
             float b[4][2];
+            UNROLL
             for (int nt = 0; nt < 4; ++nt) {
                 const int col = dv0 + 8 * nt + gid;
                 b[nt][0] = (s_a < L && col < DV) ? static_cast<float>(v_[(tok0 + s_a) * DV + col]) : 0.0f;
                 b[nt][1] = (s_b < L && col < DV) ? static_cast<float>(v_[(tok0 + s_b) * DV + col]) : 0.0f;
             }
+            UNROLL
             for (int mi = 0; mi < 2; ++mi) {
                 const int r_a = 32 * warp + 16 * mi + gid;
                 const int r_b = r_a + 8;
@@ -181,11 +199,15 @@ BODY = r"""
                 a[1] = (r_b < DK && s_a < L) ? static_cast<float>(k_[(tok0 + s_a) * DK + r_b]) * w_a : 0.0f;
                 a[2] = (r_a < DK && s_b < L) ? static_cast<float>(k_[(tok0 + s_b) * DK + r_a]) * w_b : 0.0f;
                 a[3] = (r_b < DK && s_b < L) ? static_cast<float>(k_[(tok0 + s_b) * DK + r_b]) * w_b : 0.0f;
+                UNROLL
                 for (int nt = 0; nt < 4; ++nt) mma_tf32<PRECISE>(acc[mi][nt], a, b[nt]);
             }
         }
+        UNROLL
         for (int mi = 0; mi < 2; ++mi) {
+            UNROLL
             for (int nt = 0; nt < 4; ++nt) {
+                UNROLL
                 for (int e = 0; e < 4; ++e) {
                     const int r = 32 * warp + 16 * mi + gid + (e < 2 ? 0 : 8);
                     Cs[r * 36 + 8 * nt + 2 * tig + (e & 1)] = acc[mi][nt][e];
@@ -203,7 +225,7 @@ BODY = r"""
 
 INPUTS = ["q_", "k_", "v_", "P_", "ri_", "re_", "ew_", "decay_", "C0_", "meta_"]
 OUTPUTS = ["h_", "Cout_"]
-CUDA_IDIOMS = {"SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
+CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "UNROLL4": "_Pragma(\"unroll 4\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
                "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)"}
 
 _kernels: dict[str, object] = {}
@@ -273,6 +295,22 @@ def _operands(q, k, v, i, f, state, mask, L: int, eps: float):
                 decay=decay.reshape(B * NH, NC)), n_out, m_next[..., -1]
 
 
+_PREPARED: dict[tuple, object] = {}
+
+
+def _operands_compiled(q, k, v, i, f, state, mask, L: int, eps: float):
+    """``_operands`` under ``mx.compile`` (its chains of small elementwise ops fused), one trace per
+    (chunk, eps, mask given)."""
+    key = (L, eps, mask is not None)
+    if key not in _PREPARED:
+        def run(q, k, v, i, f, C, n, m, *mask_):
+            ops, n_out, m_out = _operands(q, k, v, i, f, (C, n, m), mask_[0] if mask_ else None, L, eps)
+            return ops["P"], ops["ri"], ops["re"], ops["ew"], ops["decay"], n_out, m_out
+        _PREPARED[key] = mx.compile(run)
+    P, ri, re_, ew, decay, n, m = _PREPARED[key](q, k, v, i, f, *state, *([mask] if mask is not None else []))
+    return dict(P=P, ri=ri, re=re_, ew=ew, decay=decay), n, m
+
+
 def _make_chunkwise(make_kernel=None, precise=None):
     """The tensor-core chunkwise kernel; ``make_kernel()`` may supply the launch (the tests run the same body on
     the CPU this way) and ``precise`` pin 3xTF32 on or off (default: ``precise_by_default()`` at call time)."""
@@ -281,7 +319,7 @@ def _make_chunkwise(make_kernel=None, precise=None):
     def launch(q, k, v, i, f, state, L, eps, mask):
         B, NH, S, DK = q.shape
         DV, dt = v.shape[-1], v.dtype
-        ops, n, m = _operands(q, k, v, i, f, state, mask, L, eps)
+        ops, n, m = _operands_compiled(q, k, v, i, f, state, mask, L, eps)
         BH, NC = B * NH, S // L
         flat = lambda a, d: a.reshape(BH, S, d)  # noqa: E731
         prec = precise_by_default() if precise is None else precise
@@ -331,19 +369,20 @@ def _make_chunkwise(make_kernel=None, precise=None):
     return chunkwise
 
 
-# The first-use check's bound per precision, relative to max(1, max |native|): 3xTF32 is float32 (the fused
-# kernels' 1e-4); TF32 rounds every operand to 11 significant bits (5e-4 to 7e-4 measured on the check's inputs).
-TOLERANCE = {True: 1e-4, False: 5e-3}
+# The first-use check's bound per precision, relative to max(1, max |native|). 3xTF32 (with MLX's own float32
+# matmuls exact, MLX_ENABLE_TF32=0) is float32: the fused kernels' 1e-4. Under TF32 every operand, including those
+# of MLX's matmuls that prepare P, is rounded to 11 significant bits: 3e-3 measured on an H100 for the check's
+# inputs (5e-4 to 7e-4 for the kernel's own rounding, emulated on the CPU with exact MLX matmuls).
+TOLERANCE = {True: 1e-4, False: 1e-2}
 _verified: dict[str, bool] = {}
 
 
 def self_check(backend: str = "cuda", make_kernel=None, precise=None) -> bool:
-    """The kernel against the native one on small random inputs (partial value tiles, DK not a multiple of 8,
-    a padded last chunk, a mask, an incoming state, several chunks): the 3xTF32 variant at float32 accuracy,
-    which checks the algorithm, and, when TF32 is what will run, that variant at its own bound."""
+    """The kernel against the native one (on the CPU, exact float32) on small random inputs: partial value
+    tiles, DK not a multiple of 8, a padded last chunk, a mask, an incoming state, several chunks; in the
+    precision that will run, at that precision's bound."""
     prec = precise_by_default() if precise is None else precise
-    ok = _check(backend, make_kernel, True)
-    return ok and (prec or _check(backend, make_kernel, False))
+    return _check(backend, make_kernel, bool(prec))
 
 
 def _check(backend: str, make_kernel, precise: bool) -> bool:

@@ -29,7 +29,7 @@ import mlx.core as mx
 import numpy as np
 
 # the idiom words of the fused chunkwise kernels, and the thread indices of the fused step kernel
-IDIOMS = {"SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
+IDIOMS = {"UNROLL": "", "UNROLL4": "", "SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
           "LDS4": "*(const float4*)&",
           "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
 STEP_IDIOMS = {"X": "(g_group[0] * g_threads + omp_get_thread_num())", "Y": "g_group[1]"}

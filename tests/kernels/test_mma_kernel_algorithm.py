@@ -50,6 +50,7 @@ def test_the_algorithm_passes_its_own_first_use_check_in_both_precisions():
         mma_chunkwise._verified.pop(key, None)
     make = lambda: CpuKernel("mma_chunkwise", mma_chunkwise.INPUTS, mma_chunkwise.OUTPUTS,  # noqa: E731
                              fused_chunkwise.source(mma_chunkwise.BODY, IDIOMS), header=MMA_HEADER)
+    assert mma_chunkwise.self_check("cpu-emulated", make, precise=True)
     assert mma_chunkwise.self_check("cpu-emulated", make, precise=False)
     assert set(mma_chunkwise._verified) >= {"cpu-emulated-3xtf32", "cpu-emulated-tf32"}
 
