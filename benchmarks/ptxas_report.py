@@ -18,14 +18,15 @@ from common import emit
 from xlstm_metal.kernels.mlstm import mma_chunkwise as mc
 from xlstm_metal.kernels.mlstm.fused_chunkwise import source
 
-TYPES = {"q_": "const T*", "k_": "const T*", "v_": "const T*", "meta_": "const int*", "h_": "T*"}
+TYPES = {"q_": "const T*", "vT_": "const T*", "meta_": "const int*", "h_": "T*"}
 
 
-def kernel_file(precise: int) -> str:
+def kernel_file(precise: int, tdv: int) -> str:
     params = [f"{TYPES.get(n, 'const float*')} {n}" for n in mc.INPUTS] + [f"{TYPES.get(n, 'float*')} {n}" for n in mc.OUTPUTS]
-    return ("#include <cuda_bf16.h>\n" + mc.HEADER + "template <typename T, int PRECISE>\n__global__ void mma_chunkwise("
+    return ("#include <cuda_bf16.h>\n#include <cuda_fp16.h>\n" + mc.HEADER
+            + "template <typename T, int PRECISE, int TDV>\n__global__ void mma_chunkwise("
             + ", ".join(params) + ") {\n" + source(mc.BODY, mc.CUDA_IDIOMS) + "\n}\n"
-            + f"template __global__ void mma_chunkwise<__nv_bfloat16, {precise}>(" + ", ".join(
+            + f"template __global__ void mma_chunkwise<__nv_bfloat16, {precise}, {tdv}>(" + ", ".join(
                 p.replace("T*", "__nv_bfloat16*") for p in params) + ");\n")
 
 
@@ -36,10 +37,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
     res = {"arch": a.arch}
-    for precise in (0, 1):
+    for precise, tdv in ((0, 16), (0, 32), (1, 32)):
         with tempfile.TemporaryDirectory() as d:
             cu = Path(d) / "k.cu"
-            cu.write_text(kernel_file(precise))
+            cu.write_text(kernel_file(precise, tdv))
             done = subprocess.run([nvcc, f"-arch={a.arch}", "-O3", "-c", "-Xptxas", "-v", str(cu), "-o", str(Path(d) / "k.o")],
                                   capture_output=True, text=True)
         text = done.stdout + done.stderr
@@ -49,7 +50,7 @@ def main(argv=None):
                                                         ("spill_load_bytes", r"(\d+) bytes spill loads"),
                                                         ("shared_bytes", r"(\d+) bytes smem"))
                  for m in [re.search(pat, text)] if m}
-        res["3xtf32" if precise else "tf32"] = found if done.returncode == 0 else {"error": text[-1500:]}
+        res[f"{'3xtf32' if precise else 'tf32'}_tdv{tdv}"] = found if done.returncode == 0 else {"error": text[-1500:]}
     emit(res, a.out)
 
 

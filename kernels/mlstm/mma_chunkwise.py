@@ -35,7 +35,7 @@ from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
 from .native import _MAX_EXP, _prepare, _segment_sums, mlstm_chunkwise_native
 
-TILE_DV = 32  # value columns per threadgroup
+TILE_DV = 32  # value columns per threadgroup (16 or 32: the template TDV), read at call time
 MAX_DK = 256  # rows of the state slice kept in shared memory (256 x 36 floats = 36 KB)
 MAX_CHUNK = 64  # tokens per chunk: four 16-row tiles of the output, one per warp pair
 THREADS = 256  # eight warps
@@ -52,6 +52,14 @@ __device__ __forceinline__ void xl_mma(float* d, const unsigned* a, const unsign
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// two consecutive elements (an aligned pair) as floats
+__device__ __forceinline__ void ld2(const float* p, float* a, float* b) { const float2 x = *(const float2*)p; *a = x.x; *b = x.y; }
+__device__ __forceinline__ void ld2(const __nv_bfloat16* p, float* a, float* b) {
+    const __nv_bfloat162 x = *(const __nv_bfloat162*)p; *a = __low2float(x); *b = __high2float(x);
+}
+__device__ __forceinline__ void ld2(const __half* p, float* a, float* b) {
+    const __half2 x = *(const __half2*)p; *a = __low2float(x); *b = __high2float(x);
 }
 template <int PRECISE>
 __device__ __forceinline__ void mma_tf32(float* d, const float* a, const float* b) {
@@ -73,44 +81,48 @@ __device__ __forceinline__ void mma_tf32(float* d, const float* a, const float* 
 }
 """
 
-# The algorithm. Fragment layout of m16n8k8 (lane = 4 * gid + tig): A (16 x 8) holds (gid, tig), (gid + 8, tig),
-# (gid, tig + 4), (gid + 8, tig + 4); B (8 x 8) holds (tig, gid), (tig + 4, gid); the accumulator (16 x 8) holds
-# (gid, 2 tig), (gid, 2 tig + 1), (gid + 8, 2 tig), (gid + 8, 2 tig + 1). Every warp runs every mma (out-of-range
-# rows and columns are zeros), so control flow around them is uniform.
+# The algorithm. Fragment layout of m16n8k8 (lane = 4 * gid + tig): A (16 x 8) holds (gid, k0), (gid + 8, k0),
+# (gid, k1), (gid + 8, k1); B (8 x 8) holds (k0, gid), (k1, gid); the accumulator (16 x 8) holds (gid, 2 tig),
+# (gid, 2 tig + 1), (gid + 8, 2 tig), (gid + 8, 2 tig + 1). The product sums over k, so which of the 8 physical
+# k-positions a lane's k0, k1 stand for is ours to choose as long as A and B agree: here 2 tig and 2 tig + 1, so
+# each lane's pair is adjacent in memory and comes in one load. Operands arrive padded (DK, L to multiples of 8,
+# DV to whole tiles) and laid out for these pairs: q and P by token, k (weighted) and v transposed per chunk.
+# Every warp runs every mma (rows past the chunk's tokens or the key dims load zeros), so control flow around
+# them is uniform. TDV (template) is the value-tile width, 16 or 32.
 BODY = r"""
     const int tid = TID;
     const int warp = tid / 32;
     const int lane = tid % 32;
     const int gid = lane / 4;
     const int tig = lane % 4;
-    const int dv0 = GX * 32;
     const int bh = GY;
-    const int S = meta_[0];
-    const int NC = meta_[1];
-    const int DK = meta_[2];
-    const int DV = meta_[3];
-    const int L = meta_[4];
-    const int KD = (DK + 7) / 8;
-    const int KL = (L + 7) / 8;
-    SHARED float Cs[256 * 36];  // the state slice: rows = key dims, 32 value columns, row stride 36 (no bank conflicts)
-    for (int e = tid; e < 256 * 32; e += 256) {
-        const int r = e / 32;
-        const int c = e % 32;
-        Cs[r * 36 + c] = (r < DK && dv0 + c < DV) ? C0_[((long)bh * DK + r) * DV + dv0 + c] : 0.0f;
+    const int NC = meta_[0];
+    const int DK = meta_[1];
+    const int DV = meta_[2];
+    const int L = meta_[3];
+    const int dv0 = GX * TDV;
+    constexpr int CS = TDV + 4;       // row stride of the state slice: conflict-free B-fragment reads
+    constexpr int NTA = TDV / 16;     // 8-column tiles per warp in the outputs (two warps share a row block)
+    constexpr int NTB = TDV / 8;      // 8-column tiles per warp in the state update
+    SHARED float Cs[256 * CS];        // the state slice: rows = key dims, TDV value columns
+    for (int e = tid; e < 256 * TDV; e += 256) {
+        const int r = e / TDV;
+        const int c = e % TDV;
+        Cs[r * CS + c] = r < DK ? C0_[((long)bh * DK + r) * DV + dv0 + c] : 0.0f;
     }
     BARRIER;
-    const int mt = warp % 4;  // outputs: the warp's 16 tokens of the chunk ...
-    const int nh = warp / 4;  // ... and 16 of the tile's 32 columns
-    const int t_a = 16 * mt + gid;
+    const int t_a = 16 * (warp % 4) + gid;  // outputs: the warp's rows of the chunk ...
     const int t_b = t_a + 8;
+    const int n0 = (warp / 4) * (TDV / 2);  // ... and its half of the tile's columns
+    const int k0 = 2 * tig;
     for (int ch = 0; ch < NC; ++ch) {
-        const long tok0 = (long)bh * S + (long)ch * L;  // row of the chunk's first token in q, k, v, h
-        const long prow = ((long)bh * NC + ch) * L;     // row of the chunk's first token in P
+        const long cq = ((long)bh * NC + ch) * L;  // the chunk's first token row in q, P, ri, re, h
+        const long ct = (long)bh * NC + ch;        // the chunk in the transposed kT [.., DK, L] and vT [.., DV, L]
         // 1. outputs of the chunk's tokens: h = r_intra * (P v) + r_inter * (q C)
-        float y[2][4];
-        float x[2][4];
+        float y[NTA][4];
+        float x[NTA][4];
         UNROLL
-        for (int nt = 0; nt < 2; ++nt) {
+        for (int nt = 0; nt < NTA; ++nt) {
             UNROLL
             for (int e = 0; e < 4; ++e) {
                 y[nt][e] = 0.0f;
@@ -118,112 +130,95 @@ BODY = r"""
             }
         }
         UNROLL4
-        for (int kk = 0; kk < KD; ++kk) {
-            const int d_a = 8 * kk + tig;
-            const int d_b = d_a + 4;
-            float a[4];
-            a[0] = (t_a < L && d_a < DK) ? static_cast<float>(q_[(tok0 + t_a) * DK + d_a]) : 0.0f;
-            a[1] = (t_b < L && d_a < DK) ? static_cast<float>(q_[(tok0 + t_b) * DK + d_a]) : 0.0f;
-            a[2] = (t_a < L && d_b < DK) ? static_cast<float>(q_[(tok0 + t_a) * DK + d_b]) : 0.0f;
-            a[3] = (t_b < L && d_b < DK) ? static_cast<float>(q_[(tok0 + t_b) * DK + d_b]) : 0.0f;
+        for (int kk = 0; kk < DK / 8; ++kk) {
+            const int d = 8 * kk + k0;
+            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (t_a < L) ld2(q_ + (cq + t_a) * DK + d, &a[0], &a[2]);
+            if (t_b < L) ld2(q_ + (cq + t_b) * DK + d, &a[1], &a[3]);
             UNROLL
-            for (int nt = 0; nt < 2; ++nt) {
-                const int n = 16 * nh + 8 * nt + gid;
-                const float b[2] = {Cs[d_a * 36 + n], Cs[d_b * 36 + n]};
+            for (int nt = 0; nt < NTA; ++nt) {
+                const int n = n0 + 8 * nt + gid;
+                const float b[2] = {Cs[d * CS + n], Cs[(d + 1) * CS + n]};
                 mma_tf32<PRECISE>(y[nt], a, b);
             }
         }
         UNROLL4
-        for (int kk = 0; kk < KL; ++kk) {
-            const int s_a = 8 * kk + tig;
-            const int s_b = s_a + 4;
-            float a[4];
-            a[0] = (t_a < L && s_a < L) ? P_[(prow + t_a) * L + s_a] : 0.0f;
-            a[1] = (t_b < L && s_a < L) ? P_[(prow + t_b) * L + s_a] : 0.0f;
-            a[2] = (t_a < L && s_b < L) ? P_[(prow + t_a) * L + s_b] : 0.0f;
-            a[3] = (t_b < L && s_b < L) ? P_[(prow + t_b) * L + s_b] : 0.0f;
+        for (int kk = 0; kk < L / 8; ++kk) {
+            const int s = 8 * kk + k0;
+            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (t_a < L) ld2(P_ + (cq + t_a) * L + s, &a[0], &a[2]);
+            if (t_b < L) ld2(P_ + (cq + t_b) * L + s, &a[1], &a[3]);
             UNROLL
-            for (int nt = 0; nt < 2; ++nt) {
-                const int col = dv0 + 16 * nh + 8 * nt + gid;
-                const float b[2] = {(s_a < L && col < DV) ? static_cast<float>(v_[(tok0 + s_a) * DV + col]) : 0.0f,
-                                    (s_b < L && col < DV) ? static_cast<float>(v_[(tok0 + s_b) * DV + col]) : 0.0f};
+            for (int nt = 0; nt < NTA; ++nt) {
+                float b[2];
+                ld2(vT_ + (ct * DV + dv0 + n0 + 8 * nt + gid) * L + s, &b[0], &b[1]);
                 mma_tf32<PRECISE>(x[nt], a, b);
             }
         }
         UNROLL
-        for (int nt = 0; nt < 2; ++nt) {
+        for (int nt = 0; nt < NTA; ++nt) {
             UNROLL
             for (int e = 0; e < 4; ++e) {
                 const int row = e < 2 ? t_a : t_b;
-                const int col = dv0 + 16 * nh + 8 * nt + 2 * tig + (e & 1);
-                if (row < L && col < DV) {
-                    const long tok = tok0 + row;
-                    h_[tok * DV + col] = static_cast<T>(ri_[tok] * x[nt][e] + re_[tok] * y[nt][e]);
+                if (row < L) {
+                    const long tok = cq + row;
+                    h_[tok * DV + dv0 + n0 + 8 * nt + k0 + (e & 1)] = static_cast<T>(ri_[tok] * x[nt][e] + re_[tok] * y[nt][e]);
                 }
             }
         }
         BARRIER;
-        // 2. the state entering the next chunk: C = decay * C + (k * ew)^T v; warp w owns rows 32w .. 32w + 31
-        const float dec = decay_[(long)bh * NC + ch];
-        float acc[2][4][4];
+        // 2. the state entering the next chunk: C = decay * C + kT v (kT = (k * ew)^T); warp w owns rows 32w .. 32w + 31
+        const float dec = decay_[ct];
+        float acc[2][NTB][4];
         UNROLL
         for (int mi = 0; mi < 2; ++mi) {
             UNROLL
-            for (int nt = 0; nt < 4; ++nt) {
+            for (int nt = 0; nt < NTB; ++nt) {
                 UNROLL
                 for (int e = 0; e < 4; ++e) {
                     const int r = 32 * warp + 16 * mi + gid + (e < 2 ? 0 : 8);
-                    acc[mi][nt][e] = dec * Cs[r * 36 + 8 * nt + 2 * tig + (e & 1)];
+                    acc[mi][nt][e] = dec * Cs[r * CS + 8 * nt + k0 + (e & 1)];
                 }
             }
         }
         UNROLL4
-        for (int kk = 0; kk < KL; ++kk) {
-            const int s_a = 8 * kk + tig;
-            const int s_b = s_a + 4;
-            const float w_a = s_a < L ? ew_[tok0 + s_a] : 0.0f;
-            const float w_b = s_b < L ? ew_[tok0 + s_b] : 0.0f;
-            float b[4][2];
+        for (int kk = 0; kk < L / 8; ++kk) {
+            const int s = 8 * kk + k0;
+            float b[NTB][2];
             UNROLL
-            for (int nt = 0; nt < 4; ++nt) {
-                const int col = dv0 + 8 * nt + gid;
-                b[nt][0] = (s_a < L && col < DV) ? static_cast<float>(v_[(tok0 + s_a) * DV + col]) : 0.0f;
-                b[nt][1] = (s_b < L && col < DV) ? static_cast<float>(v_[(tok0 + s_b) * DV + col]) : 0.0f;
-            }
+            for (int nt = 0; nt < NTB; ++nt) ld2(vT_ + (ct * DV + dv0 + 8 * nt + gid) * L + s, &b[nt][0], &b[nt][1]);
             UNROLL
             for (int mi = 0; mi < 2; ++mi) {
                 const int r_a = 32 * warp + 16 * mi + gid;
                 const int r_b = r_a + 8;
-                float a[4];
-                a[0] = (r_a < DK && s_a < L) ? static_cast<float>(k_[(tok0 + s_a) * DK + r_a]) * w_a : 0.0f;
-                a[1] = (r_b < DK && s_a < L) ? static_cast<float>(k_[(tok0 + s_a) * DK + r_b]) * w_a : 0.0f;
-                a[2] = (r_a < DK && s_b < L) ? static_cast<float>(k_[(tok0 + s_b) * DK + r_a]) * w_b : 0.0f;
-                a[3] = (r_b < DK && s_b < L) ? static_cast<float>(k_[(tok0 + s_b) * DK + r_b]) * w_b : 0.0f;
+                float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (r_a < DK) ld2(kT_ + (ct * DK + r_a) * L + s, &a[0], &a[2]);
+                if (r_b < DK) ld2(kT_ + (ct * DK + r_b) * L + s, &a[1], &a[3]);
                 UNROLL
-                for (int nt = 0; nt < 4; ++nt) mma_tf32<PRECISE>(acc[mi][nt], a, b[nt]);
+                for (int nt = 0; nt < NTB; ++nt) mma_tf32<PRECISE>(acc[mi][nt], a, b[nt]);
             }
         }
         UNROLL
         for (int mi = 0; mi < 2; ++mi) {
             UNROLL
-            for (int nt = 0; nt < 4; ++nt) {
+            for (int nt = 0; nt < NTB; ++nt) {
                 UNROLL
                 for (int e = 0; e < 4; ++e) {
                     const int r = 32 * warp + 16 * mi + gid + (e < 2 ? 0 : 8);
-                    Cs[r * 36 + 8 * nt + 2 * tig + (e & 1)] = acc[mi][nt][e];
+                    Cs[r * CS + 8 * nt + k0 + (e & 1)] = acc[mi][nt][e];
                 }
             }
         }
         BARRIER;
     }
-    for (int e = tid; e < 256 * 32; e += 256) {
-        const int r = e / 32;
-        const int c = e % 32;
-        if (r < DK && dv0 + c < DV) Cout_[((long)bh * DK + r) * DV + dv0 + c] = Cs[r * 36 + c];
+    for (int e = tid; e < DK * TDV; e += 256) {
+        const int r = e / TDV;
+        const int c = e % TDV;
+        Cout_[((long)bh * DK + r) * DV + dv0 + c] = Cs[r * CS + c];
     }
 """
 
-INPUTS = ["q_", "k_", "v_", "P_", "ri_", "re_", "ew_", "decay_", "C0_", "meta_"]
+INPUTS = ["q_", "kT_", "vT_", "P_", "ri_", "re_", "decay_", "C0_", "meta_"]
 OUTPUTS = ["h_", "Cout_"]
 CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "UNROLL4": "_Pragma(\"unroll 4\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
                "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)"}
@@ -244,16 +239,28 @@ def precise_by_default() -> bool:
     return os.environ.get("MLX_ENABLE_TF32", "1") == "0"
 
 
-def _operands(q, k, v, i, f, state, mask, L: int, eps: float):
-    """Everything the launch reads besides q, k, v, in float32, from the closed forms of the native kernel
-    (``native._chunk_group``) over all NC chunks; plus the exit n and m, which need no DV-sized work.
+def _pad(a, sizes):
+    """Zero-pad the trailing axes of ``a`` up to ``sizes``."""
+    widths = [(0, 0)] * (a.ndim - len(sizes)) + [(0, n - d) for n, d in zip(sizes, a.shape[a.ndim - len(sizes):])]
+    return mx.pad(a, widths) if any(w for _, w in widths) else a
 
-    Per token [B*NH, NC*L]: ``r_intra = 1 / denom`` and ``r_inter = s_in / denom / sqrt(DK)`` (the kernel's q is
-    unscaled), both 0 for masked tokens so their outputs are 0; ``ew``: the token's weight in the state leaving
-    its chunk. Per chunk: ``decay`` of the entering state over the chunk, ``P = (q k^T) * W`` [B*NH, NC, L, L]."""
+
+def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
+    """Everything the launch reads, from the closed forms of the native kernel (``native._chunk_group``) over
+    all NC chunks, in the padded, per-chunk layouts the kernel's paired loads want; plus the exit n and m,
+    which need no DV-sized work.
+
+    [B*NH, NC, Lp, DKp] ``q`` (input dtype, unscaled); [B*NH, NC, DKp, Lp] ``kT = (k * ew)^T`` (float32: ``ew``
+    is the token's weight in the state leaving its chunk); [B*NH, NC, DVp, Lp] ``vT`` (input dtype);
+    [B*NH, NC, Lp, Lp] ``P = (q k^T) * W``; [B*NH, NC, Lp] ``r_intra = 1 / denom`` and
+    ``r_inter = s_in / denom / sqrt(DK)``, both 0 for masked tokens so their outputs are 0; [B*NH, NC]
+    ``decay`` of the entering state over the chunk; [B*NH, DKp, DVp] the incoming C. Lp and DKp are L and DK
+    rounded up to 8, DVp is DV rounded up to the value tile."""
     B, NH, S, DK = q.shape
+    DV = v.shape[-1]
     NC = S // L
-    qf, kf, _, ig, log_f, _, n0, m0 = _prepare(q, k, v, i, f, state, mask)
+    Lp, DKp, DVp = -(-L // 8) * 8, -(-DK // 8) * 8, -(-DV // tile_dv) * tile_dv
+    qf, kf, _, ig, log_f, C0, n0, m0 = _prepare(q, k, v, i, f, state, mask)
     qc, kc = qf.reshape(B, NH, NC, L, DK), kf.reshape(B, NH, NC, L, DK)
     ig, log_f = ig.reshape(B, NH, NC, L), log_f.reshape(B, NH, NC, L)
     b = mx.cumsum(log_f, axis=-1)
@@ -290,25 +297,32 @@ def _operands(q, k, v, i, f, state, mask, L: int, eps: float):
     decay = mx.exp(g + m_in - m_next)
     ew = mx.exp(w_end - m_next[..., None])
     n_out = decay[..., -1, None] * n_in[:, :, -1] + mx.sum(kc[:, :, -1] * ew[:, :, -1, :, None], axis=-2)
-    flat = lambda a: a.reshape(B * NH, NC * L)  # noqa: E731
-    return dict(P=P.reshape(B * NH, NC, L, L), ri=flat(r_intra), re=flat(r_inter), ew=flat(ew),
-                decay=decay.reshape(B * NH, NC)), n_out, m_next[..., -1]
+    BH = B * NH
+    ops = dict(
+        q=_pad(q.reshape(BH, NC, L, DK), (Lp, DKp)),
+        kT=_pad((kc * ew[..., None]).swapaxes(-1, -2).reshape(BH, NC, DK, L), (DKp, Lp)),
+        vT=_pad(v.reshape(BH, NC, L, DV).swapaxes(-1, -2), (DVp, Lp)),
+        P=_pad(P.reshape(BH, NC, L, L), (Lp, Lp)),
+        ri=_pad(r_intra.reshape(BH, NC, L), (Lp,)), re=_pad(r_inter.reshape(BH, NC, L), (Lp,)),
+        decay=decay.reshape(BH, NC), C0=_pad(C0.reshape(BH, DK, DV), (DKp, DVp)))
+    return ops, n_out, m_next[..., -1]
 
 
 _PREPARED: dict[tuple, object] = {}
+_NAMES = ("q", "kT", "vT", "P", "ri", "re", "decay", "C0")
 
 
-def _operands_compiled(q, k, v, i, f, state, mask, L: int, eps: float):
+def _operands_compiled(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
     """``_operands`` under ``mx.compile`` (its chains of small elementwise ops fused), one trace per
-    (chunk, eps, mask given)."""
-    key = (L, eps, mask is not None)
+    (chunk, eps, value tile, mask given)."""
+    key = (L, eps, tile_dv, mask is not None)
     if key not in _PREPARED:
         def run(q, k, v, i, f, C, n, m, *mask_):
-            ops, n_out, m_out = _operands(q, k, v, i, f, (C, n, m), mask_[0] if mask_ else None, L, eps)
-            return ops["P"], ops["ri"], ops["re"], ops["ew"], ops["decay"], n_out, m_out
+            ops, n_out, m_out = _operands(q, k, v, i, f, (C, n, m), mask_[0] if mask_ else None, L, eps, tile_dv)
+            return tuple(ops[name] for name in _NAMES) + (n_out, m_out)
         _PREPARED[key] = mx.compile(run)
-    P, ri, re_, ew, decay, n, m = _PREPARED[key](q, k, v, i, f, *state, *([mask] if mask is not None else []))
-    return dict(P=P, ri=ri, re=re_, ew=ew, decay=decay), n, m
+    *arrays, n, m = _PREPARED[key](q, k, v, i, f, *state, *([mask] if mask is not None else []))
+    return dict(zip(_NAMES, arrays)), n, m
 
 
 def _make_chunkwise(make_kernel=None, precise=None):
@@ -318,18 +332,20 @@ def _make_chunkwise(make_kernel=None, precise=None):
 
     def launch(q, k, v, i, f, state, L, eps, mask):
         B, NH, S, DK = q.shape
-        DV, dt = v.shape[-1], v.dtype
-        ops, n, m = _operands_compiled(q, k, v, i, f, state, mask, L, eps)
-        BH, NC = B * NH, S // L
-        flat = lambda a, d: a.reshape(BH, S, d)  # noqa: E731
+        DV, dt, tile = v.shape[-1], v.dtype, TILE_DV
+        if tile not in (16, 32):
+            raise ValueError(f"TILE_DV must be 16 or 32, got {tile}")
+        ops, n, m = _operands_compiled(q, k, v, i, f, state, mask, L, eps, tile)
+        BH, NC, Lp, DKp = ops["q"].shape
+        DVp = ops["vT"].shape[2]
         prec = precise_by_default() if precise is None else precise
         h, C = make_kernel()(
-            inputs=[flat(q, DK), flat(k, DK), flat(v, DV), ops["P"], ops["ri"], ops["re"], ops["ew"], ops["decay"],
-                    state[0].reshape(BH, DK, DV), mx.array([S, NC, DK, DV, L], mx.int32)],
-            template=[("T", dt), ("PRECISE", int(bool(prec)))],
-            grid=(THREADS * math.ceil(DV / TILE_DV), BH, 1), threadgroup=(THREADS, 1, 1),
-            output_shapes=[(BH, S, DV), (BH, DK, DV)], output_dtypes=[dt, mx.float32])
-        return h.reshape(B, NH, S, DV), (C.reshape(B, NH, DK, DV), n, m)
+            inputs=[ops[name] for name in _NAMES] + [mx.array([NC, DKp, DVp, Lp], mx.int32)],
+            template=[("T", dt), ("PRECISE", int(bool(prec))), ("TDV", tile)],
+            grid=(THREADS * (DVp // tile), BH, 1), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(BH, NC, Lp, DVp), (BH, DKp, DVp)], output_dtypes=[dt, mx.float32])
+        h = h[:, :, :L, :DV].reshape(B, NH, S, DV)
+        return h, (C[:, :DK, :DV].reshape(B, NH, DK, DV), n, m)
 
     def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
         B, NH, S, DK = q.shape

@@ -97,7 +97,18 @@ def test_more_key_dims_than_the_shared_state_slice_holds_run_the_native_kernel()
     assert_close(got, mlstm_chunkwise_native(*x, state, chunk_size=4), rtol=0.0)
 
 
-def test_the_shared_state_slice_fits_cudas_static_shared_memory():
-    floats = sum(int(n) for n in re.findall(r"SHARED float \w+\[(\d+(?: \* \d+)?)\]", mma_chunkwise.BODY)
-                 for n in [eval(n)])  # noqa: S307 - a product of literals from our own source
-    assert 0 < floats * 4 <= 48 * 1024
+@pytest.mark.parametrize("tdv", [16, 32])
+def test_the_shared_state_slice_fits_cudas_static_shared_memory(tdv):
+    """Static shared memory is capped at 48 KB per block; the state slice is the kernel's only array."""
+    decls = re.findall(r"SHARED float \w+\[([^\]]+)\]", mma_chunkwise.BODY)
+    cs = re.search(r"constexpr int CS = ([^;]+);", mma_chunkwise.BODY).group(1)
+    floats = sum(eval(d.replace("CS", f"({cs})").replace("TDV", str(tdv))) for d in decls)  # noqa: S307 - our literals
+    assert decls and 0 < floats * 4 <= 48 * 1024
+
+
+@pytest.mark.parametrize("tile_dv", [16, 32])
+def test_both_value_tile_widths_compute_the_native_kernel(monkeypatch, tile_dv):
+    monkeypatch.setattr(mma_chunkwise, "TILE_DV", tile_dv)
+    x, state, mask = inputs(6, 1, 2, 45, 20, 40, True, True)
+    assert_close(emulated()(*x, state, chunk_size=16, mask=mask),
+                 native(mlstm_chunkwise_native, *x, state, chunk_size=16, mask=mask), rtol=1e-4)
