@@ -21,12 +21,12 @@ from xlstm_metal.kernels.mlstm.fused_chunkwise import source
 TYPES = {"q_": "const T*", "vT_": "const T*", "meta_": "const int*", "h_": "T*"}
 
 
-def kernel_file(precise: int, tdv: int) -> str:
+def kernel_file(precise: int) -> str:
     params = [f"{TYPES.get(n, 'const float*')} {n}" for n in mc.INPUTS] + [f"{TYPES.get(n, 'float*')} {n}" for n in mc.OUTPUTS]
     return ("#include <cuda_bf16.h>\n#include <cuda_fp16.h>\n" + mc.HEADER
-            + "template <typename T, int PRECISE, int TDV>\n__global__ void mma_chunkwise("
+            + "template <typename T, int PRECISE>\n__global__ void mma_chunkwise("
             + ", ".join(params) + ") {\n" + source(mc.BODY, mc.CUDA_IDIOMS) + "\n}\n"
-            + f"template __global__ void mma_chunkwise<__nv_bfloat16, {precise}, {tdv}>(" + ", ".join(
+            + f"template __global__ void mma_chunkwise<__nv_bfloat16, {precise}>(" + ", ".join(
                 p.replace("T*", "__nv_bfloat16*") for p in params) + ");\n")
 
 
@@ -37,10 +37,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
     res = {"arch": a.arch}
-    for precise, tdv in ((0, 16), (0, 32), (1, 32)):
+    for precise in (0, 1):
         with tempfile.TemporaryDirectory() as d:
             cu = Path(d) / "k.cu"
-            cu.write_text(kernel_file(precise, tdv))
+            cu.write_text(kernel_file(precise))
             done = subprocess.run([nvcc, f"-arch={a.arch}", "-O3", "-c", "-Xptxas", "-v", str(cu), "-o", str(Path(d) / "k.o")],
                                   capture_output=True, text=True)
         text = done.stdout + done.stderr
@@ -50,7 +50,7 @@ def main(argv=None):
                                                         ("spill_load_bytes", r"(\d+) bytes spill loads"),
                                                         ("shared_bytes", r"(\d+) bytes smem"))
                  for m in [re.search(pat, text)] if m}
-        res[f"{'3xtf32' if precise else 'tf32'}_tdv{tdv}"] = found if done.returncode == 0 else {"error": text[-1500:]}
+        res["3xtf32" if precise else "tf32"] = found if done.returncode == 0 else {"error": text[-1500:]}
     emit(res, a.out)
 
 

@@ -4,7 +4,7 @@ the chunks and writes the outputs; no per-chunk state ever reaches memory.
 Why this shape: the native kernel materialises a DK x DV state per chunk (four passes over 268 MB at
 4k tokens with the 7B heads), which bounds it by memory bandwidth; the SIMT fused kernel avoids part
 of that traffic but its inner products run on the CUDA cores. Here one threadgroup per (batch·head,
-32-wide value tile) keeps its 256 x 32 slice of C in shared memory and, chunk by chunk,
+16-wide value tile) keeps its 256 x 16 slice of C in shared memory and, chunk by chunk,
 
 1. writes the chunk's outputs ``h = r_intra * (P v) + r_inter * (q C)`` (``mma.sync`` m16n8k8, TF32),
 2. steps the state: ``C = decay * C + (k * ew)^T v`` (same instruction),
@@ -35,8 +35,8 @@ from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
 from .native import _MAX_EXP, _prepare, _segment_sums, mlstm_chunkwise_native
 
-TILE_DV = 32  # value columns per threadgroup (16 or 32: the template TDV), read at call time
-MAX_DK = 256  # rows of the state slice kept in shared memory (256 x 36 floats = 36 KB)
+TILE_DV = 16  # value columns per threadgroup (TDV in the kernel text)
+MAX_DK = 256  # rows of the state slice kept in shared memory (256 x 20 floats = 20 KB, plus 17-18 KB of staged q)
 MAX_CHUNK = 64  # tokens per chunk: four 16-row tiles of the output, one per warp pair
 THREADS = 256  # eight warps
 SEGMENT_CHUNKS = 512  # chunks per launch: bounds the closed forms' NC x NC gate matrices
@@ -53,6 +53,9 @@ __device__ __forceinline__ void xl_mma(float* d, const unsigned* a, const unsign
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+// 16 bytes, aligned, from global to shared memory
+template <typename T>
+__device__ __forceinline__ void copy16(T* dst, const T* src) { *(uint4*)dst = *(const uint4*)src; }
 // two consecutive elements (an aligned pair) as floats
 __device__ __forceinline__ void ld2(const float* p, float* a, float* b) { const float2 x = *(const float2*)p; *a = x.x; *b = x.y; }
 __device__ __forceinline__ void ld2(const __nv_bfloat16* p, float* a, float* b) {
@@ -88,7 +91,7 @@ __device__ __forceinline__ void mma_tf32(float* d, const float* a, const float* 
 # each lane's pair is adjacent in memory and comes in one load. Operands arrive padded (DK, L to multiples of 8,
 # DV to whole tiles) and laid out for these pairs: q and P by token, k (weighted) and v transposed per chunk.
 # Every warp runs every mma (rows past the chunk's tokens or the key dims load zeros), so control flow around
-# them is uniform. TDV (template) is the value-tile width, 16 or 32.
+# them is uniform. The chunk's q, which every warp reads, is staged in shared memory in 256-byte-wide pieces.
 BODY = r"""
     const int tid = TID;
     const int warp = tid / 32;
@@ -100,11 +103,16 @@ BODY = r"""
     const int DK = meta_[1];
     const int DV = meta_[2];
     const int L = meta_[3];
+    constexpr int TDV = 16;           // value columns per threadgroup
     const int dv0 = GX * TDV;
     constexpr int CS = TDV + 4;       // row stride of the state slice: conflict-free B-fragment reads
+    constexpr int QD = 256 / sizeof(T);  // q columns staged at a time (256 bytes of each token's row) ...
+    constexpr int QS = QD + 8;           // ... at this row stride (conflict-free A-fragment reads)
+    constexpr int V = 16 / sizeof(T);    // elements per 16-byte copy
     constexpr int NTA = TDV / 16;     // 8-column tiles per warp in the outputs (two warps share a row block)
     constexpr int NTB = TDV / 8;      // 8-column tiles per warp in the state update
     SHARED float Cs[256 * CS];        // the state slice: rows = key dims, TDV value columns
+    SHARED T qs[64 * QS];             // a piece of the chunk's q, staged with 16-byte copies
     for (int e = tid; e < 256 * TDV; e += 256) {
         const int r = e / TDV;
         const int c = e % TDV;
@@ -129,17 +137,27 @@ BODY = r"""
                 x[nt][e] = 0.0f;
             }
         }
-        UNROLL4
-        for (int kk = 0; kk < DK / 8; ++kk) {
-            const int d = 8 * kk + k0;
-            float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (t_a < L) ld2(q_ + (cq + t_a) * DK + d, &a[0], &a[2]);
-            if (t_b < L) ld2(q_ + (cq + t_b) * DK + d, &a[1], &a[3]);
-            UNROLL
-            for (int nt = 0; nt < NTA; ++nt) {
-                const int n = n0 + 8 * nt + gid;
-                const float b[2] = {Cs[d * CS + n], Cs[(d + 1) * CS + n]};
-                mma_tf32<PRECISE>(y[nt], a, b);
+        for (int p0 = 0; p0 < DK; p0 += QD) {
+            const int pw = DK - p0 < QD ? DK - p0 : QD;
+            BARRIER;  // the previous piece's readers are done
+            for (int e = tid; e < 64 * (QD / V); e += 256) {
+                const int r = e / (QD / V);
+                const int c = (e % (QD / V)) * V;
+                if (r < L && c < pw) copy16(qs + r * QS + c, q_ + (cq + r) * DK + p0 + c);
+            }
+            BARRIER;
+            UNROLL4
+            for (int kk = 0; kk < pw / 8; ++kk) {
+                const int d = 8 * kk + k0;
+                float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (t_a < L) ld2(qs + t_a * QS + d, &a[0], &a[2]);
+                if (t_b < L) ld2(qs + t_b * QS + d, &a[1], &a[3]);
+                UNROLL
+                for (int nt = 0; nt < NTA; ++nt) {
+                    const int n = n0 + 8 * nt + gid;
+                    const float b[2] = {Cs[(p0 + d) * CS + n], Cs[(p0 + d + 1) * CS + n]};
+                    mma_tf32<PRECISE>(y[nt], a, b);
+                }
             }
         }
         UNROLL4
@@ -333,15 +351,13 @@ def _make_chunkwise(make_kernel=None, precise=None):
     def launch(q, k, v, i, f, state, L, eps, mask):
         B, NH, S, DK = q.shape
         DV, dt, tile = v.shape[-1], v.dtype, TILE_DV
-        if tile not in (16, 32):
-            raise ValueError(f"TILE_DV must be 16 or 32, got {tile}")
         ops, n, m = _operands_compiled(q, k, v, i, f, state, mask, L, eps, tile)
         BH, NC, Lp, DKp = ops["q"].shape
         DVp = ops["vT"].shape[2]
         prec = precise_by_default() if precise is None else precise
         h, C = make_kernel()(
             inputs=[ops[name] for name in _NAMES] + [mx.array([NC, DKp, DVp, Lp], mx.int32)],
-            template=[("T", dt), ("PRECISE", int(bool(prec))), ("TDV", tile)],
+            template=[("T", dt), ("PRECISE", int(bool(prec)))],
             grid=(THREADS * (DVp // tile), BH, 1), threadgroup=(THREADS, 1, 1),
             output_shapes=[(BH, NC, Lp, DVp), (BH, DKp, DVp)], output_dtypes=[dt, mx.float32])
         h = h[:, :, :L, :DV].reshape(B, NH, S, DV)

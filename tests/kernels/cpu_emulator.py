@@ -63,6 +63,8 @@ static inline float tf32_round(float x) {
     return x;
 }
 static inline void ld2(const float* p, float* a, float* b) { *a = p[0]; *b = p[1]; }
+template <typename T>
+static inline void copy16(T* dst, const T* src) { std::memcpy(dst, src, 16); }
 template <int PRECISE>
 static inline void mma_tf32(float* d, const float* a, const float* b) {
     const int t = omp_get_thread_num(), w = t / 32, l = t % 32;
