@@ -35,6 +35,9 @@ def main(argv=None) -> dict:
                    help="time each step kernel this many times, alternating their order; report the median")
     p.add_argument("--prefill-segments", default="",
                    help="also time prefill (and its peak memory) with these prefill segment lengths, e.g. 4096")
+    p.add_argument("--prefill-kernels", default="",
+                   help="also time prefill with these chunkwise kernels pinned (e.g. cuda_mma_chunkwise), at the default "
+                        "segment length and at each --prefill-segments length")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
 
@@ -66,6 +69,19 @@ def main(argv=None) -> dict:
             res[f"prefill_tok_s_S{S}_segment{seg}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
             res[f"prefill_peak_GB_S{S}_segment{seg}"] = mx.get_peak_memory() / 1e9
             runner.set_segment_len(default)
+        mlstm = [n for n in runner.graph.compute_nodes() if runner.graph.node(n)["block_cls"].kernel_family == "mlstm"]
+        for name in filter(None, a.prefill_kernels.split(",")):  # the same prefill with another chunkwise kernel
+            runner.set_overrides({n: {"kernel": name} for n in mlstm})
+            default = runner.segment_len
+            for seg in [None] + [int(x) for x in filter(None, a.prefill_segments.split(","))]:
+                tag = f"_{name}" + (f"_segment{seg}" if seg else "")
+                if seg:
+                    runner.set_segment_len(seg)
+                mx.reset_peak_memory()
+                res[f"prefill_tok_s_S{S}{tag}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
+                res[f"prefill_peak_GB_S{S}{tag}"] = mx.get_peak_memory() / 1e9
+            runner.set_segment_len(default)
+            runner.set_overrides({})
     from xlstm_metal.kernels import current_device, kernels
 
     step_kernels = [k.name for k in kernels("mlstm", "step") if k.supports(device=current_device(), dtype=a.dtype) is None]

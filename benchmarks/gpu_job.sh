@@ -26,7 +26,8 @@ kernel)
       --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json" ;;
 model)
   timeout 300 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096 \
-      --decode-context 128 --decode-steps 30 --iters 2 --official /tmp/official.json --out "$OUT/7b.json" > /dev/null
+      --decode-context 128 --decode-steps 30 --iters 2 --prefill-kernels ${PREFILL_KERNELS:-cuda_mma_chunkwise} \
+      --official /tmp/official.json --out "$OUT/7b.json" > /dev/null
   cat "$OUT/7b.json" ;;
 selfcheck)
   python3 -W always -c "from xlstm_metal.kernels.mlstm import fused_chunkwise as c, fused_step as s, mma_chunkwise as t
@@ -38,7 +39,8 @@ tests)
       /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 15 "$OUT/tests_gpu.log" ;;
 memory)
   timeout ${MEM_TIMEOUT:-400} python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 4096,32768 \
-      --decode-context 128,32768 --decode-steps 20 --iters 1 --out "$OUT/7b_memory.json" > /dev/null; cat "$OUT/7b_memory.json" ;;
+      --decode-context 128,32768 --decode-steps 20 --iters 1 --prefill-kernels ${PREFILL_KERNELS:-cuda_mma_chunkwise} \
+      --prefill-segments ${MMA_SEGMENTS:-32768} --out "$OUT/7b_memory.json" > /dev/null; cat "$OUT/7b_memory.json" ;;
 ncu)  # GPU time per launch of the chunkwise kernel at $SEQS: ours (profile_chunkwise variants, 3 calls) and the official one (3 calls)
   NCU="/usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum"
   for v in ${VARIANTS:-compiled_L64 compiled_L128}; do
