@@ -211,13 +211,31 @@ _OUTPUTS = _OUTER + """
     SHARED float mt_sh[64];
     SHARED float si_sh[64];
     SHARED float den_sh[64];
+    SHARED float lf_sh[64];
     if (tid < L) {
-        const float bt = b_[gbase + tid];
-        const float mt = bt + fmax(m_in, cm_[gbase + tid]);
-        bc_sh[tid] = bt;
+        bc_sh[tid] = b_[gbase + tid];
         ig_sh[tid] = ig_[gbase + tid];
-        mt_sh[tid] = mt;
-        si_sh[tid] = exp(bt + m_in - mt);
+        lf_sh[tid] = lf_[gbase + tid];
+    }
+    BARRIER;
+    // Token t's stabiliser and gate weights W[s][t] = exp(sum(lf[s+1..t]) + ig[s] - m_t) into p_sh, each sum
+    // accumulated directly from t down to s (not as a difference of two cumulative sums, which loses float32
+    // precision when many strongly closed forget gates precede the pair).
+    if (tid < L) {
+        const int t = tid;
+        float mt = bc_sh[t] + m_in;
+        float seg = 0.0f;
+        for (int s = t; s >= 0; --s) {
+            mt = fmax(mt, seg + ig_sh[s]);
+            seg += lf_sh[s];
+        }
+        seg = 0.0f;
+        for (int s = t; s >= 0; --s) {
+            p_sh[s * 68 + t] = exp(seg + ig_sh[s] - mt);
+            seg += lf_sh[s];
+        }
+        mt_sh[t] = mt;
+        si_sh[t] = exp(bc_sh[t] + m_in - mt);
     }
     float acc[4][4];
     for (int a = 0; a < 4; ++a) {
@@ -249,7 +267,7 @@ _OUTPUTS = _OUTER + """
         for (int b = 0; b < 4; ++b) {
             const int s = u0 + b;
             const bool causal = t < L && s <= t;
-            p_sh[s * 68 + t] = causal ? acc[a][b] * exp((bc_sh[t] - bc_sh[s]) + ig_sh[s] - mt_sh[t]) : 0.0f;
+            p_sh[s * 68 + t] = causal ? acc[a][b] * p_sh[s * 68 + t] : 0.0f;
         }
     }
     BARRIER;
@@ -318,7 +336,7 @@ _OUTPUTS = _OUTER + """
 
 _STATES_INPUTS = ["q_", "k_", "v_", "w_", "g_", "ml_", "C0_", "n0_", "m0_", "meta_"]
 _STATES_OUTPUTS = ["Cin_", "nin_", "min_", "Cout_", "nout_", "mout_"]
-_OUTPUTS_INPUTS = ["q_", "k_", "v_", "b_", "ig_", "cm_", "keep_", "Cin_", "nin_", "min_", "meta_", "eps_"]
+_OUTPUTS_INPUTS = ["q_", "k_", "v_", "b_", "ig_", "lf_", "keep_", "Cin_", "nin_", "min_", "meta_", "eps_"]
 _OUTPUTS_OUTPUTS = ["h_"]
 
 IDIOMS = {
@@ -360,9 +378,11 @@ def _prepare_gates(i, f, mask, L: int, NC: int):
     per token or per chunk). Masked and padded positions get forget gate 1 and input gate ``-1e30``.
 
     Per token, flattened to [B*NH, NC*L]: ``b`` the log forget gate summed from the chunk start,
-    ``ig`` the input gate, ``w = g - b + ig`` the log weight of the token in its chunk's end state,
-    ``cm`` the running max over the chunk of ``ig - b`` (so the output stabiliser of token t is
-    ``b_t + max(m_in, cm_t)``). Per chunk [B*NH, NC]: ``g`` the whole-chunk log forget gate and
+    ``ig`` the input gate, ``w`` (the log forget gates after the token in its chunk, plus ``ig``) the
+    token's log weight in its chunk's end state, ``lf`` the log forget gate itself (the outputs kernel
+    sums it between each pair of tokens). Sums over a stretch of tokens are taken directly, never as
+    differences of cumulative sums: those lose float32 precision relative to a short stretch after many
+    strongly closed gates. Per chunk [B*NH, NC]: ``g`` the whole-chunk log forget gate and
     ``ml = max(w)``. Per token [B, NC*L]: ``keep`` (1 for real tokens)."""
     B, NH, S = i.shape
     pad = NC * L - S
@@ -377,12 +397,12 @@ def _prepare_gates(i, f, mask, L: int, NC: int):
         ig = mx.pad(ig, [(0, 0), (0, 0), (0, pad)], constant_values=_NEG)
         keep = mx.pad(keep, [(0, 0), (0, pad)])
     ig = ig.reshape(B * NH, NC, L)
-    b = mx.cumsum(log_f.reshape(B * NH, NC, L), axis=-1)
+    log_f = log_f.reshape(B * NH, NC, L)
+    b = mx.cumsum(log_f, axis=-1)
     g = b[..., -1]
-    w = g[..., None] - b + ig
+    w = mx.cumsum(log_f, axis=-1, reverse=True, inclusive=False) + ig  # a direct sum, not g - b (see the docstring)
     flat = lambda x: x.reshape(B * NH, NC * L)  # noqa: E731
-    return dict(b=flat(b), ig=flat(ig), w=flat(w), cm=flat(mx.cummax(ig - b, axis=-1)), g=g, ml=mx.max(w, axis=-1),
-                keep=keep.astype(mx.float32))
+    return dict(b=flat(b), ig=flat(ig), lf=flat(log_f), w=flat(w), g=g, ml=mx.max(w, axis=-1), keep=keep.astype(mx.float32))
 
 
 # Measured on an H100 (7B heads, bf16; bench_kernel.py / profile_fused_chunkwise.py, four runs): 0.84-1.8 ms at
@@ -419,7 +439,7 @@ def _make_chunkwise(backend: str, make_kernel=None):
             output_shapes=[(BH, NC, DK, DV), (BH, NC, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[mx.float32] * 6)
         (h,) = make_kernel("outputs")(
-            inputs=[q, k, v, gates["b"], gates["ig"], gates["cm"], gates["keep"], C_in, n_in, m_in, meta,
+            inputs=[q, k, v, gates["b"], gates["ig"], gates["lf"], gates["keep"], C_in, n_in, m_in, meta,
                     mx.array([eps], mx.float32)],
             template=[("T", dt)], grid=(THREADS * groups, NC, BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B, NH, S, DV)], output_dtypes=[dt])

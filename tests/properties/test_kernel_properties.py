@@ -10,16 +10,11 @@ from hypothesis import strategies as st
 
 from xlstm_metal.kernels import current_device, kernels
 from xlstm_metal.kernels.mlstm.reference import mlstm_reference
+from xlstm_metal.testing import kernel_bounds
+from xlstm_metal.testing.kernel_bounds import worst
 from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
 
-# float32: max |kernel - float64 reference| <= 1e-5 * max(1, max |reference|). Where the inputs are so
-# ill-conditioned (|q·n| tiny against its terms, gates at the cap) that float32 itself cannot reach that,
-# the bound becomes 10x the "float32 floor": the larger of the error of a plain float32 loop of the
-# recurrence and the change that perturbing the inputs by a few float32 ulps causes in exact arithmetic.
-# On a GPU, MLX's CUDA/Metal backends evaluate exp/log with fast approximations (relative error ~1e-6 that
-# grows with |x| up to the gate cap of 15): there the float32 bound is 1e-4, measured on an H100.
-F32_RTOL = 1e-5 if current_device() == "cpu" else 1e-4
-FLOOR_FACTOR = 10
+F32_RTOL = kernel_bounds.F32_RTOL[current_device()]  # see xlstm_metal/testing/kernel_bounds.py
 BF16_RTOL = 1e-2  # bf16 inputs vs the reference on the same bf16-rounded values: output rounding (2^-8) + f32 math
 
 KERNELS = [k for k in kernels("mlstm") if k.form != "step" and k.supports(device=current_device(), dtype="float32") is None]
@@ -27,30 +22,11 @@ STEP_KERNELS = [k for k in kernels("mlstm", "step") if k.supports(device=current
 
 
 def run(kernel, arrays, chunk, dtype=mx.float32):
-    q, k, v, i, f, state, mask = arrays
-    mxa = lambda a, dt=mx.float32: mx.array(np.asarray(a, np.float32)).astype(dt)  # noqa: E731
-    st_ = None if state is None else tuple(mxa(a) for a in state)
-    h, out_state = kernel.fn(mxa(q, dtype), mxa(k, dtype), mxa(v, dtype), mxa(i, dtype), mxa(f, dtype), st_,
-                             chunk_size=chunk, mask=None if mask is None else mx.array(mask))
-    return np.array(h.astype(mx.float32), np.float64), tuple(np.array(a, np.float64) for a in out_state)
-
-
-def worst(a, b):
-    return float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max())) if b.size else 0.0
+    return kernel_bounds.run_kernel(kernel.fn, arrays, chunk, dtype)
 
 
 def float32_floor(arrays, h_ref, st_ref):
-    """Tolerances (h, state) for a float32 kernel on these inputs (see F32_RTOL)."""
-    q, k, v, i, f, state, mask = arrays
-    runs = [mlstm_reference(q, k, v, i, f, state, mask=mask, dtype=np.float32)]
-    rng = np.random.default_rng(0)
-    for _ in range(2):  # exact arithmetic on inputs moved by ~4 float32 ulps
-        jitter = lambda a: a * (1 + 2.0**-22 * rng.uniform(-1, 1, size=np.shape(a)))  # noqa: E731
-        st_j = None if state is None else tuple(jitter(a) for a in state)
-        runs.append(mlstm_reference(jitter(q), jitter(k), jitter(v), jitter(i), jitter(f), st_j, mask=mask))
-    h_floor = max(worst(h, h_ref) for h, _ in runs)
-    st_floor = [max(worst(st[j], st_ref[j]) for _, st in runs) for j in range(3)]
-    return max(F32_RTOL, FLOOR_FACTOR * h_floor), [max(F32_RTOL, FLOOR_FACTOR * x) for x in st_floor]
+    return kernel_bounds.float32_floor(arrays, h_ref, st_ref, F32_RTOL)
 
 
 @given(case=mlstm_inputs(max_len=300), chunk=chunk_sizes(), data=st.data())
