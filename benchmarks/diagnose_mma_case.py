@@ -1,5 +1,6 @@
-"""Replay one property case on the tensor-core chunkwise kernel and locate a disagreement: repeated launches
-(a race shows as run-to-run differences), the MLX preparation compiled vs eager vs on the CPU, and the launch
+"""Replay one property case on the tensor-core chunkwise kernel and locate a disagreement: repeated runs under
+each way of preparing the operands (``mma_chunkwise.PREP_MODE``; run-to-run differences mean something reads
+memory it never wrote) plus random cases, the MLX preparation compiled vs eager vs on the CPU, and the launch
 fed with the CPU's operands (separates the preparation from the kernel). Prints one JSON object.
 
     python benchmarks/diagnose_mma_case.py --case '{"batch": 1, "heads": 1, "seq_len": 114, ...}' --chunk 256
@@ -15,7 +16,9 @@ from common import emit
 
 from xlstm_metal.kernels.mlstm import mma_chunkwise as mm
 from xlstm_metal.kernels.mlstm.reference import mlstm_reference
-from xlstm_metal.testing.kernel_bounds import run_kernel, worst
+from sweep_kernel_parity import random_case
+
+from xlstm_metal.testing.kernel_bounds import F32_RTOL, parity_errors, run_kernel, worst
 from xlstm_metal.testing.strategies import MLSTMCase
 
 
@@ -24,16 +27,27 @@ def main(argv=None):
     p.add_argument("--case", required=True)
     p.add_argument("--chunk", type=int, required=True)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--others", type=int, default=12, help="random cases run by each variant too")
+    p.add_argument("--modes", default="compiled,compiled_unpadded,eager", help="mma_chunkwise.PREP_MODE values to try")
     a = p.parse_args(argv)
     case = MLSTMCase(**json.loads(a.case))
     arrays = case.arrays()
     h_ref, st_ref = mlstm_reference(*arrays[:5], arrays[5], mask=arrays[6])
     fn = mm._make_chunkwise()
-    res = {"case": repr(case), "chunk": a.chunk, "runs": []}
-    for _ in range(a.repeats):
-        h, st = run_kernel(fn, arrays, a.chunk)
-        bad = np.nonzero(np.abs(h - h_ref).max(axis=-1) > 1e-3 * max(1.0, np.abs(h_ref).max()))
-        res["runs"].append({"h": worst(h, h_ref), "C": worst(st[0], st_ref[0]), "bad_b_head_token": [list(map(int, x[:12])) for x in bad]})
+    res = {"case": repr(case), "chunk": a.chunk, "variants": {}}
+    rng = np.random.default_rng(1)
+    others = [random_case(rng) for _ in range(a.others)]
+    for mode in a.modes.split(","):
+        mm.PREP_MODE = mode
+        row = res["variants"][mode] = {"repeats_h_err": [], "others_failed": []}
+        for _ in range(a.repeats):
+            h, st = run_kernel(fn, arrays, a.chunk)
+            row["repeats_h_err"].append(worst(h, h_ref))
+        for other, chunk in others:
+            ok, errs, tols = parity_errors(fn, other.arrays(), chunk, F32_RTOL["gpu"])
+            if not ok:
+                row["others_failed"].append([repr(other), chunk, errs[0]])
+    mm.PREP_MODE = "compiled"
 
     q, k, v, i, f, state, mask = arrays
     x = lambda z: mx.array(np.asarray(z, np.float32))  # noqa: E731

@@ -263,7 +263,7 @@ def _pad(a, sizes):
     return mx.pad(a, widths) if any(w for _, w in widths) else a
 
 
-def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
+def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int, pad: bool = True):
     """Everything the launch reads, from the closed forms of the native kernel (``native._chunk_group``) over
     all NC chunks, in the padded, per-chunk layouts the kernel's paired loads want; plus the exit n and m,
     which need no DV-sized work.
@@ -277,7 +277,6 @@ def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
     B, NH, S, DK = q.shape
     DV = v.shape[-1]
     NC = S // L
-    Lp, DKp, DVp = -(-L // 8) * 8, -(-DK // 8) * 8, -(-DV // tile_dv) * tile_dv
     qf, kf, _, ig, log_f, C0, n0, m0 = _prepare(q, k, v, i, f, state, mask)
     qc, kc = qf.reshape(B, NH, NC, L, DK), kf.reshape(B, NH, NC, L, DK)
     ig, log_f = ig.reshape(B, NH, NC, L), log_f.reshape(B, NH, NC, L)
@@ -316,31 +315,47 @@ def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
     ew = mx.exp(w_end - m_next[..., None])
     n_out = decay[..., -1, None] * n_in[:, :, -1] + mx.sum(kc[:, :, -1] * ew[:, :, -1, :, None], axis=-2)
     BH = B * NH
-    ops = dict(
-        q=_pad(q.reshape(BH, NC, L, DK), (Lp, DKp)),
-        kT=_pad((kc * ew[..., None]).swapaxes(-1, -2).reshape(BH, NC, DK, L), (DKp, Lp)),
-        vT=_pad(v.reshape(BH, NC, L, DV).swapaxes(-1, -2), (DVp, Lp)),
-        P=_pad(P.reshape(BH, NC, L, L), (Lp, Lp)),
-        ri=_pad(r_intra.reshape(BH, NC, L), (Lp,)), re=_pad(r_inter.reshape(BH, NC, L), (Lp,)),
-        decay=decay.reshape(BH, NC), C0=_pad(C0.reshape(BH, DK, DV), (DKp, DVp)))
-    return ops, n_out, m_next[..., -1]
+    ops = dict(q=q.reshape(BH, NC, L, DK), kT=(kc * ew[..., None]).swapaxes(-1, -2).reshape(BH, NC, DK, L),
+               vT=v.reshape(BH, NC, L, DV).swapaxes(-1, -2), P=P.reshape(BH, NC, L, L), ri=r_intra.reshape(BH, NC, L),
+               re=r_inter.reshape(BH, NC, L), decay=decay.reshape(BH, NC), C0=C0.reshape(BH, DK, DV))
+    return (_padded(ops, L, DK, DV, tile_dv) if pad else ops), n_out, m_next[..., -1]
+
+
+def _padded(ops, L: int, DK: int, DV: int, tile_dv: int):
+    Lp, DKp, DVp = -(-L // 8) * 8, -(-DK // 8) * 8, -(-DV // tile_dv) * tile_dv
+    sizes = dict(q=(Lp, DKp), kT=(DKp, Lp), vT=(DVp, Lp), P=(Lp, Lp), ri=(Lp,), re=(Lp,), decay=(), C0=(DKp, DVp))
+    return {name: _pad(a, sizes[name]) for name, a in ops.items()}
 
 
 _PREPARED: dict[tuple, object] = {}
 _NAMES = ("q", "kT", "vT", "P", "ri", "re", "decay", "C0")
 
 
-def _operands_compiled(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
+def _operands_compiled(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int, pad: bool = True):
     """``_operands`` under ``mx.compile`` (its chains of small elementwise ops fused), one trace per
-    (chunk, eps, value tile, mask given)."""
-    key = (L, eps, tile_dv, mask is not None)
+    (chunk, eps, value tile, mask given, padding inside)."""
+    key = (L, eps, tile_dv, mask is not None, pad)
     if key not in _PREPARED:
         def run(q, k, v, i, f, C, n, m, *mask_):
-            ops, n_out, m_out = _operands(q, k, v, i, f, (C, n, m), mask_[0] if mask_ else None, L, eps, tile_dv)
+            ops, n_out, m_out = _operands(q, k, v, i, f, (C, n, m), mask_[0] if mask_ else None, L, eps, tile_dv, pad)
             return tuple(ops[name] for name in _NAMES) + (n_out, m_out)
         _PREPARED[key] = mx.compile(run)
     *arrays, n, m = _PREPARED[key](q, k, v, i, f, *state, *([mask] if mask is not None else []))
     return dict(zip(_NAMES, arrays)), n, m
+
+
+PREP_MODE = "compiled"
+
+
+def _prepare_operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
+    if PREP_MODE == "eager":
+        return _operands(q, k, v, i, f, state, mask, L, eps, tile_dv)
+    if PREP_MODE == "compiled_unpadded":
+        ops, n, m = _operands_compiled(q, k, v, i, f, state, mask, L, eps, tile_dv, pad=False)
+        return _padded(ops, L, q.shape[-1], v.shape[-1], tile_dv), n, m
+    if PREP_MODE == "compiled_eval_inputs":
+        mx.eval(q, k, v, i, f, *state, *([] if mask is None else [mask]))
+    return _operands_compiled(q, k, v, i, f, state, mask, L, eps, tile_dv)
 
 
 def _make_chunkwise(make_kernel=None, precise=None):
@@ -351,7 +366,7 @@ def _make_chunkwise(make_kernel=None, precise=None):
     def launch(q, k, v, i, f, state, L, eps, mask):
         B, NH, S, DK = q.shape
         DV, dt, tile = v.shape[-1], v.dtype, TILE_DV
-        ops, n, m = _operands_compiled(q, k, v, i, f, state, mask, L, eps, tile)
+        ops, n, m = _prepare_operands(q, k, v, i, f, state, mask, L, eps, tile)
         BH, NC, Lp, DKp = ops["q"].shape
         DVp = ops["vT"].shape[2]
         prec = precise_by_default() if precise is None else precise
