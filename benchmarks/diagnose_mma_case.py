@@ -16,6 +16,7 @@ from common import emit
 
 from xlstm_metal.kernels.mlstm import mma_chunkwise as mm
 from xlstm_metal.kernels.mlstm.reference import mlstm_reference
+from probe_gpu_ops import poison
 from sweep_kernel_parity import random_case
 
 from xlstm_metal.testing.kernel_bounds import F32_RTOL, parity_errors, run_kernel, worst
@@ -27,6 +28,7 @@ def main(argv=None):
     p.add_argument("--case", required=True)
     p.add_argument("--chunk", type=int, required=True)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--poison", action="store_true", help="fill the allocator's cache with NaN before each repeat")
     p.add_argument("--others", type=int, default=12, help="random cases run by each variant too")
     p.add_argument("--modes", default="compiled,compiled_unpadded,eager", help="mma_chunkwise.PREP_MODE values to try")
     a = p.parse_args(argv)
@@ -41,6 +43,8 @@ def main(argv=None):
         mm.PREP_MODE = mode
         row = res["variants"][mode] = {"repeats_h_err": [], "others_failed": []}
         for _ in range(a.repeats):
+            if a.poison:
+                poison(24)
             h, st = run_kernel(fn, arrays, a.chunk)
             row["repeats_h_err"].append(worst(h, h_ref))
         for other, chunk in others:

@@ -1,6 +1,8 @@
-"""Do MLX's padding copies give the same bits on this device as numpy? Pads, concatenations and slice
-updates of small arrays whose rows are not a multiple of 16 bytes, repeated (a read of memory the copy
-never wrote shows as run-to-run differences). Prints one JSON object: worst |error| per method and width.
+"""Which small MLX operation reads memory it never wrote on this device? Each operation the tensor-core
+kernel's preparation uses (pads, transposes, concatenations, cumulative sums over a middle axis, small
+matmuls, reductions), on the shapes of a failing property case, evaluated on the GPU right after the
+allocator's cache was filled with NaN (probe_gpu_ops.poison), against the CPU. Prints one JSON object:
+the operations whose GPU result differs, with the largest difference (NaN: read poisoned memory).
 
     python benchmarks/probe_pad_copies.py
 """
@@ -9,59 +11,56 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 from common import emit
+from probe_gpu_ops import poison
+
+from xlstm_metal.kernels.mlstm import mma_chunkwise as mm
+from xlstm_metal.kernels.mlstm.native import _segment_sums
 
 
-def methods(x, w):
-    pad_last = [(0, 0)] * (x.ndim - 1) + [(0, w)]
+def cases(rng):
+    r = lambda *s: mx.array(rng.normal(size=s).astype(np.float32))  # noqa: E731
+    for DK, DV, NC, L in ((14, 7, 2, 64), (5, 6, 4, 64), (14, 2, 4, 50), (2, 4, 3, 64), (44, 40, 3, 16)):
+        tag = f"DK{DK} DV{DV} NC{NC} L{L}"
+        q, v, x, g = r(1, 1, NC, L, DK), r(1, 1, NC, L, DV), r(1, 1, NC, L), r(1, 1, NC)
+        yield f"pad q last {tag}", lambda q=q, DK=DK: mm._pad(q, (-(-DK // 8) * 8,))
+        yield f"pad v^T {tag}", lambda v=v, L=L, DV=DV: mm._pad(v.swapaxes(-1, -2), (-(-DV // 16) * 16, -(-L // 8) * 8))
+        yield f"pad C0 {tag}", lambda DK=DK, DV=DV: mm._pad(mx.zeros((1, DK, DV)), (-(-DK // 8) * 8, -(-DV // 16) * 16))
+        yield f"q k^T {tag}", lambda q=q: q @ q.swapaxes(-1, -2)
+        yield f"P v {tag}", lambda q=q, v=v: (q @ q.swapaxes(-1, -2)) @ v
+        yield f"segment sums L {tag}", lambda x=x: _segment_sums(x)
+        yield f"segment sums NC {tag}", lambda g=g: _segment_sums(g)
+        yield f"cumsum {tag}", lambda x=x: mx.cumsum(x, axis=-1)
+        yield f"A n_loc {tag}", lambda g=g, q=q: mx.exp(_segment_sums(g)) @ q[..., 0, :]
+        yield f"sum q*n {tag}", lambda q=q: mx.sum(q * q[..., :1, :], axis=-1)
+        yield f"k^T v {tag}", lambda q=q, v=v: q.swapaxes(-1, -2) @ v
+        i, f = r(1, 1, NC * L) * 3, r(1, 1, NC * L) + 2
+        mask = mx.array(rng.random((1, NC * L)) > 0.3)
+        state = (r(1, 1, DK, DV), r(1, 1, DK), r(1, 1))
+        qq, kk, vv = q.reshape(1, 1, NC * L, DK), v[..., :1].reshape(1, 1, NC * L, 1) * q.reshape(1, 1, NC * L, DK), v.reshape(1, 1, NC * L, DV)
 
-    def slice_update(x):
-        out = mx.zeros(x.shape[:-1] + (x.shape[-1] + w,), x.dtype)
-        out[..., : x.shape[-1]] = x
-        return out
-
-    return {
-        "pad_last": lambda: mx.pad(x, pad_last),
-        "pad_last_of_transposed": lambda: mx.pad(x.swapaxes(-1, -2), [(0, 0)] * (x.ndim - 1) + [(0, w)]),
-        "pad_two_last": lambda: mx.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, 3), (0, w)]),
-        "concatenate_last": lambda: mx.concatenate([x, mx.zeros(x.shape[:-1] + (w,), x.dtype)], axis=-1),
-        "slice_update_last": lambda: slice_update(x),
-        "pad_last_compiled": lambda: mx.compile(lambda a: mx.pad(a * 1.0, pad_last))(x),
-    }
-
-
-def expected(name, x, w):
-    a = np.array(x)
-    if name == "pad_last_of_transposed":
-        a = np.swapaxes(a, -1, -2)
-    if name == "pad_two_last":
-        return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, 3), (0, w)])
-    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, w)])
+        def operands(qq=qq, kk=kk, vv=vv, i=i, f=f, state=state, mask=mask, L=L):
+            ops, n, m = mm._operands(qq, kk, vv, i, f, state, mask, L, 1e-6, mm.TILE_DV)
+            return mx.concatenate([a.reshape(-1) for a in (*ops.values(), n, m)])
+        yield f"all operands {tag}", operands
+        yield f"concat -inf {tag}", lambda g=g: mx.concatenate([mx.full((1, 1, 1, g.shape[-1]), -mx.inf), _segment_sums(g)[..., :-1, :]], axis=-2)
 
 
 def main():
     rng = np.random.default_rng(0)
-    res = {"device": str(mx.default_device()), "worst": {}}
-    for dtype in (mx.float32, mx.bfloat16):
-        for width in range(1, 18):
-            for lead in ((1, 2, 64), (1, 16), (2, 3, 37)):
-                x = mx.array(rng.normal(size=lead + (width,)).astype(np.float32)).astype(dtype)
-                mx.eval(x)
-                w = (-width) % 16 or 16
-                for name, fn in methods(x, w).items():
-                    want = expected(name, x.astype(mx.float32), w)
-                    for _ in range(5):
-                        junk = mx.full((1 << 20,), float("nan"))  # leave NaNs in freed memory
-                        mx.eval(junk)
-                        del junk
-                        got = np.array(fn().astype(mx.float32))
-                        err = float(np.nanmax(np.abs(got - want))) if got.shape == want.shape else float("inf")
-                        if not np.isfinite(got).all():
-                            err = float("nan")
-                        key = f"{name} {str(dtype).split('.')[-1]}"
-                        prev = res["worst"].setdefault(key, {})
-                        if err != 0.0 and (str(width) not in prev or not (prev[str(width)] >= err)):
-                            prev[str(width)] = err
-    res["bad"] = {k: v for k, v in res["worst"].items() if v}
+    res = {"device": str(mx.default_device()), "differs": {}, "ops": 0}
+    for name, fn in cases(rng):
+        with mx.stream(mx.cpu):
+            want = np.array(fn())
+        for _ in range(3):
+            poison(24)
+            got = np.array(fn())
+            res["ops"] += 1
+            bad = np.isfinite(want)
+            err = float(np.abs(got[bad] - want[bad]).max()) if bad.any() else 0.0
+            if not np.array_equal(np.isfinite(got), np.isfinite(want)):
+                err = float("nan")
+            if not err <= 1e-4 * max(1.0, float(np.abs(want[bad]).max() if bad.any() else 0)):
+                res["differs"][name] = err
     emit(res)
 
 
