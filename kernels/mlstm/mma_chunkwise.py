@@ -33,7 +33,7 @@ import numpy as np
 
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
-from .native import _MAX_EXP, _prepare, _segment_sums, mlstm_chunkwise_native
+from .native import _MAX_EXP, _entry_log_decay, _prepare, _segment_sums, mlstm_chunkwise_native
 
 TILE_DV = 16  # value columns per threadgroup (TDV in the kernel text)
 MAX_DK = 256  # rows of the state slice kept in shared memory (256 x 20 floats = 20 KB, plus 17-18 KB of staged q)
@@ -287,7 +287,7 @@ def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int, pad:
     m_loc = mx.max(w_end, axis=-1)
     n_loc = mx.sum(kc * mx.exp(w_end - m_loc[..., None])[..., None], axis=-2)  # [B,NH,NC,DK]
 
-    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g[..., :-1], axis=-1)], axis=-1) + m0[..., None]
+    w0 = _entry_log_decay(g) + m0[..., None]
     if NC > 1:
         seg = _segment_sums(g)
         w = mx.concatenate([mx.full(seg.shape[:-2] + (1, NC), -mx.inf), seg[..., :-1, :] + m_loc[..., None, :]], axis=-2)

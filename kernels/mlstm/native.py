@@ -60,6 +60,16 @@ def _segment_sums(x: mx.array) -> mx.array:
     return mx.where(mx.tril(mx.ones((T, T), mx.bool_)), sums, -mx.inf)
 
 
+def _entry_log_decay(g: mx.array) -> mx.array:
+    """``out[..., c] = sum(g[..., :c])``: the log decay of a group's incoming state on entering chunk c.
+
+    ``g`` is usually a strided view (the last column of the within-chunk cumulative sums); on MLX-CUDA
+    0.32.4 a cumulative sum over a slice of such a view read memory it never wrote (garbage outputs once
+    the allocator recycles buffers; benchmarks/probe_scan_views.py), so the scan runs on a contiguous copy.
+    """
+    return mx.cumsum(mx.contiguous(g), axis=-1, inclusive=False)
+
+
 _GROUP = 128  # chunks whose entry states come from one closed-form matmul (its cost is quadratic in this)
 
 
@@ -87,7 +97,7 @@ def _chunk_group(q, k, v, i, b, seg_in, state, eps, state_is_zero):
     n_loc = mx.sum(ke, axis=-2)  # [B,NH,G,DK]
 
     # Log weights, in the state entering chunk c, of the incoming state (w0) and of chunk j < c (w).
-    w0 = mx.concatenate([mx.zeros_like(g[..., :1]), mx.cumsum(g[..., :-1], axis=-1)], axis=-1) + m[..., None]
+    w0 = _entry_log_decay(g) + m[..., None]
     if G > 1:
         seg = _segment_sums(g)  # [B,NH,G,G]: sum of g over chunks j+1..c, -inf for j > c
         w = mx.concatenate([mx.full(seg.shape[:-2] + (1, G), -mx.inf), seg[..., :-1, :] + m_loc[..., None, :]], axis=-2)
