@@ -29,8 +29,8 @@ def compare(want, got):
     w, g = np.array(want).astype(np.float64), np.array(got).astype(np.float64)
     fin = np.isfinite(w)
     same_nonfinite = np.array_equal(np.isfinite(g), fin) and np.array_equal(g[~fin], w[~fin])
-    err = float(np.abs(g[fin] - w[fin]).max()) if fin.any() else 0.0
-    return err if same_nonfinite else "nonfinite"
+    err = float(np.abs(g[fin] - w[fin]).max() / max(1.0, np.abs(w[fin]).max())) if fin.any() else 0.0
+    return err if same_nonfinite else "nonfinite"  # relative to max(1, max |CPU value|)
 
 
 def run_prefix(inputs, upto: int):

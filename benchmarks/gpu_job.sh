@@ -33,10 +33,10 @@ selfcheck)
   python3 -W always -c "from xlstm_metal.kernels.mlstm import fused_chunkwise as c, fused_step as s, mma_chunkwise as t
 print('fused chunkwise agrees with native:', c.self_check('cuda')); print('fused step agrees with native:', s.self_check('cuda'))
 print('tensor-core chunkwise agrees with native (3xTF32, then TF32):', t.self_check('cuda', precise=False))" ;;
-tests)
+tests)  # what runs on the GPU: kernels, runner, the kernel-property suite (the CPU emulations of the fused kernels run in CI)
   rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
-  MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -p no:cacheprovider /tmp/xtests/kernels /tmp/xtests/runner \
-      /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 15 "$OUT/tests_gpu.log" ;;
+  MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-540} python3 -m pytest -q -p no:cacheprovider --durations=12 /tmp/xtests/kernels/test_mlstm_kernels.py \
+      /tmp/xtests/runner /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 30 "$OUT/tests_gpu.log" ;;
 memory)
   timeout ${MEM_TIMEOUT:-400} python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 4096,32768 \
       --decode-context 128,32768 --decode-steps 20 --iters 1 --prefill-kernels ${PREFILL_KERNELS:-cuda_mma_chunkwise} \

@@ -1,7 +1,8 @@
 """MLX's cumulative sum on the GPU, on strided views vs contiguous arrays, after NaN-poisoning the allocator
-cache (probe_gpu_ops.poison), against the CPU. Found with bisect_mma_operands.py: on MLX-CUDA 0.32.4 the
-chunk-entry log weights ``cumsum(g[..., :-1])`` of ``g = b[..., -1]`` (a strided view) read memory they never
-wrote. Prints one JSON object: per variant and shape, the worst difference ("nonfinite" = poisoned memory read).
+cache (probe_gpu_ops.poison), against the CPU. bisect_mma_operands.py found that, on MLX-CUDA 0.32.4, the
+chunk-entry log weights ``cumsum(g[..., :-1])`` of ``g = b[..., -1]`` (a strided view) came out of memory never
+written when computed inside the kernel preparation's lazy graph; alone, as here, every variant was exact on an
+H100 (so the fault needs the surrounding graph). Prints one JSON object: per variant and shape, the worst difference ("nonfinite" = poisoned memory read).
 
     python benchmarks/probe_scan_views.py
 """

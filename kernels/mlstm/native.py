@@ -63,9 +63,12 @@ def _segment_sums(x: mx.array) -> mx.array:
 def _entry_log_decay(g: mx.array) -> mx.array:
     """``out[..., c] = sum(g[..., :c])``: the log decay of a group's incoming state on entering chunk c.
 
-    ``g`` is usually a strided view (the last column of the within-chunk cumulative sums); on MLX-CUDA
-    0.32.4 a cumulative sum over a slice of such a view read memory it never wrote (garbage outputs once
-    the allocator recycles buffers; benchmarks/probe_scan_views.py), so the scan runs on a contiguous copy.
+    ``g`` is usually a strided view (the last column of the within-chunk cumulative sums). On MLX-CUDA
+    0.32.4 ``cumsum(g[..., :-1])`` inside the preparation's lazy graph produced values from memory it never
+    wrote, once the allocator recycled buffers (found by NaN-poisoning the cache and running ever longer
+    prefixes of the graph: benchmarks/bisect_mma_operands.py; the same scan alone is fine,
+    benchmarks/probe_scan_views.py, so the fault inside MLX is not isolated). An exclusive scan of a
+    contiguous copy does not show it.
     """
     return mx.cumsum(mx.contiguous(g), axis=-1, inclusive=False)
 
