@@ -34,7 +34,7 @@ import numpy as np
 
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
-from .native import _NEG, mlstm_chunkwise_native
+from .native import _NEG, _running_sum, mlstm_chunkwise_native
 
 TILE = 64  # rows and columns of the tiles both kernels work on; a chunk is at most this long
 THREADS = 256  # threads per threadgroup: a 16x16 grid, each thread owning a 4x4 block of a tile
@@ -398,9 +398,9 @@ def _prepare_gates(i, f, mask, L: int, NC: int):
         keep = mx.pad(keep, [(0, 0), (0, pad)])
     ig = ig.reshape(B * NH, NC, L)
     log_f = log_f.reshape(B * NH, NC, L)
-    b = mx.cumsum(log_f, axis=-1)
+    b = _running_sum(log_f)
     g = b[..., -1]
-    w = mx.cumsum(log_f, axis=-1, reverse=True, inclusive=False) + ig  # a direct sum, not g - b (see the docstring)
+    w = _running_sum(log_f, inclusive=False, reverse=True) + ig  # a direct sum, not g - b (see the docstring)
     flat = lambda x: x.reshape(B * NH, NC * L)  # noqa: E731
     return dict(b=flat(b), ig=flat(ig), lf=flat(log_f), w=flat(w), g=g, ml=mx.max(w, axis=-1), keep=keep.astype(mx.float32))
 

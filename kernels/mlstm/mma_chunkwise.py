@@ -33,7 +33,7 @@ import numpy as np
 
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
-from .native import _MAX_EXP, _entry_log_decay, _prepare, _segment_sums, mlstm_chunkwise_native
+from .native import _MAX_EXP, _entry_log_decay, _prepare, _running_sum, _segment_sums, mlstm_chunkwise_native
 
 TILE_DV = 16  # value columns per threadgroup (TDV in the kernel text)
 MAX_DK = 256  # rows of the state slice kept in shared memory (256 x 20 floats = 20 KB, plus 17-18 KB of staged q)
@@ -280,7 +280,7 @@ def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int, pad:
     qf, kf, _, ig, log_f, C0, n0, m0 = _prepare(q, k, v, i, f, state, mask)
     qc, kc = qf.reshape(B, NH, NC, L, DK), kf.reshape(B, NH, NC, L, DK)
     ig, log_f = ig.reshape(B, NH, NC, L), log_f.reshape(B, NH, NC, L)
-    b = mx.cumsum(log_f, axis=-1)
+    b = _running_sum(log_f)
     g = b[..., -1]
     seg_in = _segment_sums(log_f)
     w_end = seg_in[..., L - 1, :] + ig

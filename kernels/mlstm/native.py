@@ -54,23 +54,32 @@ def _segment_sums(x: mx.array) -> mx.array:
     nearby chunks (which dominate) keep full float32 precision however long the sequence.
     """
     T = x.shape[-1]
+    if T == 1:  # no scan over a length-1 axis (see _running_sum)
+        return mx.zeros(x.shape + (1,), x.dtype)
     rows = mx.broadcast_to(x[..., :, None], x.shape + (T,))  # [..., k, j] = x_k
     rows = mx.where(mx.tril(mx.ones((T, T), mx.bool_), k=-1), rows, 0.0)  # keep k > j
     sums = mx.cumsum(rows, axis=-2)  # [..., c, j] = sum over j < k <= c
     return mx.where(mx.tril(mx.ones((T, T), mx.bool_)), sums, -mx.inf)
 
 
-def _entry_log_decay(g: mx.array) -> mx.array:
-    """``out[..., c] = sum(g[..., :c])``: the log decay of a group's incoming state on entering chunk c.
+def _running_sum(x: mx.array, inclusive: bool = True, reverse: bool = False) -> mx.array:
+    """Cumulative sum over the last axis, with the degenerate cases that MLX-CUDA 0.32.4 gets wrong kept
+    out of the graph.
 
-    ``g`` is usually a strided view (the last column of the within-chunk cumulative sums). On MLX-CUDA
-    0.32.4 ``cumsum(g[..., :-1])`` inside the preparation's lazy graph produced values from memory it never
-    wrote, once the allocator recycled buffers (found by NaN-poisoning the cache and running ever longer
-    prefixes of the graph: benchmarks/bisect_mma_operands.py; the same scan alone is fine,
-    benchmarks/probe_scan_views.py, so the fault inside MLX is not isolated). An exclusive scan of a
-    contiguous copy does not show it.
-    """
-    return mx.cumsum(mx.contiguous(g), axis=-1, inclusive=False)
+    Inside the chunkwise kernels' lazy graphs, scans over a slice of a strided view and scans over a
+    length-1 axis came out of memory they never wrote once the allocator recycled buffers (found by
+    NaN-poisoning the cache and running ever longer prefixes of the graph, benchmarks/bisect_mma_operands.py;
+    the same scans alone are exact, benchmarks/probe_scan_views.py, so the fault inside MLX is not
+    isolated; one-chunk groups had shown it before, issue 4). So: a length-1 axis is written out, and the
+    scan reads a contiguous copy."""
+    if x.shape[-1] == 1:
+        return x if inclusive else mx.zeros_like(x)
+    return mx.cumsum(mx.contiguous(x), axis=-1, inclusive=inclusive, reverse=reverse)
+
+
+def _entry_log_decay(g: mx.array) -> mx.array:
+    """``out[..., c] = sum(g[..., :c])``: the log decay of a group's incoming state on entering chunk c."""
+    return _running_sum(g, inclusive=False)
 
 
 _GROUP = 128  # chunks whose entry states come from one closed-form matmul (its cost is quadratic in this)
@@ -195,7 +204,7 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     v = v.reshape(B, NH, NC, L, DV)
     i = i.reshape(B, NH, NC, L)
     log_f = log_f.reshape(B, NH, NC, L)
-    b = mx.cumsum(log_f, axis=-1)  # log of the forget product from chunk start to t
+    b = _running_sum(log_f)  # log of the forget product from chunk start to t
     seg_in = _segment_sums(log_f)  # [B,NH,NC,L,L]: log forget between s (excl.) and t (incl.)
 
     # Groups of chunks (one unless the sequence has more than _GROUP chunks; max(_GROUP, sqrt(NC)) bounds
