@@ -73,3 +73,41 @@ def test_the_fused_chunkwise_profile_says_why_it_measured_nothing_without_its_gp
         pytest.skip("a GPU backend is present: the script measures instead")
     res = run_script("profile_fused_chunkwise.py", "--seqs", "64", "--heads", "1", "--dk", "8", "--dv", "8")
     assert res["backend"] is None and "no GPU backend" in res["skipped"]
+
+
+def test_the_parity_sweep_reports_cases_and_no_failures_for_the_native_kernels():
+    res = run_script("sweep_kernel_parity.py", "--seconds", "3", "--kernels", "native_chunkwise,native_sequence")
+    assert res["cases"]["native_chunkwise"] >= 1 and res["cases"]["native_sequence"] >= 1
+    assert res["failures"] == []
+
+
+def test_the_parity_sweep_reports_a_wrong_kernel_with_its_case():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import sweep_kernel_parity as sweep
+    finally:
+        sys.path.remove(str(BENCH))
+    import numpy as np
+
+    from xlstm_metal.kernels import get_kernel
+    native = get_kernel("mlstm", "native_chunkwise")
+
+    class OffByAPercent:
+        name = "off_by_a_percent"
+
+        @staticmethod
+        def fn(*args, **kwargs):
+            h, state = native.fn(*args, **kwargs)
+            return h * 1.01, state
+
+    case, chunk = sweep.random_case(np.random.default_rng(3))
+    ok, row = sweep.check(OffByAPercent, case, chunk)
+    assert not ok and row["errors_h_C_n_m"][0] > row["tolerances_h_C_n_m"][0]
+    assert row["case"]["seq_len"] == case.seq_len and row["chunk"] == chunk  # enough to replay it
+    assert sweep.check(native, case, chunk)[0]
+
+
+def test_the_preparation_bisection_and_scan_probes_find_nothing_on_the_cpu():
+    res = run_script("bisect_mma_operands.py")
+    assert res["first_bad"] is None and len(res["rows"]) > 30 and res["rows"][-1]["step"] == "vT"
+    assert run_script("probe_scan_views.py")["bad"] == {}
