@@ -71,7 +71,10 @@ class Attention(Block):
             state = self.init_state(B)
         k_cache, v_cache, pos_cache, valid_cache, next_pos = state
         real = ctx.mask.astype(mx.bool_) if ctx.mask is not None else mx.ones((B, S), mx.bool_)
-        pos = next_pos[:, None] + mx.cumsum(real.astype(mx.int32), axis=1) - 1  # padding does not advance positions
+        steps = real.astype(mx.int32)
+        # padding does not advance positions; a one-token step needs no scan (MLX-CUDA 0.32.4 mishandles scans
+        # over a length-1 axis inside larger graphs, see kernels/mlstm/native._running_sum)
+        pos = next_pos[:, None] + (steps if S == 1 else mx.cumsum(steps, axis=1)) - 1
         heads = lambda t: t.reshape(B, S, nh, hd).transpose(0, 2, 1, 3)  # noqa: E731
         q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
         if p.rope_theta:
