@@ -263,7 +263,7 @@ def _pad(a, sizes):
     return mx.pad(a, widths) if any(w for _, w in widths) else a
 
 
-def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int, pad: bool = True):
+def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
     """Everything the launch reads, from the closed forms of the native kernel (``native._chunk_group``) over
     all NC chunks, in the padded, per-chunk layouts the kernel's paired loads want; plus the exit n and m,
     which need no DV-sized work.
@@ -318,7 +318,7 @@ def _operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int, pad:
     ops = dict(q=q.reshape(BH, NC, L, DK), kT=(kc * ew[..., None]).swapaxes(-1, -2).reshape(BH, NC, DK, L),
                vT=v.reshape(BH, NC, L, DV).swapaxes(-1, -2), P=P.reshape(BH, NC, L, L), ri=r_intra.reshape(BH, NC, L),
                re=r_inter.reshape(BH, NC, L), decay=decay.reshape(BH, NC), C0=C0.reshape(BH, DK, DV))
-    return (_padded(ops, L, DK, DV, tile_dv) if pad else ops), n_out, m_next[..., -1]
+    return _padded(ops, L, DK, DV, tile_dv), n_out, m_next[..., -1]
 
 
 def _padded(ops, L: int, DK: int, DV: int, tile_dv: int):
@@ -331,30 +331,25 @@ _PREPARED: dict[tuple, object] = {}
 _NAMES = ("q", "kT", "vT", "P", "ri", "re", "decay", "C0")
 
 
-def _operands_compiled(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int, pad: bool = True):
+def _operands_compiled(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
     """``_operands`` under ``mx.compile`` (its chains of small elementwise ops fused), one trace per
-    (chunk, eps, value tile, mask given, padding inside)."""
-    key = (L, eps, tile_dv, mask is not None, pad)
+    (chunk, eps, value tile, mask given)."""
+    key = (L, eps, tile_dv, mask is not None)
     if key not in _PREPARED:
         def run(q, k, v, i, f, C, n, m, *mask_):
-            ops, n_out, m_out = _operands(q, k, v, i, f, (C, n, m), mask_[0] if mask_ else None, L, eps, tile_dv, pad)
+            ops, n_out, m_out = _operands(q, k, v, i, f, (C, n, m), mask_[0] if mask_ else None, L, eps, tile_dv)
             return tuple(ops[name] for name in _NAMES) + (n_out, m_out)
         _PREPARED[key] = mx.compile(run)
     *arrays, n, m = _PREPARED[key](q, k, v, i, f, *state, *([mask] if mask is not None else []))
     return dict(zip(_NAMES, arrays)), n, m
 
 
-PREP_MODE = "compiled"
+PREP_MODE = "compiled"  # or "eager": the preparation without mx.compile (benchmarks/diagnose_mma_case.py compares them)
 
 
 def _prepare_operands(q, k, v, i, f, state, mask, L: int, eps: float, tile_dv: int):
     if PREP_MODE == "eager":
         return _operands(q, k, v, i, f, state, mask, L, eps, tile_dv)
-    if PREP_MODE == "compiled_unpadded":
-        ops, n, m = _operands_compiled(q, k, v, i, f, state, mask, L, eps, tile_dv, pad=False)
-        return _padded(ops, L, q.shape[-1], v.shape[-1], tile_dv), n, m
-    if PREP_MODE == "compiled_eval_inputs":
-        mx.eval(q, k, v, i, f, *state, *([] if mask is None else [mask]))
     return _operands_compiled(q, k, v, i, f, state, mask, L, eps, tile_dv)
 
 

@@ -66,12 +66,14 @@ def _running_sum(x: mx.array, inclusive: bool = True, reverse: bool = False) -> 
     """Cumulative sum over the last axis, with the degenerate cases that MLX-CUDA 0.32.4 gets wrong kept
     out of the graph.
 
-    Inside the chunkwise kernels' lazy graphs, scans over a slice of a strided view and scans over a
-    length-1 axis came out of memory they never wrote once the allocator recycled buffers (found by
-    NaN-poisoning the cache and running ever longer prefixes of the graph, benchmarks/bisect_mma_operands.py;
-    the same scans alone are exact, benchmarks/probe_scan_views.py, so the fault inside MLX is not
-    isolated; one-chunk groups had shown it before, issue 4). So: a length-1 axis is written out, and the
-    scan reads a contiguous copy."""
+    Inside the chunkwise preparation's lazy graph, ``cumsum(g[..., :-1])`` over a slice of a strided view
+    produced values from memory never written once the allocator recycled buffers (found by NaN-poisoning
+    the cache and running ever longer prefixes of the graph, benchmarks/bisect_mma_operands.py; the same
+    scans alone are exact, benchmarks/probe_scan_views.py, so the fault inside MLX is not isolated). With
+    that fixed, one-chunk inputs (scans over a length-1 axis) still failed intermittently on the GPU, and
+    stopped when those scans were written out (138 of 138 GPU tests after; one-chunk groups had shown
+    the same kind of fault before, issue 4). So: a length-1 axis is written out, and the scan reads a
+    contiguous copy."""
     if x.shape[-1] == 1:
         return x if inclusive else mx.zeros_like(x)
     return mx.cumsum(mx.contiguous(x), axis=-1, inclusive=inclusive, reverse=reverse)
