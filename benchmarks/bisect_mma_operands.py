@@ -56,9 +56,8 @@ def main():
     zp = lambda x: mx.pad(a(x), [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (np.ndim(x) - 3))  # noqa: E731
     q, k, v, i, f = (zp(x) for x in (qn, kn, vn, i_n, fn_))
     mx.eval(q, k, v, i, f, mask)
-    inputs = dict(q=q, k=k, v=v, i=i, f=f, mask=mask, C0=mx.zeros((B, NH, DK, DV)), n0=mx.zeros((B, NH, DK)),
-                  m0=mx.zeros((B, NH)))
-    q, k, v, i, f, mask, C0, n0, m0 = "q", "k", "v", "i", "f", "mask", "C0", "n0", "m0"
+    inputs = dict(q=q, k=k, v=v, i=i, f=f, mask=mask, n0=mx.zeros((B, NH, DK)), m0=mx.zeros((B, NH)))
+    q, k, v, i, f, mask, n0, m0 = "q", "k", "v", "i", "f", "mask", "n0", "m0"  # steps refer to values by name
     f32 = mx.float32
     qf = op("q scale", lambda q: q.astype(f32) * (DK ** -0.5), q)
     log_f = op("logsigmoid", lambda f: -mx.logaddexp(mx.array(0.0, f32), -f.astype(f32)), f)
