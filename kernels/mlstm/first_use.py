@@ -10,6 +10,7 @@ import warnings
 from typing import Callable
 
 import mlx.core as mx
+import numpy as np
 
 TOLERANCE = 1e-4  # relative to max(1, max |native|), per output array
 
@@ -41,6 +42,27 @@ def relative_error(got, want) -> float:
             if a.shape != b.shape:
                 raise ValueError(f"shape {a.shape} instead of {b.shape}")
             errors.append(float(mx.abs(a - b).max().item()) / max(1.0, float(mx.abs(b).max().item())))
+    return worst(errors)
+
+
+def chunkwise_error(fn: Callable, shapes) -> float:
+    """Worst relative error of chunkwise kernel ``fn`` against the native chunkwise kernel on the CPU, over
+    ``shapes`` = (B, NH, S, DK, DV, chunk) tuples, each without state and mask, then with both (inputs
+    from a fixed seed; forget gates mostly open so the state carries across chunks)."""
+    from .native import mlstm_chunkwise_native
+
+    rng = np.random.default_rng(0)
+    arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
+    errors = []
+    for B, NH, S, DK, DV, chunk in shapes:
+        q, k, v = arr(B, NH, S, DK), arr(B, NH, S, DK), arr(B, NH, S, DV)
+        i, f = arr(B, NH, S, scale=3.0), arr(B, NH, S, scale=3.0) + 2.0
+        state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
+        mask = mx.array(rng.random((B, S)) > 0.2)
+        for st, mk in ((None, None), (state, mask)):
+            errors.append(relative_error(
+                fn(q, k, v, i, f, st, chunk_size=chunk, mask=mk),
+                native_on_cpu(mlstm_chunkwise_native, q, k, v, i, f, st, chunk_size=chunk, mask=mk)))
     return worst(errors)
 
 

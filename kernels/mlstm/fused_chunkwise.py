@@ -30,10 +30,9 @@ import math
 import re
 
 import mlx.core as mx
-import numpy as np
 
 from ..registry import KernelInfo, register_kernel
-from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
+from .first_use import backend_present, check_once, chunkwise_error
 from .native import _NEG, _running_sum, mlstm_chunkwise_native
 
 TILE = 64  # rows and columns of the tiles both kernels work on; a chunk is at most this long
@@ -478,22 +477,8 @@ def self_check(backend: str, fn=None) -> bool:
     """Run the fused kernel and the native one on small random inputs that exercise partial tiles,
     a padded last chunk, a mask and an incoming state; True when they agree."""
     fn = fn or _make_chunkwise(backend)
-
-    def errors():
-        rng = np.random.default_rng(0)
-        arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
-        errors = []
-        for B, NH, S, DK, DV, chunk in ((2, 2, 37, 72, 20, 16), (1, 1, 130, 64, 96, 64)):
-            q, k, v = arr(B, NH, S, DK), arr(B, NH, S, DK), arr(B, NH, S, DV)
-            i, f = arr(B, NH, S, scale=3.0), arr(B, NH, S, scale=3.0) + 2.0
-            state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
-            mask = mx.array(rng.random((B, S)) > 0.2)
-            for st, mk in ((None, None), (state, mask)):
-                errors.append(relative_error(
-                    fn(q, k, v, i, f, st, chunk_size=chunk, mask=mk),
-                    native_on_cpu(mlstm_chunkwise_native, q, k, v, i, f, st, chunk_size=chunk, mask=mk)))
-        return worst(errors)
-
+    shapes = ((2, 2, 37, 72, 20, 16), (1, 1, 130, 64, 96, 64))
+    errors = lambda: chunkwise_error(fn, shapes)  # noqa: E731
     return check_once(_verified, backend, "chunkwise", errors)
 
 

@@ -29,10 +29,9 @@ import math
 import os
 
 import mlx.core as mx
-import numpy as np
 
 from ..registry import KernelInfo, register_kernel
-from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
+from .first_use import backend_present, check_once, chunkwise_error
 from .native import _MAX_EXP, _entry_log_decay, _prepare, _running_sum, _segment_sums, mlstm_chunkwise_native
 
 TILE_DV = 16  # value columns per threadgroup (TDV in the kernel text)
@@ -429,21 +428,8 @@ def self_check(backend: str = "cuda", make_kernel=None, precise=None) -> bool:
 
 def _check(backend: str, make_kernel, precise: bool) -> bool:
     fn = _make_chunkwise(make_kernel, precise=precise)
-
-    def errors():
-        rng = np.random.default_rng(0)
-        arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
-        errs = []
-        for B, NH, S, DK, DV, chunk in ((2, 2, 37, 44, 40, 16), (1, 1, 130, 64, 96, 64)):
-            q, k, v = arr(B, NH, S, DK), arr(B, NH, S, DK), arr(B, NH, S, DV)
-            i, f = arr(B, NH, S, scale=3.0), arr(B, NH, S, scale=3.0) + 2.0
-            state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
-            mask = mx.array(rng.random((B, S)) > 0.2)
-            for st, mk in ((None, None), (state, mask)):
-                errs.append(relative_error(
-                    fn(q, k, v, i, f, st, chunk_size=chunk, mask=mk),
-                    native_on_cpu(mlstm_chunkwise_native, q, k, v, i, f, st, chunk_size=chunk, mask=mk)))
-        return worst(errs)
+    shapes = ((2, 2, 37, 44, 40, 16), (1, 1, 130, 64, 96, 64))
+    errors = lambda: chunkwise_error(fn, shapes)  # noqa: E731
 
     tag = "3xtf32" if precise else "tf32"
     return check_once(_verified, f"{backend}-{tag}", f"chunkwise ({tag} tensor cores)", errors, tolerance=TOLERANCE[precise])
