@@ -17,7 +17,7 @@ import numpy as np
 from common import emit
 
 from xlstm_metal.kernels import current_device, kernels
-from xlstm_metal.testing.kernel_bounds import F32_RTOL, parity_errors
+from xlstm_metal.testing.kernel_bounds import F32_RTOL, expected, parity_errors
 from xlstm_metal.testing.strategies import MLSTMCase
 
 
@@ -30,8 +30,8 @@ def random_case(rng) -> tuple[MLSTMCase, int]:
     return case, chunk
 
 
-def check(kernel, case, chunk):
-    ok, errs, tols = parity_errors(kernel.fn, case.arrays(), chunk, F32_RTOL[current_device()])
+def check(kernel, case, chunk, reference=None):
+    ok, errs, tols = parity_errors(kernel.fn, case.arrays(), chunk, F32_RTOL[current_device()], reference)
     return ok, {"kernel": kernel.name, "case": dataclasses.asdict(case), "chunk": chunk,
                 "errors_h_C_n_m": errs, "tolerances_h_C_n_m": tols}
 
@@ -51,9 +51,10 @@ def main(argv=None):
     start, cases, failures = time.time(), {k.name: 0 for k in chosen}, []
     while time.time() - start < a.seconds and len(failures) < a.max_failures:
         case, chunk = random_case(rng)
+        reference = expected(case.arrays(), F32_RTOL[current_device()])  # once per case, for every kernel
         for kernel in chosen:
             try:
-                ok, row = check(kernel, case, chunk)
+                ok, row = check(kernel, case, chunk, reference)
             except Exception as e:  # noqa: BLE001 - a crash is a finding too
                 ok, row = False, {"kernel": kernel.name, "case": dataclasses.asdict(case), "chunk": chunk, "error": repr(e)}
             cases[kernel.name] += 1

@@ -32,15 +32,11 @@ def float32_floor(arrays, h_ref, st_ref):
 @given(case=mlstm_inputs(max_len=300), chunk=chunk_sizes(), data=st.data())
 def test_every_kernel_matches_the_float64_recurrence(case, chunk, data):
     arrays = case.arrays()
-    h_ref, st_ref = mlstm_reference(*arrays[:5], arrays[5], mask=arrays[6])
-    tol, st_tol = float32_floor(arrays, h_ref, st_ref)
-    for kernel in KERNELS:
-        h, st_ = run(kernel, arrays, chunk)
-        note(f"{kernel.name}: h err {worst(h, h_ref):.2e} (tol {tol:.1e}), state errs {[f'{worst(a, b):.2e}' for a, b in zip(st_, st_ref)]}")
-        assert np.all(np.isfinite(h)) and all(np.all(np.isfinite(a)) for a in st_)
-        assert worst(h, h_ref) <= tol
-        for a, b, t in zip(st_, st_ref, st_tol):
-            assert worst(a, b) <= t
+    reference = kernel_bounds.expected(arrays, F32_RTOL)
+    for kernel in KERNELS:  # finite, and h, C, n, m each within its bound
+        ok, errs, tols = kernel_bounds.parity_errors(kernel.fn, arrays, chunk, F32_RTOL, reference)
+        note(f"{kernel.name}: errors h, C, n, m {[f'{e:.2e}' for e in errs]} against {[f'{t:.1e}' for t in tols]}")
+        assert ok, kernel.name
 
 
 @given(case=mlstm_inputs(max_len=40, masks=True))
