@@ -24,6 +24,7 @@ class KernelInfo:
     returns_state: bool = True
     supports_mask: bool = True
     max_head_dim: int | None = None
+    math_dtype: str = "float32"  # the precision of its inner products' operands: the property suite bounds it by this
     priority: int = 0
     is_available: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
     doc: str = ""

@@ -21,3 +21,4 @@ from . import fused_step  # noqa: E402,F401  (registers the fused GPU step kerne
 from . import compiled  # noqa: E402,F401  (registers the compiled chunkwise kernel, picked on the GPU)
 from . import fused_chunkwise  # noqa: E402,F401  (registers the fused GPU chunkwise kernels; they verify themselves)
 from . import mma_chunkwise  # noqa: E402,F401  (registers the CUDA tensor-core chunkwise kernel; it verifies itself)
+from . import tc_chunkwise  # noqa: E402,F401  (registers the CUDA bf16 tensor-core chunkwise kernel; it verifies itself)

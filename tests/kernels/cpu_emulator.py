@@ -84,6 +84,57 @@ static inline void mma_tf32(float* d, const float* a, const float* b) {
 """
 
 
+# The bfloat16 helpers of kernels/mlstm/tc_chunkwise.py (PTX mma.sync m16n8k16 bf16, warp shuffles), emulated the same
+# way: a ``bf2`` is a pair of floats holding bfloat16 values (rounded to nearest even, as __floats2bfloat162_rn does),
+# arrays are float32 holding bfloat16 values, and the warp-level helpers exchange through shared tables at barriers.
+BF16_MMA_HEADER = r"""
+#include <cstring>
+struct bf2 { float lo, hi; };
+static inline float bf16_round(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+static inline bf2 pack2(float lo, float hi) { bf2 r; r.lo = bf16_round(lo); r.hi = bf16_round(hi); return r; }
+static inline void st_pair(float* p, float a, float b) { p[0] = bf16_round(a); p[1] = bf16_round(b); }
+static inline void split2(float a, float b, bf2& hi, bf2& lo) { hi = pack2(a, b); lo = pack2(a - hi.lo, b - hi.hi); }
+static inline void copy8(bf2* dst, const float* src) { for (int r = 0; r < 4; ++r) dst[r] = pack2(src[2 * r], src[2 * r + 1]); }
+static inline void zero8(bf2* dst) { for (int r = 0; r < 4; ++r) dst[r] = pack2(0.0f, 0.0f); }
+static inline void load8(const float* p, float* x) { for (int e = 0; e < 8; ++e) x[e] = p[e]; }
+static bf2 g_bfa[32][32][4];
+static bf2 g_bfb[32][32][2];
+static float g_quad[1024];
+static inline float half_of(const bf2& x, int k) { return (k & 1) ? x.hi : x.lo; }
+static inline void mma_bf16(float* d, const bf2* a, const bf2* b) {
+    const int t = omp_get_thread_num(), w = t / 32, l = t % 32;
+    for (int r = 0; r < 4; ++r) g_bfa[w][l][r] = a[r];
+    for (int r = 0; r < 2; ++r) g_bfb[w][l][r] = b[r];
+    _Pragma("omp barrier")
+    const int gid = l / 4, tig = l % 4;
+    for (int e = 0; e < 4; ++e) {
+        const int row = gid + (e < 2 ? 0 : 8), col = 2 * tig + (e & 1);
+        double s = 0.0;
+        for (int k = 0; k < 16; ++k)  // A (row, k): lane 4 (row % 8) + (k % 8) / 2, register row / 8 + 2 (k / 8), half k % 2
+            s += (double)half_of(g_bfa[w][4 * (row % 8) + (k % 8) / 2][row / 8 + 2 * (k / 8)], k)
+                 * half_of(g_bfb[w][4 * col + (k % 8) / 2][k / 8], k);  // B (k, col): lane 4 col + (k % 8) / 2, register k / 8
+        d[e] += (float)s;
+    }
+    _Pragma("omp barrier")
+}
+static inline float quad_sum(float x) {
+    const int t = omp_get_thread_num();
+    g_quad[t] = x;
+    _Pragma("omp barrier")
+    const float r = g_quad[t & ~3] + g_quad[(t & ~3) + 1] + g_quad[(t & ~3) + 2] + g_quad[(t & ~3) + 3];
+    _Pragma("omp barrier")
+    return r;
+}
+"""
+
+
 def compiler_available() -> bool:
     return shutil.which(os.environ.get("CXX", "g++")) is not None
 

@@ -1,0 +1,558 @@
+"""mLSTM chunkwise forward for bfloat16 inputs on CUDA tensor cores, in the shape of the official Triton
+kernels: three launches, no MLX preparation.
+
+1. ``gates``: per token, the in-chunk prefix ``b`` of log forget gates, the log weight ``w_end`` of the token
+   in the state leaving its chunk, the intra-chunk part ``u`` of the stabiliser; per chunk, the total log
+   forget ``g`` and ``max w_end`` (logsigmoid, masks and the padded tail applied here).
+2. ``states``: one threadgroup per (batch·head, 64 key dims, 64 value columns) walks the chunks in order,
+   keeping its 64 x 64 slice of the state in ``mma`` accumulators (float32), writes the state entering each
+   chunk (bfloat16) and steps it by ``C = decay * C + k^T (v * ew)`` on ``mma.sync`` m16n8k16 bf16.
+3. ``outputs``: one threadgroup per (batch·head, chunk, 64 value columns) forms
+   ``h = (s_in * q C_entry + ((q k^T) * W) v) / denom`` with the same instruction, all chunks in parallel.
+
+The normaliser ``n`` rides along as value column ``DV`` with ``v == 1`` (then ``C[:, DV] = n``, and the
+output's column ``DV`` is exactly ``q·n``-plus-intra-chunk-sum, the denominator), so no separate reductions
+exist in either launch. The stabiliser follows the recurrence exactly (``m_t = max(log f_t + m_{t-1}, i_t)``),
+so the ``exp(-m)`` floor of the denominator means what it means in the official kernels.
+
+Precision: like the official kernels on bfloat16 inputs, the operands of every inner product are bfloat16
+(``q``, ``k``, ``v`` exactly as given; ``v * ew`` and the chunk-entry states rounded to it; the gated ``P`` as a
+bfloat16 head plus tail, since its rounding was the largest error) and
+every accumulation float32; gates, stabilisers and the carried state are float32. Hence bfloat16 inputs only
+(float32 inputs keep the float32 kernels), checked on first use against the native kernel at a bfloat16 bound.
+
+The algorithm is written against a few helpers (``pack2``, ``mma_bf16``, ``quad_sum``, ...) so the tests run
+the same text on the CPU (tests/kernels/cpu_emulator.py emulates the warp-level helpers). CUDA only: a Metal
+version would supply ``simdgroup_matrix`` products for ``mma_bf16``, whose 8x8 fragments have another layout.
+"""
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+from ..registry import KernelInfo, register_kernel
+from .first_use import backend_present, check_once, native_on_cpu, relative_error
+from .native import mlstm_chunkwise_native
+
+CHUNK = 64  # tokens per chunk (the kernels' tile; the requested chunk size does not change the function)
+TILE = 64  # key dims x value columns per state slice, value columns per output threadgroup
+THREADS = 128  # four warps: each owns 16 rows of a 64-row tile
+SEGMENT_CHUNKS = 256  # chunks per set of launches: bounds the chunk-entry state buffer (16k tokens: 0.5 GB at 7B heads)
+
+# CUDA versions of the helpers the algorithm is written against. ``bf2`` is a pair of bfloat16 in one register
+# (the first element in the low half): the unit of every mma fragment.
+HEADER = r"""
+typedef unsigned bf2;
+__device__ __forceinline__ bf2 pack2(float lo, float hi) {
+    __nv_bfloat162 r = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<bf2*>(&r);
+}
+__device__ __forceinline__ void st_pair(__nv_bfloat16* p, float a, float b) { *reinterpret_cast<bf2*>(p) = pack2(a, b); }
+// (a, b) = hi + lo, each a bfloat16 pair: a product with hi and lo keeps 16 significant bits of a and b
+__device__ __forceinline__ void split2(float a, float b, bf2& hi, bf2& lo) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    const float2 hf = __bfloat1622float2(h);
+    hi = *reinterpret_cast<bf2*>(&h);
+    lo = pack2(a - hf.x, b - hf.y);
+}
+// 8 consecutive elements (16 bytes, aligned) as 4 pairs / as floats
+__device__ __forceinline__ void copy8(bf2* dst, const __nv_bfloat16* src) { *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src); }
+__device__ __forceinline__ void zero8(bf2* dst) { *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u); }
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[r]));
+        x[2 * r] = f.x;
+        x[2 * r + 1] = f.y;
+    }
+}
+// D += A B over one 16 x 8 x 16 tile (fragments as in the PTX ISA's m16n8k16 layout)
+__device__ __forceinline__ void mma_bf16(float* d, const bf2* a, const bf2* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// sum over the four lanes that hold one row of an mma accumulator
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+"""
+
+# Launch 1. Grid (NC, BH), 64 threads: one per token of the chunk.
+GATES = r"""
+    const int t = TID;
+    const int c = GX;
+    const int bh = GY;
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int NH = meta_[4];
+    const long tok = (long)c * 64 + t;
+    const long row = (long)bh * NC * 64 + tok;  // this token in the [BH, NC * 64] outputs
+    SHARED float lf[64];
+    SHARED float ig[64];
+    SHARED float bb[64];
+    SHARED float we[64];
+    const bool valid = tok < S && (HAS_MASK == 0 || keep_[(long)(bh / NH) * S + (tok < S ? tok : 0)] > 0.5f);
+    const float f_raw = valid ? static_cast<float>(f_[(long)bh * S + tok]) : 0.0f;
+    lf[t] = valid ? fmin(f_raw, 0.0f) - log1p(exp(-fabs(f_raw))) : 0.0f;  // logsigmoid; 0 = keep the state
+    ig[t] = valid ? static_cast<float>(i_[(long)bh * S + tok]) : -1e30f;   // -1e30 = add nothing
+    BARRIER;
+    float b = 0.0f;
+    float suffix = 0.0f;
+    UNROLL
+    for (int r = 0; r < 64; ++r) b += r <= t ? lf[r] : 0.0f;
+    UNROLL
+    for (int r = 63; r >= 0; --r) suffix += r > t ? lf[r] : 0.0f;
+    bb[t] = b;
+    const float w_end = suffix + ig[t];
+    we[t] = w_end;
+    BARRIER;
+    float best = -3e38f;  // max over s <= t of (i_s - b_s): the in-chunk part of the stabiliser
+    UNROLL
+    for (int r = 0; r < 64; ++r) best = r <= t ? fmax(best, ig[r] - bb[r]) : best;
+    b_[row] = b;
+    igo_[row] = ig[t];
+    wend_[row] = w_end;
+    u_[row] = b + best;
+    if (t == 0) {
+        float ml = -3e38f;
+        for (int r = 0; r < 64; ++r) ml = fmax(ml, we[r]);
+        gm_[((long)bh * NC + c) * 2] = bb[63];
+        gm_[((long)bh * NC + c) * 2 + 1] = ml;
+    }
+"""
+
+# Launch 2. Grid (ceil((DV + 1) / 64), ceil(DK / 64), BH) threadgroups of 128 threads. Value column DV is the
+# normaliser (v == 1). The slice is kept transposed, acc = C^T[j][d]: warp w owns rows j0 + 16 w .. + 15; the
+# mma's k dimension is the chunk's tokens, so v * ew and k are staged transposed ([column][token pair]).
+STATES = r"""
+    const int tid = TID;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int gid = lane / 4;
+    const int tig = lane % 4;
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int DK = meta_[2];
+    const int DV = meta_[3];
+    const int DVn = DV + 1;
+    const int j0 = GX * 64;
+    const int d0 = GY * 64;
+    const int bh = GZ;
+    constexpr int RS = 36;  // row stride in pairs: 32 token pairs + 4, conflict-free fragment reads and stores
+    SHARED bf2 vT[64 * RS];  // [value column][token pair]: v * ew
+    SHARED bf2 kT[64 * RS];  // [key dim][token pair]
+    float acc[8][4];
+    UNROLL
+    for (int nt = 0; nt < 8; ++nt) {
+        UNROLL
+        for (int e = 0; e < 4; ++e) {
+            const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
+            const int d = d0 + 8 * nt + 2 * tig + (e & 1);
+            float x = 0.0f;
+            if (HAS_STATE && d < DK) {
+                if (j < DV) x = C0_[((long)bh * DK + d) * DV + j];
+                else if (j == DV) x = n0_[(long)bh * DK + d];
+            }
+            acc[nt][e] = x;
+        }
+    }
+    float m = HAS_STATE ? m0_[bh] : 0.0f;
+    for (int c = 0; c < NC; ++c) {
+        const long tok0 = (long)c * 64;
+        // the state entering chunk c (its normaliser in row DV), then its stabiliser
+        UNROLL
+        for (int nt = 0; nt < 8; ++nt) {
+            UNROLL
+            for (int e = 0; e < 4; e += 2) {
+                const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
+                const int d = d0 + 8 * nt + 2 * tig;
+                if (j < DVn && d < DK) st_pair(CT_ + (((long)bh * NC + c) * DVn + j) * DK + d, acc[nt][e], acc[nt][e + 1]);
+            }
+        }
+        if (GX == 0 && GY == 0 && tid == 0) mE_[(long)bh * NC + c] = m;
+        const float g = gm_[((long)bh * NC + c) * 2];
+        const float m_next = fmax(g + m, gm_[((long)bh * NC + c) * 2 + 1]);
+        const float decay = exp(g + m - m_next);
+        // stage the chunk: unit = (token pair p, 8 columns o); two per thread
+        UNROLL
+        for (int r = 0; r < 2; ++r) {
+            const int u = tid + 128 * r;
+            const int p = u % 32;
+            const int o = u / 32;
+            const long ta = tok0 + 2 * p;
+            const long tb = ta + 1;
+            const float ea = exp(wend_[(long)bh * NC * 64 + ta] - m_next);  // 0 for masked and padded tokens
+            const float eb = exp(wend_[(long)bh * NC * 64 + tb] - m_next);
+            float xa[8], xb[8];
+            const int jo = j0 + 8 * o;
+            UNROLL
+            for (int e = 0; e < 8; ++e) {
+                xa[e] = 0.0f;
+                xb[e] = 0.0f;
+            }
+            if (jo + 8 <= DV) {
+                if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
+                if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
+            } else {
+                UNROLL
+                for (int e = 0; e < 8; ++e) {
+                    if (jo + e == DV) {
+                        xa[e] = 1.0f;
+                        xb[e] = 1.0f;
+                    }
+                }
+            }
+            UNROLL
+            for (int e = 0; e < 8; ++e) vT[(8 * o + e) * RS + p] = pack2(xa[e] * ea, xb[e] * eb);
+            const int dd = d0 + 8 * o;
+            UNROLL
+            for (int e = 0; e < 8; ++e) {
+                xa[e] = 0.0f;
+                xb[e] = 0.0f;
+            }
+            if (dd < DK) {
+                if (ta < S) load8(k_ + ((long)bh * S + ta) * DK + dd, xa);
+                if (tb < S) load8(k_ + ((long)bh * S + tb) * DK + dd, xb);
+            }
+            UNROLL
+            for (int e = 0; e < 8; ++e) kT[(8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
+        }
+        BARRIER;
+        UNROLL
+        for (int nt = 0; nt < 8; ++nt) {
+            UNROLL
+            for (int e = 0; e < 4; ++e) acc[nt][e] *= decay;
+        }
+        UNROLL
+        for (int kk = 0; kk < 4; ++kk) {
+            const int ra = (16 * warp + gid) * RS + 8 * kk + tig;
+            const bf2 a[4] = {vT[ra], vT[ra + 8 * RS], vT[ra + 4], vT[ra + 8 * RS + 4]};
+            UNROLL
+            for (int nt = 0; nt < 8; ++nt) {
+                const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+                const bf2 b[2] = {kT[rb], kT[rb + 4]};
+                mma_bf16(acc[nt], a, b);
+            }
+        }
+        m = m_next;
+        BARRIER;
+    }
+    // the state leaving the last chunk, in float32
+    UNROLL
+    for (int nt = 0; nt < 8; ++nt) {
+        UNROLL
+        for (int e = 0; e < 4; ++e) {
+            const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
+            const int d = d0 + 8 * nt + 2 * tig + (e & 1);
+            if (d < DK) {
+                if (j < DV) Cout_[((long)bh * DK + d) * DV + j] = acc[nt][e];
+                else if (j == DV) nout_[(long)bh * DK + d] = acc[nt][e];
+            }
+        }
+    }
+    if (GX == 0 && GY == 0 && tid == 0) mout_[bh] = m;
+"""
+
+# Launch 3. Grid (ceil(DV / 64), NC, BH) threadgroups of 128 threads; warp w computes tokens 16 w .. 16 w + 15 of
+# the chunk for value columns j0 .. j0 + 63, plus an extra 8-column tile whose column 0 is the normaliser column
+# DV (entry state row DV = n, and v == 1 there): its result is the denominator's q·n + sum of P.
+OUTPUTS = r"""
+    const int tid = TID;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int gid = lane / 4;
+    const int tig = lane % 4;
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int DK = meta_[2];
+    const int DV = meta_[3];
+    const int DVn = DV + 1;
+    const int j0 = GX * 64;
+    const int c = GY;
+    const int bh = GZ;
+    const long tok0 = (long)c * 64;
+    const long grow = (long)bh * NC * 64 + tok0;  // the chunk's first token in the gate arrays
+    constexpr int RS = 36;
+    SHARED bf2 qS[64 * RS];  // [token][key-dim pair], one 64-wide piece of the key dims at a time
+    SHARED bf2 kS[64 * RS];  // [token][key-dim pair]
+    SHARED bf2 cS[72 * RS];  // [value column][key-dim pair]: the entry state, tile + normaliser tile
+    SHARED bf2 vT[72 * RS];  // [value column][token pair]: tile + ones in row 64
+    SHARED float gb[64];
+    SHARED float gi[64];
+    // v transposed (no weights), ones for the normaliser column, gates
+    UNROLL
+    for (int r = 0; r < 2; ++r) {
+        const int u = tid + 128 * r;
+        const int p = u % 32;
+        const int o = u / 32;
+        const long ta = tok0 + 2 * p;
+        const long tb = ta + 1;
+        const int jo = j0 + 8 * o;
+        float xa[8], xb[8];
+        UNROLL
+        for (int e = 0; e < 8; ++e) {
+            xa[e] = 0.0f;
+            xb[e] = 0.0f;
+        }
+        if (jo < DV) {  // DV is a multiple of 8
+            if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
+            if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
+        }
+        UNROLL
+        for (int e = 0; e < 8; ++e) vT[(8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
+    }
+    for (int e = tid; e < 8 * RS; e += 128) vT[64 * RS + e] = pack2(e < RS ? 1.0f : 0.0f, e < RS ? 1.0f : 0.0f);
+    if (tid < 64) {
+        gb[tid] = b_[grow + tid];
+        gi[tid] = ig_[grow + tid];
+    }
+    float sacc[8][4];   // q k^T
+    float acc[9][4];    // q C_entry, then + P v; tile 8 = the normaliser column
+    UNROLL
+    for (int nt = 0; nt < 8; ++nt) {
+        UNROLL
+        for (int e = 0; e < 4; ++e) sacc[nt][e] = 0.0f;
+    }
+    UNROLL
+    for (int nt = 0; nt < 9; ++nt) {
+        UNROLL
+        for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    }
+    const long cbase = ((long)bh * NC + c) * DVn;  // the chunk's entry state, row 0
+    for (int p0 = 0; p0 < DK; p0 += 64) {
+        BARRIER;  // the previous piece's readers are done
+        for (int e = tid; e < 64 * 8; e += 128) {  // 64 rows x 8 pieces of 8 key dims
+            const int rr = e / 8;
+            const int dd = p0 + 8 * (e % 8);
+            const long t = tok0 + rr;
+            bf2* qd = qS + rr * RS + 4 * (e % 8);
+            bf2* kd = kS + rr * RS + 4 * (e % 8);
+            if (t < S && dd < DK) {
+                copy8(qd, q_ + ((long)bh * S + t) * DK + dd);
+                copy8(kd, k_ + ((long)bh * S + t) * DK + dd);
+            } else {
+                zero8(qd);
+                zero8(kd);
+            }
+        }
+        for (int e = tid; e < 72 * 8; e += 128) {
+            const int rr = e / 8;
+            const int dd = p0 + 8 * (e % 8);
+            const int j = rr < 64 ? j0 + rr : DV + (rr - 64);
+            bf2* cd = cS + rr * RS + 4 * (e % 8);
+            if ((rr < 64 ? j < DV : j < DVn) && dd < DK) copy8(cd, CT_ + (cbase + j) * DK + dd);
+            else zero8(cd);
+        }
+        BARRIER;
+        UNROLL
+        for (int kk = 0; kk < 4; ++kk) {
+            const int ra = (16 * warp + gid) * RS + 8 * kk + tig;
+            const bf2 a[4] = {qS[ra], qS[ra + 8 * RS], qS[ra + 4], qS[ra + 8 * RS + 4]};
+            UNROLL
+            for (int nt = 0; nt < 8; ++nt) {
+                const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+                const bf2 b[2] = {kS[rb], kS[rb + 4]};
+                mma_bf16(sacc[nt], a, b);
+            }
+            UNROLL
+            for (int nt = 0; nt < 9; ++nt) {
+                const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+                const bf2 b[2] = {cS[rb], cS[rb + 4]};
+                mma_bf16(acc[nt], a, b);
+            }
+        }
+    }
+    // gates of the two rows this lane holds
+    const float scale = rsqrt(static_cast<float>(DK));
+    const float m_c = mE_[(long)bh * NC + c];
+    const int ta = 16 * warp + gid;
+    const int tb = ta + 8;
+    const float ba = gb[ta];
+    const float bbv = gb[tb];
+    const float mta = fmax(ba + m_c, u_[grow + ta]);
+    const float mtb = fmax(bbv + m_c, u_[grow + tb]);
+    const float sa = exp(ba + m_c - mta) * scale;
+    const float sb = exp(bbv + m_c - mtb) * scale;
+    UNROLL
+    for (int nt = 0; nt < 9; ++nt) {
+        acc[nt][0] *= sa;
+        acc[nt][1] *= sa;
+        acc[nt][2] *= sb;
+        acc[nt][3] *= sb;
+    }
+    // P = (q k^T) * scale * exp(b_t - b_s + i_s - m_t) for s <= t, as the A fragments of P v: split into a bfloat16
+    // head and tail (P is formed here in float32, and its rounding alone would cost 8 bits of every output; v is exact)
+    bf2 ph[4][4];
+    bf2 pl[4][4];
+    UNROLL
+    for (int nt = 0; nt < 8; ++nt) {
+        float w[4];
+        UNROLL
+        for (int e = 0; e < 4; ++e) {
+            const int s = 8 * nt + 2 * tig + (e & 1);
+            const int t = e < 2 ? ta : tb;
+            const float bt = e < 2 ? ba : bbv;
+            const float mt = e < 2 ? mta : mtb;
+            w[e] = s <= t ? sacc[nt][e] * scale * exp(bt - gb[s] + gi[s] - mt) : 0.0f;
+        }
+        split2(w[0], w[1], ph[nt / 2][(nt % 2) * 2], pl[nt / 2][(nt % 2) * 2]);
+        split2(w[2], w[3], ph[nt / 2][(nt % 2) * 2 + 1], pl[nt / 2][(nt % 2) * 2 + 1]);
+    }
+    UNROLL
+    for (int kk = 0; kk < 4; ++kk) {
+        UNROLL
+        for (int nt = 0; nt < 9; ++nt) {
+            const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+            const bf2 b[2] = {vT[rb], vT[rb + 4]};
+            mma_bf16(acc[nt], ph[kk], b);
+            mma_bf16(acc[nt], pl[kk], b);
+        }
+    }
+    // the normaliser tile has one non-zero column (DV): its row sums over the quad are q·n + sum of P
+    const float qna = quad_sum(acc[8][0] + acc[8][1]);
+    const float qnb = quad_sum(acc[8][2] + acc[8][3]);
+    const float eps = eps_[0];
+    const float ra_ = 1.0f / (fmax(fabs(qna), exp(fmin(-mta, 80.0f))) + eps);
+    const float rb_ = 1.0f / (fmax(fabs(qnb), exp(fmin(-mtb, 80.0f))) + eps);
+    UNROLL
+    for (int nt = 0; nt < 8; ++nt) {
+        const int j = j0 + 8 * nt + 2 * tig;
+        if (j < DV) {
+            if (tok0 + ta < S) st_pair(h_ + ((long)bh * S + tok0 + ta) * DV + j, acc[nt][0] * ra_, acc[nt][1] * ra_);
+            if (tok0 + tb < S) st_pair(h_ + ((long)bh * S + tok0 + tb) * DV + j, acc[nt][2] * rb_, acc[nt][3] * rb_);
+        }
+    }
+"""
+
+SOURCES = {  # name -> (algorithm text, input names, output names)
+    "gates": (GATES, ["i_", "f_", "keep_", "meta_"], ["b_", "igo_", "wend_", "u_", "gm_"]),
+    "states": (STATES, ["k_", "v_", "wend_", "gm_", "C0_", "n0_", "m0_", "meta_"], ["CT_", "mE_", "Cout_", "nout_", "mout_"]),
+    "outputs": (OUTPUTS, ["q_", "k_", "v_", "b_", "ig_", "u_", "CT_", "mE_", "meta_", "eps_"], ["h_"]),
+}
+CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()",
+               "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)", "GZ": "int(blockIdx.z)"}
+
+_kernels: dict[str, object] = {}
+
+
+def _cuda_kernel(which: str):
+    if which not in _kernels:
+        from .fused_chunkwise import source
+        body, ins, outs = SOURCES[which]
+        _kernels[which] = mx.fast.cuda_kernel(name=f"xlstm_mlstm_tc_{which}", input_names=ins, output_names=outs,
+                                              source=source(body, CUDA_IDIOMS), header=HEADER)
+    return _kernels[which]
+
+
+def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16, fallback=None):
+    """The three-launch kernel. ``make_kernel(name)`` may supply the launches (the tests run the same text on the
+    CPU with float32 arrays holding bfloat16 values: ``io_dtype`` / ``entry_dtype`` float32); ``fallback``
+    computes the cases the launches do not cover (default: the best native chunkwise kernel)."""
+    make_kernel = make_kernel or _cuda_kernel
+
+    def launch(q, k, v, i, f, state, eps, mask):
+        B, NH, S, DK = q.shape
+        DV = v.shape[-1]
+        BH, NC = B * NH, -(-S // CHUNK)
+        meta = mx.array([S, NC, DK, DV, NH], mx.int32)
+        keep = mx.zeros((1,), mx.float32) if mask is None else mask.astype(mx.float32)
+        b, ig, wend, u, gm = make_kernel("gates")(
+            inputs=[i.reshape(BH, S), f.reshape(BH, S), keep, meta], template=[("HAS_MASK", int(mask is not None))],
+            grid=(CHUNK * NC, BH, 1), threadgroup=(CHUNK, 1, 1),
+            output_shapes=[(BH, NC * CHUNK)] * 4 + [(BH, NC, 2)], output_dtypes=[mx.float32] * 5)
+        has_state = state is not None
+        C0, n0, m0 = state if has_state else (mx.zeros((1,), mx.float32),) * 3
+        CT, mE, C, n, m = make_kernel("states")(
+            inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, C0, n0, m0, meta],
+            template=[("HAS_STATE", int(has_state))],
+            grid=(THREADS * -(-(DV + 1) // TILE), -(-DK // TILE), BH), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(BH, NC, DV + 1, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
+            output_dtypes=[entry_dtype, mx.float32, mx.float32, mx.float32, mx.float32])
+        (h,) = make_kernel("outputs")(
+            inputs=[q.reshape(BH, S, DK), k.reshape(BH, S, DK), v.reshape(BH, S, DV), b, ig, u, CT, mE, meta,
+                    mx.array([eps], mx.float32)],
+            template=[("T", io_dtype)], grid=(THREADS * -(-DV // TILE), NC, BH), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(B, NH, S, DV)], output_dtypes=[io_dtype])
+        if mask is not None:
+            h = mx.where(mask[:, None, :, None], h, mx.zeros((), h.dtype))
+        return h, (C, n, m)
+
+    def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+        B, NH, S, DK = q.shape
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if S == 0 or not (q.dtype == k.dtype == v.dtype == io_dtype and DK % 8 == 0 and v.shape[-1] % 8 == 0):
+            fb = fallback or _native_fallback
+            return fb(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
+        if mask is not None:
+            mask = mask.astype(mx.bool_)
+        if state is not None:
+            state = tuple(a.astype(mx.float32) for a in state)
+        seg = SEGMENT_CHUNKS * CHUNK
+        hs = []
+        for s0 in range(0, S, seg):  # long inputs: launches of SEGMENT_CHUNKS chunks, the state carried across
+            part = slice(s0, min(S, s0 + seg))
+            h, state = launch(q[:, :, part], k[:, :, part], v[:, :, part], i[:, :, part], f[:, :, part], state, eps,
+                              None if mask is None else mask[:, part])
+            hs.append(h)
+        return (hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=2)), state
+
+    chunkwise.__doc__ = (f"bfloat16 chunkwise forward on CUDA tensor cores (gates, states, outputs: three launches per "
+                         f"{SEGMENT_CHUNKS} chunks of {CHUNK} tokens); other dtypes and shapes run the native kernel.")
+    return chunkwise
+
+
+def _native_fallback(q, k, v, i, f, state=None, **kw):
+    """What runs where the launches do not apply: the compiled native kernel on a GPU, the eager one elsewhere."""
+    from .compiled import mlstm_chunkwise_compiled
+    on_gpu = mx.default_device().type == mx.DeviceType.gpu
+    return (mlstm_chunkwise_compiled if on_gpu else mlstm_chunkwise_native)(q, k, v, i, f, state, **kw)
+
+
+# First-use bound, relative to max(1, max |native|): bfloat16 operands round to 8 significant bits (2^-9 relative);
+# summed over a chunk and divided by a normaliser that can be small, 3e-3 to 6e-3 is what the CPU emulation shows
+# on the check's inputs.
+TOLERANCE = 2e-2
+_verified: dict[str, bool] = {}
+
+
+def check_errors(fn, io_dtype=mx.bfloat16) -> float:
+    """Worst relative error of ``fn`` against the native kernel (on the CPU, float32 math) on bfloat16 inputs that
+    exercise a partial key piece, partial value tiles (the normaliser column inside a tile, and a tile of its
+    own), a padded last chunk, several chunks, a mask and an incoming state."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    errors = []
+    for B, NH, S, DK, DV in ((2, 2, 37, 48, 40), (1, 1, 200, 64, 64), (1, 2, 130, 72, 136)):
+        bf = lambda *s, scale=1.0, shift=0.0: mx.array((rng.normal(size=s) * scale + shift).astype(np.float32)).astype(mx.bfloat16)  # noqa: E731
+        q, k, v = bf(B, NH, S, DK), bf(B, NH, S, DK), bf(B, NH, S, DV)
+        i, f = bf(B, NH, S, scale=3.0), bf(B, NH, S, scale=3.0, shift=2.0)
+        f32 = lambda a: mx.array(np.asarray(a.astype(mx.float32)))  # noqa: E731
+        state = (f32(bf(B, NH, DK, DV)), f32(bf(B, NH, DK)), f32(bf(B, NH)))
+        mask = mx.array(rng.random((B, S)) > 0.2)
+        for st, mk in ((None, None), (state, mask)):
+            got = fn(*(a.astype(io_dtype) for a in (q, k, v, i, f)), st, chunk_size=64, mask=mk)
+            want = native_on_cpu(mlstm_chunkwise_native, *(f32(a) for a in (q, k, v, i, f)), st, chunk_size=64, mask=mk)
+            errors.append(relative_error(got, want))
+    return max(errors) if all(e == e for e in errors) else float("nan")
+
+
+def self_check(backend: str = "cuda", make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16) -> bool:
+    fn = _make_chunkwise(make_kernel, io_dtype, entry_dtype, fallback=mlstm_chunkwise_native)
+    return check_once(_verified, backend, "chunkwise (bf16 tensor cores)", lambda: check_errors(fn, io_dtype),
+                      tolerance=TOLERANCE)
+
+
+PRIORITY = 8  # above the compiled native kernel (5) for bfloat16 inputs
+
+register_kernel(KernelInfo(
+    "mlstm", "chunkwise", "cuda_tc_chunkwise", _make_chunkwise(), backend="cuda", devices=frozenset({"gpu"}),
+    dtypes=frozenset({"bfloat16"}), math_dtype="bfloat16", priority=PRIORITY,
+    is_available=lambda: backend_present("cuda") and self_check("cuda"),
+    doc="CUDA bf16 tensor-core chunkwise forward (gates, states, outputs: three launches; bf16 operands, f32 accumulation)"))
