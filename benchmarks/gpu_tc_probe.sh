@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One GPU call (after stage.sh b): the bf16 tensor-core chunkwise kernel's first-use check, its time next to the
+# compiled kernel and the official kernel measured in the same call, and ncu's time per launch at 4k tokens.
+. benchmarks/gpu_env.sh
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; cd /tmp
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -W always -c "
+import time; from xlstm_metal.kernels.mlstm import tc_chunkwise as t
+t0 = time.time(); ok = t.self_check('cuda'); print('tc self-check', ok, round(time.time() - t0, 1), 's')
+print('tc error vs native (bf16 inputs):', t.check_errors(t._make_chunkwise(fallback=t.mlstm_chunkwise_native)))" 2>&1 | tee "$OUT/selfcheck.log"
+timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024,4096,16384} --blocks 1 --prefill 1024 \
+    --decode-steps 5 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/"
+timeout 150 python3 "$R/benchmarks/bench_kernel.py" --seqs ${SEQS:-1024,4096,16384},65536 --official /tmp/official.json \
+    --only ${KERNELS:-cuda_tc_chunkwise,compiled_chunkwise} --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
+/usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
+    --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"; python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" \
+    > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
