@@ -36,7 +36,8 @@ from .first_use import backend_present, check_once, native_on_cpu, relative_erro
 from .native import mlstm_chunkwise_native
 
 CHUNK = 64  # tokens per chunk (the kernels' tile; the requested chunk size does not change the function)
-TILE = 64  # key dims x value columns per state slice, value columns per output threadgroup
+TILE = 64  # value columns per state slice and per output threadgroup
+STATE_DK_TILE = 64  # key dims per state slice (32 doubles the threadgroups of the sequential launch)
 THREADS = 128  # four warps: each owns 16 rows of a 64-row tile
 SEGMENT_CHUNKS = 256  # chunks per set of launches: bounds the chunk-entry state buffer (16k tokens: 0.5 GB at 7B heads)
 
@@ -56,9 +57,7 @@ __device__ __forceinline__ void split2(float a, float b, bf2& hi, bf2& lo) {
     hi = *reinterpret_cast<bf2*>(&h);
     lo = pack2(a - hf.x, b - hf.y);
 }
-// 8 consecutive elements (16 bytes, aligned) as 4 pairs / as floats
-__device__ __forceinline__ void copy8(bf2* dst, const __nv_bfloat16* src) { *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src); }
-__device__ __forceinline__ void zero8(bf2* dst) { *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u); }
+// 8 consecutive elements (16 bytes, aligned) as floats
 __device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
     const uint4 u = *reinterpret_cast<const uint4*>(p);
     const unsigned w[4] = {u.x, u.y, u.z, u.w};
@@ -69,6 +68,28 @@ __device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
         x[2 * r + 1] = f.y;
     }
 }
+// 8 elements kept in registers between a global load and their use (the states launch prefetches the next chunk)
+typedef uint4 row8;
+__device__ __forceinline__ row8 ld_row8(const __nv_bfloat16* p) { return *reinterpret_cast<const uint4*>(p); }
+__device__ __forceinline__ row8 zero_row8() { return make_uint4(0u, 0u, 0u, 0u); }
+__device__ __forceinline__ void unpack8(const row8& u, float* x) {
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[r]));
+        x[2 * r] = f.x;
+        x[2 * r + 1] = f.y;
+    }
+}
+// 16 bytes from global to shared memory without passing through registers (zeros when !valid); completes at
+// cp_async_wait<N>() (all but the N most recent committed groups)
+__device__ __forceinline__ void cp_async8(bf2* dst, const __nv_bfloat16* src, bool valid) {
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
 // D += A B over one 16 x 8 x 16 tile (fragments as in the PTX ISA's m16n8k16 layout)
 __device__ __forceinline__ void mma_bf16(float* d, const bf2* a, const bf2* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -126,9 +147,10 @@ GATES = r"""
     }
 """
 
-# Launch 2. Grid (ceil((DV + 1) / 64), ceil(DK / 64), BH) threadgroups of 128 threads. Value column DV is the
+# Launch 2. Grid (ceil((DV + 1) / 64), ceil(DK / TDK), BH) threadgroups of 128 threads. Value column DV is the
 # normaliser (v == 1). The slice is kept transposed, acc = C^T[j][d]: warp w owns rows j0 + 16 w .. + 15; the
-# mma's k dimension is the chunk's tokens, so v * ew and k are staged transposed ([column][token pair]).
+# mma's k dimension is the chunk's tokens, so v * ew and k are staged transposed ([column][token pair]), in two
+# buffers so that one barrier per chunk suffices, from registers loaded while the previous chunk computed.
 STATES = r"""
     const int tid = TID;
     const int warp = tid / 32;
@@ -141,14 +163,15 @@ STATES = r"""
     const int DV = meta_[3];
     const int DVn = DV + 1;
     const int j0 = GX * 64;
-    const int d0 = GY * 64;
+    const int d0 = GY * TDK;
     const int bh = GZ;
+    constexpr int NT = TDK / 8;  // 8-wide key-dim tiles per warp
     constexpr int RS = 36;  // row stride in pairs: 32 token pairs + 4, conflict-free fragment reads and stores
-    SHARED bf2 vT[64 * RS];  // [value column][token pair]: v * ew
-    SHARED bf2 kT[64 * RS];  // [key dim][token pair]
-    float acc[8][4];
+    SHARED bf2 vT[2 * 64 * RS];   // [buffer][value column][token pair]: v * ew
+    SHARED bf2 kT[2 * TDK * RS];  // [buffer][key dim][token pair]
+    float acc[NT][4];
     UNROLL
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < NT; ++nt) {
         UNROLL
         for (int e = 0; e < 4; ++e) {
             const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
@@ -162,11 +185,39 @@ STATES = r"""
         }
     }
     float m = HAS_STATE ? m0_[bh] : 0.0f;
-    for (int c = 0; c < NC; ++c) {
+    // the next chunk's inputs, in registers: unit = (token pair p, 8 columns o), two per thread
+    row8 nv[2][2];
+    row8 nk[2][2];
+    float nw[2][2];
+    float ng = 0.0f;
+    float nml = 0.0f;
+    auto fetch = [&](int c) {
         const long tok0 = (long)c * 64;
+        UNROLL
+        for (int r = 0; r < 2; ++r) {
+            const int u = tid + 128 * r;
+            const int p = u % 32;
+            const int o = u / 32;
+            const long ta = tok0 + 2 * p;
+            const long tb = ta + 1;
+            const int jo = j0 + 8 * o;
+            const int dd = d0 + 8 * o;
+            nw[r][0] = wend_[(long)bh * NC * 64 + ta];
+            nw[r][1] = wend_[(long)bh * NC * 64 + tb];
+            nv[r][0] = jo + 8 <= DV && ta < S ? ld_row8(v_ + ((long)bh * S + ta) * DV + jo) : zero_row8();
+            nv[r][1] = jo + 8 <= DV && tb < S ? ld_row8(v_ + ((long)bh * S + tb) * DV + jo) : zero_row8();
+            nk[r][0] = 8 * o < TDK && dd < DK && ta < S ? ld_row8(k_ + ((long)bh * S + ta) * DK + dd) : zero_row8();
+            nk[r][1] = 8 * o < TDK && dd < DK && tb < S ? ld_row8(k_ + ((long)bh * S + tb) * DK + dd) : zero_row8();
+        }
+        ng = gm_[((long)bh * NC + c) * 2];
+        nml = gm_[((long)bh * NC + c) * 2 + 1];
+    };
+    fetch(0);
+    for (int c = 0; c < NC; ++c) {
+        const int buf = c & 1;
         // the state entering chunk c (its normaliser in row DV), then its stabiliser
         UNROLL
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int nt = 0; nt < NT; ++nt) {
             UNROLL
             for (int e = 0; e < 4; e += 2) {
                 const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
@@ -175,76 +226,56 @@ STATES = r"""
             }
         }
         if (GX == 0 && GY == 0 && tid == 0) mE_[(long)bh * NC + c] = m;
-        const float g = gm_[((long)bh * NC + c) * 2];
-        const float m_next = fmax(g + m, gm_[((long)bh * NC + c) * 2 + 1]);
-        const float decay = exp(g + m - m_next);
-        // stage the chunk: unit = (token pair p, 8 columns o); two per thread
+        const float m_next = fmax(ng + m, nml);
+        const float decay = exp(ng + m - m_next);
+        // stage chunk c from the registers
         UNROLL
         for (int r = 0; r < 2; ++r) {
             const int u = tid + 128 * r;
             const int p = u % 32;
             const int o = u / 32;
-            const long ta = tok0 + 2 * p;
-            const long tb = ta + 1;
-            const float ea = exp(wend_[(long)bh * NC * 64 + ta] - m_next);  // 0 for masked and padded tokens
-            const float eb = exp(wend_[(long)bh * NC * 64 + tb] - m_next);
+            const float ea = exp(nw[r][0] - m_next);  // 0 for masked and padded tokens
+            const float eb = exp(nw[r][1] - m_next);
             float xa[8], xb[8];
+            unpack8(nv[r][0], xa);
+            unpack8(nv[r][1], xb);
             const int jo = j0 + 8 * o;
-            UNROLL
-            for (int e = 0; e < 8; ++e) {
-                xa[e] = 0.0f;
-                xb[e] = 0.0f;
+            if (jo == DV) {  // the normaliser column: v == 1 (DV is a multiple of 8)
+                xa[0] = 1.0f;
+                xb[0] = 1.0f;
             }
-            if (jo + 8 <= DV) {
-                if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
-                if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
-            } else {
+            UNROLL
+            for (int e = 0; e < 8; ++e) vT[(buf * 64 + 8 * o + e) * RS + p] = pack2(xa[e] * ea, xb[e] * eb);
+            if (8 * o < TDK) {
+                unpack8(nk[r][0], xa);
+                unpack8(nk[r][1], xb);
                 UNROLL
-                for (int e = 0; e < 8; ++e) {
-                    if (jo + e == DV) {
-                        xa[e] = 1.0f;
-                        xb[e] = 1.0f;
-                    }
-                }
+                for (int e = 0; e < 8; ++e) kT[(buf * TDK + 8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
             }
-            UNROLL
-            for (int e = 0; e < 8; ++e) vT[(8 * o + e) * RS + p] = pack2(xa[e] * ea, xb[e] * eb);
-            const int dd = d0 + 8 * o;
-            UNROLL
-            for (int e = 0; e < 8; ++e) {
-                xa[e] = 0.0f;
-                xb[e] = 0.0f;
-            }
-            if (dd < DK) {
-                if (ta < S) load8(k_ + ((long)bh * S + ta) * DK + dd, xa);
-                if (tb < S) load8(k_ + ((long)bh * S + tb) * DK + dd, xb);
-            }
-            UNROLL
-            for (int e = 0; e < 8; ++e) kT[(8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
         }
+        if (c + 1 < NC) fetch(c + 1);  // in flight while this chunk computes
         BARRIER;
         UNROLL
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int nt = 0; nt < NT; ++nt) {
             UNROLL
             for (int e = 0; e < 4; ++e) acc[nt][e] *= decay;
         }
         UNROLL
         for (int kk = 0; kk < 4; ++kk) {
-            const int ra = (16 * warp + gid) * RS + 8 * kk + tig;
+            const int ra = (buf * 64 + 16 * warp + gid) * RS + 8 * kk + tig;
             const bf2 a[4] = {vT[ra], vT[ra + 8 * RS], vT[ra + 4], vT[ra + 8 * RS + 4]};
             UNROLL
-            for (int nt = 0; nt < 8; ++nt) {
-                const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+            for (int nt = 0; nt < NT; ++nt) {
+                const int rb = (buf * TDK + 8 * nt + gid) * RS + 8 * kk + tig;
                 const bf2 b[2] = {kT[rb], kT[rb + 4]};
                 mma_bf16(acc[nt], a, b);
             }
         }
         m = m_next;
-        BARRIER;
     }
     // the state leaving the last chunk, in float32
     UNROLL
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < NT; ++nt) {
         UNROLL
         for (int e = 0; e < 4; ++e) {
             const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
@@ -260,7 +291,8 @@ STATES = r"""
 
 # Launch 3. Grid (ceil(DV / 64), NC, BH) threadgroups of 128 threads; warp w computes tokens 16 w .. 16 w + 15 of
 # the chunk for value columns j0 .. j0 + 63, plus an extra 8-column tile whose column 0 is the normaliser column
-# DV (entry state row DV = n, and v == 1 there): its result is the denominator's q·n + sum of P.
+# DV (entry state row DV = n, and v == 1 there): its result is the denominator's q·n + sum of P. The key dims
+# come in pieces of 32, copied asynchronously into two buffers (the next piece lands while this one computes).
 OUTPUTS = r"""
     const int tid = TID;
     const int warp = tid / 32;
@@ -277,14 +309,37 @@ OUTPUTS = r"""
     const int bh = GZ;
     const long tok0 = (long)c * 64;
     const long grow = (long)bh * NC * 64 + tok0;  // the chunk's first token in the gate arrays
-    constexpr int RS = 36;
-    SHARED bf2 qS[64 * RS];  // [token][key-dim pair], one 64-wide piece of the key dims at a time
-    SHARED bf2 kS[64 * RS];  // [token][key-dim pair]
-    SHARED bf2 cS[72 * RS];  // [value column][key-dim pair]: the entry state, tile + normaliser tile
-    SHARED bf2 vT[72 * RS];  // [value column][token pair]: tile + ones in row 64
+    constexpr int RS = 36;  // pairs per row of the transposed v: 32 token pairs + 4
+    constexpr int PS = 20;  // pairs per row of a key-dim piece: 16 + 4 (conflict-free fragment reads, 16-byte rows)
+    SHARED bf2 qS[2 * 64 * PS];  // [buffer][token][key-dim pair]
+    SHARED bf2 kS[2 * 64 * PS];  // [buffer][token][key-dim pair]
+    SHARED bf2 cS[2 * 72 * PS];  // [buffer][value column][key-dim pair]: the entry state, tile + normaliser tile
+    SHARED bf2 vT[72 * RS];      // [value column][token pair]: tile + ones in row 64
     SHARED float gb[64];
     SHARED float gi[64];
-    // v transposed (no weights), ones for the normaliser column, gates
+    const long cbase = ((long)bh * NC + c) * DVn;  // the chunk's entry state, row 0
+    auto issue = [&](int piece) {  // start copying key dims 32 piece .. + 31 of q, k and the entry state
+        const int buf = piece & 1;
+        for (int e = tid; e < 64 * 4; e += 128) {
+            const int rr = e / 4;
+            const int dd = 32 * piece + 8 * (e % 4);
+            const long t = tok0 + rr;
+            const bool ok = t < S && dd < DK;
+            cp_async8(qS + (buf * 64 + rr) * PS + 4 * (e % 4), ok ? q_ + ((long)bh * S + t) * DK + dd : q_, ok);
+            cp_async8(kS + (buf * 64 + rr) * PS + 4 * (e % 4), ok ? k_ + ((long)bh * S + t) * DK + dd : k_, ok);
+        }
+        for (int e = tid; e < 72 * 4; e += 128) {
+            const int rr = e / 4;
+            const int dd = 32 * piece + 8 * (e % 4);
+            const int j = rr < 64 ? j0 + rr : DV + (rr - 64);
+            const bool ok = (rr < 64 ? j < DV : j < DVn) && dd < DK;
+            cp_async8(cS + (buf * 72 + rr) * PS + 4 * (e % 4), ok ? CT_ + (cbase + j) * DK + dd : CT_, ok);
+        }
+        cp_async_commit();
+    };
+    const int NP = (DK + 31) / 32;
+    issue(0);
+    // meanwhile: v transposed (no weights), ones for the normaliser column, gates
     UNROLL
     for (int r = 0; r < 2; ++r) {
         const int u = tid + 128 * r;
@@ -323,49 +378,33 @@ OUTPUTS = r"""
         UNROLL
         for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
     }
-    const long cbase = ((long)bh * NC + c) * DVn;  // the chunk's entry state, row 0
-    for (int p0 = 0; p0 < DK; p0 += 64) {
-        BARRIER;  // the previous piece's readers are done
-        for (int e = tid; e < 64 * 8; e += 128) {  // 64 rows x 8 pieces of 8 key dims
-            const int rr = e / 8;
-            const int dd = p0 + 8 * (e % 8);
-            const long t = tok0 + rr;
-            bf2* qd = qS + rr * RS + 4 * (e % 8);
-            bf2* kd = kS + rr * RS + 4 * (e % 8);
-            if (t < S && dd < DK) {
-                copy8(qd, q_ + ((long)bh * S + t) * DK + dd);
-                copy8(kd, k_ + ((long)bh * S + t) * DK + dd);
-            } else {
-                zero8(qd);
-                zero8(kd);
-            }
+    for (int piece = 0; piece < NP; ++piece) {
+        if (piece + 1 < NP) {
+            issue(piece + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
-        for (int e = tid; e < 72 * 8; e += 128) {
-            const int rr = e / 8;
-            const int dd = p0 + 8 * (e % 8);
-            const int j = rr < 64 ? j0 + rr : DV + (rr - 64);
-            bf2* cd = cS + rr * RS + 4 * (e % 8);
-            if ((rr < 64 ? j < DV : j < DVn) && dd < DK) copy8(cd, CT_ + (cbase + j) * DK + dd);
-            else zero8(cd);
-        }
-        BARRIER;
+        BARRIER;  // this piece has landed for every thread
+        const int buf = piece & 1;
         UNROLL
-        for (int kk = 0; kk < 4; ++kk) {
-            const int ra = (16 * warp + gid) * RS + 8 * kk + tig;
-            const bf2 a[4] = {qS[ra], qS[ra + 8 * RS], qS[ra + 4], qS[ra + 8 * RS + 4]};
+        for (int kk = 0; kk < 2; ++kk) {
+            const int ra = (buf * 64 + 16 * warp + gid) * PS + 8 * kk + tig;
+            const bf2 a[4] = {qS[ra], qS[ra + 8 * PS], qS[ra + 4], qS[ra + 8 * PS + 4]};
             UNROLL
             for (int nt = 0; nt < 8; ++nt) {
-                const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+                const int rb = (buf * 64 + 8 * nt + gid) * PS + 8 * kk + tig;
                 const bf2 b[2] = {kS[rb], kS[rb + 4]};
                 mma_bf16(sacc[nt], a, b);
             }
             UNROLL
             for (int nt = 0; nt < 9; ++nt) {
-                const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+                const int rb = (buf * 72 + 8 * nt + gid) * PS + 8 * kk + tig;
                 const bf2 b[2] = {cS[rb], cS[rb + 4]};
                 mma_bf16(acc[nt], a, b);
             }
         }
+        BARRIER;  // its readers are done before the buffer is refilled
     }
     // gates of the two rows this lane holds
     const float scale = rsqrt(static_cast<float>(DK));
@@ -455,7 +494,8 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
     computes the cases the launches do not cover (default: the best native chunkwise kernel)."""
     make_kernel = make_kernel or _cuda_kernel
 
-    def launch(q, k, v, i, f, state, eps, mask):
+    def launch(q, k, v, i, f, state, eps, mask, upto="outputs"):
+        """The three launches over one segment; ``upto`` stops after "gates" or "states" (for profiling)."""
         B, NH, S, DK = q.shape
         DV = v.shape[-1]
         BH, NC = B * NH, -(-S // CHUNK)
@@ -465,14 +505,18 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
             inputs=[i.reshape(BH, S), f.reshape(BH, S), keep, meta], template=[("HAS_MASK", int(mask is not None))],
             grid=(CHUNK * NC, BH, 1), threadgroup=(CHUNK, 1, 1),
             output_shapes=[(BH, NC * CHUNK)] * 4 + [(BH, NC, 2)], output_dtypes=[mx.float32] * 5)
+        if upto == "gates":
+            return b, ig, wend, u, gm
         has_state = state is not None
         C0, n0, m0 = state if has_state else (mx.zeros((1,), mx.float32),) * 3
         CT, mE, C, n, m = make_kernel("states")(
             inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, C0, n0, m0, meta],
-            template=[("HAS_STATE", int(has_state))],
-            grid=(THREADS * -(-(DV + 1) // TILE), -(-DK // TILE), BH), threadgroup=(THREADS, 1, 1),
+            template=[("HAS_STATE", int(has_state)), ("TDK", STATE_DK_TILE)],
+            grid=(THREADS * -(-(DV + 1) // TILE), -(-DK // STATE_DK_TILE), BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(BH, NC, DV + 1, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[entry_dtype, mx.float32, mx.float32, mx.float32, mx.float32])
+        if upto == "states":
+            return CT, mE, C, n, m
         (h,) = make_kernel("outputs")(
             inputs=[q.reshape(BH, S, DK), k.reshape(BH, S, DK), v.reshape(BH, S, DV), b, ig, u, CT, mE, meta,
                     mx.array([eps], mx.float32)],
@@ -502,6 +546,7 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
             hs.append(h)
         return (hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=2)), state
 
+    chunkwise.launch = launch
     chunkwise.__doc__ = (f"bfloat16 chunkwise forward on CUDA tensor cores (gates, states, outputs: three launches per "
                          f"{SEGMENT_CHUNKS} chunks of {CHUNK} tokens); other dtypes and shapes run the native kernel.")
     return chunkwise

@@ -104,6 +104,14 @@ static inline void split2(float a, float b, bf2& hi, bf2& lo) { hi = pack2(a, b)
 static inline void copy8(bf2* dst, const float* src) { for (int r = 0; r < 4; ++r) dst[r] = pack2(src[2 * r], src[2 * r + 1]); }
 static inline void zero8(bf2* dst) { for (int r = 0; r < 4; ++r) dst[r] = pack2(0.0f, 0.0f); }
 static inline void load8(const float* p, float* x) { for (int e = 0; e < 8; ++e) x[e] = p[e]; }
+struct row8 { float x[8]; };
+static inline row8 ld_row8(const float* p) { row8 r; for (int e = 0; e < 8; ++e) r.x[e] = p[e]; return r; }
+static inline row8 zero_row8() { row8 r; for (int e = 0; e < 8; ++e) r.x[e] = 0.0f; return r; }
+static inline void unpack8(const row8& r, float* x) { for (int e = 0; e < 8; ++e) x[e] = r.x[e]; }
+static inline void cp_async8(bf2* dst, const float* src, bool valid) { if (valid) copy8(dst, src); else zero8(dst); }
+static inline void cp_async_commit() {}
+template <int N>
+static inline void cp_async_wait() {}
 static bf2 g_bfa[32][32][4];
 static bf2 g_bfb[32][32][2];
 static float g_quad[1024];

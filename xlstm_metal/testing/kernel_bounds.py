@@ -17,6 +17,8 @@ from ..kernels.mlstm.reference import mlstm_reference
 
 F32_RTOL = {"cpu": 1e-5, "gpu": 1e-4}
 FLOOR_FACTOR = 10
+BF16_RTOL = 1e-2  # bf16 inputs: output rounding (2^-8 of the largest output) plus float32 math
+BF16_JITTER = 2.0**-8  # a kernel whose inner products take bfloat16 operands perturbs them by up to half of this
 
 
 def run_kernel(fn, arrays, chunk, dtype=mx.float32):
@@ -48,6 +50,40 @@ def float32_floor(arrays, h_ref, st_ref, rtol: float):
     return max(rtol, FLOOR_FACTOR * h_floor), [max(rtol, FLOOR_FACTOR * x) for x in st_floor]
 
 
+def bfloat16_floor(arrays, h_ref, st_ref, rtol: float = BF16_RTOL):
+    """Tolerances (h, [C, n, m]) for a kernel whose inner products take bfloat16 operands (``math_dtype``
+    "bfloat16"): ``rtol``, or 10x the change that moving q, k, v and the incoming state by ~1 bfloat16 ulp causes
+    in exact arithmetic: where |q·n| is small against its terms, that is what rounding operands to 8 bits does."""
+    q, k, v, i, f, state, mask = arrays
+    rng = np.random.default_rng(1)
+    h_floor, st_floor = 0.0, [0.0, 0.0, 0.0]
+    for _ in range(2):
+        jitter = lambda a: a * (1 + BF16_JITTER * rng.uniform(-1, 1, size=np.shape(a)))  # noqa: E731
+        st_j = None if state is None else (jitter(state[0]), jitter(state[1]), state[2])
+        h, st = mlstm_reference(jitter(q), jitter(k), jitter(v), i, f, st_j, mask=mask)
+        h_floor = max(h_floor, worst(h, h_ref))
+        st_floor = [max(a, worst(x, y)) for a, x, y in zip(st_floor, st, st_ref)]
+    return max(rtol, FLOOR_FACTOR * h_floor), [max(rtol, FLOOR_FACTOR * x) for x in st_floor]
+
+
+def bfloat16_rounded(arrays):
+    """``arrays`` with q, k, v, i, f rounded to bfloat16 (what a kernel given bfloat16 inputs sees)."""
+    rnd = lambda a: np.array(mx.array(np.asarray(a, np.float32)).astype(mx.bfloat16).astype(mx.float32), np.float64)  # noqa: E731
+    return (*[rnd(a) for a in arrays[:5]], *arrays[5:])
+
+
+def expected_bfloat16(arrays, math_dtype: str, f32_rtol: float):
+    """The float64 reference on ``arrays`` (already bfloat16-rounded) and the bounds ``[h, C, n, m]`` for a kernel
+    given bfloat16 inputs: float32 math (``max(BF16_RTOL, float32 floor)``), or bfloat16 operands (``bfloat16_floor``)."""
+    h_ref, st_ref = mlstm_reference(*arrays[:5], arrays[5], mask=arrays[6])
+    if math_dtype == "bfloat16":
+        tol, st_tol = bfloat16_floor(arrays, h_ref, st_ref)
+    else:
+        tol, st_tol = float32_floor(arrays, h_ref, st_ref, f32_rtol)
+        tol = max(BF16_RTOL, tol)
+    return h_ref, st_ref, [tol, *st_tol]
+
+
 def expected(arrays, rtol: float):
     """The float64 reference ``(h, (C, n, m))`` for these inputs and the bounds ``[h, C, n, m]`` a float32 kernel
     must meet: computed once per input set, however many kernels are checked against it."""
@@ -56,11 +92,12 @@ def expected(arrays, rtol: float):
     return h_ref, st_ref, [tol, *st_tol]
 
 
-def parity_errors(fn, arrays, chunk, rtol: float, reference=None) -> tuple[bool, list[float], list[float]]:
+def parity_errors(fn, arrays, chunk, rtol: float, reference=None, dtype=mx.float32) -> tuple[bool, list[float], list[float]]:
     """Whether ``fn`` meets the bound on these inputs, its errors (h, C, n, m) and their bounds;
-    ``reference`` is ``expected(arrays, rtol)`` when the caller already has it."""
+    ``reference`` is ``expected(arrays, rtol)`` (or ``expected_bfloat16``) when the caller already has it;
+    ``dtype`` is what q, k, v, i, f are given to the kernel as."""
     h_ref, st_ref, tols = reference or expected(arrays, rtol)
-    h, st = run_kernel(fn, arrays, chunk)
+    h, st = run_kernel(fn, arrays, chunk, dtype)
     errs = [worst(h, h_ref)] + [worst(a, b) for a, b in zip(st, st_ref)]
     finite = bool(np.all(np.isfinite(h)) and all(np.all(np.isfinite(a)) for a in st))
     return finite and all(e <= t for e, t in zip(errs, tols)), errs, tols

@@ -1,0 +1,118 @@
+"""The bf16 tensor-core chunkwise kernel (kernels/mlstm/tc_chunkwise.py), run on the CPU: its three kernel texts
+compiled as C++/OpenMP with the warp-level helpers emulated (``cpu_emulator.BF16_MMA_HEADER``: mma m16n8k16 from
+its fragment layout, quad shuffles, bfloat16 rounding), against the native kernel and the float64 recurrence.
+
+With the bfloat16 rounding of operands switched off, the algorithm computes the native kernel to float32
+accuracy: what separates the two is rounding alone, which the first-use bound and the bfloat16 property bound
+then limit. On the GPU the same texts check themselves on first use and run the property suite."""
+from __future__ import annotations
+
+import dataclasses
+from functools import cache
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import given, note, settings
+
+from cpu_emulator import BF16_MMA_HEADER, IDIOMS, CpuKernel, compiler_available
+from xlstm_metal.kernels.mlstm import fused_chunkwise, tc_chunkwise
+from xlstm_metal.kernels.mlstm.first_use import native_on_cpu, relative_error
+from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native
+from xlstm_metal.testing.kernel_bounds import bfloat16_rounded, expected_bfloat16, parity_errors
+from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
+
+pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
+
+EXACT = BF16_MMA_HEADER.replace("static inline float bf16_round(float x) {", "static inline float bf16_round(float x) { return x;")
+
+
+@cache
+def emulated(header=BF16_MMA_HEADER):
+    """The kernel with its launches run on the CPU (float32 arrays holding bfloat16 values)."""
+    def make(which):
+        body, ins, outs = tc_chunkwise.SOURCES[which]
+        return CpuKernel(f"tc_{which}", ins, outs, fused_chunkwise.source(body, IDIOMS), header=header)
+    launches = {w: make(w) for w in tc_chunkwise.SOURCES}
+    return tc_chunkwise._make_chunkwise(lambda w: launches[w], io_dtype=mx.float32, entry_dtype=mx.float32,
+                                        fallback=mlstm_chunkwise_native)
+
+
+def inputs(seed, B, NH, S, DK, DV, with_state, masked):
+    """bfloat16 values (as float32 arrays), forget gates mostly open so the state carries across chunks."""
+    rng = np.random.default_rng(seed)
+    bf = lambda *s, scale=1.0, shift=0.0: mx.array((rng.normal(size=s) * scale + shift).astype(np.float32)).astype(mx.bfloat16).astype(mx.float32)  # noqa: E731
+    x = (bf(B, NH, S, DK), bf(B, NH, S, DK), bf(B, NH, S, DV), bf(B, NH, S, scale=3.0), bf(B, NH, S, scale=2.0, shift=2.0))
+    state = (bf(B, NH, DK, DV), bf(B, NH, DK), bf(B, NH)) if with_state else None
+    mask = mx.array(rng.random((B, S)) > 0.3) if masked else None
+    return x, state, mask
+
+
+def test_the_algorithm_passes_its_own_first_use_check():
+    tc_chunkwise._verified.pop("cpu-emulated", None)
+    launches = {}
+
+    def make(which):
+        body, ins, outs = tc_chunkwise.SOURCES[which]
+        return launches.setdefault(which, CpuKernel(f"tc_{which}", ins, outs, fused_chunkwise.source(body, IDIOMS),
+                                                    header=BF16_MMA_HEADER))
+    assert tc_chunkwise.self_check("cpu-emulated", make, io_dtype=mx.float32, entry_dtype=mx.float32)
+
+
+@pytest.mark.parametrize("B, NH, S, DK, DV", [(1, 1, 1, 16, 8), (2, 1, 63, 48, 40), (1, 2, 65, 72, 64), (1, 1, 130, 32, 136)])
+def test_without_bfloat16_rounding_it_is_the_native_kernel(B, NH, S, DK, DV):
+    """Partial key pieces (DK 48, 72), the normaliser column inside a value tile (DV 40, 136) or in a tile of its
+    own (DV 64), one token, a padded last chunk, several chunks; an incoming state and a mask."""
+    for with_state, masked in ((False, False), (True, True)):
+        x, state, mask = inputs(S + DK + DV, B, NH, S, DK, DV, with_state, masked)
+        got = emulated(EXACT)(*x, state, chunk_size=64, mask=mask)
+        want = native_on_cpu(mlstm_chunkwise_native, *x, state, chunk_size=64, mask=mask)
+        assert relative_error(got, want) <= 1e-4
+
+
+def test_with_bfloat16_operands_it_stays_within_its_first_use_bound_and_really_rounds():
+    x, state, mask = inputs(5, 1, 2, 150, 64, 72, True, True)
+    want = native_on_cpu(mlstm_chunkwise_native, *x, state, chunk_size=64, mask=mask)
+    err = relative_error(emulated()(*x, state, chunk_size=64, mask=mask), want)
+    assert 1e-5 < err <= tc_chunkwise.TOLERANCE
+
+
+def test_a_fully_masked_input_leaves_the_state_exactly_unchanged_and_outputs_zeros():
+    x, state, _ = inputs(2, 2, 1, 70, 16, 16, True, False)
+    h, (C, n, m) = emulated()(*x, state, chunk_size=64, mask=mx.zeros((2, 70), mx.bool_))
+    assert float(mx.abs(h).max()) == 0.0
+    for a, b in zip((C, n, m), state):
+        assert mx.array_equal(a, b)
+
+
+def test_long_inputs_run_in_launches_that_carry_the_state(monkeypatch):
+    x, state, mask = inputs(3, 1, 1, 150, 16, 16, True, True)
+    whole = emulated()(*x, state, chunk_size=64, mask=mask)
+    monkeypatch.setattr(tc_chunkwise, "SEGMENT_CHUNKS", 1)  # 150 tokens: three sets of launches
+    parts = emulated()(*x, state, chunk_size=64, mask=mask)
+    want = native_on_cpu(mlstm_chunkwise_native, *x, state, chunk_size=64, mask=mask)
+    assert relative_error(parts, want) <= tc_chunkwise.TOLERANCE
+    assert relative_error(parts, whole) <= tc_chunkwise.TOLERANCE
+
+
+def test_inputs_it_does_not_cover_run_the_fallback():
+    """float32 values given as bfloat16 would lose bits, and key/value rows must be whole 16-byte pieces."""
+    fn = tc_chunkwise._make_chunkwise(lambda w: pytest.fail("no launch expected"), fallback=mlstm_chunkwise_native)
+    x, state, mask = inputs(4, 1, 1, 20, 12, 8, True, True)
+    for args in (x, tuple(a.astype(mx.bfloat16) if a.ndim == 4 else a for a in x)):  # float32; DK 12
+        got = fn(*args, state, chunk_size=16, mask=mask)
+        want = mlstm_chunkwise_native(*args, state, chunk_size=16, mask=mask)
+        assert relative_error(got, want) == 0.0
+
+
+@settings(max_examples=max(1, settings().max_examples // 2) if settings().max_examples <= 25 else settings().max_examples)
+@given(case=mlstm_inputs(max_len=160), chunk=chunk_sizes())
+def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(case, chunk):
+    """The bound the GPU property suite applies to kernels with bfloat16 operands (kernel_bounds.bfloat16_floor),
+    over random shapes (key and value dims rounded up to whole 16-byte rows), gates at the soft cap, states, masks."""
+    case = dataclasses.replace(case, dk=-(-case.dk // 8) * 8, dv=-(-case.dv // 8) * 8)
+    arrays = bfloat16_rounded(case.arrays())
+    reference = expected_bfloat16(arrays, "bfloat16", 1e-4)
+    ok, errs, tols = parity_errors(emulated(), arrays, chunk, 1e-4, reference)
+    note(f"errors h, C, n, m {[f'{e:.1e}' for e in errs]} against {[f'{t:.1e}' for t in tols]}")
+    assert ok
