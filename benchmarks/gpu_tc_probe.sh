@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU call (after stage.sh b): the bf16 tensor-core chunkwise kernel's first-use check, its time next to the
-# compiled kernel and the official kernel measured in the same call, and ncu's time per launch at 4k tokens.
+# compiled kernel and the official kernel measured in the same call, its launches timed apart (profile_tc_chunkwise.py;
+# NCU=1 adds ncu's time per launch at 4k tokens), then the kernel tests and the kernel-property suite (TF32 off).
 . benchmarks/gpu_env.sh
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; cd /tmp
@@ -13,6 +14,11 @@ timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024
     --decode-steps 5 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/"
 timeout 150 python3 "$R/benchmarks/bench_kernel.py" --seqs ${SEQS:-1024,4096,16384},65536 --official /tmp/official.json \
     --only ${KERNELS:-cuda_tc_chunkwise,compiled_chunkwise} --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
-/usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
+timeout 120 python3 "$R/benchmarks/profile_tc_chunkwise.py" --seqs ${SEQS:-1024,4096,16384} --out "$OUT/profile_tc.json" > /dev/null
+cat "$OUT/profile_tc.json"
+[ -n "$NCU" ] && /usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
     --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"; python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" \
     > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
+rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
+MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider --durations=8 /tmp/xtests/kernels/test_mlstm_kernels.py \
+    /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 25 "$OUT/tests_gpu.log"
