@@ -16,9 +16,11 @@ timeout 150 python3 "$R/benchmarks/bench_kernel.py" --seqs ${SEQS:-1024,4096,163
     --only ${KERNELS:-cuda_tc_chunkwise,compiled_chunkwise} --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
 timeout 120 python3 "$R/benchmarks/profile_tc_chunkwise.py" --seqs ${SEQS:-1024,4096,16384} --out "$OUT/profile_tc.json" > /dev/null
 cat "$OUT/profile_tc.json"
-[ -n "$NCU" ] && /usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
-    --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"; python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" \
-    > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
+if [ -n "$NCU" ]; then
+  /usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
+      --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"
+  python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
+fi
 rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
 MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider --durations=8 /tmp/xtests/kernels/test_mlstm_kernels.py \
     /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 25 "$OUT/tests_gpu.log"
