@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import mlx.core as mx
 
 from xlstm_metal.kernels import current_device, kernels
-from common import add_kernel_run_args, add_kernel_shape_args, emit, kernel_inputs
+from common import add_kernel_run_args, add_kernel_shape_args, emit, kernel_inputs, queued_time
 
 
 def main(argv=None):
@@ -35,14 +34,10 @@ def main(argv=None):
 
             def call():
                 h, st = kern.fn(q, k, v, i, f, None, chunk_size=a.chunk)
-                mx.eval(h, *st)
+                return h, *st
 
             try:
-                call()
-                t = time.perf_counter()
-                for _ in range(a.iters):
-                    call()
-                ms = 1e3 * (time.perf_counter() - t) / a.iters
+                ms = 1e3 * queued_time(call, a.iters)
             except Exception as exc:  # noqa: BLE001 - report, keep measuring the others
                 res[f"{kern.name}_S{S}_error"] = str(exc)[:200]
                 continue

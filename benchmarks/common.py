@@ -52,3 +52,24 @@ def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
     f = (mx.random.normal((1, heads, S)) + 3).astype(dt)
     mx.eval(q, k, v, i, f)
     return q, k, v, i, f
+
+
+def queued_time(fn, iters: int, warmup_s: float = 0.3) -> float:
+    """Seconds per call of ``fn`` (returning MLX arrays), calls queued back to back with ``mx.async_eval`` and one
+    wait at the end, as the official baseline times its kernels (torch: launches, then one synchronize). A first
+    stretch of calls warms the GPU's clocks, which otherwise make whatever is timed first look slow."""
+    import time
+
+    import mlx.core as mx
+
+    t = time.perf_counter()
+    while time.perf_counter() - t < warmup_s:
+        mx.eval(fn())
+    t = time.perf_counter()
+    outs = []
+    for _ in range(iters):
+        out = fn()
+        mx.async_eval(out)
+        outs.append(out)
+    mx.eval(outs)
+    return (time.perf_counter() - t) / iters

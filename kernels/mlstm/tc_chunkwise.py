@@ -37,7 +37,6 @@ from .native import mlstm_chunkwise_native
 
 CHUNK = 64  # tokens per chunk (the kernels' tile; the requested chunk size does not change the function)
 TILE = 64  # value columns per state slice and per output threadgroup
-STATE_DK_TILE = 64  # key dims per state slice (32 doubles the threadgroups of the sequential launch)
 THREADS = 128  # four warps: each owns 16 rows of a 64-row tile
 SEGMENT_CHUNKS = 256  # chunks per set of launches: bounds the chunk-entry state buffer (16k tokens: 0.5 GB at 7B heads)
 
@@ -80,6 +79,9 @@ __device__ __forceinline__ void unpack8(const row8& u, float* x) {
         x[2 * r] = f.x;
         x[2 * r + 1] = f.y;
     }
+}
+__device__ __forceinline__ void st_row8(__nv_bfloat16* p, const float* x) {
+    *reinterpret_cast<uint4*>(p) = make_uint4(pack2(x[0], x[1]), pack2(x[2], x[3]), pack2(x[4], x[5]), pack2(x[6], x[7]));
 }
 // 16 bytes from global to shared memory without passing through registers (zeros when !valid); completes at
 // cp_async_wait<N>() (all but the N most recent committed groups)
@@ -147,11 +149,12 @@ GATES = r"""
     }
 """
 
-# Launch 2. Grid (ceil((DV + 1) / 64), ceil(DK / TDK), BH) threadgroups of 128 threads. Value column DV is the
-# normaliser (v == 1). The slice is kept transposed, acc = C^T[j][d]: warp w owns rows j0 + 16 w .. + 15; the
-# mma's k dimension is the chunk's tokens, so v * ew and k are staged transposed ([column][token pair]), in two
-# buffers so that one barrier per chunk suffices, from registers loaded while the previous chunk computed.
-STATES = r"""
+# Launch 2. Grid (ceil((DV + 1) / 64), NC * ceil(DK / 64), BH) threadgroups of 128 threads: every chunk's own
+# contribution to the state, all chunks in parallel, stabilised by the chunk's own max m_loc:
+# L_c = k^T (v * exp(w_end - m_loc)), kept transposed (L^T[j][d], value column DV = the normaliser, v == 1).
+# Warp w owns rows j0 + 16 w .. + 15; the mma's k dimension is the chunk's tokens, so v * ew and k are staged
+# transposed ([column][token pair]).
+LOCAL = r"""
     const int tid = TID;
     const int warp = tid / 32;
     const int lane = tid % 32;
@@ -162,134 +165,134 @@ STATES = r"""
     const int DK = meta_[2];
     const int DV = meta_[3];
     const int DVn = DV + 1;
+    const int NDT = (DK + 63) / 64;
     const int j0 = GX * 64;
-    const int d0 = GY * TDK;
+    const int c = GY / NDT;
+    const int d0 = (GY % NDT) * 64;
     const int bh = GZ;
-    constexpr int NT = TDK / 8;  // 8-wide key-dim tiles per warp
+    const long tok0 = (long)c * 64;
     constexpr int RS = 36;  // row stride in pairs: 32 token pairs + 4, conflict-free fragment reads and stores
-    SHARED bf2 vT[2 * 64 * RS];   // [buffer][value column][token pair]: v * ew
-    SHARED bf2 kT[2 * TDK * RS];  // [buffer][key dim][token pair]
-    float acc[NT][4];
+    SHARED bf2 vT[64 * RS];  // [value column][token pair]: v * ew
+    SHARED bf2 kT[64 * RS];  // [key dim][token pair]
+    const float mloc = gm_[((long)bh * NC + c) * 2 + 1];
     UNROLL
-    for (int nt = 0; nt < NT; ++nt) {
+    for (int r = 0; r < 2; ++r) {  // unit = (token pair p, 8 columns o), two per thread
+        const int u = tid + 128 * r;
+        const int p = u % 32;
+        const int o = u / 32;
+        const long ta = tok0 + 2 * p;
+        const long tb = ta + 1;
+        const float ea = exp(wend_[(long)bh * NC * 64 + ta] - mloc);  // 0 for masked and padded tokens
+        const float eb = exp(wend_[(long)bh * NC * 64 + tb] - mloc);
+        float xa[8], xb[8];
         UNROLL
-        for (int e = 0; e < 4; ++e) {
-            const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
-            const int d = d0 + 8 * nt + 2 * tig + (e & 1);
-            float x = 0.0f;
-            if (HAS_STATE && d < DK) {
-                if (j < DV) x = C0_[((long)bh * DK + d) * DV + j];
-                else if (j == DV) x = n0_[(long)bh * DK + d];
-            }
-            acc[nt][e] = x;
+        for (int e = 0; e < 8; ++e) {
+            xa[e] = 0.0f;
+            xb[e] = 0.0f;
         }
+        const int jo = j0 + 8 * o;
+        if (jo + 8 <= DV) {
+            if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
+            if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
+        } else if (jo == DV) {  // the normaliser column: v == 1 (DV is a multiple of 8)
+            xa[0] = 1.0f;
+            xb[0] = 1.0f;
+        }
+        UNROLL
+        for (int e = 0; e < 8; ++e) vT[(8 * o + e) * RS + p] = pack2(xa[e] * ea, xb[e] * eb);
+        UNROLL
+        for (int e = 0; e < 8; ++e) {
+            xa[e] = 0.0f;
+            xb[e] = 0.0f;
+        }
+        const int dd = d0 + 8 * o;
+        if (dd < DK) {
+            if (ta < S) load8(k_ + ((long)bh * S + ta) * DK + dd, xa);
+            if (tb < S) load8(k_ + ((long)bh * S + tb) * DK + dd, xb);
+        }
+        UNROLL
+        for (int e = 0; e < 8; ++e) kT[(8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
     }
-    float m = HAS_STATE ? m0_[bh] : 0.0f;
-    // the next chunk's inputs, in registers: unit = (token pair p, 8 columns o), two per thread
-    row8 nv[2][2];
-    row8 nk[2][2];
-    float nw[2][2];
-    float ng = 0.0f;
-    float nml = 0.0f;
-    auto fetch = [&](int c) {
-        const long tok0 = (long)c * 64;
-        UNROLL
-        for (int r = 0; r < 2; ++r) {
-            const int u = tid + 128 * r;
-            const int p = u % 32;
-            const int o = u / 32;
-            const long ta = tok0 + 2 * p;
-            const long tb = ta + 1;
-            const int jo = j0 + 8 * o;
-            const int dd = d0 + 8 * o;
-            nw[r][0] = wend_[(long)bh * NC * 64 + ta];
-            nw[r][1] = wend_[(long)bh * NC * 64 + tb];
-            nv[r][0] = jo + 8 <= DV && ta < S ? ld_row8(v_ + ((long)bh * S + ta) * DV + jo) : zero_row8();
-            nv[r][1] = jo + 8 <= DV && tb < S ? ld_row8(v_ + ((long)bh * S + tb) * DV + jo) : zero_row8();
-            nk[r][0] = 8 * o < TDK && dd < DK && ta < S ? ld_row8(k_ + ((long)bh * S + ta) * DK + dd) : zero_row8();
-            nk[r][1] = 8 * o < TDK && dd < DK && tb < S ? ld_row8(k_ + ((long)bh * S + tb) * DK + dd) : zero_row8();
-        }
-        ng = gm_[((long)bh * NC + c) * 2];
-        nml = gm_[((long)bh * NC + c) * 2 + 1];
-    };
-    fetch(0);
-    for (int c = 0; c < NC; ++c) {
-        const int buf = c & 1;
-        // the state entering chunk c (its normaliser in row DV), then its stabiliser
-        UNROLL
-        for (int nt = 0; nt < NT; ++nt) {
-            UNROLL
-            for (int e = 0; e < 4; e += 2) {
-                const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
-                const int d = d0 + 8 * nt + 2 * tig;
-                if (j < DVn && d < DK) st_pair(CT_ + (((long)bh * NC + c) * DVn + j) * DK + d, acc[nt][e], acc[nt][e + 1]);
-            }
-        }
-        if (GX == 0 && GY == 0 && tid == 0) mE_[(long)bh * NC + c] = m;
-        const float m_next = fmax(ng + m, nml);
-        const float decay = exp(ng + m - m_next);
-        // stage chunk c from the registers
-        UNROLL
-        for (int r = 0; r < 2; ++r) {
-            const int u = tid + 128 * r;
-            const int p = u % 32;
-            const int o = u / 32;
-            const float ea = exp(nw[r][0] - m_next);  // 0 for masked and padded tokens
-            const float eb = exp(nw[r][1] - m_next);
-            float xa[8], xb[8];
-            unpack8(nv[r][0], xa);
-            unpack8(nv[r][1], xb);
-            const int jo = j0 + 8 * o;
-            if (jo == DV) {  // the normaliser column: v == 1 (DV is a multiple of 8)
-                xa[0] = 1.0f;
-                xb[0] = 1.0f;
-            }
-            UNROLL
-            for (int e = 0; e < 8; ++e) vT[(buf * 64 + 8 * o + e) * RS + p] = pack2(xa[e] * ea, xb[e] * eb);
-            if (8 * o < TDK) {
-                unpack8(nk[r][0], xa);
-                unpack8(nk[r][1], xb);
-                UNROLL
-                for (int e = 0; e < 8; ++e) kT[(buf * TDK + 8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
-            }
-        }
-        if (c + 1 < NC) fetch(c + 1);  // in flight while this chunk computes
-        BARRIER;
-        UNROLL
-        for (int nt = 0; nt < NT; ++nt) {
-            UNROLL
-            for (int e = 0; e < 4; ++e) acc[nt][e] *= decay;
-        }
-        UNROLL
-        for (int kk = 0; kk < 4; ++kk) {
-            const int ra = (buf * 64 + 16 * warp + gid) * RS + 8 * kk + tig;
-            const bf2 a[4] = {vT[ra], vT[ra + 8 * RS], vT[ra + 4], vT[ra + 8 * RS + 4]};
-            UNROLL
-            for (int nt = 0; nt < NT; ++nt) {
-                const int rb = (buf * TDK + 8 * nt + gid) * RS + 8 * kk + tig;
-                const bf2 b[2] = {kT[rb], kT[rb + 4]};
-                mma_bf16(acc[nt], a, b);
-            }
-        }
-        m = m_next;
-    }
-    // the state leaving the last chunk, in float32
+    BARRIER;
+    float acc[8][4];
     UNROLL
-    for (int nt = 0; nt < NT; ++nt) {
+    for (int nt = 0; nt < 8; ++nt) {
         UNROLL
-        for (int e = 0; e < 4; ++e) {
-            const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
-            const int d = d0 + 8 * nt + 2 * tig + (e & 1);
-            if (d < DK) {
-                if (j < DV) Cout_[((long)bh * DK + d) * DV + j] = acc[nt][e];
-                else if (j == DV) nout_[(long)bh * DK + d] = acc[nt][e];
-            }
+        for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    }
+    UNROLL
+    for (int kk = 0; kk < 4; ++kk) {
+        const int ra = (16 * warp + gid) * RS + 8 * kk + tig;
+        const bf2 a[4] = {vT[ra], vT[ra + 8 * RS], vT[ra + 4], vT[ra + 8 * RS + 4]};
+        UNROLL
+        for (int nt = 0; nt < 8; ++nt) {
+            const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
+            const bf2 b[2] = {kT[rb], kT[rb + 4]};
+            mma_bf16(acc[nt], a, b);
         }
     }
-    if (GX == 0 && GY == 0 && tid == 0) mout_[bh] = m;
+    UNROLL
+    for (int nt = 0; nt < 8; ++nt) {
+        UNROLL
+        for (int e = 0; e < 4; e += 2) {
+            const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
+            const int d = d0 + 8 * nt + 2 * tig;
+            if (j < DVn && d < DK) st_pair(LT_ + (((long)bh * NC + c) * DVn + j) * DK + d, acc[nt][e], acc[nt][e + 1]);
+        }
+    }
 """
 
-# Launch 3. Grid (ceil(DV / 64), NC, BH) threadgroups of 128 threads; warp w computes tokens 16 w .. 16 w + 15 of
+# Launch 3. Grid (ceil((DV + 1) * DK / 8 / 128), BH) threadgroups of 128 threads, 8 consecutive state entries per
+# thread: the recurrence across chunks, C_{c+1} = exp(g + m - m') C_c + exp(m_loc - m') L_c with
+# m' = max(g + m, m_loc), writing the state entering each chunk. Elementwise and independent of the loads it
+# waits on, so it runs at memory speed instead of a chain of dependent launches' latencies.
+SCAN = r"""
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int DK = meta_[2];
+    const int DV = meta_[3];
+    const int DVn = DV + 1;
+    const int bh = GY;
+    const long e8 = ((long)GX * 128 + TID) * 8;  // the first of this thread's entries of the [DVn, DK] slice
+    if (e8 < (long)DVn * DK) {
+        const int j = (int)(e8 / DK);
+        const int d = (int)(e8 % DK);
+        float C[8];
+        UNROLL
+        for (int e = 0; e < 8; ++e) {
+            float x = 0.0f;
+            if (HAS_STATE) x = j < DV ? C0_[((long)bh * DK + d + e) * DV + j] : n0_[(long)bh * DK + d + e];
+            C[e] = x;
+        }
+        float m = HAS_STATE ? m0_[bh] : 0.0f;
+        const long slice = (long)DVn * DK;
+        row8 next = ld_row8(LT_ + (long)bh * NC * slice + e8);
+        for (int c = 0; c < NC; ++c) {
+            const row8 cur = next;
+            if (c + 1 < NC) next = ld_row8(LT_ + ((long)bh * NC + c + 1) * slice + e8);
+            st_row8(CT_ + ((long)bh * NC + c) * slice + e8, C);
+            if (e8 == 0) mE_[(long)bh * NC + c] = m;
+            const float g = gm_[((long)bh * NC + c) * 2];
+            const float ml = gm_[((long)bh * NC + c) * 2 + 1];
+            const float m_next = fmax(g + m, ml);
+            const float a = exp(g + m - m_next);
+            const float b = exp(ml - m_next);
+            float x[8];
+            unpack8(cur, x);
+            UNROLL
+            for (int e = 0; e < 8; ++e) C[e] = a * C[e] + b * x[e];
+            m = m_next;
+        }
+        UNROLL
+        for (int e = 0; e < 8; ++e) {
+            if (j < DV) Cout_[((long)bh * DK + d + e) * DV + j] = C[e];
+            else nout_[(long)bh * DK + d + e] = C[e];
+        }
+        if (e8 == 0) mout_[bh] = m;
+    }
+"""
+
+# Launch 4. Grid (ceil(DV / 64), NC, BH) threadgroups of 128 threads; warp w computes tokens 16 w .. 16 w + 15 of
 # the chunk for value columns j0 .. j0 + 63, plus an extra 8-column tile whose column 0 is the normaliser column
 # DV (entry state row DV = n, and v == 1 there): its result is the denominator's q·n + sum of P. The key dims
 # come in pieces of 32, copied asynchronously into two buffers (the next piece lands while this one computes).
@@ -470,7 +473,8 @@ OUTPUTS = r"""
 
 SOURCES = {  # name -> (algorithm text, input names, output names)
     "gates": (GATES, ["i_", "f_", "keep_", "meta_"], ["b_", "igo_", "wend_", "u_", "gm_"]),
-    "states": (STATES, ["k_", "v_", "wend_", "gm_", "C0_", "n0_", "m0_", "meta_"], ["CT_", "mE_", "Cout_", "nout_", "mout_"]),
+    "local": (LOCAL, ["k_", "v_", "wend_", "gm_", "meta_"], ["LT_"]),
+    "scan": (SCAN, ["LT_", "gm_", "C0_", "n0_", "m0_", "meta_"], ["CT_", "mE_", "Cout_", "nout_", "mout_"]),
     "outputs": (OUTPUTS, ["q_", "k_", "v_", "b_", "ig_", "u_", "CT_", "mE_", "meta_", "eps_"], ["h_"]),
 }
 CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()",
@@ -495,7 +499,7 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
     make_kernel = make_kernel or _cuda_kernel
 
     def launch(q, k, v, i, f, state, eps, mask, upto="outputs"):
-        """The three launches over one segment; ``upto`` stops after "gates" or "states" (for profiling)."""
+        """The four launches over one segment; ``upto`` stops after "gates", "local" or "scan" (for profiling)."""
         B, NH, S, DK = q.shape
         DV = v.shape[-1]
         BH, NC = B * NH, -(-S // CHUNK)
@@ -507,15 +511,20 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
             output_shapes=[(BH, NC * CHUNK)] * 4 + [(BH, NC, 2)], output_dtypes=[mx.float32] * 5)
         if upto == "gates":
             return b, ig, wend, u, gm
+        (LT,) = make_kernel("local")(
+            inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, meta], template=[("T", io_dtype)],
+            grid=(THREADS * -(-(DV + 1) // TILE), NC * -(-DK // TILE), BH), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(BH, NC, DV + 1, DK)], output_dtypes=[entry_dtype])
+        if upto == "local":
+            return LT
         has_state = state is not None
         C0, n0, m0 = state if has_state else (mx.zeros((1,), mx.float32),) * 3
-        CT, mE, C, n, m = make_kernel("states")(
-            inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, C0, n0, m0, meta],
-            template=[("HAS_STATE", int(has_state)), ("TDK", STATE_DK_TILE)],
-            grid=(THREADS * -(-(DV + 1) // TILE), -(-DK // STATE_DK_TILE), BH), threadgroup=(THREADS, 1, 1),
+        CT, mE, C, n, m = make_kernel("scan")(
+            inputs=[LT, gm, C0, n0, m0, meta], template=[("HAS_STATE", int(has_state))],
+            grid=(THREADS * -(-((DV + 1) * DK // 8) // THREADS), BH, 1), threadgroup=(THREADS, 1, 1),
             output_shapes=[(BH, NC, DV + 1, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[entry_dtype, mx.float32, mx.float32, mx.float32, mx.float32])
-        if upto == "states":
+        if upto == "scan":
             return CT, mE, C, n, m
         (h,) = make_kernel("outputs")(
             inputs=[q.reshape(BH, S, DK), k.reshape(BH, S, DK), v.reshape(BH, S, DV), b, ig, u, CT, mE, meta,

@@ -468,9 +468,13 @@ def test_the_compiled_chunkwise_kernel_computes_what_the_native_one_does(with_st
 
 
 def test_gpu_chunkwise_kernels_are_preferred_on_the_gpu_only():
-    """compiled > fused (measured slower on an H100, see fused_chunkwise.PRIORITY) > native on the GPU; native on the CPU."""
+    """bf16 tensor cores (CUDA, bfloat16 only) > compiled > fused (measured slower on an H100, see
+    fused_chunkwise.PRIORITY) > native on the GPU; native on the CPU."""
     order = [k.name for k in kernels("mlstm", "chunkwise")]
+    assert order.index("cuda_tc_chunkwise") < order.index("compiled_chunkwise")
     assert order.index("compiled_chunkwise") < order.index("cuda_chunkwise") < order.index("native_chunkwise")
     assert order.index("compiled_chunkwise") < order.index("metal_chunkwise") < order.index("native_chunkwise")
-    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16").name == "compiled_chunkwise"
+    bf16 = "cuda_tc_chunkwise" if mx.cuda.is_available() else "compiled_chunkwise"  # it checks itself on first use
+    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16").name == bf16
+    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="float32").name == "compiled_chunkwise"
     assert select_kernel("mlstm", "chunkwise", device="cpu", dtype="bfloat16").name == "native_chunkwise"
