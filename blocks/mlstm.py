@@ -3,7 +3,8 @@
 The cell itself is a kernel chosen by the plan (``ctx.kernel``); this block only prepares its
 inputs and post-processes ``h``. Weight names follow the official checkpoint (``q``, ``k``, ``v``,
 ``ogate_preact``, ``igate_preact``, ``fgate_preact``, ``multihead_norm``, ``out_proj``; fused:
-``qkv_opreact``, ``ifgate_preact``).
+``qkv_opreact``, ``ifgate_preact``). For inference the input projections are merged into one
+matmul (``merge_projections()``, see ``blocks/projections.py``); the names above stay the parameters.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pydantic import Field
 from .base import Block, BlockParams, ShapeError, TensorType, register_block, tp_reduce
 from .multihead_layer_norm import multihead_layer_norm
 from .ops import sigmoid_gate, small_init_std, soft_cap
+from .projections import MergeableProjections, projection
 from .swiglu import linear
 
 
@@ -42,7 +44,7 @@ class _Norm(nn.Module):
 
 
 @register_block
-class MLSTM(Block):
+class MLSTM(MergeableProjections, Block):
     type_name = "mlstm"
     Params = MLSTMParams
     stateful = True
@@ -56,20 +58,25 @@ class MLSTM(Block):
         self.qk_dim, self.v_dim = int(D * params.qk_dim_factor), int(D * params.v_dim_factor)
         std, b = small_init_std(D), params.use_bias
         if params.weight_mode == "single":
-            self.q = linear(D, self.qk_dim, b, std)
-            self.k = linear(D, self.qk_dim, b, std)
-            self.v = linear(D, self.v_dim, b, std)
-            self.ogate_preact = linear(D, self.v_dim, b, std)
-            self.igate_preact = linear(D, nh, True, std)
-            self.fgate_preact = linear(D, nh, True, std)
+            self.q = projection(D, self.qk_dim, b, std)
+            self.k = projection(D, self.qk_dim, b, std)
+            self.v = projection(D, self.v_dim, b, std)
+            self.ogate_preact = projection(D, self.v_dim, b, std)
+            self.igate_preact = projection(D, nh, True, std)
+            self.fgate_preact = projection(D, nh, True, std)
             self.igate_preact.bias = mx.full((nh,), -10.0)
             self.fgate_preact.bias = mx.linspace(3.0, 6.0, nh)
         else:
-            self.qkv_opreact = linear(D, 2 * self.qk_dim + 2 * self.v_dim, b, std)
-            self.ifgate_preact = linear(D, 2 * nh, True, std)
+            self.qkv_opreact = projection(D, 2 * self.qk_dim + 2 * self.v_dim, b, std)
+            self.ifgate_preact = projection(D, 2 * nh, True, std)
             self.ifgate_preact.bias = mx.concatenate([mx.full((nh,), -10.0), mx.linspace(3.0, 6.0, nh)])
         self.multihead_norm = _Norm(self.v_dim, b)
         self.out_proj = linear(self.v_dim, D, b, small_init_std(self.v_dim))
+
+    def projection_names(self) -> tuple[str, ...]:
+        if self.params.weight_mode == "single":
+            return ("q", "k", "v", "ogate_preact", "igate_preact", "fgate_preact")
+        return ("qkv_opreact", "ifgate_preact")
 
     @classmethod
     def infer(cls, params, inputs):
@@ -106,13 +113,11 @@ class MLSTM(Block):
         p = self.params
         nh = self.local_heads
         if p.weight_mode == "single":
-            q, k, v, o = self.q(x), self.k(x), self.v(x), self.ogate_preact(x)
-            i, f = self.igate_preact(x), self.fgate_preact(x)
+            q, k, v, o, i, f = self.project(x, ctx.training)
         else:
-            qkvo = self.qkv_opreact(x)
+            qkvo, ifg = self.project(x, ctx.training)
             a, b2, c = self.qk_dim, 2 * self.qk_dim, 2 * self.qk_dim + self.v_dim
             q, k, v, o = qkvo[..., :a], qkvo[..., a:b2], qkvo[..., b2:c], qkvo[..., c:]
-            ifg = self.ifgate_preact(x)
             i, f = ifg[..., :nh], ifg[..., nh:]
         i, f = soft_cap(i, p.gate_soft_cap), soft_cap(f, p.gate_soft_cap)
 

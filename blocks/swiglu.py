@@ -1,4 +1,8 @@
-"""SwiGLU feed-forward: ``proj_down(silu(proj_up_gate(x)) * proj_up(x))`` (official xLSTMLarge FFN)."""
+"""SwiGLU feed-forward: ``proj_down(silu(proj_up_gate(x)) * proj_up(x))`` (official xLSTMLarge FFN).
+
+For inference the two up projections are merged into one matmul (``merge_projections()``, see
+``blocks/projections.py``); ``proj_up_gate`` / ``proj_up`` stay the parameters.
+"""
 from __future__ import annotations
 
 from typing import Literal
@@ -9,6 +13,7 @@ from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, register_block, tp_reduce
 from .ops import round_up_to_multiple, silu_gate, small_init_std
+from .projections import MergeableProjections, projection
 
 
 class SwiGLUParams(BlockParams):
@@ -27,7 +32,7 @@ def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:
 
 
 @register_block
-class SwiGLU(Block):
+class SwiGLU(MergeableProjections, Block):
     type_name = "swiglu"
     Params = SwiGLUParams
     summary = "Gated feed-forward with SiLU gate."
@@ -38,11 +43,14 @@ class SwiGLU(Block):
         self.hidden = round_up_to_multiple(dim * params.proj_factor, params.round_up_to)
         std = small_init_std(dim)
         if params.weight_mode == "single":
-            self.proj_up_gate = linear(dim, self.hidden, params.use_bias, std)
-            self.proj_up = linear(dim, self.hidden, params.use_bias, std)
+            self.proj_up_gate = projection(dim, self.hidden, params.use_bias, std)
+            self.proj_up = projection(dim, self.hidden, params.use_bias, std)
         else:
             self.proj_up_gate_z = linear(dim, 2 * self.hidden, params.use_bias, std)
         self.proj_down = linear(self.hidden, dim, params.use_bias, small_init_std(self.hidden))
+
+    def projection_names(self) -> tuple[str, ...]:
+        return ("proj_up_gate", "proj_up") if self.params.weight_mode == "single" else ()
 
     @classmethod
     def infer(cls, params, inputs):
@@ -58,7 +66,7 @@ class SwiGLU(Block):
     def forward(self, inputs, state, ctx):
         x = inputs[0]
         if self.params.weight_mode == "single":
-            gate, z = self.proj_up_gate(x), self.proj_up(x)
+            gate, z = self.project(x, ctx.training)
         else:
             gz = self.proj_up_gate_z(x)
             gate, z = gz[..., : self.hidden], gz[..., self.hidden:]

@@ -66,6 +66,16 @@ def test_benchmark_scripts_report_their_numbers(script, args, keys):
         assert isinstance(res[k], float) and res[k] == res[k], k  # present and not NaN
 
 
+def test_decode_primitives_count_one_matmul_per_projection_group():
+    res = run_script("decode_primitives.py", "--dim", "128", "--vocab", "64")
+    sep, merged = res["separate"]["per_block"], res["merged"]["per_block"]
+    mm = lambda r: r["launch_ops"].get("Matmul", 0) + r["launch_ops"].get("AddMM", 0)  # noqa: E731
+    assert mm(sep) == 10 and mm(merged) == 4  # 6 + 2 projections + 2 outputs -> 1 + 1 + 2
+    assert merged["launches"] == sep["launches"] - 6
+    assert merged["launch_ops"]["[fused_step_kernel]"] == 1
+    assert res["merged"]["outside_blocks"] == res["separate"]["outside_blocks"]
+
+
 def test_the_fused_chunkwise_profile_says_why_it_measured_nothing_without_its_gpu():
     import mlx.core as mx
 
@@ -73,6 +83,15 @@ def test_the_fused_chunkwise_profile_says_why_it_measured_nothing_without_its_gp
         pytest.skip("a GPU backend is present: the script measures instead")
     res = run_script("profile_fused_chunkwise.py", "--seqs", "64", "--heads", "1", "--dk", "8", "--dv", "8")
     assert res["backend"] is None and "no GPU backend" in res["skipped"]
+
+
+def test_the_tensor_core_profile_says_why_it_measured_nothing_without_cuda():
+    import mlx.core as mx
+
+    if mx.cuda.is_available():
+        pytest.skip("CUDA is present: the script measures instead")
+    res = run_script("profile_tc_chunkwise.py", "--seqs", "64", "--heads", "1", "--dk", "8", "--dv", "8")
+    assert "no CUDA backend" in res["skipped"]
 
 
 def test_the_parity_sweep_reports_cases_and_no_failures_for_the_native_kernels():

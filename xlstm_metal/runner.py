@@ -48,10 +48,14 @@ class xLSTMRunner:
     ``runner(tokens, state) -> (logits, state)`` processes any number of tokens, continuing from
     ``state`` (``None`` = fresh). Prefill of long inputs runs in segments; single-token decoding
     runs a compiled function so that a token does not pay Python overhead per block.
+
+    ``merge_projections`` (default True): each mLSTM / SwiGLU block computes its input
+    projections as one matmul (``merge_projections()``; the official parameters become views of
+    the merged matrix, see ``blocks/projections.py``). Training un-merges.
     """
 
     def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
-                 compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN):
+                 compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN, merge_projections: bool = True):
         self.graph = graph
         self.model = GraphModule(graph)
         self.dtype = as_dtype(dtype)
@@ -67,6 +71,8 @@ class xLSTMRunner:
         self.overrides: dict[str, dict[str, Any]] = {}
         self._plans: dict[int, ExecutionPlan] = {}
         self._decode_fn = None
+        if merge_projections:
+            self.merge_projections()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -85,6 +91,38 @@ class xLSTMRunner:
         from .checkpoint import load_pretrained
 
         return load_pretrained(path, shard=shard, **kw)
+
+    # ------------------------------------------------------------------ merged projections
+    def _mergeable_blocks(self):
+        from xlstm_metal.blocks.projections import MergeableProjections
+
+        for name in self.graph.compute_nodes():
+            block = self.graph.block(name)
+            if isinstance(block, MergeableProjections) and block.projection_names():
+                yield block
+
+    def merge_projections(self) -> int:
+        """One matmul for each mLSTM / SwiGLU block's input projections (inference); returns how
+        many blocks merged. Block by block, evaluating as it goes: memory grows by one block's
+        projections at most. Call it again after changing weights outside the runner."""
+        merged = 0
+        for block in self._mergeable_blocks():
+            merged += block.merge_projections()
+            mx.clear_cache()  # the originals' buffers are free: do not keep them cached
+        self._decode_fn = None
+        return merged
+
+    def unmerge_projections(self) -> int:
+        """One matmul per projection again (for training); nothing is copied. Returns how many blocks were merged."""
+        n = sum(block.unmerge_projections() for block in self._mergeable_blocks())
+        self._decode_fn = None
+        return n
+
+    @property
+    def projections_merged(self) -> bool:
+        """True when every block that can merge its projections has."""
+        blocks = list(self._mergeable_blocks())
+        return bool(blocks) and all(b.projections_merged for b in blocks)
 
     # ------------------------------------------------------------------ planning
     def plan(self, seq_len: int, **kw) -> ExecutionPlan:
@@ -211,8 +249,11 @@ class xLSTMRunner:
         if self.quantization:
             raise ValueError(f"already quantized: {self.quantization}")
         q = {"group_size": int(group_size), "bits": int(bits), "mode": mode}
+        merged = self.unmerge_projections()
         apply_quantization(self.model, q)
         self.quantization = q
+        if merged:
+            self.merge_projections()  # the quantized projections merge again
         self._decode_fn = None
         return self
 

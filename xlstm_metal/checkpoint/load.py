@@ -77,6 +77,8 @@ def load_pretrained(path: str | Path, *, dtype: Any = None, progress: bool | Non
 
     ``shard``: a distributed group (or True for the launched world): each rank reads only its
     heads / FFN columns of every tensor (head-parallel inference).
+    ``merge_projections`` (default True): merge each block's input projections once the weights
+    are loaded (``xLSTMRunner.merge_projections``); keys are checked and read under the official names.
     """
     from ..runner import xLSTMRunner
 
@@ -99,7 +101,8 @@ def load_pretrained(path: str | Path, *, dtype: Any = None, progress: bool | Non
         quant, tie = cfg.quantization, cfg.tie_word_embeddings
     if dtype is None:
         dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(raw.get("torch_dtype")), "float32")
-    runner = xLSTMRunner(graph, dtype=dtype, config=cfg, compile=compile, **runner_kw)
+    merge = runner_kw.pop("merge_projections", True)
+    runner = xLSTMRunner(graph, dtype=dtype, config=cfg, compile=compile, merge_projections=False, **runner_kw)
     if quant:
         apply_quantization(runner.model, quant)
         runner.quantization = dict(quant)
@@ -156,6 +159,8 @@ def load_pretrained(path: str | Path, *, dtype: Any = None, progress: bool | Non
             runner.model.update(tree_unflatten([(key, a)]), strict=False)
         del arrays
         bar.update(f.name)
+    if merge:
+        runner.merge_projections()
     if tokenizer:
         runner.tokenizer = load_tokenizer(directory)
     return runner

@@ -107,7 +107,7 @@ def _is_large_config(cfg: dict) -> bool:
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,
             q_group_size: int = 64, overwrite: bool = False) -> Path:
     """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
-    runner = load_pretrained(src, dtype=dtype, tokenizer=False, progress=False)
+    runner = load_pretrained(src, dtype=dtype, tokenizer=False, progress=False, merge_projections=False)  # only re-saved
     if q_bits:
         if getattr(runner, "quantization", None):
             raise CheckpointError(f"{src} is already quantized ({runner.quantization}); convert from the full-precision checkpoint")

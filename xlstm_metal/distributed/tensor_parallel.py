@@ -114,6 +114,7 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     if runner.quantization:
         raise ValueError("shard the full-precision model, then quantize each rank's shard")
     slices: dict[str, Segments] = {}
+    merged = runner.unmerge_projections()  # shard the official arrays, then merge this rank's rows again
     for name in runner.graph.compute_nodes():
         block = runner.graph.block(name)
         if isinstance(block, MLSTM):
@@ -133,6 +134,8 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
         slices.update({f"{name}.{k}": v for k, v in segs.items()})
     runner.sharding = owned
     runner.shard_slices = slices
+    if merged:
+        runner.merge_projections()
     runner._plans.clear()
     runner._decode_fn = None
     return owned

@@ -75,6 +75,8 @@ class Trainer:
             raise ValueError(f"the global batch of {batches.batch_size} does not split over {self.world_size} ranks")
         progress = progress and self.rank == 0
         self.runner, self.batches, self.cfg = runner, batches, cfg
+        # Gradients and optimizer updates belong to the official (separate) projection weights.
+        runner.unmerge_projections()
         self.val_batches = val_batches
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
@@ -152,7 +154,8 @@ class Trainer:
         from ..checkpoint.load import load_pretrained
 
         info = json.loads(log_path.read_text())
-        saved = load_pretrained(self.out, dtype=self.runner.dtype, tokenizer=False, progress=False, compile=False)
+        saved = load_pretrained(self.out, dtype=self.runner.dtype, tokenizer=False, progress=False, compile=False,
+                                merge_projections=False)
         self.runner.model.update(saved.model.parameters())
         state = mx.load(str(self.out / TRAINER_STATE))
         self.optimizer.state = tree_unflatten(list(state.items()))
