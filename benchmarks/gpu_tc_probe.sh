@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
-# One GPU call (after stage.sh b): the bf16 tensor-core chunkwise kernel's first-use check, its time next to the
-# compiled kernel and the official kernel measured in the same call, its launches timed apart (profile_tc_chunkwise.py;
-# NCU=1 adds ncu's time per launch at 4k tokens), then the kernel tests and the kernel-property suite (TF32 off).
+# The GPU run for the bf16 tensor-core chunkwise kernel, in two consecutive calls on one machine (after stage.sh b):
+#   bash benchmarks/gpu_tc_probe.sh check     # first-use check, its launches timed apart, the GPU tests (TF32 off)
+#   bash benchmarks/gpu_tc_probe.sh measure   # official kernel + 7B, then ours (kernel, 7B prefill/decode/32k), same call
+# NCU=1 with check adds ncu's time per launch at 4k tokens. Results land in $OUT as JSON and logs.
 . benchmarks/gpu_env.sh
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; cd /tmp
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -W always -c "
+case "$1" in
+check)
+  python3 -W always -c "
 import time; from xlstm_metal.kernels.mlstm import tc_chunkwise as t
 t0 = time.time(); ok = t.self_check('cuda'); print('tc self-check', ok, round(time.time() - t0, 1), 's')
 print('tc error vs native (bf16 inputs):', t.check_errors(t._make_chunkwise(fallback=t.mlstm_chunkwise_native)))" 2>&1 | tee "$OUT/selfcheck.log"
-timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024,4096,16384} --blocks 1 --prefill 1024 \
-    --decode-steps 5 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/"
-timeout 150 python3 "$R/benchmarks/bench_kernel.py" --seqs ${SEQS:-1024,4096,16384},65536 --official /tmp/official.json \
-    --only ${KERNELS:-cuda_tc_chunkwise,compiled_chunkwise} --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
-timeout 120 python3 "$R/benchmarks/profile_tc_chunkwise.py" --seqs ${SEQS:-1024,4096,16384} --out "$OUT/profile_tc.json" > /dev/null
-cat "$OUT/profile_tc.json"
-if [ -n "$NCU" ]; then
-  /usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
-      --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"
-  python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
-fi
-rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
-MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider --durations=8 /tmp/xtests/kernels/test_mlstm_kernels.py \
-    /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 25 "$OUT/tests_gpu.log"
+  timeout 100 python3 "$R/benchmarks/profile_tc_chunkwise.py" --seqs ${SEQS:-1024,4096,16384} --out "$OUT/profile_tc.json" > /dev/null
+  cat "$OUT/profile_tc.json"
+  if [ -n "$NCU" ]; then
+    /usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
+        --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"
+    python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
+  fi
+  rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
+  # SIGINT at the limit: pytest still prints its summary and the failures
+  MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q -p no:cacheprovider --durations=8 -x \
+      /tmp/xtests/kernels/test_mlstm_kernels.py /tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/runner \
+      > "$OUT/tests_gpu.log" 2>&1; tail -n 40 "$OUT/tests_gpu.log" ;;
+measure)
+  timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 --prefill 1024,4096 \
+      > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json
+  timeout 80 python3 "$R/benchmarks/bench_kernel.py" --seqs 1024,4096,16384,65536 --official /tmp/official.json \
+      --only cuda_tc_chunkwise,compiled_chunkwise --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
+  timeout 280 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
+      --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 --prefill-kernels compiled_chunkwise \
+      --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json" ;;
+*) echo "usage: gpu_tc_probe.sh check|measure" >&2; exit 2 ;;
+esac
