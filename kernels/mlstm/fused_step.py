@@ -1,8 +1,10 @@
 """Fused mLSTM decode step: gates, state update and readout in one GPU launch (CUDA and Metal).
 
-One thread per (batch·head, value column j): it walks the DK rows of its column of C, updating
-the state and accumulating q·C; the normaliser n and the stabiliser m are updated alongside.
-The algorithm is written once (``_BODY``) and wrapped in the CUDA or Metal thread-index idiom.
+A threadgroup per (batch·head, 32 value columns), eight threads per column, each walking an eighth of
+the DK rows (measured on an H200 in the 7B decode: the first version, one thread per column walking all
+DK rows, was 92 tok/s against 123 for the native step in the compiled decode graph: too little
+parallelism to hide memory latency). The algorithm is written once (``_BODY``) with a few idiom words
+replaced for CUDA or Metal.
 
 Each fused kernel checks itself against the native step on a small input the first time it is
 selected in a process, and refuses itself (with a warning) if they disagree — on a Mac, where
@@ -17,12 +19,19 @@ from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error
 from .native import mlstm_step_native
 
-# Shared algorithm. X / Y are the thread's column and (batch*head) row; T is the q/k/v dtype.
+# Shared algorithm. A threadgroup of 256 threads = 8 row slices (y) x 32 value columns (x) of one head's state:
+# thread (x, y) updates rows y, y + 8, ... of column j (consecutive threads, consecutive columns: coalesced), and
+# the 8 partial readouts of a column meet in shared memory. Every threadgroup of a head forms q·n itself (the
+# x == 0 threads), so no second launch is needed; the first also writes n. T is the q/k/v dtype.
 _BODY = """
-    const int j = X;
-    const int bh = Y;
-    if (j >= DV || bh >= BH) return;
+    const int tid = TID;
+    const int x = tid % 32;
+    const int y = tid / 32;
+    const int j = GX * 32 + x;
+    const int bh = GY;
     const int b = bh / NH;
+    SHARED float part[8 * 33];
+    SHARED float qnp[8];
     const float keep = keep_[b];
     const float m_old = m_[bh];
     const float f_raw = static_cast<float>(f_[bh]);
@@ -32,35 +41,54 @@ _BODY = """
     const float fa = keep > 0.0f ? exp(log_f + m_old - m_new) : 1.0f;
     const float ia = keep > 0.0f ? exp(i_raw - m_new) : 0.0f;
     const float scale = rsqrt(static_cast<float>(DK));
-    const float vj = static_cast<float>(v_[bh * DV + j]);
+    const bool col = j < DV;
+    const float vj = col ? static_cast<float>(v_[bh * DV + j]) : 0.0f;
     float num = 0.0f;
     float qn = 0.0f;
-    for (int r = 0; r < DK; ++r) {
+    for (int r = y; r < DK; r += 8) {
         const float qr = static_cast<float>(q_[bh * DK + r]) * scale;
         const float kr = static_cast<float>(k_[bh * DK + r]);
-        const int c_idx = (bh * DK + r) * DV + j;
-        const float c = fa * C_[c_idx] + ia * kr * vj;
-        C_out[c_idx] = c;
-        num += qr * c;
-        const float nr = fa * n_[bh * DK + r] + ia * kr;
-        qn += qr * nr;
-        if (j == 0) n_out[bh * DK + r] = nr;
+        if (col) {
+            const long c_idx = ((long)bh * DK + r) * DV + j;
+            const float c = fa * C_[c_idx] + ia * kr * vj;
+            C_out[c_idx] = c;
+            num += qr * c;
+        }
+        if (x == 0) {
+            const float nr = fa * n_[bh * DK + r] + ia * kr;
+            qn += qr * nr;
+            if (GX == 0) n_out[bh * DK + r] = nr;
+        }
     }
-    if (j == 0) m_out[bh] = m_new;
-    const float denom = fmax(fabs(qn), exp(fmin(-m_new, 80.0f))) + eps_[0];
-    h_out[bh * DV + j] = static_cast<T>(keep > 0.0f ? num / denom : 0.0f);
+    part[y * 33 + x] = num;
+    if (x == 0) qnp[y] = qn;
+    BARRIER;
+    if (y == 0) {
+        float total = 0.0f;
+        float qn_all = 0.0f;
+        for (int r = 0; r < 8; ++r) {
+            total += part[r * 33 + x];
+            qn_all += qnp[r];
+        }
+        const float denom = fmax(fabs(qn_all), exp(fmin(-m_new, 80.0f))) + eps_[0];
+        if (col) h_out[bh * DV + j] = static_cast<T>(keep > 0.0f ? total / denom : 0.0f);
+        if (j == 0) m_out[bh] = m_new;
+    }
 """
 _INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_"]
 _OUTPUTS = ["h_out", "C_out", "n_out", "m_out"]
-_CUDA = {"X": "(blockIdx.x * blockDim.x + threadIdx.x)", "Y": "(blockIdx.y * blockDim.y + threadIdx.y)"}
-_METAL = {"X": "int(thread_position_in_grid.x)", "Y": "int(thread_position_in_grid.y)"}
+_CUDA = {"SHARED": "__shared__", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)",
+         "GY": "int(blockIdx.y)"}
+_METAL = {"SHARED": "threadgroup", "BARRIER": "threadgroup_barrier(mem_flags::mem_threadgroup)",
+          "TID": "int(thread_position_in_threadgroup.x)", "GX": "int(threadgroup_position_in_grid.x)",
+          "GY": "int(threadgroup_position_in_grid.y)"}
+THREADS = 256
 
 
 def _source(idioms: dict[str, str]) -> str:
-    body = _BODY
-    for name, expr in idioms.items():
-        body = body.replace(f"= {name};", f"= {expr};")
-    return body
+    """The algorithm with each idiom word (as a whole word) replaced by ``idioms``' expression."""
+    import re
+    return re.sub(r"\b(" + "|".join(idioms) + r")\b", lambda m: idioms[m.group(1)], _BODY)
 
 
 _kernels: dict[str, object] = {}
@@ -92,12 +120,11 @@ def _make_step(backend: str, make_kernel=None):
         C, n, m = (a.astype(mx.float32) for a in state)
         dt = v.dtype
         keep = mx.ones((B,), mx.float32) if mask is None else mask.reshape(B).astype(mx.float32)
-        tg = min(DV, 256)
         h, C, n, m = make_kernel()(
             inputs=[q.astype(dt).reshape(B * NH, DK), k.astype(dt).reshape(B * NH, DK), v.reshape(B * NH, DV),
                     i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32)],
             template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH)],
-            grid=(((DV + tg - 1) // tg) * tg, B * NH, 1), threadgroup=(tg, 1, 1),
+            grid=(THREADS * -(-DV // 32), B * NH, 1), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B * NH, DV), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[dt, mx.float32, mx.float32, mx.float32])
         return h.reshape(B, NH, 1, DV), (C, n, m)

@@ -92,6 +92,10 @@ __device__ __forceinline__ void cp_async8(bf2* dst, const __nv_bfloat16* src, bo
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+// Where (row, pair) of a transposed tile lives: rows of 36 pairs, the pair index XOR-ed with the row's 8-row block, so
+// that both the transposing stores (8 rows 8 apart, 4 token pairs) and the fragment reads (8 consecutive rows, 4 pairs)
+// hit 32 different banks
+__device__ __forceinline__ int swz(int row, int word) { return row * 36 + (word ^ (((row >> 3) & 7) << 2)); }
 // D += A B over one 16 x 8 x 16 tile (fragments as in the PTX ISA's m16n8k16 layout)
 __device__ __forceinline__ void mma_bf16(float* d, const bf2* a, const bf2* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -171,15 +175,15 @@ LOCAL = r"""
     const int d0 = (GY % NDT) * 64;
     const int bh = GZ;
     const long tok0 = (long)c * 64;
-    constexpr int RS = 36;  // row stride in pairs: 32 token pairs + 4, conflict-free fragment reads and stores
-    SHARED bf2 vT[64 * RS];  // [value column][token pair]: v * ew
-    SHARED bf2 kT[64 * RS];  // [key dim][token pair]
+    constexpr int RS = 36;  // row stride in pairs (see swz)
+    SHARED bf2 vT[64 * RS];  // [value column][token pair]: v * ew, at swz(column, pair)
+    SHARED bf2 kT[64 * RS];  // [key dim][token pair], at swz(dim, pair)
     const float mloc = gm_[((long)bh * NC + c) * 2 + 1];
     UNROLL
-    for (int r = 0; r < 2; ++r) {  // unit = (token pair p, 8 columns o), two per thread
+    for (int r = 0; r < 2; ++r) {  // unit = (token pair p, 8 columns o), two per thread; 8 threads read a row's 128 bytes
         const int u = tid + 128 * r;
-        const int p = u % 32;
-        const int o = u / 32;
+        const int o = u % 8;
+        const int p = u / 8;
         const long ta = tok0 + 2 * p;
         const long tb = ta + 1;
         const float ea = exp(wend_[(long)bh * NC * 64 + ta] - mloc);  // 0 for masked and padded tokens
@@ -199,7 +203,7 @@ LOCAL = r"""
             xb[0] = 1.0f;
         }
         UNROLL
-        for (int e = 0; e < 8; ++e) vT[(8 * o + e) * RS + p] = pack2(xa[e] * ea, xb[e] * eb);
+        for (int e = 0; e < 8; ++e) vT[swz(8 * o + e, p)] = pack2(xa[e] * ea, xb[e] * eb);
         UNROLL
         for (int e = 0; e < 8; ++e) {
             xa[e] = 0.0f;
@@ -211,7 +215,7 @@ LOCAL = r"""
             if (tb < S) load8(k_ + ((long)bh * S + tb) * DK + dd, xb);
         }
         UNROLL
-        for (int e = 0; e < 8; ++e) kT[(8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
+        for (int e = 0; e < 8; ++e) kT[swz(8 * o + e, p)] = pack2(xa[e], xb[e]);
     }
     BARRIER;
     float acc[8][4];
@@ -222,12 +226,12 @@ LOCAL = r"""
     }
     UNROLL
     for (int kk = 0; kk < 4; ++kk) {
-        const int ra = (16 * warp + gid) * RS + 8 * kk + tig;
-        const bf2 a[4] = {vT[ra], vT[ra + 8 * RS], vT[ra + 4], vT[ra + 8 * RS + 4]};
+        const int ra = 16 * warp + gid;
+        const int w = 8 * kk + tig;
+        const bf2 a[4] = {vT[swz(ra, w)], vT[swz(ra + 8, w)], vT[swz(ra, w + 4)], vT[swz(ra + 8, w + 4)]};
         UNROLL
         for (int nt = 0; nt < 8; ++nt) {
-            const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
-            const bf2 b[2] = {kT[rb], kT[rb + 4]};
+            const bf2 b[2] = {kT[swz(8 * nt + gid, w)], kT[swz(8 * nt + gid, w + 4)]};
             mma_bf16(acc[nt], a, b);
         }
     }
@@ -312,12 +316,12 @@ OUTPUTS = r"""
     const int bh = GZ;
     const long tok0 = (long)c * 64;
     const long grow = (long)bh * NC * 64 + tok0;  // the chunk's first token in the gate arrays
-    constexpr int RS = 36;  // pairs per row of the transposed v: 32 token pairs + 4
+    constexpr int RS = 36;  // pairs per row of the transposed v (see swz)
     constexpr int PS = 20;  // pairs per row of a key-dim piece: 16 + 4 (conflict-free fragment reads, 16-byte rows)
     SHARED bf2 qS[2 * 64 * PS];  // [buffer][token][key-dim pair]
     SHARED bf2 kS[2 * 64 * PS];  // [buffer][token][key-dim pair]
     SHARED bf2 cS[2 * 72 * PS];  // [buffer][value column][key-dim pair]: the entry state, tile + normaliser tile
-    SHARED bf2 vT[72 * RS];      // [value column][token pair]: tile + ones in row 64
+    SHARED bf2 vT[72 * RS];      // [value column][token pair] at swz(column, pair): tile + ones in row 64
     SHARED float gb[64];
     SHARED float gi[64];
     const long cbase = ((long)bh * NC + c) * DVn;  // the chunk's entry state, row 0
@@ -346,8 +350,8 @@ OUTPUTS = r"""
     UNROLL
     for (int r = 0; r < 2; ++r) {
         const int u = tid + 128 * r;
-        const int p = u % 32;
-        const int o = u / 32;
+        const int o = u % 8;
+        const int p = u / 8;
         const long ta = tok0 + 2 * p;
         const long tb = ta + 1;
         const int jo = j0 + 8 * o;
@@ -362,9 +366,9 @@ OUTPUTS = r"""
             if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
         }
         UNROLL
-        for (int e = 0; e < 8; ++e) vT[(8 * o + e) * RS + p] = pack2(xa[e], xb[e]);
+        for (int e = 0; e < 8; ++e) vT[swz(8 * o + e, p)] = pack2(xa[e], xb[e]);
     }
-    for (int e = tid; e < 8 * RS; e += 128) vT[64 * RS + e] = pack2(e < RS ? 1.0f : 0.0f, e < RS ? 1.0f : 0.0f);
+    for (int e = tid; e < 8 * 32; e += 128) vT[swz(64 + e / 32, e % 32)] = pack2(e < 32 ? 1.0f : 0.0f, e < 32 ? 1.0f : 0.0f);
     if (tid < 64) {
         gb[tid] = b_[grow + tid];
         gi[tid] = ig_[grow + tid];
@@ -449,8 +453,7 @@ OUTPUTS = r"""
     for (int kk = 0; kk < 4; ++kk) {
         UNROLL
         for (int nt = 0; nt < 9; ++nt) {
-            const int rb = (8 * nt + gid) * RS + 8 * kk + tig;
-            const bf2 b[2] = {vT[rb], vT[rb + 4]};
+            const bf2 b[2] = {vT[swz(8 * nt + gid, 8 * kk + tig)], vT[swz(8 * nt + gid, 8 * kk + tig + 4)]};
             mma_bf16(acc[nt], ph[kk], b);
             mma_bf16(acc[nt], pl[kk], b);
         }

@@ -28,11 +28,10 @@ os.environ.setdefault("GOMP_SPINCOUNT", "0")
 import mlx.core as mx
 import numpy as np
 
-# the idiom words of the fused chunkwise kernels, and the thread indices of the fused step kernel
+# the idiom words of the fused kernels
 IDIOMS = {"UNROLL": "", "UNROLL4": "", "SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
           "LDS4": "*(const float4*)&",
           "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
-STEP_IDIOMS = {"X": "(g_group[0] * g_threads + omp_get_thread_num())", "Y": "g_group[1]"}
 
 _PRELUDE = """
 #include <cmath>
@@ -116,6 +115,7 @@ static inline void cp_async_wait() {}
 static bf2 g_bfa[32][32][4];
 static bf2 g_bfb[32][32][2];
 static float g_quad[1024];
+static inline int swz(int row, int word) { return row * 36 + (word ^ (((row >> 3) & 7) << 2)); }
 static inline float half_of(const bf2& x, int k) { return (k & 1) ? x.hi : x.lo; }
 static inline void mma_bf16(float* d, const bf2* a, const bf2* b) {
     const int t = omp_get_thread_num(), w = t / 32, l = t % 32;

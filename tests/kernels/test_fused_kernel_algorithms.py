@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from cpu_emulator import IDIOMS, STEP_IDIOMS, CpuKernel, compiler_available
+from cpu_emulator import IDIOMS, CpuKernel, compiler_available
 from xlstm_metal.kernels.mlstm import fused_chunkwise, fused_step
 from xlstm_metal.kernels.mlstm.first_use import native_on_cpu as native
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native, mlstm_step_native
@@ -29,7 +29,7 @@ def emulated_chunkwise(body_edit=lambda which, body: body):
 
 
 def emulated_step():
-    kernel = CpuKernel("step", fused_step._INPUTS, fused_step._OUTPUTS, fused_step._source(STEP_IDIOMS))
+    kernel = CpuKernel("step", fused_step._INPUTS, fused_step._OUTPUTS, fused_step._source(IDIOMS))
     return fused_step._make_step("cpu", lambda: kernel)
 
 
@@ -88,7 +88,7 @@ def test_the_first_use_check_refuses_a_subtly_wrong_chunkwise_kernel():
 @pytest.mark.parametrize("masked", [False, True])
 def test_the_fused_step_algorithm_computes_the_native_step(masked):
     step = emulated_step()
-    for seed, DV in ((0, 20), (1, 300)):  # 300 columns: two threadgroups per head
+    for seed, DV in ((0, 20), (1, 300)):  # 300 columns: ten threadgroups per head, the last one partial
         x, state, mask = inputs(seed, 2, 3, 1, 8, DV, True, masked)
         assert_close(step(*x, state, mask=mask), native(mlstm_step_native, *x, state, mask=mask))
 

@@ -116,3 +116,20 @@ def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(case, ch
     ok, errs, tols = parity_errors(emulated(), arrays, chunk, 1e-4, reference)
     note(f"errors h, C, n, m {[f'{e:.1e}' for e in errs]} against {[f'{t:.1e}' for t in tols]}")
     assert ok
+
+
+def swz(row, word):  # kernels/mlstm/tc_chunkwise.py HEADER's swz, in Python
+    return row * 36 + (word ^ (((row >> 3) & 7) << 2))
+
+
+def test_transposed_tiles_are_read_and_written_without_shared_memory_bank_conflicts():
+    """The staging stores (lane = 8 columns o of token pair p: rows 8 o + e, 4 pairs per warp) and the mma fragment
+    reads (8 consecutive rows x 4 pairs) each touch 32 different banks of 4-byte words, for every warp and step."""
+    for warp in range(4):
+        for r in range(2):
+            for e in range(8):
+                lanes = [(u % 8, u // 8) for u in (32 * warp + lane + 128 * r for lane in range(32))]
+                assert len({swz(8 * o + e, p) % 32 for o, p in lanes}) == 32
+    for base in range(0, 72, 8):
+        for word0 in range(0, 32, 4):
+            assert len({swz(base + gid, word0 + tig) % 32 for gid in range(8) for tig in range(4)}) == 32
