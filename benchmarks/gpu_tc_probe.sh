@@ -22,8 +22,9 @@ print('tc error vs native (bf16 inputs):', t.check_errors(t._make_chunkwise(fall
   fi
   rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
   # SIGINT at the limit: pytest still prints its summary and the failures
-  MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q -p no:cacheprovider --durations=8 -x \
-      /tmp/xtests/kernels/test_mlstm_kernels.py /tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/runner \
+  # TESTS: pytest selection (default: everything that runs a GPU kernel); SIGINT at the limit keeps the summary
+  MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q -p no:cacheprovider --durations=8 \
+      ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/runner /tmp/xtests/kernels/test_mlstm_kernels.py} \
       > "$OUT/tests_gpu.log" 2>&1; tail -n 40 "$OUT/tests_gpu.log" ;;
 measure)
   timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 --prefill 1024,4096 \
@@ -32,6 +33,8 @@ measure)
       --only cuda_tc_chunkwise,compiled_chunkwise --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
   timeout 280 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
       --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 --prefill-kernels compiled_chunkwise \
-      --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json" ;;
+      --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json"
+  timeout 90 python3 "$R/benchmarks/decode_floor.py" --spec xlstm_7b --dtype bfloat16 --out "$OUT/decode_floor.json" > /dev/null
+  cat "$OUT/decode_floor.json" ;;
 *) echo "usage: gpu_tc_probe.sh check|measure" >&2; exit 2 ;;
 esac
