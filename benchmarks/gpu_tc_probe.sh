@@ -23,8 +23,10 @@ print('tc error vs native (bf16 inputs):', t.check_errors(t._make_chunkwise(fall
   rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
   # SIGINT at the limit: pytest still prints its summary and the failures
   # TESTS: pytest selection (default: everything that runs a GPU kernel); SIGINT at the limit keeps the summary
-  MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q -p no:cacheprovider --durations=8 \
-      ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/runner /tmp/xtests/kernels/test_mlstm_kernels.py} \
+  # (properties first, under the `gpu` hypothesis profile: 6 examples each, every one compiles kernels for new shapes)
+  XLSTM_HYPOTHESIS_PROFILE=${PROFILE:-gpu} MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q \
+      -p no:cacheprovider --durations=8 \
+      ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/kernels/test_mlstm_kernels.py /tmp/xtests/runner} \
       > "$OUT/tests_gpu.log" 2>&1; tail -n 40 "$OUT/tests_gpu.log" ;;
 measure)
   timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 --prefill 1024,4096 \
