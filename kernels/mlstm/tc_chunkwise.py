@@ -1,18 +1,21 @@
-"""mLSTM chunkwise forward for bfloat16 inputs on CUDA tensor cores, in the shape of the official Triton
-kernels: three launches, no MLX preparation.
+"""mLSTM chunkwise forward for bfloat16 inputs on CUDA tensor cores: four launches, no MLX preparation.
 
 1. ``gates``: per token, the in-chunk prefix ``b`` of log forget gates, the log weight ``w_end`` of the token
    in the state leaving its chunk, the intra-chunk part ``u`` of the stabiliser; per chunk, the total log
-   forget ``g`` and ``max w_end`` (logsigmoid, masks and the padded tail applied here).
-2. ``states``: one threadgroup per (batch·head, 64 key dims, 64 value columns) walks the chunks in order,
-   keeping its 64 x 64 slice of the state in ``mma`` accumulators (float32), writes the state entering each
-   chunk (bfloat16) and steps it by ``C = decay * C + k^T (v * ew)`` on ``mma.sync`` m16n8k16 bf16.
-3. ``outputs``: one threadgroup per (batch·head, chunk, 64 value columns) forms
+   forget ``g`` and ``m_loc = max w_end`` (logsigmoid, masks and the padded tail applied here).
+2. ``local``: every chunk's own contribution ``L_c = k^T (v * exp(w_end - m_loc))``, all chunks in parallel,
+   one threadgroup per (batch·head, chunk, 64 x 64 tile of the state), on ``mma.sync`` m16n8k16 bf16.
+3. ``scan``: the recurrence across chunks, elementwise over the state, ``C <- exp(g + m - m') C + exp(m_loc - m') L_c``
+   with ``m' = max(g + m, m_loc)``, writing the state entering each chunk (bfloat16) and the exit state (float32).
+   Its loads do not depend on the chain, so it runs at memory speed. (A first version walked the chunks in one
+   sequential launch of tensor-core products, carrying the state in accumulators: ~5 us per chunk on an H200,
+   the latency of each step's loads, 1.3 ms at 16k tokens.)
+4. ``outputs``: one threadgroup per (batch·head, chunk, 64 value columns) forms
    ``h = (s_in * q C_entry + ((q k^T) * W) v) / denom`` with the same instruction, all chunks in parallel.
 
 The normaliser ``n`` rides along as value column ``DV`` with ``v == 1`` (then ``C[:, DV] = n``, and the
-output's column ``DV`` is exactly ``q·n``-plus-intra-chunk-sum, the denominator), so no separate reductions
-exist in either launch. The stabiliser follows the recurrence exactly (``m_t = max(log f_t + m_{t-1}, i_t)``),
+output's column ``DV`` is exactly ``q·n``-plus-intra-chunk-sum, the denominator), so no launch needs a
+separate reduction. The stabiliser follows the recurrence exactly (``m_t = max(log f_t + m_{t-1}, i_t)``),
 so the ``exp(-m)`` floor of the denominator means what it means in the official kernels.
 
 Precision: like the official kernels on bfloat16 inputs, the operands of every inner product are bfloat16
@@ -67,10 +70,9 @@ __device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
         x[2 * r + 1] = f.y;
     }
 }
-// 8 elements kept in registers between a global load and their use (the states launch prefetches the next chunk)
+// 8 elements kept in registers between a global load and their use (the scan loads the next chunk's while it steps)
 typedef uint4 row8;
 __device__ __forceinline__ row8 ld_row8(const __nv_bfloat16* p) { return *reinterpret_cast<const uint4*>(p); }
-__device__ __forceinline__ row8 zero_row8() { return make_uint4(0u, 0u, 0u, 0u); }
 __device__ __forceinline__ void unpack8(const row8& u, float* x) {
     const unsigned w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
@@ -496,7 +498,7 @@ def _cuda_kernel(which: str):
 
 
 def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16, fallback=None):
-    """The three-launch kernel. ``make_kernel(name)`` may supply the launches (the tests run the same text on the
+    """The four-launch kernel. ``make_kernel(name)`` may supply the launches (the tests run the same text on the
     CPU with float32 arrays holding bfloat16 values: ``io_dtype`` / ``entry_dtype`` float32); ``fallback``
     computes the cases the launches do not cover (default: the best native chunkwise kernel)."""
     make_kernel = make_kernel or _cuda_kernel
@@ -559,7 +561,7 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
         return (hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=2)), state
 
     chunkwise.launch = launch
-    chunkwise.__doc__ = (f"bfloat16 chunkwise forward on CUDA tensor cores (gates, states, outputs: three launches per "
+    chunkwise.__doc__ = (f"bfloat16 chunkwise forward on CUDA tensor cores (gates, local states, scan, outputs: four launches per "
                          f"{SEGMENT_CHUNKS} chunks of {CHUNK} tokens); other dtypes and shapes run the native kernel.")
     return chunkwise
 
@@ -578,10 +580,10 @@ def _native_fallback(q, k, v, i, f, state=None, **kw):
     return (mlstm_chunkwise_compiled if on_gpu else mlstm_chunkwise_native)(q, k, v, i, f, state, **kw)
 
 
-# First-use bound, relative to max(1, max |native|): bfloat16 operands round to 8 significant bits (2^-9 relative);
-# summed over a chunk and divided by a normaliser that can be small, 3e-3 to 6e-3 is what the CPU emulation shows
-# on the check's inputs.
-TOLERANCE = 2e-2
+# First-use bound, relative to max(1, max |native|): bfloat16 operands round to 8 significant bits (2^-9 relative),
+# and the check's inputs include outputs divided by small normalisers (|h| up to ~190): 1.42e-2 measured, the same
+# in the CPU emulation and on an H200. A wrong index or weight gives errors of order 1.
+TOLERANCE = 3e-2
 _verified: dict[str, bool] = {}
 
 
@@ -619,4 +621,4 @@ register_kernel(KernelInfo(
     "mlstm", "chunkwise", "cuda_tc_chunkwise", _make_chunkwise(), backend="cuda", devices=frozenset({"gpu"}),
     dtypes=frozenset({"bfloat16"}), math_dtype="bfloat16", priority=PRIORITY,
     is_available=lambda: backend_present("cuda") and self_check("cuda"),
-    doc="CUDA bf16 tensor-core chunkwise forward (gates, states, outputs: three launches; bf16 operands, f32 accumulation)"))
+    doc="CUDA bf16 tensor-core chunkwise forward (gates, local states, scan, outputs; bf16 operands, f32 accumulation)"))

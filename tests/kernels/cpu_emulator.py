@@ -105,7 +105,6 @@ static inline void zero8(bf2* dst) { for (int r = 0; r < 4; ++r) dst[r] = pack2(
 static inline void load8(const float* p, float* x) { for (int e = 0; e < 8; ++e) x[e] = p[e]; }
 struct row8 { float x[8]; };
 static inline row8 ld_row8(const float* p) { row8 r; for (int e = 0; e < 8; ++e) r.x[e] = p[e]; return r; }
-static inline row8 zero_row8() { row8 r; for (int e = 0; e < 8; ++e) r.x[e] = 0.0f; return r; }
 static inline void unpack8(const row8& r, float* x) { for (int e = 0; e < 8; ++e) x[e] = r.x[e]; }
 static inline void st_row8(float* p, const float* x) { for (int e = 0; e < 8; ++e) p[e] = bf16_round(x[e]); }
 static inline void cp_async8(bf2* dst, const float* src, bool valid) { if (valid) copy8(dst, src); else zero8(dst); }
