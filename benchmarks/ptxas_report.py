@@ -1,8 +1,9 @@
-"""Registers, stack and spills of the tensor-core chunkwise kernel as ptxas compiles it (nvcc on the GPU
-machine): a kernel whose fragment arrays land in local memory runs many times slower, and MLX's JIT
-does not say so. Prints one JSON object.
+"""Registers, stack and spills of the tensor-core chunkwise kernels as ptxas compiles them: a kernel whose
+fragment arrays land in local memory runs many times slower, and MLX's JIT does not say so. Prints one JSON
+object. nvcc: the GPU machine's, or the pip wheels' (nvidia-cuda-nvcc, -runtime, -crt, -cccl, nvidia-nvvm
+unpacked into one tree: --nvcc path/to/bin/nvcc, its ../include is added), so it runs without a GPU too.
 
-    python benchmarks/ptxas_report.py --arch sm_90
+    python benchmarks/ptxas_report.py --arch sm_90 [--nvcc /tmp/nvcc/x/nvidia/cu13/bin/nvcc]
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from common import emit
 
 from xlstm_metal.kernels.mlstm import mma_chunkwise as mc
+from xlstm_metal.kernels.mlstm import tc_chunkwise as tc
 from xlstm_metal.kernels.mlstm.fused_chunkwise import source
 
 TYPES = {"q_": "const T*", "vT_": "const T*", "meta_": "const int*", "h_": "T*"}
@@ -30,13 +32,53 @@ def kernel_file(precise: int) -> str:
                 p.replace("T*", "__nv_bfloat16*") for p in params) + ");\n")
 
 
+TC_BF16 = {"q_", "k_", "v_", "i_", "f_", "LT_", "CT_", "h_"}  # the bf16 tensor-core kernel's bfloat16 arrays
+TC_TEMPLATE = {"gates": "constexpr int HAS_MASK = 1;", "scan": "constexpr int HAS_STATE = 1;", "outputs": "using T = __nv_bfloat16;"}
+
+
+def tc_kernel_file() -> str:
+    """Every launch of kernels/mlstm/tc_chunkwise.py as one translation unit (the template values its real calls use)."""
+    out = ["#include <cuda_bf16.h>", tc.HEADER]
+    for name, (body, ins, outs) in tc.SOURCES.items():
+        ps = [("const __nv_bfloat16*" if n in TC_BF16 else "const int*" if n == "meta_" else "const float*") + " " + n for n in ins]
+        ps += [("__nv_bfloat16*" if n in TC_BF16 else "float*") + " " + n for n in outs]
+        out.append(f'extern "C" __global__ void tc_{name}({", ".join(ps)}) {{\n{TC_TEMPLATE.get(name, "")}\n'
+                   f'{source(body, tc.CUDA_IDIOMS)}\n}}')
+    return "\n".join(out)
+
+
+def compile_report(nvcc: str, arch: str, text: str) -> dict:
+    """{kernel name: registers, stack, spills, shared memory} from ptxas -v, or {"error": ...}."""
+    include = Path(nvcc).resolve().parent.parent / "include"
+    with tempfile.TemporaryDirectory() as d:
+        cu = Path(d) / "k.cu"
+        cu.write_text(text)
+        cmd = [nvcc, f"-arch={arch}", "-O3", "-c", "-Xptxas", "-v", str(cu), "-o", str(Path(d) / "k.o")]
+        if include.is_dir():
+            cmd[1:1] = [f"-I{include}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stdout + done.stderr)[-1500:]}
+    report = {}
+    for chunk in re.split(r"Compiling entry function '", done.stdout + done.stderr)[1:]:
+        name = chunk.split("'")[0]
+        report[name] = {key: int(m.group(1)) for key, pat in (("registers", r"Used (\d+) registers"),
+                                                              ("stack_bytes", r"(\d+) bytes stack frame"),
+                                                              ("spill_store_bytes", r"(\d+) bytes spill stores"),
+                                                              ("spill_load_bytes", r"(\d+) bytes spill loads"),
+                                                              ("shared_bytes", r"(\d+) bytes smem"))
+                        for m in [re.search(pat, chunk)] if m}
+    return report
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--arch", default="sm_90")
+    p.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
-    res = {"arch": a.arch}
+    nvcc = a.nvcc
+    res = {"arch": a.arch, "tc_chunkwise": compile_report(nvcc, a.arch, tc_kernel_file())}
     for precise in (0, 1):
         with tempfile.TemporaryDirectory() as d:
             cu = Path(d) / "k.cu"

@@ -94,6 +94,23 @@ def test_the_tensor_core_profile_says_why_it_measured_nothing_without_cuda():
     assert "no CUDA backend" in res["skipped"]
 
 
+def test_the_tensor_core_kernels_compile_without_spills():
+    """Where an nvcc is at hand (PATH, or XLSTM_NVCC: e.g. the pip wheels' one): ptxas keeps every fragment in
+    registers (a spill makes a kernel many times slower, and MLX's JIT would not say so) and shared memory
+    within the 48 KB a kernel gets without opting in."""
+    import shutil
+
+    nvcc = os.environ.get("XLSTM_NVCC") or shutil.which("nvcc")
+    if not nvcc:
+        pytest.skip("no nvcc here (set XLSTM_NVCC to one)")
+    res = run_script("ptxas_report.py", "--nvcc", nvcc)["tc_chunkwise"]
+    assert "error" not in res, res.get("error")
+    assert set(res) == {f"tc_{name}" for name in ("gates", "local", "local_chunk", "scan", "outputs")}
+    for name, r in res.items():
+        assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, name
+        assert r.get("shared_bytes", 0) <= 48 * 1024, name
+
+
 def test_the_parity_sweep_reports_cases_and_no_failures_for_the_native_kernels():
     res = run_script("sweep_kernel_parity.py", "--seconds", "3", "--kernels", "native_chunkwise,native_sequence")
     assert res["cases"]["native_chunkwise"] >= 1 and res["cases"]["native_sequence"] >= 1

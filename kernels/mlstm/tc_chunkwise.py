@@ -41,6 +41,10 @@ from .native import mlstm_chunkwise_native
 CHUNK = 64  # tokens per chunk (the kernels' tile; the requested chunk size does not change the function)
 TILE = 64  # value columns per state slice and per output threadgroup
 THREADS = 128  # four warps: each owns 16 rows of a 64-row tile
+# How launch 2 is arranged: "tile" (a threadgroup per chunk x 64 x 64 state tile; measured on an H200, 0.20 ms at
+# 4k tokens) or "chunk" (a threadgroup per chunk walking the value columns; exact in the CPU emulation, not yet
+# timed on a GPU: profile_tc_chunkwise.py --local-launches tile,chunk compares them in one call)
+LOCAL_LAUNCH = "tile"
 SEGMENT_CHUNKS = 256  # chunks per set of launches: bounds the chunk-entry state buffer (16k tokens: 0.5 GB at 7B heads)
 
 # CUDA versions of the helpers the algorithm is written against. ``bf2`` is a pair of bfloat16 in one register
@@ -244,6 +248,110 @@ LOCAL = r"""
             const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
             const int d = d0 + 8 * nt + 2 * tig;
             if (j < DVn && d < DK) st_pair(LT_ + (((long)bh * NC + c) * DVn + j) * DK + d, acc[nt][e], acc[nt][e + 1]);
+        }
+    }
+"""
+
+# Launch 2, the other arrangement (LOCAL_LAUNCH = "chunk"): one threadgroup of 256 threads per (batch·head, chunk)
+# stages the chunk's k once (all DK <= 256 key dims, transposed) and walks the value columns (DV + 1) in pieces of
+# 64: each of the 8 warps computes 16 value rows x half the key dims of the piece. k is read once per chunk instead
+# of once per value tile, v once instead of once per key tile, and there are NC * BH threadgroups instead of 36x that.
+LOCAL_CHUNK = r"""
+    const int tid = TID;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int gid = lane / 4;
+    const int tig = lane % 4;
+    const int S = meta_[0];
+    const int NC = meta_[1];
+    const int DK = meta_[2];
+    const int DV = meta_[3];
+    const int DVn = DV + 1;
+    const int c = GX;
+    const int bh = GY;
+    const long tok0 = (long)c * 64;
+    const int half = ((DK + 7) / 8 + 1) / 2;  // 8-wide key-dim tiles: each warp stores one half (<= 16)
+    const int nt0 = (warp / 4) * half;
+    const int mrow = 16 * (warp % 4);      // this warp's 16 value rows of a piece
+    SHARED bf2 kT[256 * 36];  // [key dim][token pair] at swz(dim, pair)
+    SHARED bf2 vT[64 * 36];   // [value column of the piece][token pair] at swz(column, pair): v * ew
+    SHARED float ew[64];
+    const float mloc = gm_[((long)bh * NC + c) * 2 + 1];
+    if (tid < 64) ew[tid] = exp(wend_[(long)bh * NC * 64 + tok0 + tid] - mloc);  // 0 for masked and padded tokens
+    for (int r = 0; r < 4; ++r) {  // unit = (token pair p, 8 key dims o): 8 threads read 128 bytes of a row
+        const int u = tid + 256 * r;
+        const int o = u % 8 + 8 * (u / 256);
+        const int p = (u / 8) % 32;
+        const long ta = tok0 + 2 * p;
+        const long tb = ta + 1;
+        const int dd = 8 * o;
+        float xa[8], xb[8];
+        UNROLL
+        for (int e = 0; e < 8; ++e) {
+            xa[e] = 0.0f;
+            xb[e] = 0.0f;
+        }
+        if (dd < DK) {
+            if (ta < S) load8(k_ + ((long)bh * S + ta) * DK + dd, xa);
+            if (tb < S) load8(k_ + ((long)bh * S + tb) * DK + dd, xb);
+        }
+        UNROLL
+        for (int e = 0; e < 8; ++e) kT[swz(8 * o + e, p)] = pack2(xa[e], xb[e]);
+    }
+    for (int j0 = 0; j0 < DVn; j0 += 64) {
+        BARRIER;  // k and ew staged; the previous piece's readers are done
+        {
+            const int o = tid % 8;
+            const int p = tid / 8;
+            const long ta = tok0 + 2 * p;
+            const long tb = ta + 1;
+            const int jo = j0 + 8 * o;
+            float xa[8], xb[8];
+            UNROLL
+            for (int e = 0; e < 8; ++e) {
+                xa[e] = 0.0f;
+                xb[e] = 0.0f;
+            }
+            if (jo + 8 <= DV) {
+                if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
+                if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
+            } else if (jo == DV) {  // the normaliser column: v == 1 (DV is a multiple of 8)
+                xa[0] = 1.0f;
+                xb[0] = 1.0f;
+            }
+            const float ea = ew[2 * p];
+            const float eb = ew[2 * p + 1];
+            UNROLL
+            for (int e = 0; e < 8; ++e) vT[swz(8 * o + e, p)] = pack2(xa[e] * ea, xb[e] * eb);
+        }
+        BARRIER;
+        float acc[16][4];
+        UNROLL
+        for (int nt = 0; nt < 16; ++nt) {
+            UNROLL
+            for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+        }
+        NOUNROLL  // unrolled, the 4 x 16 fragment loads took 255 registers and spilled
+        for (int kk = 0; kk < 4; ++kk) {
+            const int w = 8 * kk + tig;
+            const int ra = mrow + gid;
+            const bf2 a[4] = {vT[swz(ra, w)], vT[swz(ra + 8, w)], vT[swz(ra, w + 4)], vT[swz(ra + 8, w + 4)]};
+            UNROLL
+            for (int nt = 0; nt < 16; ++nt) {  // every warp every tile (uniform control flow around the mma): rows
+                const int rb = 8 * (nt0 + nt) + gid;  // past DK hold zeros, tiles past this warp's half are not stored
+                const bf2 b[2] = {kT[swz(rb, w)], kT[swz(rb, w + 4)]};
+                mma_bf16(acc[nt], a, b);
+            }
+        }
+        UNROLL
+        for (int nt = 0; nt < 16; ++nt) {
+            UNROLL
+            for (int e = 0; e < 4; e += 2) {
+                const int j = j0 + mrow + gid + (e < 2 ? 0 : 8);
+                const int d = 8 * (nt0 + nt) + 2 * tig;
+                if (nt < half && j < DVn && d < DK)
+                    st_pair(LT_ + (((long)bh * NC + c) * DVn + j) * DK + d, acc[nt][e], acc[nt][e + 1]);
+            }
         }
     }
 """
@@ -479,10 +587,11 @@ OUTPUTS = r"""
 SOURCES = {  # name -> (algorithm text, input names, output names)
     "gates": (GATES, ["i_", "f_", "keep_", "meta_"], ["b_", "igo_", "wend_", "u_", "gm_"]),
     "local": (LOCAL, ["k_", "v_", "wend_", "gm_", "meta_"], ["LT_"]),
+    "local_chunk": (LOCAL_CHUNK, ["k_", "v_", "wend_", "gm_", "meta_"], ["LT_"]),
     "scan": (SCAN, ["LT_", "gm_", "C0_", "n0_", "m0_", "meta_"], ["CT_", "mE_", "Cout_", "nout_", "mout_"]),
     "outputs": (OUTPUTS, ["q_", "k_", "v_", "b_", "ig_", "u_", "CT_", "mE_", "meta_", "eps_"], ["h_"]),
 }
-CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()",
+CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "NOUNROLL": "_Pragma(\"unroll 1\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()",
                "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)", "GZ": "int(blockIdx.z)"}
 
 _kernels: dict[str, object] = {}
@@ -516,10 +625,16 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
             output_shapes=[(BH, NC * CHUNK)] * 4 + [(BH, NC, 2)], output_dtypes=[mx.float32] * 5)
         if upto == "gates":
             return b, ig, wend, u, gm
-        (LT,) = make_kernel("local")(
-            inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, meta], template=[("T", io_dtype)],
-            grid=(THREADS * -(-(DV + 1) // TILE), NC * -(-DK // TILE), BH), threadgroup=(THREADS, 1, 1),
-            output_shapes=[(BH, NC, DV + 1, DK)], output_dtypes=[entry_dtype])
+        if LOCAL_LAUNCH == "chunk" and DK <= 256:
+            (LT,) = make_kernel("local_chunk")(
+                inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, meta], template=[("T", io_dtype)],
+                grid=(256 * NC, BH, 1), threadgroup=(256, 1, 1),
+                output_shapes=[(BH, NC, DV + 1, DK)], output_dtypes=[entry_dtype])
+        else:
+            (LT,) = make_kernel("local")(
+                inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, meta], template=[("T", io_dtype)],
+                grid=(THREADS * -(-(DV + 1) // TILE), NC * -(-DK // TILE), BH), threadgroup=(THREADS, 1, 1),
+                output_shapes=[(BH, NC, DV + 1, DK)], output_dtypes=[entry_dtype])
         if upto == "local":
             return LT
         has_state = state is not None

@@ -48,7 +48,14 @@ def inputs(seed, B, NH, S, DK, DV, with_state, masked):
     return x, state, mask
 
 
-def test_the_algorithm_passes_its_own_first_use_check():
+@pytest.fixture(params=["tile", "chunk"])
+def local_launch(request, monkeypatch):
+    """Both arrangements of the per-chunk state launch (tc_chunkwise.LOCAL_LAUNCH)."""
+    monkeypatch.setattr(tc_chunkwise, "LOCAL_LAUNCH", request.param)
+    return request.param
+
+
+def test_the_algorithm_passes_its_own_first_use_check(local_launch):
     tc_chunkwise._verified.pop("cpu-emulated", None)
     launches = {}
 
@@ -60,7 +67,7 @@ def test_the_algorithm_passes_its_own_first_use_check():
 
 
 @pytest.mark.parametrize("B, NH, S, DK, DV", [(1, 1, 1, 16, 8), (2, 1, 63, 48, 40), (1, 2, 65, 72, 64), (1, 1, 130, 32, 136)])
-def test_without_bfloat16_rounding_it_is_the_native_kernel(B, NH, S, DK, DV):
+def test_without_bfloat16_rounding_it_is_the_native_kernel(B, NH, S, DK, DV, local_launch):
     """Partial key pieces (DK 48, 72), the normaliser column inside a value tile (DV 40, 136) or in a tile of its
     own (DV 64), one token, a padded last chunk, several chunks; an incoming state and a mask."""
     for with_state, masked in ((False, False), (True, True)):
@@ -77,7 +84,7 @@ def test_with_bfloat16_operands_it_stays_within_its_first_use_bound_and_really_r
     assert 1e-5 < err <= tc_chunkwise.TOLERANCE
 
 
-def test_a_fully_masked_input_leaves_the_state_exactly_unchanged_and_outputs_zeros():
+def test_a_fully_masked_input_leaves_the_state_exactly_unchanged_and_outputs_zeros(local_launch):
     x, state, _ = inputs(2, 2, 1, 70, 16, 16, True, False)
     h, (C, n, m) = emulated()(*x, state, chunk_size=64, mask=mx.zeros((2, 70), mx.bool_))
     assert float(mx.abs(h).max()) == 0.0
@@ -107,13 +114,18 @@ def test_inputs_it_does_not_cover_run_the_fallback():
 
 @settings(max_examples=max(1, settings().max_examples // 2) if settings().max_examples <= 25 else settings().max_examples)
 @given(case=mlstm_inputs(max_len=160), chunk=chunk_sizes())
-def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(case, chunk):
+@pytest.mark.parametrize("launch", ["tile", "chunk"])
+def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(launch, case, chunk):
     """The bound the GPU property suite applies to kernels with bfloat16 operands (kernel_bounds.bfloat16_floor),
     over random shapes (key and value dims rounded up to whole 16-byte rows), gates at the soft cap, states, masks."""
     case = dataclasses.replace(case, dk=-(-case.dk // 8) * 8, dv=-(-case.dv // 8) * 8)
     arrays = bfloat16_rounded(case.arrays())
     reference = expected_bfloat16(arrays, "bfloat16", 1e-4)
-    ok, errs, tols = parity_errors(emulated(), arrays, chunk, 1e-4, reference)
+    tc_chunkwise.LOCAL_LAUNCH, before = launch, tc_chunkwise.LOCAL_LAUNCH
+    try:
+        ok, errs, tols = parity_errors(emulated(), arrays, chunk, 1e-4, reference)
+    finally:
+        tc_chunkwise.LOCAL_LAUNCH = before
     note(f"errors h, C, n, m {[f'{e:.1e}' for e in errs]} against {[f'{t:.1e}' for t in tols]}")
     assert ok
 
