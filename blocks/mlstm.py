@@ -129,7 +129,7 @@ class MLSTM(MergeableProjections, Block):
             from xlstm_metal.kernels import current_device, select_kernel
 
             kernel = select_kernel("mlstm", "step" if S == 1 else "chunkwise", device=current_device(),
-                                   dtype=str(x.dtype).split(".")[-1], head_dims=self.head_dims)
+                                   dtype=str(x.dtype).split(".")[-1], head_dims=self.head_dims, training=ctx.training)
         h, new_state = kernel.fn(heads(q), heads(k), heads(v), i.transpose(0, 2, 1), f.transpose(0, 2, 1), state,
                                  chunk_size=ctx.chunk_size or 64, eps=p.eps, mask=ctx.mask)
         h = multihead_layer_norm(h.transpose(0, 2, 1, 3), self.multihead_norm.weight,

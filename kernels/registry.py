@@ -25,12 +25,15 @@ class KernelInfo:
     supports_mask: bool = True
     max_head_dim: int | None = None
     math_dtype: str = "float32"  # the precision of its inner products' operands: the property suite bounds it by this
+    differentiable: bool = True  # MLX autograd runs through it (custom GPU kernels define no VJP: False)
     priority: int = 0
     is_available: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
     doc: str = ""
 
-    def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = ()) -> str | None:
-        """``None`` when this kernel applies, else the reason it does not."""
+    def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = (), training: bool = False) -> str | None:
+        """``None`` when this kernel applies, else the reason it does not (``training``: gradients must flow)."""
+        if training and not self.differentiable:
+            return "defines no gradient (a custom GPU kernel); training needs one"
         if not self.is_available():
             return f"{self.backend} backend is not available on this machine"
         if device not in self.devices:
@@ -70,13 +73,16 @@ def current_device() -> str:
     return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
 
 
-def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims: tuple[int, ...] = ()) -> KernelInfo:
-    """The best available kernel of ``family``/``form`` for the call; a clear error if none applies."""
+def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims: tuple[int, ...] = (),
+                  training: bool = False) -> KernelInfo:
+    """The best available kernel of ``family``/``form`` for the call (``training``: one gradients flow through);
+    a clear error if none applies."""
     reasons = []
     for k in kernels(family, form):
-        why = k.supports(device=device, dtype=dtype, head_dims=head_dims)
+        why = k.supports(device=device, dtype=dtype, head_dims=head_dims, training=training)
         if why is None:
             return k
         reasons.append(f"{k.name}: {why}")
     detail = "; ".join(reasons) or "none registered"
-    raise LookupError(f"no {family} {form} kernel applies (device={device}, dtype={dtype}): {detail}")
+    raise LookupError(f"no {family} {form} kernel applies (device={device}, dtype={dtype}"
+                      f"{', training' if training else ''}): {detail}")

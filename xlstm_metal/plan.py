@@ -98,11 +98,13 @@ def make_plan(
     overrides: dict[str, dict[str, Any]] | None = None,
     segment_len: int | None = DEFAULT_SEGMENT_LEN,
     sequence_max_len: int = SEQUENCE_MAX_LEN,
+    training: bool = False,
 ) -> ExecutionPlan:
     """Schedule ``graph`` for inputs of ``seq_len`` tokens.
 
     ``overrides`` maps node names to ``{"kernel": ..., "chunk_size": ...}`` and wins over the
-    spec's own per-node overrides, which win over the automatic choice.
+    spec's own per-node overrides, which win over the automatic choice. ``training``: only kernels
+    that autograd runs through (fused GPU kernels define no gradient).
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -132,13 +134,14 @@ def make_plan(
                 form, reason = choice, "override"
             else:
                 kernel, reason = get_kernel(cls.kernel_family, choice), "override (named kernel)"
-                why = kernel.supports(device=device, dtype=dtype, head_dims=head_dims)
+                why = kernel.supports(device=device, dtype=dtype, head_dims=head_dims, training=training)
                 if why:
                     raise LookupError(f"node '{name}' asks for kernel '{choice}', which cannot run here: {why}")
                 if kernel.form == "step" and seq_len > 1:  # a pinned step kernel decodes; longer inputs loop
                     kernel, form, reason = None, "sequence", f"{choice} pinned: more than one token runs as a loop of steps"
             if kernel is None:
-                kernel = select_kernel(cls.kernel_family, form, device=device, dtype=dtype, head_dims=head_dims)
+                kernel = select_kernel(cls.kernel_family, form, device=device, dtype=dtype, head_dims=head_dims,
+                                       training=training)
             if kernel.form != "chunkwise":
                 chunk = None
         steps.append(PlanStep(name, data["type"], tuple(spec_node.inputs), data["out_type"], kernel, chunk, reason))

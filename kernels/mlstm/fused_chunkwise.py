@@ -486,5 +486,6 @@ for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "chunkwise", f"{_backend}_chunkwise", _make_chunkwise(_backend), backend=_backend,
         devices=frozenset({"gpu"}), dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=PRIORITY,
+        differentiable=False,
         is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
         doc=f"fused {_backend.upper()} chunkwise forward (states + outputs, two launches, float32 math)"))

@@ -155,6 +155,6 @@ def self_check(backend: str, fn=None) -> bool:
 for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "step", f"{_backend}_step", _make_step(_backend), backend=_backend, devices=frozenset({"gpu"}),
-        dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10,
+        dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10, differentiable=False,
         is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
         doc=f"fused {_backend.upper()} decode step (gates + state update + readout in one launch)"))

@@ -734,6 +734,6 @@ PRIORITY = 8  # above the compiled native kernel (5) for bfloat16 inputs
 
 register_kernel(KernelInfo(
     "mlstm", "chunkwise", "cuda_tc_chunkwise", _make_chunkwise(), backend="cuda", devices=frozenset({"gpu"}),
-    dtypes=frozenset({"bfloat16"}), math_dtype="bfloat16", priority=PRIORITY,
+    dtypes=frozenset({"bfloat16"}), math_dtype="bfloat16", priority=PRIORITY, differentiable=False,
     is_available=lambda: backend_present("cuda") and self_check("cuda"),
     doc="CUDA bf16 tensor-core chunkwise forward (gates, local states, scan, outputs; bf16 operands, f32 accumulation)"))

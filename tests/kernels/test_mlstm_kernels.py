@@ -478,3 +478,25 @@ def test_gpu_chunkwise_kernels_are_preferred_on_the_gpu_only():
     assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16").name == bf16
     assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="float32").name == "compiled_chunkwise"
     assert select_kernel("mlstm", "chunkwise", device="cpu", dtype="bfloat16").name == "native_chunkwise"
+
+
+def test_training_plans_pick_only_kernels_that_gradients_flow_through(monkeypatch):
+    """Fused GPU kernels define no VJP: a plan for training skips them (and says so when one is pinned), while
+    inference plans prefer them. Shown with a stand-in fused kernel that would win on any machine."""
+    from xlstm_metal import xLSTMRunner
+    from xlstm_metal.kernels import KernelInfo, current_device, registry
+    from xlstm_metal.plan import make_plan
+
+    fused = KernelInfo("mlstm", "chunkwise", "test_fused_no_gradient", mlstm_chunkwise_native, priority=1000,
+                       differentiable=False)
+    monkeypatch.setitem(registry._KERNELS, ("mlstm", fused.name), fused)
+    dev = current_device()
+    assert select_kernel("mlstm", "chunkwise", device=dev, dtype="float32").name == fused.name
+    assert select_kernel("mlstm", "chunkwise", device=dev, dtype="float32", training=True).differentiable
+    graph = xLSTMRunner.from_spec("xlstm_tiny", dtype="float32", seed=0).graph
+    mlstm = [s for s in make_plan(graph, 128).steps if s.kernel is not None]
+    assert mlstm and all(s.kernel.name == fused.name for s in mlstm)
+    assert all(s.kernel.differentiable for s in make_plan(graph, 128, training=True).steps if s.kernel is not None)
+    node = mlstm[0].node
+    with pytest.raises(LookupError, match="defines no gradient"):
+        make_plan(graph, 128, training=True, overrides={node: {"kernel": fused.name}})

@@ -89,7 +89,8 @@ class Trainer:
                          if runner.graph.node(n)["block_cls"].kernel_family}
         from ..runner import dtype_name
 
-        self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides, segment_len=None)
+        self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides, segment_len=None,
+                              training=True)
         self._step_fn = self._build_step()
 
     # ------------------------------------------------------------------ the step
