@@ -86,7 +86,8 @@ def build(spec_name: str, blocks: int, dim: int, vocab: int, dtype: str, merge: 
         name = "standin_fused_step"
         try:
             register_kernel(KernelInfo("mlstm", "step", name, _make_step("cuda", make_kernel=standin_kernel),
-                                       devices=frozenset({"cpu", "gpu"}), doc="the fused step, launch stood in"))
+                                       devices=frozenset({"cpu", "gpu"}), caps_gates=True, differentiable=False,
+                                       doc="the fused step, launch stood in"))
         except ValueError:
             pass  # registered by an earlier build
         kernel = name

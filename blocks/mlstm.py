@@ -119,19 +119,23 @@ class MLSTM(MergeableProjections, Block):
             a, b2, c = self.qk_dim, 2 * self.qk_dim, 2 * self.qk_dim + self.v_dim
             q, k, v, o = qkvo[..., :a], qkvo[..., a:b2], qkvo[..., b2:c], qkvo[..., c:]
             i, f = ifg[..., :nh], ifg[..., nh:]
-        i, f = soft_cap(i, p.gate_soft_cap), soft_cap(f, p.gate_soft_cap)
-
-        def heads(t):
-            return t.reshape(B, S, nh, -1).transpose(0, 2, 1, 3)
-
         kernel = ctx.kernel
         if kernel is None:
             from xlstm_metal.kernels import current_device, select_kernel
 
             kernel = select_kernel("mlstm", "step" if S == 1 else "chunkwise", device=current_device(),
                                    dtype=str(x.dtype).split(".")[-1], head_dims=self.head_dims, training=ctx.training)
+        extra = {}
+        if kernel.caps_gates and p.gate_soft_cap is not None:  # the kernel caps them: two launches fewer
+            extra["gate_soft_cap"] = p.gate_soft_cap
+        else:
+            i, f = soft_cap(i, p.gate_soft_cap), soft_cap(f, p.gate_soft_cap)
+
+        def heads(t):
+            return t.reshape(B, S, nh, -1).transpose(0, 2, 1, 3)
+
         h, new_state = kernel.fn(heads(q), heads(k), heads(v), i.transpose(0, 2, 1), f.transpose(0, 2, 1), state,
-                                 chunk_size=ctx.chunk_size or 64, eps=p.eps, mask=ctx.mask)
+                                 chunk_size=ctx.chunk_size or 64, eps=p.eps, mask=ctx.mask, **extra)
         h = multihead_layer_norm(h.transpose(0, 2, 1, 3), self.multihead_norm.weight,
                                  self.multihead_norm.get("bias"), p.norm_eps, p.norm_reduction_force_float32)
         return tp_reduce(self, self.out_proj(sigmoid_gate(o, h))), new_state

@@ -34,8 +34,11 @@ _BODY = """
     SHARED float qnp[8];
     const float keep = keep_[b];
     const float m_old = m_[bh];
-    const float f_raw = static_cast<float>(f_[bh]);
-    const float i_raw = static_cast<float>(i_[bh]);
+    const float cap = cap_[0];  // the gates' soft cap (cap * tanh(x / cap)); 0: none
+    const float f_in = static_cast<float>(f_[bh]);
+    const float i_in = static_cast<float>(i_[bh]);
+    const float f_raw = cap > 0.0f ? cap * tanh(f_in / cap) : f_in;
+    const float i_raw = cap > 0.0f ? cap * tanh(i_in / cap) : i_in;
     const float log_f = (f_raw < 0.0f ? f_raw : 0.0f) - log(1.0f + exp(-fabs(f_raw)));
     const float m_new = keep > 0.0f ? fmax(log_f + m_old, i_raw) : m_old;
     const float fa = keep > 0.0f ? exp(log_f + m_old - m_new) : 1.0f;
@@ -75,7 +78,7 @@ _BODY = """
         if (j == 0) m_out[bh] = m_new;
     }
 """
-_INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_"]
+_INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_"]
 _OUTPUTS = ["h_out", "C_out", "n_out", "m_out"]
 _CUDA = {"SHARED": "__shared__", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)",
          "GY": "int(blockIdx.y)"}
@@ -110,7 +113,8 @@ def _make_step(backend: str, make_kernel=None):
     same algorithm text on the CPU this way)."""
     make_kernel = make_kernel or (lambda: _kernel(backend))
 
-    def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
+    def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, gate_soft_cap=None):
+        """``gate_soft_cap``: i and f are raw pre-activations, capped here (two launches fewer per block)."""
         B, NH, S, DK = q.shape
         if S != 1:
             raise ValueError(f"the fused step kernel takes exactly one token, got seq_len {S}")
@@ -122,7 +126,8 @@ def _make_step(backend: str, make_kernel=None):
         keep = mx.ones((B,), mx.float32) if mask is None else mask.reshape(B).astype(mx.float32)
         h, C, n, m = make_kernel()(
             inputs=[q.astype(dt).reshape(B * NH, DK), k.astype(dt).reshape(B * NH, DK), v.reshape(B * NH, DV),
-                    i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32)],
+                    i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32),
+                    mx.array([float(gate_soft_cap or 0.0)], mx.float32)],
             template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH)],
             grid=(THREADS * -(-DV // 32), B * NH, 1), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B * NH, DV), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
@@ -155,6 +160,6 @@ def self_check(backend: str, fn=None) -> bool:
 for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "step", f"{_backend}_step", _make_step(_backend), backend=_backend, devices=frozenset({"gpu"}),
-        dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10, differentiable=False,
+        dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10, differentiable=False, caps_gates=True,
         is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
         doc=f"fused {_backend.upper()} decode step (gates + state update + readout in one launch)"))

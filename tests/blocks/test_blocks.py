@@ -215,3 +215,34 @@ def test_mlstm_without_a_planned_kernel_selects_one_and_steps_equal_prefill():
     check(mx.concatenate(outs, axis=1), np.array(y, np.float64), rtol=1e-5)
     for a, r in zip(state, st):
         check(a, np.array(r, np.float64), rtol=1e-5)
+
+
+def test_a_kernel_that_caps_the_gates_itself_gets_them_raw_with_the_cap(monkeypatch):
+    """``KernelInfo.caps_gates``: the layer hands the kernel raw i/f pre-activations and ``gate_soft_cap`` instead of
+    capping them in launches of its own; the decoded logits are the same."""
+    import mlx.core as mx
+
+    from xlstm_metal import xLSTMRunner
+    from xlstm_metal.kernels import KernelInfo, registry
+    from xlstm_metal.kernels.mlstm.native import mlstm_step_native
+
+    seen = []
+
+    def capping_step(q, k, v, i, f, state=None, *, gate_soft_cap=None, **kw):
+        seen.append((gate_soft_cap, float(mx.abs(i).max())))  # |igate| ~ 10 (its bias): the cap moves it to ~8.7
+        cap = lambda a: gate_soft_cap * mx.tanh(a / gate_soft_cap)  # noqa: E731
+        return mlstm_step_native(q, k, v, cap(i), cap(f), state, **kw)
+
+    runner = xLSTMRunner.from_spec("xlstm_tiny", dtype="float32", seed=0, compile=False)
+    tokens = mx.array([[3, 1, 4, 1, 5]])
+    _, state = runner(tokens)
+    want, _ = runner(mx.array([[9]]), state)
+    stand_in = KernelInfo("mlstm", "step", "test_capping_step", capping_step, priority=1000, differentiable=False,
+                          caps_gates=True)
+    monkeypatch.setitem(registry._KERNELS, ("mlstm", stand_in.name), stand_in)
+    runner._plans.clear()
+    got, _ = runner(mx.array([[9]]), state)
+    assert seen and all(cap == 15.0 for cap, _ in seen)
+    assert mx.allclose(got, want, atol=1e-5)  # capped once: capping already-capped gates again would differ
+    cap = lambda a: 15.0 * mx.tanh(mx.array(a) / 15.0)  # noqa: E731
+    assert float(mx.abs(cap(seen[0][1]) - seen[0][1])) > 1e-3  # and it saw values the cap still moves: raw ones

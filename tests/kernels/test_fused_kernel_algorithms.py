@@ -93,6 +93,16 @@ def test_the_fused_step_algorithm_computes_the_native_step(masked):
         assert_close(step(*x, state, mask=mask), native(mlstm_step_native, *x, state, mask=mask))
 
 
+def test_the_fused_step_caps_raw_gates_itself_like_the_layer_does():
+    """With ``gate_soft_cap`` the kernel takes raw pre-activations (beyond the cap too) and applies cap * tanh(x / cap)."""
+    step = emulated_step()
+    x, state, _ = inputs(3, 2, 3, 1, 8, 20, True, False)
+    q, k, v, i, f = x
+    i, f = i * 10, f * 10  # well past the cap of 15
+    cap = lambda a: 15.0 * mx.tanh(a / 15.0)  # noqa: E731
+    assert_close(step(q, k, v, i, f, state, gate_soft_cap=15.0), native(mlstm_step_native, q, k, v, cap(i), cap(f), state))
+
+
 def test_cuda_and_metal_chunkwise_sources_differ_only_in_idioms():
     for body, _, _ in fused_chunkwise.KERNELS.values():
         cuda, metal = fused_chunkwise.source(body, "cuda"), fused_chunkwise.source(body, "metal")
