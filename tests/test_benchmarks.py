@@ -94,6 +94,14 @@ def test_the_tensor_core_profile_says_why_it_measured_nothing_without_cuda():
     assert "no CUDA backend" in res["skipped"]
 
 
+def test_the_gemv_benchmark_says_why_it_measured_nothing_without_cuda():
+    import mlx.core as mx
+
+    if mx.cuda.is_available():
+        pytest.skip("CUDA is present: the script measures instead")
+    assert "no CUDA backend" in run_script("bench_gemv.py", "--iters", "1")["skipped"]
+
+
 def test_the_tensor_core_kernels_compile_without_spills():
     """Where an nvcc is at hand (PATH, or XLSTM_NVCC: e.g. the pip wheels' one): ptxas keeps every fragment in
     registers (a spill makes a kernel many times slower, and MLX's JIT would not say so) and shared memory

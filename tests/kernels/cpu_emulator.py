@@ -143,6 +143,22 @@ static inline float quad_sum(float x) {
 """
 
 
+# The warp reduction of kernels/gemv.py, emulated like the mma: lanes publish, meet at a barrier, sum their warp.
+GEMV_HEADER = r"""
+static float g_warp[1024];
+static inline float warp_sum(float x) {
+    const int t = omp_get_thread_num();
+    g_warp[t] = x;
+    _Pragma("omp barrier")
+    float s = 0.0f;
+    for (int l = 0; l < 32; ++l) s += g_warp[(t & ~31) + l];
+    _Pragma("omp barrier")
+    return s;
+}
+static inline void load8(const float* p, float* x) { for (int e = 0; e < 8; ++e) x[e] = p[e]; }
+"""
+
+
 def compiler_available() -> bool:
     return shutil.which(os.environ.get("CXX", "g++")) is not None
 

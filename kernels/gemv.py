@@ -1,0 +1,162 @@
+"""Batch-1 matrix-vector product ``y = W x (+ b)`` for bfloat16 weights on CUDA, written to stream the weights at
+memory speed: the operation that bounds batch-1 decoding.
+
+Why: in the 7B decode (benchmarks/decode_floor.py on an H200) MLX's own GEMVs stream the 13.3 GB of weights at
+2.4 TB/s, half of the H200's 4.8; batch-1 decoding cannot be faster than its weights can be read. Here each warp
+owns rows of W and reads them in 16-byte pieces with several pieces in flight per lane, x is staged once per
+threadgroup in shared memory as float32, partial sums meet in a warp reduction, float32 throughout.
+
+Not yet timed on a GPU and not yet wired into the blocks: ``benchmarks/bench_gemv.py`` compares it with MLX's
+matmul at the 7B decode shapes in one call; wiring it in is for when it has been measured faster. Like the other
+fused kernels it checks itself against ``x @ W.T`` on first use; the CPU suite runs the same text with the warp
+reduction emulated (tests/kernels/cpu_emulator.py).
+"""
+from __future__ import annotations
+
+import mlx.core as mx
+
+from .mlstm.first_use import backend_present, check_once
+
+THREADS = 256  # eight warps, one row each at a time
+MAX_K = 12288  # x staged in shared memory as float32: 48 KB
+
+HEADER = r"""
+// sum over the 32 lanes of a warp
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+// 8 consecutive bfloat16 (16 bytes, aligned) as floats
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[r]));
+        x[2 * r] = f.x;
+        x[2 * r + 1] = f.y;
+    }
+}
+"""
+
+# Grid (ceil(N / 8 / ROWS) threadgroups of 256 threads); warp w of threadgroup g computes rows
+# (g * 8 + w) * ROWS .. + ROWS - 1. K is a multiple of 8; lanes take 16-byte pieces 32 apart, UNROLL of them at once.
+BODY = r"""
+    const int tid = TID;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int N = meta_[0];
+    const int K = meta_[1];
+    SHARED float xs[12288];
+    for (int e = tid; e < K; e += 256) xs[e] = static_cast<float>(x_[e]);
+    BARRIER;
+    const int pieces = K / 8;
+    for (int rr = 0; rr < ROWS; ++rr) {
+        const int row = (GX * 8 + warp) * ROWS + rr;
+        const bool live = row < N;  // uniform per warp; every warp still meets the reduction
+        float acc = 0.0f;
+        if (live) {
+            const auto* wrow = w_ + (long)row * K;
+            for (int p0 = lane; p0 < pieces; p0 += 32 * 4) {
+                float a[4][8];
+                UNROLL
+                for (int u = 0; u < 4; ++u) {  // four 16-byte loads in flight before any is used
+                    const int p = p0 + 32 * u;
+                    if (p < pieces) load8(wrow + 8 * p, a[u]);
+                    else {
+                        UNROLL
+                        for (int e = 0; e < 8; ++e) a[u][e] = 0.0f;
+                    }
+                }
+                UNROLL
+                for (int u = 0; u < 4; ++u) {
+                    const int p = p0 + 32 * u;
+                    if (p < pieces) {
+                        UNROLL
+                        for (int e = 0; e < 8; ++e) acc += a[u][e] * xs[8 * p + e];
+                    }
+                }
+            }
+        }
+        acc = warp_sum(acc);
+        if (live && lane == 0) y_[row] = static_cast<T>(HAS_BIAS ? acc + static_cast<float>(b_[row]) : acc);
+    }
+"""
+
+INPUTS = ["x_", "w_", "b_", "meta_"]
+OUTPUTS = ["y_"]
+CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()",
+               "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)"}
+ROWS = 2  # rows per warp
+
+_kernels: dict[str, object] = {}
+
+
+def _cuda_kernel():
+    if "cuda" not in _kernels:
+        from .mlstm.fused_chunkwise import source
+        _kernels["cuda"] = mx.fast.cuda_kernel(name="xlstm_gemv_bf16", input_names=INPUTS, output_names=OUTPUTS,
+                                               source=source(BODY, CUDA_IDIOMS), header=HEADER)
+    return _kernels["cuda"]
+
+
+def make_gemv(make_kernel=None, weight_dtype=mx.bfloat16):
+    """``gemv(x, weight, bias=None)`` for x with one row ([K] or [1, ..., K]) and weight [N, K]; other shapes and
+    dtypes run ``x @ weight.T``. ``make_kernel()`` may supply the launch (the tests run the text on the CPU, with
+    float32 arrays holding bfloat16 values: ``weight_dtype`` float32)."""
+    make_kernel = make_kernel or _cuda_kernel
+
+    def gemv(x, weight, bias=None):
+        N, K = weight.shape
+        rows = 1
+        for d in x.shape[:-1]:
+            rows *= d
+        if rows != 1 or weight.dtype != weight_dtype or K % 8 or K > MAX_K:
+            y = x @ weight.T
+            return y if bias is None else y + bias
+        out_dtype = x.dtype
+        (y,) = make_kernel()(
+            inputs=[x.reshape(K), weight, bias if bias is not None else mx.zeros((1,), weight.dtype),
+                    mx.array([N, K], mx.int32)],
+            template=[("T", out_dtype), ("ROWS", ROWS), ("HAS_BIAS", int(bias is not None))],
+            grid=(THREADS * -(-N // (8 * ROWS)), 1, 1), threadgroup=(THREADS, 1, 1),
+            output_shapes=[(N,)], output_dtypes=[out_dtype])
+        return y.reshape(*x.shape[:-1], N)
+
+    return gemv
+
+
+TOLERANCE = 4e-3  # relative to max(1, max |x @ W.T|): outputs rounded to bfloat16 (2^-9), float32 sums in another order
+_verified: dict[str, bool] = {}
+
+
+def check_errors(fn, weight_dtype=mx.bfloat16) -> float:
+    """Worst relative error of ``fn`` against ``x @ W.T`` (computed on the CPU) over shapes with partial row groups,
+    K not a multiple of the 4 x 32 pieces a warp takes at once, with and without a bias."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    errs = []
+    for N, K, bias in ((37, 8, False), (300, 1032, True), (64, 4096, False)):
+        w = mx.array(rng.normal(size=(N, K)).astype(np.float32)).astype(mx.bfloat16)
+        x = mx.array(rng.normal(size=(1, K)).astype(np.float32)).astype(mx.bfloat16)
+        b = mx.array(rng.normal(size=(N,)).astype(np.float32)).astype(mx.bfloat16) if bias else None
+        with mx.stream(mx.cpu):
+            want = x.astype(mx.float32) @ w.astype(mx.float32).T + (0 if b is None else b.astype(mx.float32))
+            mx.eval(want)
+        got = fn(x.astype(mx.float32) if weight_dtype == mx.float32 else x, w.astype(weight_dtype),
+                 None if b is None else b.astype(weight_dtype))
+        with mx.stream(mx.cpu):
+            err = float(mx.abs(got.astype(mx.float32) - want).max()) / max(1.0, float(mx.abs(want).max()))
+        errs.append(err)
+    return max(errs) if all(e == e for e in errs) else float("nan")
+
+
+def self_check(backend: str = "cuda", make_kernel=None, weight_dtype=mx.bfloat16) -> bool:
+    fn = make_gemv(make_kernel, weight_dtype)
+    return check_once(_verified, backend, "gemv", lambda: check_errors(fn, weight_dtype), tolerance=TOLERANCE)
+
+
+def available() -> bool:
+    return backend_present("cuda") and self_check("cuda")
