@@ -37,6 +37,7 @@ measure)
       --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 --prefill-kernels compiled_chunkwise \
       --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json"
   timeout 90 python3 "$R/benchmarks/decode_floor.py" --spec xlstm_7b --dtype bfloat16 --out "$OUT/decode_floor.json" > /dev/null
-  cat "$OUT/decode_floor.json" ;;
+  cat "$OUT/decode_floor.json"
+  timeout 60 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json" ;;
 *) echo "usage: gpu_tc_probe.sh check|measure" >&2; exit 2 ;;
 esac
