@@ -38,14 +38,19 @@ def main(argv=None) -> dict:
     p.add_argument("--prefill-kernels", default="",
                    help="also time prefill with these chunkwise kernels pinned (e.g. cuda_mma_chunkwise), at the default "
                         "segment length and at each --prefill-segments length")
+    p.add_argument("--gemv", action="store_true", help="route one-row products through kernels/gemv.py (CUDA, bf16)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
+    if a.gemv:
+        from xlstm_metal.kernels import gemv
+        if not gemv.enable():
+            raise SystemExit("--gemv: the GEMV kernel is not available here (needs CUDA and a passing first-use check)")
 
     runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype, seed=0)
     for _, v in tree_flatten(runner.model.parameters()):  # materialise one tensor at a time
         mx.eval(v)
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
-    res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "batch": a.batch,
+    res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "batch": a.batch, "gemv": a.gemv,
            "params_B": runner.num_parameters() / 1e9, "mlx": mx.__version__}
     for S in map(int, a.prefill.split(",")):
         x = mx.random.randint(0, vocab, (a.batch, S))

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, TensorType, register_block, tp_reduce
 from .multihead_layer_norm import multihead_layer_norm
-from .ops import sigmoid_gate, small_init_std, soft_cap
+from .ops import apply_linear, sigmoid_gate, small_init_std, soft_cap
 from .projections import MergeableProjections, projection
 from .swiglu import linear
 
@@ -138,4 +138,4 @@ class MLSTM(MergeableProjections, Block):
                                  chunk_size=ctx.chunk_size or 64, eps=p.eps, mask=ctx.mask, **extra)
         h = multihead_layer_norm(h.transpose(0, 2, 1, 3), self.multihead_norm.weight,
                                  self.multihead_norm.get("bias"), p.norm_eps, p.norm_reduction_force_float32)
-        return tp_reduce(self, self.out_proj(sigmoid_gate(o, h))), new_state
+        return tp_reduce(self, apply_linear(self.out_proj, sigmoid_gate(o, h))), new_state

@@ -41,6 +41,17 @@ def sigmoid_gate(o: mx.array, h: mx.array) -> mx.array:
     return mx.sigmoid(o) * h
 
 
+def apply_linear(layer, x: mx.array) -> mx.array:
+    """``layer(x)``, or for a plain ``nn.Linear`` the batch-1 GEMV kernel when it is enabled (``kernels.gemv``)."""
+    import mlx.nn as nn
+
+    from xlstm_metal.kernels import gemv
+
+    if gemv.enabled() and isinstance(layer, nn.Linear):
+        return gemv.matmul(x, layer.weight, layer.get("bias"))
+    return layer(x)
+
+
 def round_up_to_multiple(x: float, multiple: int) -> int:
     """As the official FFN sizing does it: 4096 * 2.667 rounded up to a multiple of 64 is 10944."""
     return int(((x + multiple - 1) // multiple) * multiple)

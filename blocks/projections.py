@@ -192,7 +192,11 @@ class MergeableProjections:
         out: dict[str, mx.array] = {}
         for g, arrays in zip(groups, self["_merged"]):
             if g.quant is None:
-                y = mx.addmm(arrays["bias"], x, arrays["weight"].T) if "bias" in arrays else x @ arrays["weight"].T
+                from xlstm_metal.kernels import gemv
+                if gemv.enabled():
+                    y = gemv.matmul(x, arrays["weight"], arrays.get("bias"))
+                else:
+                    y = mx.addmm(arrays["bias"], x, arrays["weight"].T) if "bias" in arrays else x @ arrays["weight"].T
             else:
                 y = mx.quantized_matmul(x, arrays["weight"], scales=arrays["scales"], biases=arrays.get("biases"),
                                         transpose=True, **g.quant)

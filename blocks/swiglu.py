@@ -12,7 +12,7 @@ import mlx.nn as nn
 from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, register_block, tp_reduce
-from .ops import round_up_to_multiple, silu_gate, small_init_std
+from .ops import apply_linear, round_up_to_multiple, silu_gate, small_init_std
 from .projections import MergeableProjections, projection
 
 
@@ -74,4 +74,4 @@ class SwiGLU(MergeableProjections, Block):
             hidden = silu_gate(gate, z)
         else:
             hidden = self.activate(gate) * z
-        return tp_reduce(self, self.proj_down(hidden)), None
+        return tp_reduce(self, apply_linear(self.proj_down, hidden)), None

@@ -6,8 +6,9 @@ Why: in the 7B decode (benchmarks/decode_floor.py on an H200) MLX's own GEMVs st
 owns rows of W and reads them in 16-byte pieces with several pieces in flight per lane, x is staged once per
 threadgroup in shared memory as float32, partial sums meet in a warp reduction, float32 throughout.
 
-Not yet timed on a GPU and not yet wired into the blocks: ``benchmarks/bench_gemv.py`` compares it with MLX's
-matmul at the 7B decode shapes in one call; wiring it in is for when it has been measured faster. Like the other
+Not yet timed on a GPU, so off by default: ``benchmarks/bench_gemv.py`` compares it with MLX's matmul at the 7B
+decode shapes in one call, and ``enable()`` (``bench_model.py --gemv``) routes the blocks' one-row products through
+it (``matmul(x, weight, bias)``: merged input projections, out_proj, proj_down, lm_head). Like the other
 fused kernels it checks itself against ``x @ W.T`` on first use; the CPU suite runs the same text with the warp
 reduction emulated (tests/kernels/cpu_emulator.py).
 """
@@ -113,8 +114,7 @@ def make_gemv(make_kernel=None, weight_dtype=mx.bfloat16):
         for d in x.shape[:-1]:
             rows *= d
         if rows != 1 or weight.dtype != weight_dtype or K % 8 or K > MAX_K:
-            y = x @ weight.T
-            return y if bias is None else y + bias
+            return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
         out_dtype = x.dtype
         (y,) = make_kernel()(
             inputs=[x.reshape(K), weight, bias if bias is not None else mx.zeros((1,), weight.dtype),
@@ -160,3 +160,25 @@ def self_check(backend: str = "cuda", make_kernel=None, weight_dtype=mx.bfloat16
 
 def available() -> bool:
     return backend_present("cuda") and self_check("cuda")
+
+
+_active = {"on": False}
+_gemv = make_gemv()
+
+
+def enable(on: bool = True) -> bool:
+    """Route one-row products of bfloat16 weights through the kernel (``matmul``); True if it is now in use, which
+    needs CUDA and a passing first-use check (run here, eagerly, not inside a compiled function)."""
+    _active["on"] = bool(on) and available()
+    return _active["on"]
+
+
+def enabled() -> bool:
+    return _active["on"]
+
+
+def matmul(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
+    """``x @ weight.T (+ bias)``, through the GEMV kernel when enabled and the shapes apply."""
+    if _active["on"]:
+        return _gemv(x, weight, bias)
+    return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)

@@ -44,3 +44,32 @@ def test_shapes_it_does_not_cover_run_the_plain_product():
     for x in (mx.ones((1, 12), mx.bfloat16), mx.ones((2, 8), mx.bfloat16)):  # ... or two rows
         ww = w if x.shape[-1] == 12 else mx.ones((4, 8), mx.bfloat16)
         assert mx.array_equal(fn(x, ww), x @ ww.T)
+
+
+def test_enabled_it_carries_every_one_row_product_of_a_model(monkeypatch):
+    """With the kernel enabled (here its CPU emulation, float32), a decoded token goes through it for the merged
+    input projections, out_proj, proj_down and the lm_head, and the logits stay those of ``x @ W.T``."""
+    from xlstm_metal import xLSTMRunner
+
+    runner = xLSTMRunner.from_spec("xlstm_tiny", dtype="float32", seed=0, compile=False)
+    _, state = runner([[3, 1, 4, 1, 5]])
+    want, _ = runner([[9]], state)
+    calls = []
+    emulated = gemv.make_gemv(lambda: emulated_kernel(), weight_dtype=mx.float32)
+
+    def counting(x, w, b=None):
+        calls.append(tuple(w.shape))
+        return emulated(x, w, b)
+
+    monkeypatch.setattr(gemv, "_gemv", counting)
+    monkeypatch.setitem(gemv._active, "on", True)
+    got, _ = runner([[9]], state)
+    blocks = len([n for n in runner.graph.compute_nodes() if runner.graph.node(n)["type"] == "mlstm"])
+    assert len(calls) == 4 * blocks + 1  # per block: merged projections, out_proj, merged FFN up, proj_down; lm_head
+    assert float(mx.abs(got - want).max()) <= 1e-4 * max(1.0, float(mx.abs(want).max()))
+
+
+def test_it_stays_off_without_cuda():
+    if mx.cuda.is_available():
+        pytest.skip("CUDA is present")
+    assert gemv.enable() is False and not gemv.enabled()
