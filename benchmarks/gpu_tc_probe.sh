@@ -38,6 +38,8 @@ measure)
       --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json"
   timeout 90 python3 "$R/benchmarks/decode_floor.py" --spec xlstm_7b --dtype bfloat16 --out "$OUT/decode_floor.json" > /dev/null
   cat "$OUT/decode_floor.json"
-  timeout 60 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json" ;;
+  timeout 60 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json"
+  timeout 150 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024 --decode-context 128 \
+      --decode-steps 30 --decode-rounds 2 --iters 1 --gemv --out "$OUT/7b_gemv.json" > /dev/null; cat "$OUT/7b_gemv.json" ;;
 *) echo "usage: gpu_tc_probe.sh check|measure" >&2; exit 2 ;;
 esac
