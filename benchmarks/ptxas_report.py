@@ -17,6 +17,7 @@ from pathlib import Path
 from common import emit
 
 from xlstm_metal.kernels.mlstm import mma_chunkwise as mc
+from xlstm_metal.kernels import gemv
 from xlstm_metal.kernels.mlstm import tc_chunkwise as tc
 from xlstm_metal.kernels.mlstm.fused_chunkwise import source
 
@@ -45,6 +46,13 @@ def tc_kernel_file() -> str:
         out.append(f'extern "C" __global__ void tc_{name}({", ".join(ps)}) {{\n{TC_TEMPLATE.get(name, "")}\n'
                    f'{source(body, tc.CUDA_IDIOMS)}\n}}')
     return "\n".join(out)
+
+
+def gemv_kernel_file() -> str:
+    """kernels/gemv.py's launch with bf16 x, weight, bias and output."""
+    return ("#include <cuda_bf16.h>\n" + gemv.HEADER + '\nextern "C" __global__ void gemv(const __nv_bfloat16* x_, '
+            "const __nv_bfloat16* w_, const __nv_bfloat16* b_, const int* meta_, __nv_bfloat16* y_) {\n"
+            f"using T = __nv_bfloat16; constexpr int ROWS = {gemv.ROWS}, HAS_BIAS = 1;\n{source(gemv.BODY, gemv.CUDA_IDIOMS)}\n}}\n")
 
 
 def compile_report(nvcc: str, arch: str, text: str) -> dict:
@@ -78,7 +86,8 @@ def main(argv=None):
     p.add_argument("--out")
     a = p.parse_args(argv)
     nvcc = a.nvcc
-    res = {"arch": a.arch, "tc_chunkwise": compile_report(nvcc, a.arch, tc_kernel_file())}
+    res = {"arch": a.arch, "tc_chunkwise": compile_report(nvcc, a.arch, tc_kernel_file()),
+           "gemv": compile_report(nvcc, a.arch, gemv_kernel_file())}
     for precise in (0, 1):
         with tempfile.TemporaryDirectory() as d:
             cu = Path(d) / "k.cu"

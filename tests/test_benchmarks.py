@@ -102,7 +102,7 @@ def test_the_gemv_benchmark_says_why_it_measured_nothing_without_cuda():
     assert "no CUDA backend" in run_script("bench_gemv.py", "--iters", "1")["skipped"]
 
 
-def test_the_tensor_core_kernels_compile_without_spills():
+def test_the_tensor_core_and_gemv_kernels_compile_without_spills():
     """Where an nvcc is at hand (PATH, or XLSTM_NVCC: e.g. the pip wheels' one): ptxas keeps every fragment in
     registers (a spill makes a kernel many times slower, and MLX's JIT would not say so) and shared memory
     within the 48 KB a kernel gets without opting in."""
@@ -111,10 +111,11 @@ def test_the_tensor_core_kernels_compile_without_spills():
     nvcc = os.environ.get("XLSTM_NVCC") or shutil.which("nvcc")
     if not nvcc:
         pytest.skip("no nvcc here (set XLSTM_NVCC to one)")
-    res = run_script("ptxas_report.py", "--nvcc", nvcc)["tc_chunkwise"]
-    assert "error" not in res, res.get("error")
+    report = run_script("ptxas_report.py", "--nvcc", nvcc)
+    res = report["tc_chunkwise"]
+    assert "error" not in res and "error" not in report["gemv"], res.get("error") or report["gemv"].get("error")
     assert set(res) == {f"tc_{name}" for name in ("gates", "local", "local_chunk", "scan", "outputs")}
-    for name, r in res.items():
+    for name, r in [*res.items(), *report["gemv"].items()]:
         assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, name
         assert r.get("shared_bytes", 0) <= 48 * 1024, name
 
