@@ -168,7 +168,8 @@ _gemv = make_gemv()
 
 def enable(on: bool = True) -> bool:
     """Route one-row products of bfloat16 weights through the kernel (``matmul``); True if it is now in use, which
-    needs CUDA and a passing first-use check (run here, eagerly, not inside a compiled function)."""
+    needs CUDA and a passing first-use check (run here, eagerly, not inside a compiled function). Call it before
+    the first decoded token: a runner's compiled decode step keeps the products it traced."""
     _active["on"] = bool(on) and available()
     return _active["on"]
 
