@@ -17,27 +17,17 @@ from __future__ import annotations
 import mlx.core as mx
 
 from .mlstm.first_use import backend_present, check_once
+from .mlstm.tc_chunkwise import LOAD8_CUDA
 
 THREADS = 256  # eight warps, one row each at a time
 MAX_K = 12288  # x staged in shared memory as float32: 48 KB
 
-HEADER = r"""
+HEADER = LOAD8_CUDA + r"""
 // sum over the 32 lanes of a warp
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
-}
-// 8 consecutive bfloat16 (16 bytes, aligned) as floats
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[r]));
-        x[2 * r] = f.x;
-        x[2 * r + 1] = f.y;
-    }
 }
 """
 

@@ -47,9 +47,51 @@ THREADS = 128  # four warps: each owns 16 rows of a 64-row tile
 LOCAL_LAUNCH = "tile"
 SEGMENT_CHUNKS = 256  # chunks per set of launches: bounds the chunk-entry state buffer (16k tokens: 0.5 GB at 7B heads)
 
+# 8 consecutive bfloat16 (16 bytes, aligned) as floats (also used by kernels/gemv.py)
+LOAD8_CUDA = r"""
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[r]));
+        x[2 * r] = f.x;
+        x[2 * r + 1] = f.y;
+    }
+}
+"""
+
+# Helpers in the common subset of CUDA and the CPU emulator's C++, on top of each one's pack2 / load8 (XL_FN is
+# ``__device__ __forceinline__`` or ``static inline``).
+COMMON = r"""
+// Where (row, pair) of a transposed tile lives: rows of 36 pairs, the pair index XOR-ed with the row's 8-row block, so
+// that both the transposing stores (8 rows 8 apart, 4 token pairs) and the fragment reads (8 consecutive rows, 4 pairs)
+// hit 32 different banks
+XL_FN int swz(int row, int word) { return row * 36 + (word ^ (((row >> 3) & 7) << 2)); }
+// Rows ta, tb (a token pair) of a row-major [S, W] array (W a multiple of 8), columns col .. col + 7, times ea / eb,
+// into a transposed tile at swz(8 o + e, p): zeros past S or W, and one at column `ones` (the normaliser: v == 1).
+template <typename P>
+XL_FN void stage_pair(bf2* tile, int o, int p, const P* rows, long ta, long tb, int S, int W, int col, int ones,
+                      float ea, float eb) {
+    float xa[8], xb[8];
+    for (int e = 0; e < 8; ++e) {
+        xa[e] = 0.0f;
+        xb[e] = 0.0f;
+    }
+    if (col + 8 <= W) {
+        if (ta < S) load8(rows + ta * W + col, xa);
+        if (tb < S) load8(rows + tb * W + col, xb);
+    } else if (col == ones) {
+        xa[0] = 1.0f;
+        xb[0] = 1.0f;
+    }
+    for (int e = 0; e < 8; ++e) tile[swz(8 * o + e, p)] = pack2(xa[e] * ea, xb[e] * eb);
+}
+"""
+
 # CUDA versions of the helpers the algorithm is written against. ``bf2`` is a pair of bfloat16 in one register
 # (the first element in the low half): the unit of every mma fragment.
-HEADER = r"""
+HEADER_CUDA = r"""
 typedef unsigned bf2;
 __device__ __forceinline__ bf2 pack2(float lo, float hi) {
     __nv_bfloat162 r = __floats2bfloat162_rn(lo, hi);
@@ -62,17 +104,6 @@ __device__ __forceinline__ void split2(float a, float b, bf2& hi, bf2& lo) {
     const float2 hf = __bfloat1622float2(h);
     hi = *reinterpret_cast<bf2*>(&h);
     lo = pack2(a - hf.x, b - hf.y);
-}
-// 8 consecutive elements (16 bytes, aligned) as floats
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[r]));
-        x[2 * r] = f.x;
-        x[2 * r + 1] = f.y;
-    }
 }
 // 8 elements kept in registers between a global load and their use (the scan loads the next chunk's while it steps)
 typedef uint4 row8;
@@ -98,10 +129,6 @@ __device__ __forceinline__ void cp_async8(bf2* dst, const __nv_bfloat16* src, bo
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
-// Where (row, pair) of a transposed tile lives: rows of 36 pairs, the pair index XOR-ed with the row's 8-row block, so
-// that both the transposing stores (8 rows 8 apart, 4 token pairs) and the fragment reads (8 consecutive rows, 4 pairs)
-// hit 32 different banks
-__device__ __forceinline__ int swz(int row, int word) { return row * 36 + (word ^ (((row >> 3) & 7) << 2)); }
 // D += A B over one 16 x 8 x 16 tile (fragments as in the PTX ISA's m16n8k16 layout)
 __device__ __forceinline__ void mma_bf16(float* d, const bf2* a, const bf2* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -114,6 +141,8 @@ __device__ __forceinline__ float quad_sum(float x) {
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 """
+HEADER = HEADER_CUDA + LOAD8_CUDA + "#define XL_FN __device__ __forceinline__\n" + COMMON
+
 
 # Launch 1. Grid (NC, BH), 64 threads: one per token of the chunk.
 GATES = r"""
@@ -159,12 +188,8 @@ GATES = r"""
     }
 """
 
-# Launch 2. Grid (ceil((DV + 1) / 64), NC * ceil(DK / 64), BH) threadgroups of 128 threads: every chunk's own
-# contribution to the state, all chunks in parallel, stabilised by the chunk's own max m_loc:
-# L_c = k^T (v * exp(w_end - m_loc)), kept transposed (L^T[j][d], value column DV = the normaliser, v == 1).
-# Warp w owns rows j0 + 16 w .. + 15; the mma's k dimension is the chunk's tokens, so v * ew and k are staged
-# transposed ([column][token pair]).
-LOCAL = r"""
+# What every mma launch starts with: the thread's warp, its place in an mma fragment (gid, tig), the shapes.
+_WARP_INDEX = r"""
     const int tid = TID;
     const int warp = tid / 32;
     const int lane = tid % 32;
@@ -175,6 +200,14 @@ LOCAL = r"""
     const int DK = meta_[2];
     const int DV = meta_[3];
     const int DVn = DV + 1;
+"""
+
+# Launch 2. Grid (ceil((DV + 1) / 64), NC * ceil(DK / 64), BH) threadgroups of 128 threads: every chunk's own
+# contribution to the state, all chunks in parallel, stabilised by the chunk's own max m_loc:
+# L_c = k^T (v * exp(w_end - m_loc)), kept transposed (L^T[j][d], value column DV = the normaliser, v == 1).
+# Warp w owns rows j0 + 16 w .. + 15; the mma's k dimension is the chunk's tokens, so v * ew and k are staged
+# transposed ([column][token pair]).
+LOCAL = _WARP_INDEX + r"""
     const int NDT = (DK + 63) / 64;
     const int j0 = GX * 64;
     const int c = GY / NDT;
@@ -194,34 +227,8 @@ LOCAL = r"""
         const long tb = ta + 1;
         const float ea = exp(wend_[(long)bh * NC * 64 + ta] - mloc);  // 0 for masked and padded tokens
         const float eb = exp(wend_[(long)bh * NC * 64 + tb] - mloc);
-        float xa[8], xb[8];
-        UNROLL
-        for (int e = 0; e < 8; ++e) {
-            xa[e] = 0.0f;
-            xb[e] = 0.0f;
-        }
-        const int jo = j0 + 8 * o;
-        if (jo + 8 <= DV) {
-            if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
-            if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
-        } else if (jo == DV) {  // the normaliser column: v == 1 (DV is a multiple of 8)
-            xa[0] = 1.0f;
-            xb[0] = 1.0f;
-        }
-        UNROLL
-        for (int e = 0; e < 8; ++e) vT[swz(8 * o + e, p)] = pack2(xa[e] * ea, xb[e] * eb);
-        UNROLL
-        for (int e = 0; e < 8; ++e) {
-            xa[e] = 0.0f;
-            xb[e] = 0.0f;
-        }
-        const int dd = d0 + 8 * o;
-        if (dd < DK) {
-            if (ta < S) load8(k_ + ((long)bh * S + ta) * DK + dd, xa);
-            if (tb < S) load8(k_ + ((long)bh * S + tb) * DK + dd, xb);
-        }
-        UNROLL
-        for (int e = 0; e < 8; ++e) kT[swz(8 * o + e, p)] = pack2(xa[e], xb[e]);
+        stage_pair(vT, o, p, v_ + (long)bh * S * DV, ta, tb, S, DV, j0 + 8 * o, DV, ea, eb);
+        stage_pair(kT, o, p, k_ + (long)bh * S * DK, ta, tb, S, DK, d0 + 8 * o, -1, 1.0f, 1.0f);
     }
     BARRIER;
     float acc[8][4];
@@ -256,17 +263,7 @@ LOCAL = r"""
 # stages the chunk's k once (all DK <= 256 key dims, transposed) and walks the value columns (DV + 1) in pieces of
 # 64: each of the 8 warps computes 16 value rows x half the key dims of the piece. k is read once per chunk instead
 # of once per value tile, v once instead of once per key tile, and there are NC * BH threadgroups instead of 36x that.
-LOCAL_CHUNK = r"""
-    const int tid = TID;
-    const int warp = tid / 32;
-    const int lane = tid % 32;
-    const int gid = lane / 4;
-    const int tig = lane % 4;
-    const int S = meta_[0];
-    const int NC = meta_[1];
-    const int DK = meta_[2];
-    const int DV = meta_[3];
-    const int DVn = DV + 1;
+LOCAL_CHUNK = _WARP_INDEX + r"""
     const int c = GX;
     const int bh = GY;
     const long tok0 = (long)c * 64;
@@ -283,20 +280,7 @@ LOCAL_CHUNK = r"""
         const int o = u % 8 + 8 * (u / 256);
         const int p = (u / 8) % 32;
         const long ta = tok0 + 2 * p;
-        const long tb = ta + 1;
-        const int dd = 8 * o;
-        float xa[8], xb[8];
-        UNROLL
-        for (int e = 0; e < 8; ++e) {
-            xa[e] = 0.0f;
-            xb[e] = 0.0f;
-        }
-        if (dd < DK) {
-            if (ta < S) load8(k_ + ((long)bh * S + ta) * DK + dd, xa);
-            if (tb < S) load8(k_ + ((long)bh * S + tb) * DK + dd, xb);
-        }
-        UNROLL
-        for (int e = 0; e < 8; ++e) kT[swz(8 * o + e, p)] = pack2(xa[e], xb[e]);
+        stage_pair(kT, o, p, k_ + (long)bh * S * DK, ta, ta + 1, S, DK, 8 * o, -1, 1.0f, 1.0f);
     }
     for (int j0 = 0; j0 < DVn; j0 += 64) {
         BARRIER;  // k and ew staged; the previous piece's readers are done
@@ -304,25 +288,7 @@ LOCAL_CHUNK = r"""
             const int o = tid % 8;
             const int p = tid / 8;
             const long ta = tok0 + 2 * p;
-            const long tb = ta + 1;
-            const int jo = j0 + 8 * o;
-            float xa[8], xb[8];
-            UNROLL
-            for (int e = 0; e < 8; ++e) {
-                xa[e] = 0.0f;
-                xb[e] = 0.0f;
-            }
-            if (jo + 8 <= DV) {
-                if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
-                if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
-            } else if (jo == DV) {  // the normaliser column: v == 1 (DV is a multiple of 8)
-                xa[0] = 1.0f;
-                xb[0] = 1.0f;
-            }
-            const float ea = ew[2 * p];
-            const float eb = ew[2 * p + 1];
-            UNROLL
-            for (int e = 0; e < 8; ++e) vT[swz(8 * o + e, p)] = pack2(xa[e] * ea, xb[e] * eb);
+            stage_pair(vT, o, p, v_ + (long)bh * S * DV, ta, ta + 1, S, DV, j0 + 8 * o, DV, ew[2 * p], ew[2 * p + 1]);
         }
         BARRIER;
         float acc[16][4];
@@ -410,17 +376,7 @@ SCAN = r"""
 # the chunk for value columns j0 .. j0 + 63, plus an extra 8-column tile whose column 0 is the normaliser column
 # DV (entry state row DV = n, and v == 1 there): its result is the denominator's q·n + sum of P. The key dims
 # come in pieces of 32, copied asynchronously into two buffers (the next piece lands while this one computes).
-OUTPUTS = r"""
-    const int tid = TID;
-    const int warp = tid / 32;
-    const int lane = tid % 32;
-    const int gid = lane / 4;
-    const int tig = lane % 4;
-    const int S = meta_[0];
-    const int NC = meta_[1];
-    const int DK = meta_[2];
-    const int DV = meta_[3];
-    const int DVn = DV + 1;
+OUTPUTS = _WARP_INDEX + r"""
     const int j0 = GX * 64;
     const int c = GY;
     const int bh = GZ;
@@ -463,20 +419,7 @@ OUTPUTS = r"""
         const int o = u % 8;
         const int p = u / 8;
         const long ta = tok0 + 2 * p;
-        const long tb = ta + 1;
-        const int jo = j0 + 8 * o;
-        float xa[8], xb[8];
-        UNROLL
-        for (int e = 0; e < 8; ++e) {
-            xa[e] = 0.0f;
-            xb[e] = 0.0f;
-        }
-        if (jo < DV) {  // DV is a multiple of 8
-            if (ta < S) load8(v_ + ((long)bh * S + ta) * DV + jo, xa);
-            if (tb < S) load8(v_ + ((long)bh * S + tb) * DV + jo, xb);
-        }
-        UNROLL
-        for (int e = 0; e < 8; ++e) vT[swz(8 * o + e, p)] = pack2(xa[e], xb[e]);
+        stage_pair(vT, o, p, v_ + (long)bh * S * DV, ta, ta + 1, S, DV, j0 + 8 * o, -1, 1.0f, 1.0f);
     }
     for (int e = tid; e < 8 * 32; e += 128) vT[swz(64 + e / 32, e % 32)] = pack2(e < 32 ? 1.0f : 0.0f, e < 32 ? 1.0f : 0.0f);
     if (tid < 64) {

@@ -114,7 +114,7 @@ static inline void cp_async_wait() {}
 static bf2 g_bfa[32][32][4];
 static bf2 g_bfb[32][32][2];
 static float g_quad[1024];
-static inline int swz(int row, int word) { return row * 36 + (word ^ (((row >> 3) & 7) << 2)); }
+#define XL_FN static inline
 static inline float half_of(const bf2& x, int k) { return (k & 1) ? x.hi : x.lo; }
 static inline void mma_bf16(float* d, const bf2* a, const bf2* b) {
     const int t = omp_get_thread_num(), w = t / 32, l = t % 32;

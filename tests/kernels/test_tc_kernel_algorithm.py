@@ -24,11 +24,12 @@ from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
 
-EXACT = BF16_MMA_HEADER.replace("static inline float bf16_round(float x) {", "static inline float bf16_round(float x) { return x;")
+HEADER = BF16_MMA_HEADER + tc_chunkwise.COMMON  # the emulated helpers, then the ones shared with CUDA
+EXACT = HEADER.replace("static inline float bf16_round(float x) {", "static inline float bf16_round(float x) { return x;")
 
 
 @cache
-def emulated(header=BF16_MMA_HEADER):
+def emulated(header=HEADER):
     """The kernel with its launches run on the CPU (float32 arrays holding bfloat16 values)."""
     def make(which):
         body, ins, outs = tc_chunkwise.SOURCES[which]
@@ -62,7 +63,7 @@ def test_the_algorithm_passes_its_own_first_use_check(local_launch):
     def make(which):
         body, ins, outs = tc_chunkwise.SOURCES[which]
         return launches.setdefault(which, CpuKernel(f"tc_{which}", ins, outs, fused_chunkwise.source(body, IDIOMS),
-                                                    header=BF16_MMA_HEADER))
+                                                    header=HEADER))
     assert tc_chunkwise.self_check("cpu-emulated", make, io_dtype=mx.float32, entry_dtype=mx.float32)
 
 
