@@ -9,6 +9,7 @@ launches of a handful of threadgroups, so this times in-process, calls queued ba
 from __future__ import annotations
 
 import argparse
+
 import mlx.core as mx
 from common import add_kernel_run_args, add_kernel_shape_args, emit, kernel_inputs, queued_time
 

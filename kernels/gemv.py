@@ -14,9 +14,11 @@ reduction emulated (tests/kernels/cpu_emulator.py).
 """
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
 
-from .mlstm.first_use import backend_present, check_once
+from .mlstm.first_use import backend_present, check_once, worst
 from .mlstm.tc_chunkwise import LOAD8_CUDA
 
 THREADS = 256  # eight warps, one row each at a time
@@ -50,15 +52,11 @@ BODY = r"""
         if (live) {
             const auto* wrow = w_ + (long)row * K;
             for (int p0 = lane; p0 < pieces; p0 += 32 * 4) {
-                float a[4][8];
+                float a[4][8] = {};
                 UNROLL
                 for (int u = 0; u < 4; ++u) {  // four 16-byte loads in flight before any is used
                     const int p = p0 + 32 * u;
                     if (p < pieces) load8(wrow + 8 * p, a[u]);
-                    else {
-                        UNROLL
-                        for (int e = 0; e < 8; ++e) a[u][e] = 0.0f;
-                    }
                 }
                 UNROLL
                 for (int u = 0; u < 4; ++u) {
@@ -100,10 +98,7 @@ def make_gemv(make_kernel=None, weight_dtype=mx.bfloat16):
 
     def gemv(x, weight, bias=None):
         N, K = weight.shape
-        rows = 1
-        for d in x.shape[:-1]:
-            rows *= d
-        if rows != 1 or weight.dtype != weight_dtype or K % 8 or K > MAX_K:
+        if math.prod(x.shape[:-1]) != 1 or weight.dtype != weight_dtype or K % 8 or K > MAX_K:
             return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
         out_dtype = x.dtype
         (y,) = make_kernel()(
@@ -140,7 +135,7 @@ def check_errors(fn, weight_dtype=mx.bfloat16) -> float:
         with mx.stream(mx.cpu):
             err = float(mx.abs(got.astype(mx.float32) - want).max()) / max(1.0, float(mx.abs(want).max()))
         errs.append(err)
-    return max(errs) if all(e == e for e in errs) else float("nan")
+    return worst(errs)
 
 
 def self_check(backend: str = "cuda", make_kernel=None, weight_dtype=mx.bfloat16) -> bool:

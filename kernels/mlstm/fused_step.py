@@ -17,6 +17,7 @@ import numpy as np
 
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error
+from .fused_chunkwise import IDIOMS, source
 from .native import mlstm_step_native
 
 # Shared algorithm. A threadgroup of 256 threads = 8 row slices (y) x 32 value columns (x) of one head's state:
@@ -80,18 +81,13 @@ _BODY = """
 """
 _INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_"]
 _OUTPUTS = ["h_out", "C_out", "n_out", "m_out"]
-_CUDA = {"SHARED": "__shared__", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)",
-         "GY": "int(blockIdx.y)"}
-_METAL = {"SHARED": "threadgroup", "BARRIER": "threadgroup_barrier(mem_flags::mem_threadgroup)",
-          "TID": "int(thread_position_in_threadgroup.x)", "GX": "int(threadgroup_position_in_grid.x)",
-          "GY": "int(threadgroup_position_in_grid.y)"}
+_CUDA, _METAL = IDIOMS["cuda"], IDIOMS["metal"]  # the fused chunkwise kernels' idiom words
 THREADS = 256
 
 
 def _source(idioms: dict[str, str]) -> str:
-    """The algorithm with each idiom word (as a whole word) replaced by ``idioms``' expression."""
-    import re
-    return re.sub(r"\b(" + "|".join(idioms) + r")\b", lambda m: idioms[m.group(1)], _BODY)
+    """The algorithm in the language of ``idioms``."""
+    return source(_BODY, idioms)
 
 
 _kernels: dict[str, object] = {}
