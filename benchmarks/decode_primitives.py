@@ -14,7 +14,8 @@ for by one ``Depends`` node each (outputs of the right shape that depend on ever
 named in ``standins``:
 
 - the GPU step kernel (``--kernel fused``, default): the real fused step's input preparation (its
-  ``_make_step`` wrapper) runs unchanged, only the launch is stood in;
+  ``_make_step`` wrapper) runs unchanged, only the launch is stood in; likewise the fused residual add +
+  RMSNorm and per-head norm + output gate kernels (``kernels/add_rms_norm.py``, ``head_norm_gate.py``);
 - ``mx.fast.rms_norm`` / ``mx.fast.layer_norm``: one kernel on the GPU, a chain of ops on the CPU
   (``--cpu-norms`` keeps the CPU chains).
 
@@ -56,10 +57,10 @@ def standin(kind: str, inputs, shapes, dtypes):
     return mx.depends(outs, [a for a in inputs if a is not None])
 
 
-def standin_kernel():
+def standin_kernel(kind: str = "fused_step_kernel"):
     """Called like an ``mx.fast.cuda_kernel`` kernel."""
     def launch(*, inputs, output_shapes, output_dtypes, **_):
-        return standin("fused_step_kernel", inputs, output_shapes, output_dtypes)
+        return standin(kind, inputs, output_shapes, output_dtypes)
     return launch
 
 
@@ -90,6 +91,11 @@ def build(spec_name: str, blocks: int, dim: int, vocab: int, dtype: str, merge: 
                                        doc="the fused step, launch stood in"))
         except ValueError:
             pass  # registered by an earlier build
+        from xlstm_metal.kernels import add_rms_norm, head_norm_gate, registry
+        for family, module in (("add_rms_norm", add_rms_norm), ("head_norm_gate", head_norm_gate)):
+            info = KernelInfo(family, "fused", f"standin_{family}", module._make("cuda", make_kernel=lambda f=family: standin_kernel(f"{f}_kernel")),
+                              backend="standin", priority=50, differentiable=False, doc="the fused kernel, launch stood in")
+            registry._KERNELS[(family, info.name)] = info
         kernel = name
     runner.set_overrides({n: {"kernel": kernel} for n in runner.graph.stateful_nodes()})
     mx.eval(runner.model.parameters())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU run for the bf16 tensor-core chunkwise kernel, in two consecutive calls on one machine (after stage.sh b):
+# The GPU run, in consecutive calls on one machine (after stage.sh b):
 #   bash benchmarks/gpu_tc_probe.sh check     # first-use check, its launches timed apart, the GPU tests (TF32 off)
 #   bash benchmarks/gpu_tc_probe.sh measure   # official kernel + 7B, then ours (kernel, 7B prefill/decode/32k), same call
+#   bash benchmarks/gpu_tc_probe.sh decode    # decode: GEMV floors, GEMV kernel vs MLX, 7B decode with it, nsys per token
 # NCU=1 with check adds ncu's time per launch at 4k tokens. Results land in $OUT as JSON and logs.
 . benchmarks/gpu_env.sh
 set -o pipefail
@@ -36,10 +37,23 @@ measure)
   timeout 280 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
       --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 --prefill-kernels compiled_chunkwise \
       --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json"
+;;
+decode)
   timeout 90 python3 "$R/benchmarks/decode_floor.py" --spec xlstm_7b --dtype bfloat16 --out "$OUT/decode_floor.json" > /dev/null
   cat "$OUT/decode_floor.json"
-  timeout 60 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json"
+  timeout 90 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json"
   timeout 150 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024 --decode-context 128 \
-      --decode-steps 30 --decode-rounds 2 --iters 1 --gemv --out "$OUT/7b_gemv.json" > /dev/null; cat "$OUT/7b_gemv.json" ;;
-*) echo "usage: gpu_tc_probe.sh check|measure" >&2; exit 2 ;;
+      --decode-steps 30 --decode-rounds 2 --iters 1 --gemv --out "$OUT/7b_gemv.json" > /dev/null; cat "$OUT/7b_gemv.json"
+  NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1)
+  if [ -n "$NSYS" ]; then
+    for mode in default gemv; do
+      flag=""; [ "$mode" = gemv ] && flag="--gemv"
+      timeout 120 "$NSYS" profile -t cuda -o "/tmp/decode_$mode" -f true python3 "$R/benchmarks/profile_decode.py" \
+          --spec xlstm_7b --tokens 40 $flag --out "$OUT/profile_decode_$mode.json" > /dev/null 2> "$OUT/nsys_$mode.err"
+      "$NSYS" stats -r cuda_gpu_kern_sum -f csv "/tmp/decode_$mode.nsys-rep" 2>/dev/null \
+          | python3 "$R/benchmarks/nsys_kernel_summary.py" --tokens 40 > "$OUT/nsys_decode_$mode.json"
+      cat "$OUT/profile_decode_$mode.json"; head -c 2500 "$OUT/nsys_decode_$mode.json"
+    done
+  else echo "no nsys on this machine"; fi ;;
+*) echo "usage: gpu_tc_probe.sh check|measure|decode" >&2; exit 2 ;;
 esac

@@ -55,6 +55,22 @@ def gemv_kernel_file() -> str:
             f"using T = __nv_bfloat16; constexpr int ROWS = {gemv.ROWS}, HAS_BIAS = 1;\n{source(gemv.BODY, gemv.CUDA_IDIOMS)}\n}}\n")
 
 
+def row_kernels_file() -> str:
+    """The row-wise norm kernels (kernels/add_rms_norm.py, head_norm_gate.py) with bf16 arrays, as their calls use them."""
+    from xlstm_metal.kernels import add_rms_norm, head_norm_gate
+    from xlstm_metal.kernels.row_kernels import row_source
+
+    out = ["#include <cuda_bf16.h>"]
+    for module, consts in ((add_rms_norm, "constexpr int D = 4096;"),
+                           (head_norm_gate, "constexpr int NH = 8, S = 1, DV = 512, HAS_BIAS = 0;")):
+        k = module.KERNEL
+        ps = [("const float*" if n == "eps_" else "const __nv_bfloat16*") + " " + n for n in k.inputs]
+        ps += [f"__nv_bfloat16* {n}" for n in k.outputs]
+        out.append(f'extern "C" __global__ void {k.name}({", ".join(ps)}) {{\nusing T = __nv_bfloat16; {consts}\n'
+                   f'{row_source(k.body, "cuda")}\n}}')
+    return "\n".join(out)
+
+
 def compile_report(nvcc: str, arch: str, text: str) -> dict:
     """{kernel name: registers, stack, spills, shared memory} from ptxas -v, or {"error": ...}."""
     include = Path(nvcc).resolve().parent.parent / "include"
@@ -87,7 +103,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     nvcc = a.nvcc
     res = {"arch": a.arch, "tc_chunkwise": compile_report(nvcc, a.arch, tc_kernel_file()),
-           "gemv": compile_report(nvcc, a.arch, gemv_kernel_file())}
+           "gemv": compile_report(nvcc, a.arch, gemv_kernel_file()),
+           "row_kernels": compile_report(nvcc, a.arch, row_kernels_file())}
     for precise in (0, 1):
         with tempfile.TemporaryDirectory() as d:
             cu = Path(d) / "k.cu"

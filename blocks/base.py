@@ -58,6 +58,16 @@ class NodeContext:
     mask: mx.array | None = None  # [B, S] bool, True where the token is real (not padding)
     training: bool = False
     extras: dict = field(default_factory=dict)
+    aux: dict = field(default_factory=dict)  # kernel family -> KernelInfo, for the block's ``aux_kernels``
+
+    def aux_kernel(self, family: str, dtype) -> Any:
+        """The plan's kernel of ``family`` for this node; outside a plan, the best one for here and now."""
+        if family not in self.aux:
+            from xlstm_metal.kernels import current_device, select_kernel
+
+            self.aux[family] = select_kernel(family, "fused", device=current_device(), dtype=str(dtype).split(".")[-1],
+                                             training=self.training)
+        return self.aux[family]
 
 
 class Block(nn.Module):
@@ -74,6 +84,7 @@ class Block(nn.Module):
     num_inputs: ClassVar[int | None] = 1  # None: any number >= 1
     stateful: ClassVar[bool] = False
     kernel_family: ClassVar[str | None] = None
+    aux_kernels: ClassVar[tuple[str, ...]] = ()  # further kernel families (form "fused") the plan picks for it
     fixed_size_state: ClassVar[bool] = True  # False (e.g. a growing KV cache): decoding is not compiled
     summary: ClassVar[str] = ""
 

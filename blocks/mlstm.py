@@ -49,6 +49,7 @@ class MLSTM(MergeableProjections, Block):
     Params = MLSTMParams
     stateful = True
     kernel_family = "mlstm"
+    aux_kernels = ("head_norm_gate",)
     summary = "mLSTM layer (matrix memory, exponential gating) with its recurrent state."
 
     def __init__(self, params: MLSTMParams, inputs):
@@ -136,6 +137,9 @@ class MLSTM(MergeableProjections, Block):
 
         h, new_state = kernel.fn(heads(q), heads(k), heads(v), i.transpose(0, 2, 1), f.transpose(0, 2, 1), state,
                                  chunk_size=ctx.chunk_size or 64, eps=p.eps, mask=ctx.mask, **extra)
-        h = multihead_layer_norm(h.transpose(0, 2, 1, 3), self.multihead_norm.weight,
-                                 self.multihead_norm.get("bias"), p.norm_eps, p.norm_reduction_force_float32)
-        return tp_reduce(self, apply_linear(self.out_proj, sigmoid_gate(o, h))), new_state
+        weight, bias = self.multihead_norm.weight, self.multihead_norm.get("bias")
+        if p.norm_reduction_force_float32:  # per-head norm and output gate: one kernel where a fused one runs
+            gated = ctx.aux_kernel("head_norm_gate", x.dtype).fn(h, o, weight, bias, p.norm_eps)
+        else:
+            gated = sigmoid_gate(o, multihead_layer_norm(h.transpose(0, 2, 1, 3), weight, bias, p.norm_eps, False))
+        return tp_reduce(self, apply_linear(self.out_proj, gated)), new_state

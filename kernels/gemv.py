@@ -3,11 +3,12 @@ memory speed: the operation that bounds batch-1 decoding.
 
 Why: in the 7B decode (benchmarks/decode_floor.py on an H200) MLX's own GEMVs stream the 13.3 GB of weights at
 2.4 TB/s, half of the H200's 4.8; batch-1 decoding cannot be faster than its weights can be read. Here each warp
-owns rows of W and reads them in 16-byte pieces with several pieces in flight per lane, x is staged once per
-threadgroup in shared memory as float32, partial sums meet in a warp reduction, float32 throughout.
+owns rows of W and reads them (and x) in 16-byte pieces with several pieces in flight per lane, partial sums
+meet in a warp reduction, float32 throughout. (MLX's gemv reads 8 bytes per lane with one load in flight.)
 
-Not yet timed on a GPU, so off by default: ``benchmarks/bench_gemv.py`` compares it with MLX's matmul at the 7B
-decode shapes in one call, and ``enable()`` (``bench_model.py --gemv``) routes the blocks' one-row products through
+Off by default: its first version (x staged in shared memory) was slower than MLX's matmul on an H200 (7B decode
+82-89 tok/s with it, ``h200_run7_7b_gemv.json``); this one is not yet timed. ``benchmarks/bench_gemv.py`` compares
+it with MLX's matmul and addmm at the 7B decode shapes in one call, and ``enable()`` (``bench_model.py --gemv``) routes the blocks' one-row products through
 it (``matmul(x, weight, bias)``: merged input projections, out_proj, proj_down, lm_head). Like the other
 fused kernels it checks itself against ``x @ W.T`` on first use; the CPU suite runs the same text with the warp
 reduction emulated (tests/kernels/cpu_emulator.py).
@@ -22,7 +23,6 @@ from .mlstm.first_use import backend_present, check_once, worst
 from .mlstm.tc_chunkwise import LOAD8_CUDA
 
 THREADS = 256  # eight warps, one row each at a time
-MAX_K = 12288  # x staged in shared memory as float32: 48 KB
 
 HEADER = LOAD8_CUDA + r"""
 // sum over the 32 lanes of a warp
@@ -34,16 +34,15 @@ __device__ __forceinline__ float warp_sum(float x) {
 """
 
 # Grid (ceil(N / 8 / ROWS) threadgroups of 256 threads); warp w of threadgroup g computes rows
-# (g * 8 + w) * ROWS .. + ROWS - 1. K is a multiple of 8; lanes take 16-byte pieces 32 apart, UNROLL of them at once.
+# (g * 8 + w) * ROWS .. + ROWS - 1. K is a multiple of 8; lanes take 16-byte pieces 32 apart, UNROLL of them at once,
+# of the row and of x alike. x is read from global memory (after the first warp, from L1: a few KB), not staged in
+# shared memory: staged as float32 there, lane l's pieces began 8 floats apart, an 8-way bank conflict on every read.
 BODY = r"""
     const int tid = TID;
     const int warp = tid / 32;
     const int lane = tid % 32;
     const int N = meta_[0];
     const int K = meta_[1];
-    SHARED float xs[12288];
-    for (int e = tid; e < K; e += 256) xs[e] = static_cast<float>(x_[e]);
-    BARRIER;
     const int pieces = K / 8;
     for (int rr = 0; rr < ROWS; ++rr) {
         const int row = (GX * 8 + warp) * ROWS + rr;
@@ -53,18 +52,19 @@ BODY = r"""
             const auto* wrow = w_ + (long)row * K;
             for (int p0 = lane; p0 < pieces; p0 += 32 * 4) {
                 float a[4][8] = {};
+                float xv[4][8] = {};
                 UNROLL
-                for (int u = 0; u < 4; ++u) {  // four 16-byte loads in flight before any is used
+                for (int u = 0; u < 4; ++u) {  // four 16-byte pieces of the row (and of x) in flight before any is used
                     const int p = p0 + 32 * u;
-                    if (p < pieces) load8(wrow + 8 * p, a[u]);
+                    if (p < pieces) {
+                        load8(wrow + 8 * p, a[u]);
+                        load8(x_ + 8 * p, xv[u]);
+                    }
                 }
                 UNROLL
                 for (int u = 0; u < 4; ++u) {
-                    const int p = p0 + 32 * u;
-                    if (p < pieces) {
-                        UNROLL
-                        for (int e = 0; e < 8; ++e) acc += a[u][e] * xs[8 * p + e];
-                    }
+                    UNROLL
+                    for (int e = 0; e < 8; ++e) acc += a[u][e] * xv[u][e];  // zeros past the row's end
                 }
             }
         }
@@ -98,7 +98,7 @@ def make_gemv(make_kernel=None, weight_dtype=mx.bfloat16):
 
     def gemv(x, weight, bias=None):
         N, K = weight.shape
-        if math.prod(x.shape[:-1]) != 1 or weight.dtype != weight_dtype or K % 8 or K > MAX_K:
+        if math.prod(x.shape[:-1]) != 1 or weight.dtype != weight_dtype or x.dtype != weight_dtype or K % 8:
             return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
         out_dtype = x.dtype
         (y,) = make_kernel()(
@@ -140,7 +140,7 @@ def check_errors(fn, weight_dtype=mx.bfloat16) -> float:
 
 def self_check(backend: str = "cuda", make_kernel=None, weight_dtype=mx.bfloat16) -> bool:
     fn = make_gemv(make_kernel, weight_dtype)
-    return check_once(_verified, backend, "gemv", lambda: check_errors(fn, weight_dtype), tolerance=TOLERANCE)
+    return check_once(_verified, backend, "GEMV", lambda: check_errors(fn, weight_dtype), tolerance=TOLERANCE, family="bf16")
 
 
 def available() -> bool:

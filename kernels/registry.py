@@ -87,3 +87,35 @@ def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims:
     detail = "; ".join(reasons) or "none registered"
     raise LookupError(f"no {family} {form} kernel applies (device={device}, dtype={dtype}"
                       f"{', training' if training else ''}): {detail}")
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    """Two graph nodes computed by one kernel: a ``first`` node whose output is the only input of a ``then``
+    node (block type names), e.g. a residual add and the RMSNorm after it.
+
+    The scheduler applies a rule where ``applies(first_params, then_params)`` returns None (else the reason it
+    does not) and a kernel of ``family`` (form ``"fused"``) is available; at the first node the runtime calls
+    ``run(kernel, first_block, then_block, inputs)``, which returns both nodes' outputs. Both nodes keep their
+    names, weights and outputs: only the launches between them go."""
+    name: str
+    first: str
+    then: str
+    family: str
+    applies: Callable = field(compare=False, repr=False)
+    run: Callable = field(compare=False, repr=False)
+    doc: str = ""
+
+
+_FUSIONS: dict[str, FusionRule] = {}
+
+
+def register_fusion(rule: FusionRule) -> FusionRule:
+    if rule.name in _FUSIONS and _FUSIONS[rule.name] != rule:
+        raise ValueError(f"fusion {rule.name} is already registered")
+    _FUSIONS[rule.name] = rule
+    return rule
+
+
+def fusions() -> list[FusionRule]:
+    return list(_FUSIONS.values())

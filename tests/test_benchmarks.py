@@ -54,6 +54,7 @@ def test_chunkwise_variants_agree_and_are_timed_against_the_eager_kernel():
 @pytest.mark.parametrize("script, args, keys", [
     ("ablate_prefill.py", ["--spec", "xlstm_tiny", "--seq-len", "32", "--iters", "1"], ["full_ms", "no_cell_ms", "cell_share"]),
     ("decode_floor.py", ["--spec", "xlstm_tiny", "--steps", "2"], ["gemv_floor_ms", "ours_decode_ms", "ours_over_floor_time"]),
+    ("profile_decode.py", ["--spec", "xlstm_tiny", "--tokens", "2"], ["wall_ms_per_token"]),
     ("bench_kernel.py", ["--seqs", "64", "--heads", "1", "--dk", "8", "--dv", "8", "--iters", "1"], ["native_chunkwise_fwd_ms_S64"]),
     ("bench_model.py", ["--spec", "xlstm_tiny", "--prefill", "32", "--decode-steps", "2", "--decode-rounds", "1", "--iters", "1",
                         "--prefill-kernels", "native_chunkwise", "--prefill-segments", "16"],
@@ -73,7 +74,25 @@ def test_decode_primitives_count_one_matmul_per_projection_group():
     assert mm(sep) == 10 and mm(merged) == 4  # 6 + 2 projections + 2 outputs -> 1 + 1 + 2
     assert merged["launches"] == sep["launches"] - 6
     assert merged["launch_ops"]["[fused_step_kernel]"] == 1
+    # the residual adds and the norms after them, and the per-head norm with the output gate: one launch each
+    assert merged["launch_ops"]["[add_rms_norm_kernel]"] == 2 and merged["launch_ops"]["[head_norm_gate_kernel]"] == 1
+    assert not {"Add", "[fast.rms_norm]", "[fast.layer_norm]"} & set(merged["launch_ops"])
+    assert merged["launches"] == 9
     assert res["merged"]["outside_blocks"] == res["separate"]["outside_blocks"]
+
+
+def test_the_nsys_summary_gives_gpu_time_and_launches_per_token():
+    import subprocess
+    import sys
+
+    csv_text = ('"Time (%)","Total Time (ns)","Instances","Avg (ns)","Med (ns)","Min (ns)","Max (ns)","StdDev (ns)","Name"\n'
+                '"75.0","9000","40","225","225","200","250","10","gemv_single<bf16>"\n'
+                '"25.0","3000","4","750","750","700","800","10","xlstm_mlstm_step"\n')
+    done = subprocess.run([sys.executable, str(BENCH / "nsys_kernel_summary.py"), "--tokens", "4"], input=csv_text,
+                          capture_output=True, text=True, check=True)
+    res = json.loads(done.stdout)
+    assert res["gpu_busy_us_per_token"] == 3.0 and res["launches_per_token"] == 11.0
+    assert [k["name"] for k in res["kernels"]] == ["gemv_single<bf16>", "xlstm_mlstm_step"]
 
 
 def test_the_fused_chunkwise_profile_says_why_it_measured_nothing_without_its_gpu():
@@ -102,7 +121,7 @@ def test_the_gemv_benchmark_says_why_it_measured_nothing_without_cuda():
     assert "no CUDA backend" in run_script("bench_gemv.py", "--iters", "1")["skipped"]
 
 
-def test_the_tensor_core_and_gemv_kernels_compile_without_spills():
+def test_the_tensor_core_gemv_and_norm_kernels_compile_without_spills():
     """Where an nvcc is at hand (PATH, or XLSTM_NVCC: e.g. the pip wheels' one): ptxas keeps every fragment in
     registers (a spill makes a kernel many times slower, and MLX's JIT would not say so) and shared memory
     within the 48 KB a kernel gets without opting in."""
@@ -113,9 +132,11 @@ def test_the_tensor_core_and_gemv_kernels_compile_without_spills():
         pytest.skip("no nvcc here (set XLSTM_NVCC to one)")
     report = run_script("ptxas_report.py", "--nvcc", nvcc)
     res = report["tc_chunkwise"]
-    assert "error" not in res and "error" not in report["gemv"], res.get("error") or report["gemv"].get("error")
+    for part in ("tc_chunkwise", "gemv", "row_kernels"):
+        assert "error" not in report[part], report[part].get("error")
     assert set(res) == {f"tc_{name}" for name in ("gates", "local", "local_chunk", "scan", "outputs")}
-    for name, r in [*res.items(), *report["gemv"].items()]:
+    assert set(report["row_kernels"]) == {"xlstm_add_rms_norm", "xlstm_head_norm_gate"}
+    for name, r in [*res.items(), *report["gemv"].items(), *report["row_kernels"].items()]:
         assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, name
         assert r.get("shared_bytes", 0) <= 48 * 1024, name
 

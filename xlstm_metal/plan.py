@@ -7,11 +7,11 @@ memory stays bounded while the recurrent state carries across segment borders ex
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xlstm_metal.blocks import TensorType
-from xlstm_metal.kernels import KernelInfo, current_device, get_kernel, select_kernel
+from xlstm_metal.kernels import FusionRule, KernelInfo, current_device, fusions, get_kernel, select_kernel
 
 from .graph import ModelGraph, _format_table
 from .spec.model import KERNEL_CHOICES
@@ -34,10 +34,25 @@ class PlanStep:
     kernel: KernelInfo | None = None
     chunk_size: int | None = None
     reason: str = ""
+    aux: tuple[KernelInfo, ...] = ()  # kernels of the block's ``aux_kernels`` families (e.g. its output norm)
+    fuses: str | None = None  # this step also computes that following node, with ``fusion_kernel``
+    fusion: FusionRule | None = None
+    fusion_kernel: KernelInfo | None = None
+    computed_by: str | None = None  # this node's output comes from that earlier (fusing) step
 
     @property
     def form(self) -> str | None:
         return self.kernel.form if self.kernel else None
+
+    def describe_kernels(self) -> str:
+        """The plan table's kernel column: the node's kernel, its auxiliary kernels, a fusion."""
+        parts = [f"{self.kernel.name} ({self.kernel.form})"] if self.kernel else []
+        parts += [k.name for k in self.aux]
+        if self.fuses:
+            parts.append(f"{self.fusion_kernel.name} (with {self.fuses})")
+        if self.computed_by:
+            parts.append(f"computed by {self.computed_by}")
+        return " + ".join(parts) or "-"
 
 
 @dataclass
@@ -66,7 +81,7 @@ class ExecutionPlan:
             head += f", prefill in {len(self.segments)} segments of ≤{self.segments[0][1] - self.segments[0][0]} tokens"
         rows = [("#", "node", "type", "inputs", "output", "kernel", "chunk") + (("owner",) if self.sharding else ())]
         for k, s in enumerate(self.steps):
-            kern = f"{s.kernel.name} ({s.kernel.form})" if s.kernel else "-"
+            kern = s.describe_kernels()
             owner = (self.sharding.get(s.node, "replicated"),) if self.sharding else ()
             rows.append((k, s.node, s.type, ", ".join(s.inputs), str(s.out_type), kern, s.chunk_size or "-") + owner)
         return head + "\n" + _format_table(rows)
@@ -77,7 +92,9 @@ class ExecutionPlan:
             "segments": self.segments,
             "steps": [{"node": s.node, "type": s.type, "inputs": list(s.inputs), "output": str(s.out_type),
                        "kernel": s.kernel.name if s.kernel else None, "form": s.form, "chunk_size": s.chunk_size,
-                       "reason": s.reason} for s in self.steps],
+                       "reason": s.reason, "aux": [k.name for k in s.aux], "fuses": s.fuses,
+                       "fusion_kernel": s.fusion_kernel.name if s.fusion_kernel else None,
+                       "computed_by": s.computed_by} for s in self.steps],
         }
 
 
@@ -144,9 +161,42 @@ def make_plan(
                                        training=training)
             if kernel.form != "chunkwise":
                 chunk = None
-        steps.append(PlanStep(name, data["type"], tuple(spec_node.inputs), data["out_type"], kernel, chunk, reason))
+        aux = tuple(select_kernel(fam, "fused", device=device, dtype=dtype, training=training)
+                    for fam in getattr(cls, "aux_kernels", ()))
+        steps.append(PlanStep(name, data["type"], tuple(spec_node.inputs), data["out_type"], kernel, chunk, reason,
+                              aux))
+    steps = _fuse(graph, steps, device=device, dtype=dtype, training=training)
     segments = _segments(seq_len, segment_len, [s.chunk_size for s in steps if s.chunk_size])
     return ExecutionPlan(graph, seq_len, device, dtype, steps, segments)
+
+
+def _fuse(graph: ModelGraph, steps: list[PlanStep], **where) -> list[PlanStep]:
+    """Apply the registered fusion rules: a step whose output is the only input of a following step of the
+    rule's type computes both, when the rule applies to their parameters and one of its kernels is available."""
+    consumers: dict[str, list[PlanStep]] = {}
+    for s in steps:
+        for src in set(s.inputs):
+            consumers.setdefault(src, []).append(s)
+    by_name = {s.node: s for s in steps}
+    taken: set[str] = set()
+    for rule in fusions():
+        for first in steps:
+            if first.type != rule.first or first.node in taken:
+                continue
+            for then in consumers.get(first.node, []):
+                if then.type != rule.then or then.inputs != (first.node,) or then.node in taken:
+                    continue
+                if rule.applies(graph.node(first.node)["params"], graph.node(then.node)["params"], first.inputs):
+                    continue
+                try:
+                    kernel = select_kernel(rule.family, "fused", **where)
+                except LookupError:
+                    continue
+                by_name[first.node] = replace(by_name[first.node], fuses=then.node, fusion=rule, fusion_kernel=kernel)
+                by_name[then.node] = replace(by_name[then.node], computed_by=first.node)
+                taken |= {first.node, then.node}
+                break
+    return [by_name[s.node] for s in steps]
 
 
 def _segments(seq_len: int, segment_len: int | None, chunks: list[int]) -> list[tuple[int, int]]:

@@ -53,17 +53,25 @@ def execute(
     last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
     for k, step in enumerate(plan.steps):
         block = graph.block(step.node)
-        ctx = NodeContext(step.node, step.kernel, step.chunk_size, mask, training)
+        ctx = NodeContext(step.node, step.kernel, step.chunk_size, mask, training,
+                          aux={a.family: a for a in step.aux})
         inputs = [values[s] for s in step.inputs]
         if last_only and k > last_stateful:
             inputs = [x[:, -1:] for x in inputs]
             ctx.mask = None
+        new = None
         try:
-            out, new = block(inputs, new_entries.get(step.node), ctx)
+            if step.computed_by:  # its fusing step has computed it
+                out = values[step.node]
+            elif step.fuses:
+                out, values[step.fuses] = step.fusion.run(step.fusion_kernel, block, graph.block(step.fuses), inputs)
+            else:
+                out, new = block(inputs, new_entries.get(step.node), ctx)
         except NodeExecutionError:
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
-            raise NodeExecutionError(step.node, step.type, exc) from exc
+            name = f"{step.node} (fused with {step.fuses})" if step.fuses else step.node
+            raise NodeExecutionError(name, step.type, exc) from exc
         values[step.node] = out
         if block.stateful:
             new_entries[step.node] = new

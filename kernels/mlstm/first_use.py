@@ -67,7 +67,7 @@ def chunkwise_error(fn: Callable, shapes) -> float:
 
 
 def check_once(cache: dict[str, bool], backend: str, form: str, errors: Callable[[], float],
-               tolerance: float = TOLERANCE) -> bool:
+               tolerance: float = TOLERANCE, family: str = "mLSTM") -> bool:
     """``errors()`` runs the fused kernel against the native one and returns the worst relative error;
     the verdict (error <= ``tolerance``) is cached per backend for the process."""
     if backend in cache:
@@ -79,7 +79,7 @@ def check_once(cache: dict[str, bool], backend: str, form: str, errors: Callable
     except Exception as exc:  # noqa: BLE001 - a kernel that cannot even run refuses itself
         ok, why = False, f"{type(exc).__name__}: {exc}"
     if not ok:
-        warnings.warn(f"fused {backend} mLSTM {form} kernel disabled: {why}; using the next kernel", RuntimeWarning,
+        warnings.warn(f"fused {backend} {family} {form} kernel disabled: {why}; using the next kernel", RuntimeWarning,
                       stacklevel=3)
     cache[backend] = ok
     return ok

@@ -41,9 +41,10 @@ from .native import mlstm_chunkwise_native
 CHUNK = 64  # tokens per chunk (the kernels' tile; the requested chunk size does not change the function)
 TILE = 64  # value columns per state slice and per output threadgroup
 THREADS = 128  # four warps: each owns 16 rows of a 64-row tile
-# How launch 2 is arranged: "tile" (a threadgroup per chunk x 64 x 64 state tile; measured on an H200, 0.20 ms at
-# 4k tokens) or "chunk" (a threadgroup per chunk walking the value columns; exact in the CPU emulation, not yet
-# timed on a GPU: profile_tc_chunkwise.py --local-launches tile,chunk compares them in one call)
+# How launch 2 is arranged: "tile" (a threadgroup per chunk x 64 x 64 state tile) or "chunk" (a threadgroup per
+# chunk walking the value columns). One H200 call (profile_tc_chunkwise.py, whole forward, tile / chunk): 0.181 /
+# 0.165 ms at 1k tokens, 0.473 / 0.510 at 4k, 1.69 / 1.83 at 16k (benchmarks/results/h200_run7_profile_tc.json):
+# "tile" stays the default; "chunk" is kept for short prompts and for GPUs with fewer SMs, where it may win.
 LOCAL_LAUNCH = "tile"
 SEGMENT_CHUNKS = 256  # chunks per set of launches: bounds the chunk-entry state buffer (16k tokens: 0.5 GB at 7B heads)
 

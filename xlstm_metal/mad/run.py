@@ -70,7 +70,7 @@ def run_task(spec, task_name: str, budget: MadBudget) -> MadResult:
     mx.random.seed(budget.seed)
     runner = xLSTMRunner.from_spec(with_vocab(spec, task.vocab_size), seed=budget.seed, merge_projections=False)  # trained
     graph, model = runner.graph, runner.model
-    plan = make_plan(graph, x_train.shape[1], segment_len=None)
+    plan = make_plan(graph, x_train.shape[1], segment_len=None, training=True)
     schedule = lr_schedule(budget.lr, budget.steps, budget.warmup)
     opt = optim.AdamW(learning_rate=schedule, weight_decay=0.0)
 

@@ -1,0 +1,118 @@
+"""Residual add + the RMSNorm that reads it, in one launch: ``s = a + b``, ``y = rms_norm(s) * weight``.
+
+Why: a pre-norm block ends in a residual add whose sum the next block's RMSNorm reads at once. Separately
+that is two launches per pair; in a batch-1 decode step, where each launch moves a few kilobytes, the
+launches are what costs (two pairs per xLSTM block), and in prefill the sum is written and read back once
+more than needed. The fused kernel writes ``s`` (the residual stream: other nodes read it too) and ``y``.
+
+``s`` is rounded to the inputs' dtype exactly as the separate add rounds it; ``y`` is computed from that
+rounded ``s`` with a float32 sum of squares, as ``mx.fast.rms_norm`` does, and rounded once. The native
+fallback is the two operations themselves, so a plan that fuses on a machine without the GPU kernel
+computes what the unfused graph computes.
+"""
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from .mlstm.first_use import backend_present, check_once, worst
+from .registry import FusionRule, KernelInfo, register_fusion, register_kernel
+from .row_kernels import RowKernel
+
+# One threadgroup per row of D features.
+_BODY = """
+    const int tid = TID;
+    const long base = (long)GX * D;
+    SHARED float red[THREADS];
+    float squares = 0.0f;
+    for (int e = tid; e < D; e += THREADS) {
+        const T s = static_cast<T>(static_cast<float>(a_[base + e]) + static_cast<float>(b_[base + e]));
+        sum_out[base + e] = s;
+        const float sf = static_cast<float>(s);
+        squares += sf * sf;
+    }
+    BLOCK_SUM(squares, total)
+    const float inv = rsqrt(total / static_cast<float>(D) + eps_[0]);
+    for (int e = tid; e < D; e += THREADS) {
+        const float sf = static_cast<float>(static_cast<T>(static_cast<float>(a_[base + e]) + static_cast<float>(b_[base + e])));
+        norm_out[base + e] = static_cast<T>(sf * inv * static_cast<float>(w_[e]));
+    }
+"""
+KERNEL = RowKernel("xlstm_add_rms_norm", _BODY, ["a_", "b_", "w_", "eps_"], ["sum_out", "norm_out"])
+
+
+def add_rms_norm_native(a: mx.array, b: mx.array, weight: mx.array, eps: float):
+    """The unfused operations: ``(a + b, mx.fast.rms_norm(a + b, weight, eps))``."""
+    s = a + b
+    return s, mx.fast.rms_norm(s, weight, eps)
+
+
+def _make(backend: str, make_kernel=None):
+    make_kernel = make_kernel or (lambda: KERNEL.compiled(backend))
+
+    def add_rms_norm(a, b, weight, eps):
+        if a.shape != b.shape or a.dtype != b.dtype or weight.shape != (a.shape[-1],) or a.size == 0:
+            return add_rms_norm_native(a, b, weight, eps)  # broadcasting or mixed dtypes: the plain ops
+        D = a.shape[-1]
+        s, y = KERNEL.launch(make_kernel(), a.size // D, inputs=[a, b, weight, mx.array([eps], mx.float32)],
+                             template=[("T", a.dtype), ("D", D)], output_shapes=[a.shape, a.shape],
+                             output_dtypes=[a.dtype, a.dtype])
+        return s, y
+
+    return add_rms_norm
+
+
+# bfloat16 outputs: one rounding of y (2^-8 relative) against the native two roundings (x·inv, then ·weight)
+TOLERANCE = 2e-2
+_verified: dict[str, bool] = {}
+
+
+def check_errors(fn, dtype=mx.bfloat16) -> float:
+    """Worst relative error of ``fn`` against the native ops on the CPU: a row width that is not a multiple of the
+    threadgroup, several rows, ``dtype`` inputs."""
+    rng = np.random.default_rng(0)
+    errs = []
+    for shape in ((3, 2, 300), (1, 1, 64)):
+        a, b = (mx.array(rng.normal(size=shape).astype(np.float32)).astype(dtype) for _ in range(2))
+        w = mx.array(rng.normal(size=shape[-1:]).astype(np.float32)).astype(dtype)
+        got = fn(a, b, w, 1e-6)
+        with mx.stream(mx.cpu):
+            want = add_rms_norm_native(a, b, w, 1e-6)
+            for g, t in zip(got, want):
+                scale = max(1.0, float(mx.abs(t.astype(mx.float32)).max()))
+                errs.append(float(mx.abs(g.astype(mx.float32) - t.astype(mx.float32)).max()) / scale)
+    return worst(errs)
+
+
+def self_check(backend: str, make_kernel=None, dtype=mx.bfloat16) -> bool:
+    fn = _make(backend, make_kernel)
+    return check_once(_verified, backend, "add + RMSNorm", lambda: check_errors(fn, dtype), tolerance=TOLERANCE,
+                      family="residual")
+
+
+register_kernel(KernelInfo("add_rms_norm", "fused", "native_add_rms_norm", add_rms_norm_native, priority=0,
+                           doc="residual add, then mx.fast.rms_norm (two launches)"))
+for _backend in ("cuda", "metal"):
+    register_kernel(KernelInfo(
+        "add_rms_norm", "fused", f"{_backend}_add_rms_norm", _make(_backend), backend=_backend,
+        devices=frozenset({"gpu"}), priority=10, differentiable=False,
+        is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
+        doc=f"fused {_backend.upper()} residual add + RMSNorm (one launch)"))
+
+
+def _applies(add_params, norm_params, add_inputs) -> str | None:
+    if len(add_inputs) != 2:
+        return f"the add has {len(add_inputs)} inputs (the kernel adds two)"
+    if not norm_params.use_weight or norm_params.use_bias:
+        return "the RMSNorm is not weight-only"
+    if not norm_params.force_float32_reductions:
+        return "the RMSNorm reduces in the input dtype (the kernel reduces in float32)"
+    return None
+
+
+def _run(kernel, add_block, norm_block, inputs):
+    return kernel.fn(inputs[0], inputs[1], norm_block.weight, norm_block.params.eps)
+
+
+register_fusion(FusionRule("add_rms_norm", "add", "rms_norm", "add_rms_norm", _applies, _run,
+                           doc="a residual add and the RMSNorm that reads its sum"))

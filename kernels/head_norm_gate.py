@@ -1,0 +1,108 @@
+"""The end of an mLSTM layer before its out_proj, in one launch: per-head layer norm of the cell output ``h``
+(weight, optional bias), times ``sigmoid(o)``.
+
+Why: separately that is a layer norm (after a transposing copy of ``h`` when it has more than one token) and an
+elementwise gate: two or three launches per layer, which in a batch-1 decode step cost more than the work.
+The kernel reads ``h`` in the cell kernels' layout [B, NH, S, DV] directly, normalises each head's DV
+features in float32 (two-pass mean and biased variance, as the official norm) and rounds once.
+"""
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from .mlstm.first_use import backend_present, check_once, worst
+from .registry import KernelInfo, register_kernel
+from .row_kernels import RowKernel
+
+# One threadgroup per (b, s, head) row, in the output's order; h is [B, NH, S, DV], o and out are [B, S, NH * DV].
+_BODY = """
+    const int tid = TID;
+    const int row = GX;
+    const int head = row % NH;
+    const int bs = row / NH;
+    const long hbase = (((long)(bs / S) * NH + head) * S + bs % S) * DV;
+    const long obase = (long)row * DV;
+    SHARED float red[THREADS];
+    float part = 0.0f;
+    for (int e = tid; e < DV; e += THREADS) part += static_cast<float>(h_[hbase + e]);
+    BLOCK_SUM(part, total)
+    const float mean = total / static_cast<float>(DV);
+    float squares = 0.0f;
+    for (int e = tid; e < DV; e += THREADS) {
+        const float d = static_cast<float>(h_[hbase + e]) - mean;
+        squares += d * d;
+    }
+    BLOCK_SUM(squares, var_total)
+    const float inv = rsqrt(var_total / static_cast<float>(DV) + eps_[0]);
+    for (int e = tid; e < DV; e += THREADS) {
+        const int c = head * DV + e;
+        float y = (static_cast<float>(h_[hbase + e]) - mean) * inv * static_cast<float>(w_[c]);
+        if (HAS_BIAS) y += static_cast<float>(b_[c]);
+        const float o = static_cast<float>(o_[obase + e]);
+        out[obase + e] = static_cast<T>(y / (1.0f + exp(-o)));
+    }
+"""
+KERNEL = RowKernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_"], ["out"])
+
+
+def head_norm_gate_native(h: mx.array, o: mx.array, weight: mx.array, bias: mx.array | None, eps: float) -> mx.array:
+    """``h`` [B, NH, S, DV], ``o`` [B, S, NH*DV] → ``sigmoid(o) * (layer_norm_per_head(h) * weight + bias)``."""
+    from xlstm_metal.blocks.multihead_layer_norm import multihead_layer_norm
+    from xlstm_metal.blocks.ops import sigmoid_gate
+
+    return sigmoid_gate(o, multihead_layer_norm(h.transpose(0, 2, 1, 3), weight, bias, eps, True))
+
+
+def _make(backend: str, make_kernel=None):
+    make_kernel = make_kernel or (lambda: KERNEL.compiled(backend))
+
+    def head_norm_gate(h, o, weight, bias, eps):
+        B, NH, S, DV = h.shape
+        if o.shape != (B, S, NH * DV) or o.dtype != h.dtype or h.size == 0 or weight.shape != (NH * DV,):
+            return head_norm_gate_native(h, o, weight, bias, eps)
+        out_dtype = h.dtype
+        (y,) = KERNEL.launch(make_kernel(), B * S * NH,
+                             inputs=[h, o, weight, bias if bias is not None else weight, mx.array([eps], mx.float32)],
+                             template=[("T", out_dtype), ("NH", NH), ("S", S), ("DV", DV), ("HAS_BIAS", int(bias is not None))],
+                             output_shapes=[o.shape], output_dtypes=[out_dtype])
+        return y
+
+    return head_norm_gate
+
+
+TOLERANCE = 2e-2  # bfloat16 outputs: one rounding against the native chain's several
+_verified: dict[str, bool] = {}
+
+
+def check_errors(fn, dtype=mx.bfloat16) -> float:
+    """Worst relative error of ``fn`` against the native ops on the CPU: several tokens (h read through its
+    [B, NH, S, DV] layout), a head width that is not a multiple of the threadgroup, with and without a bias."""
+    rng = np.random.default_rng(0)
+    arr = lambda *s: mx.array(rng.normal(size=s).astype(np.float32)).astype(dtype)  # noqa: E731
+    errs = []
+    for B, NH, S, DV, bias in ((2, 3, 5, 300, True), (1, 2, 1, 64, False)):
+        h, o, w = arr(B, NH, S, DV) * 3.0 + 1.0, arr(B, S, NH * DV), arr(NH * DV)
+        b = arr(NH * DV) if bias else None
+        got = fn(h, o, w, b, 1e-6)
+        with mx.stream(mx.cpu):
+            want = head_norm_gate_native(h, o, w, b, 1e-6).astype(mx.float32)
+            scale = max(1.0, float(mx.abs(want).max()))
+            errs.append(float(mx.abs(got.astype(mx.float32) - want).max()) / scale)
+    return worst(errs)
+
+
+def self_check(backend: str, make_kernel=None, dtype=mx.bfloat16) -> bool:
+    fn = _make(backend, make_kernel)
+    return check_once(_verified, backend, "head norm + output gate", lambda: check_errors(fn, dtype),
+                      tolerance=TOLERANCE)
+
+
+register_kernel(KernelInfo("head_norm_gate", "fused", "native_head_norm_gate", head_norm_gate_native, priority=0,
+                           doc="per-head mx.fast.layer_norm, then the compiled sigmoid gate"))
+for _backend in ("cuda", "metal"):
+    register_kernel(KernelInfo(
+        "head_norm_gate", "fused", f"{_backend}_head_norm_gate", _make(_backend), backend=_backend,
+        devices=frozenset({"gpu"}), priority=10, differentiable=False,
+        is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
+        doc=f"fused {_backend.upper()} per-head layer norm + output gate (one launch)"))
