@@ -2,7 +2,7 @@
 # The GPU run, in consecutive calls on one machine (after stage.sh b):
 #   bash benchmarks/gpu_tc_probe.sh check     # first-use check, its launches timed apart, the GPU tests (TF32 off)
 #   bash benchmarks/gpu_tc_probe.sh measure   # official kernel + 7B, then ours (kernel, 7B prefill/decode/32k), same call
-#   bash benchmarks/gpu_tc_probe.sh decode    # decode: GEMV floors, GEMV kernel vs MLX, 7B decode with it, nsys per token
+#   bash benchmarks/gpu_tc_probe.sh decode    # 7B decode: GEMV floors, GEMV kernel vs MLX, CUDA graph sizes, nsys per token
 # NCU=1 with check adds ncu's time per launch at 4k tokens. Results land in $OUT as JSON and logs.
 . benchmarks/gpu_env.sh
 set -o pipefail
@@ -42,18 +42,20 @@ decode)
   timeout 90 python3 "$R/benchmarks/decode_floor.py" --spec xlstm_7b --dtype bfloat16 --out "$OUT/decode_floor.json" > /dev/null
   cat "$OUT/decode_floor.json"
   timeout 90 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json"
-  timeout 150 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024 --decode-context 128 \
-      --decode-steps 30 --decode-rounds 2 --iters 1 --gemv --out "$OUT/7b_gemv.json" > /dev/null; cat "$OUT/7b_gemv.json"
+  # MLX's CUDA graph size (operations per graph launch); then the GEMV kernel at MLX's default
+  for run in "20 " "100 " "400 " "default --gemv"; do
+    set -- $run; n=$1; shift
+    ( [ "$n" != default ] && export MLX_MAX_OPS_PER_BUFFER=$n
+      timeout 60 python3 "$R/benchmarks/profile_decode.py" --spec xlstm_7b --tokens 40 "$@" --out "$OUT/decode_$n$*.json" > /dev/null )
+    cat "$OUT/decode_$n$*.json"
+  done
   NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1)
   if [ -n "$NSYS" ]; then
-    for mode in default gemv; do
-      flag=""; [ "$mode" = gemv ] && flag="--gemv"
-      timeout 120 "$NSYS" profile -t cuda -o "/tmp/decode_$mode" -f true python3 "$R/benchmarks/profile_decode.py" \
-          --spec xlstm_7b --tokens 40 $flag --out "$OUT/profile_decode_$mode.json" > /dev/null 2> "$OUT/nsys_$mode.err"
-      "$NSYS" stats -r cuda_gpu_kern_sum -f csv "/tmp/decode_$mode.nsys-rep" 2>/dev/null \
-          | python3 "$R/benchmarks/nsys_kernel_summary.py" --tokens 40 > "$OUT/nsys_decode_$mode.json"
-      cat "$OUT/profile_decode_$mode.json"; head -c 2500 "$OUT/nsys_decode_$mode.json"
-    done
+    timeout 100 "$NSYS" profile -t cuda -o /tmp/decode -f true python3 "$R/benchmarks/profile_decode.py" \
+        --spec xlstm_7b --tokens 40 --warmup 3 --out "$OUT/profile_decode_nsys.json" > /dev/null 2> "$OUT/nsys.err"
+    "$NSYS" stats -r cuda_gpu_kern_sum -f csv /tmp/decode.nsys-rep 2>/dev/null \
+        | python3 "$R/benchmarks/nsys_kernel_summary.py" --tokens 43 > "$OUT/nsys_decode.json"
+    cat "$OUT/profile_decode_nsys.json"; head -c 3000 "$OUT/nsys_decode.json"
   else echo "no nsys on this machine"; fi ;;
 *) echo "usage: gpu_tc_probe.sh check|measure|decode" >&2; exit 2 ;;
 esac

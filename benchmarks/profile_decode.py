@@ -1,13 +1,16 @@
-"""Batch-1 decoding of a model for a profiler: a fixed number of tokens, one after another, each evaluated, so
-``nsys`` sees exactly the kernels of those tokens (``nsys_kernel_summary.py`` divides its totals by them).
-Prints one JSON object: tokens, wall time per token.
+"""Batch-1 decoding of a model for a profiler: ``--warmup`` tokens (the first traces and compiles the decode step),
+then ``--tokens`` timed ones, one after another, each evaluated. ``nsys`` sees the kernels of all ``tokens_run``
+(every token launches the same kernels; ``nsys_kernel_summary.py`` divides its totals by them). Prints one JSON
+object with the wall time per timed token. MLX's CUDA backend launches its work as CUDA graphs of at most
+``MLX_MAX_OPS_PER_BUFFER`` operations; running this under several values shows what the batching costs.
 
     nsys profile -t cuda -o /tmp/decode python3 benchmarks/profile_decode.py --spec xlstm_7b --tokens 40
-    nsys stats -r cuda_gpu_kern_sum -f csv /tmp/decode.nsys-rep | python3 benchmarks/nsys_kernel_summary.py --tokens 40
+    nsys stats -r cuda_gpu_kern_sum -f csv /tmp/decode.nsys-rep | python3 benchmarks/nsys_kernel_summary.py --tokens 43
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import mlx.core as mx
@@ -21,6 +24,7 @@ def main(argv=None):
     p.add_argument("--spec", default="xlstm_tiny")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--tokens", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--gemv", action="store_true", help="route one-row products through kernels/gemv.py")
     p.add_argument("--out")
     a = p.parse_args(argv)
@@ -32,13 +36,15 @@ def main(argv=None):
     mx.eval(runner.model.parameters())
     state = runner.init_state(1)
     tok = mx.array([[3]])
-    t0 = time.perf_counter()
-    for _ in range(a.tokens):
+    for k in range(a.warmup + a.tokens):
+        if k == a.warmup:
+            t0 = time.perf_counter()
         logits, state = runner(tok, state)
         mx.eval(logits, state.arrays())
     wall = time.perf_counter() - t0
-    emit({"spec": a.spec, "dtype": a.dtype, "gemv": a.gemv, "tokens": a.tokens, "wall_ms_per_token": 1e3 * wall / a.tokens,
-          "note": "the first token includes tracing and compiling the decode step"}, a.out)
+    emit({"spec": a.spec, "dtype": a.dtype, "gemv": a.gemv, "tokens": a.tokens, "tokens_run": a.warmup + a.tokens,
+          "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "MLX default"),
+          "wall_ms_per_token": 1e3 * wall / a.tokens, "tok_s": a.tokens / wall}, a.out)
 
 
 if __name__ == "__main__":
