@@ -26,6 +26,8 @@ def main(argv=None):
     p.add_argument("--tokens", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--gemv", action="store_true", help="route one-row products through kernels/gemv.py")
+    p.add_argument("--profile-range", action="store_true",
+                   help="profile only the timed tokens: cuProfilerStart/Stop around them (ncu --profile-from-start off)")
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.gemv:
@@ -36,12 +38,22 @@ def main(argv=None):
     mx.eval(runner.model.parameters())
     state = runner.init_state(1)
     tok = mx.array([[3]])
+    cuda = None
+    if a.profile_range:
+        import ctypes
+        cuda = ctypes.CDLL("libcuda.so.1")
     for k in range(a.warmup + a.tokens):
         if k == a.warmup:
+            mx.synchronize()
+            if cuda is not None:
+                cuda.cuProfilerStart()
             t0 = time.perf_counter()
         logits, state = runner(tok, state)
         mx.eval(logits, state.arrays())
     wall = time.perf_counter() - t0
+    if cuda is not None:
+        mx.synchronize()
+        cuda.cuProfilerStop()
     emit({"spec": a.spec, "dtype": a.dtype, "gemv": a.gemv, "tokens": a.tokens, "tokens_run": a.warmup + a.tokens,
           "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "MLX default"),
           "wall_ms_per_token": 1e3 * wall / a.tokens, "tok_s": a.tokens / wall}, a.out)

@@ -67,8 +67,20 @@ def row_kernels_file() -> str:
         ps = [("const float*" if n == "eps_" else "const __nv_bfloat16*") + " " + n for n in k.inputs]
         ps += [f"__nv_bfloat16* {n}" for n in k.outputs]
         out.append(f'extern "C" __global__ void {k.name}({", ".join(ps)}) {{\nusing T = __nv_bfloat16; {consts}\n'
-                   f'{row_source(k.body, "cuda")}\n}}')
+                   f'{row_source(k.body, "cuda", k.threads)}\n}}')
     return "\n".join(out)
+
+
+def step_kernel_file() -> str:
+    """kernels/mlstm/fused_step.py's launch at the 7B decode shape (bf16 q/k/v/gates, float32 state)."""
+    from xlstm_metal.kernels.mlstm import fused_step
+
+    bf = ", ".join(f"const __nv_bfloat16* {n}" for n in fused_step._INPUTS[:5])
+    fl = ", ".join(f"const float* {n}" for n in fused_step._INPUTS[5:])
+    outs = "__nv_bfloat16* h_out, " + ", ".join(f"float* {n}" for n in fused_step._OUTPUTS[1:])
+    return ("#include <cuda_bf16.h>\n" + f'extern "C" __global__ void xlstm_mlstm_step({bf}, {fl}, {outs}) {{\n'
+            "using T = __nv_bfloat16; constexpr int DK = 256, DV = 512, NH = 8, BH = 8;\n"
+            + fused_step._source(fused_step._CUDA) + "\n}\n")
 
 
 def compile_report(nvcc: str, arch: str, text: str) -> dict:
@@ -104,7 +116,8 @@ def main(argv=None):
     nvcc = a.nvcc
     res = {"arch": a.arch, "tc_chunkwise": compile_report(nvcc, a.arch, tc_kernel_file()),
            "gemv": compile_report(nvcc, a.arch, gemv_kernel_file()),
-           "row_kernels": compile_report(nvcc, a.arch, row_kernels_file())}
+           "row_kernels": compile_report(nvcc, a.arch, row_kernels_file()),
+           "step": compile_report(nvcc, a.arch, step_kernel_file())}
     for precise in (0, 1):
         with tempfile.TemporaryDirectory() as d:
             cu = Path(d) / "k.cu"

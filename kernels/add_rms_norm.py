@@ -19,26 +19,34 @@ from .mlstm.first_use import backend_present, check_once, worst
 from .registry import FusionRule, KernelInfo, register_fusion, register_kernel
 from .row_kernels import RowKernel
 
-# One threadgroup per row of D features.
+# One threadgroup per row of D features; thread t holds elements t, t + THREADS, ... in registers.
 _BODY = """
     const int tid = TID;
     const long base = (long)GX * D;
+    constexpr int PER = (D + THREADS - 1) / THREADS;
     SHARED float red[THREADS];
+    float s[PER];
     float squares = 0.0f;
-    for (int e = tid; e < D; e += THREADS) {
-        const T s = static_cast<T>(static_cast<float>(a_[base + e]) + static_cast<float>(b_[base + e]));
-        sum_out[base + e] = s;
-        const float sf = static_cast<float>(s);
-        squares += sf * sf;
+    UNROLL
+    for (int u = 0; u < PER; ++u) {
+        const int e = tid + u * THREADS;
+        s[u] = 0.0f;
+        if (e < D) {
+            const T v = static_cast<T>(static_cast<float>(a_[base + e]) + static_cast<float>(b_[base + e]));
+            sum_out[base + e] = v;
+            s[u] = static_cast<float>(v);
+        }
+        squares += s[u] * s[u];
     }
     BLOCK_SUM(squares, total)
     const float inv = rsqrt(total / static_cast<float>(D) + eps_[0]);
-    for (int e = tid; e < D; e += THREADS) {
-        const float sf = static_cast<float>(static_cast<T>(static_cast<float>(a_[base + e]) + static_cast<float>(b_[base + e])));
-        norm_out[base + e] = static_cast<T>(sf * inv * static_cast<float>(w_[e]));
+    UNROLL
+    for (int u = 0; u < PER; ++u) {
+        const int e = tid + u * THREADS;
+        if (e < D) norm_out[base + e] = static_cast<T>(s[u] * inv * static_cast<float>(w_[e]));
     }
 """
-KERNEL = RowKernel("xlstm_add_rms_norm", _BODY, ["a_", "b_", "w_", "eps_"], ["sum_out", "norm_out"])
+KERNEL = RowKernel("xlstm_add_rms_norm", _BODY, ["a_", "b_", "w_", "eps_"], ["sum_out", "norm_out"], threads=1024)
 
 
 def add_rms_norm_native(a: mx.array, b: mx.array, weight: mx.array, eps: float):

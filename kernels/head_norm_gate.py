@@ -16,6 +16,7 @@ from .registry import KernelInfo, register_kernel
 from .row_kernels import RowKernel
 
 # One threadgroup per (b, s, head) row, in the output's order; h is [B, NH, S, DV], o and out are [B, S, NH * DV].
+# Thread t holds the row's elements t, t + THREADS, ... of h in registers.
 _BODY = """
     const int tid = TID;
     const int row = GX;
@@ -23,27 +24,40 @@ _BODY = """
     const int bs = row / NH;
     const long hbase = (((long)(bs / S) * NH + head) * S + bs % S) * DV;
     const long obase = (long)row * DV;
+    constexpr int PER = (DV + THREADS - 1) / THREADS;
     SHARED float red[THREADS];
+    float x[PER];
     float part = 0.0f;
-    for (int e = tid; e < DV; e += THREADS) part += static_cast<float>(h_[hbase + e]);
+    UNROLL
+    for (int u = 0; u < PER; ++u) {
+        const int e = tid + u * THREADS;
+        x[u] = e < DV ? static_cast<float>(h_[hbase + e]) : 0.0f;
+        part += x[u];
+    }
     BLOCK_SUM(part, total)
     const float mean = total / static_cast<float>(DV);
     float squares = 0.0f;
-    for (int e = tid; e < DV; e += THREADS) {
-        const float d = static_cast<float>(h_[hbase + e]) - mean;
+    UNROLL
+    for (int u = 0; u < PER; ++u) {
+        const int e = tid + u * THREADS;
+        const float d = e < DV ? x[u] - mean : 0.0f;
         squares += d * d;
     }
     BLOCK_SUM(squares, var_total)
     const float inv = rsqrt(var_total / static_cast<float>(DV) + eps_[0]);
-    for (int e = tid; e < DV; e += THREADS) {
-        const int c = head * DV + e;
-        float y = (static_cast<float>(h_[hbase + e]) - mean) * inv * static_cast<float>(w_[c]);
-        if (HAS_BIAS) y += static_cast<float>(b_[c]);
-        const float o = static_cast<float>(o_[obase + e]);
-        out[obase + e] = static_cast<T>(y / (1.0f + exp(-o)));
+    UNROLL
+    for (int u = 0; u < PER; ++u) {
+        const int e = tid + u * THREADS;
+        if (e < DV) {
+            const int c = head * DV + e;
+            float y = (x[u] - mean) * inv * static_cast<float>(w_[c]);
+            if (HAS_BIAS) y += static_cast<float>(b_[c]);
+            const float o = static_cast<float>(o_[obase + e]);
+            out[obase + e] = static_cast<T>(y / (1.0f + exp(-o)));
+        }
     }
 """
-KERNEL = RowKernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_"], ["out"])
+KERNEL = RowKernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_"], ["out"], threads=256)
 
 
 def head_norm_gate_native(h: mx.array, o: mx.array, weight: mx.array, bias: mx.array | None, eps: float) -> mx.array:

@@ -1,7 +1,10 @@
 """Row-wise fused GPU kernels: one threadgroup per row, a shared-memory sum across it, CUDA and Metal from one text.
 
 The norm fusions (``add_rms_norm``, ``head_norm_gate``) are all this shape: read a row, reduce it, write it
-back transformed. What they share lives here: the threadgroup sum (``BLOCK_SUM``, written with barriers
+back transformed. Each thread holds its ``PER`` elements of the row in registers (read once, loops unrolled:
+every load in flight at once). In a batch-1 decode step a row is the whole launch, so its latency is the
+launch's: a first version that looped over the row twice, one load at a time, took 18 us per row on an H200
+(ncu) against 4.5 us for MLX's own RMSNorm. What they share lives here: the threadgroup sum (``BLOCK_SUM``, written with barriers
 only, so the CPU emulator in the tests runs the same text), compiling one text for each backend, and
 launching it over rows. Each kernel module keeps its own algorithm, native fallback and first-use check.
 """
@@ -11,10 +14,9 @@ import mlx.core as mx
 
 from .mlstm.fused_chunkwise import source
 
-THREADS = 256
-
 # BLOCK_SUM(value, name): every thread of the group contributes ``value``; afterwards ``name`` (a new
-# const float) holds the group's total in every thread. Needs ``SHARED float red[THREADS]`` and ``tid``.
+# const float) holds the group's total in every thread. Needs ``SHARED float red[THREADS]`` and ``tid``;
+# THREADS (a power of two) is the kernel's threadgroup size.
 BLOCK_SUM = """
 #define BLOCK_SUM(value, name)                                        \\
     red[tid] = (value);                                                \\
@@ -28,27 +30,30 @@ BLOCK_SUM = """
 """
 
 
-def row_source(body: str, backend: str | dict) -> str:
-    """``body`` with the threadgroup sum defined, in ``backend``'s language (or an explicit idiom mapping)."""
-    return source(f"constexpr int THREADS = {THREADS};\n" + BLOCK_SUM + body, backend)
+def row_source(body: str, backend: str | dict, threads: int) -> str:
+    """``body`` with ``THREADS`` and the threadgroup sum defined, in ``backend``'s language (or an explicit idiom
+    mapping)."""
+    if threads & (threads - 1):
+        raise ValueError(f"a row kernel's threadgroup is a power of two, got {threads}")
+    return source(f"constexpr int THREADS = {threads};\n" + BLOCK_SUM + body, backend)
 
 
 class RowKernel:
-    """One row-wise algorithm, compiled per backend on first use; ``launch(backend, rows, ...)`` runs it with
-    one threadgroup per row. ``make_kernel`` (tests) replaces the compiled kernel with any callable that has
-    ``mx.fast.cuda_kernel``'s calling convention."""
+    """One row-wise algorithm, compiled per backend on first use; ``launch(kernel, rows, ...)`` runs it with
+    one threadgroup of ``threads`` per row. ``make_kernel`` (tests) replaces the compiled kernel with any callable
+    that has ``mx.fast.cuda_kernel``'s calling convention."""
 
-    def __init__(self, name: str, body: str, inputs: list[str], outputs: list[str]):
-        self.name, self.body, self.inputs, self.outputs = name, body, inputs, outputs
+    def __init__(self, name: str, body: str, inputs: list[str], outputs: list[str], threads: int):
+        self.name, self.body, self.inputs, self.outputs, self.threads = name, body, inputs, outputs, threads
         self._compiled: dict[str, object] = {}
 
     def compiled(self, backend: str):
         if backend not in self._compiled:
             make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
             self._compiled[backend] = make(name=self.name, input_names=self.inputs, output_names=self.outputs,
-                                           source=row_source(self.body, backend))
+                                           source=row_source(self.body, backend, self.threads))
         return self._compiled[backend]
 
     def launch(self, kernel, rows: int, *, inputs, template, output_shapes, output_dtypes):
-        return kernel(inputs=inputs, template=template, grid=(THREADS * rows, 1, 1), threadgroup=(THREADS, 1, 1),
+        return kernel(inputs=inputs, template=template, grid=(self.threads * rows, 1, 1), threadgroup=(self.threads, 1, 1),
                       output_shapes=output_shapes, output_dtypes=output_dtypes)

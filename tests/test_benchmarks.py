@@ -132,11 +132,12 @@ def test_the_tensor_core_gemv_and_norm_kernels_compile_without_spills():
         pytest.skip("no nvcc here (set XLSTM_NVCC to one)")
     report = run_script("ptxas_report.py", "--nvcc", nvcc)
     res = report["tc_chunkwise"]
-    for part in ("tc_chunkwise", "gemv", "row_kernels"):
+    for part in ("tc_chunkwise", "gemv", "row_kernels", "step"):
         assert "error" not in report[part], report[part].get("error")
     assert set(res) == {f"tc_{name}" for name in ("gates", "local", "local_chunk", "scan", "outputs")}
     assert set(report["row_kernels"]) == {"xlstm_add_rms_norm", "xlstm_head_norm_gate"}
-    for name, r in [*res.items(), *report["gemv"].items(), *report["row_kernels"].items()]:
+    assert set(report["step"]) == {"xlstm_mlstm_step"}
+    for name, r in [*res.items(), *report["gemv"].items(), *report["row_kernels"].items(), *report["step"].items()]:
         assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, name
         assert r.get("shared_bytes", 0) <= 48 * 1024, name
 

@@ -340,10 +340,12 @@ _OUTPUTS_OUTPUTS = ["h_"]
 
 IDIOMS = {
     "cuda": {"SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "LDS4": "*(const float4*)&",
+             "UNROLL": "_Pragma(\"unroll\")", "UNROLL8": "_Pragma(\"unroll 8\")",
              "TID": "int(threadIdx.x)",
              "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)", "GZ": "int(blockIdx.z)"},
     # Metal aligns threadgroup allocations to 16 bytes (MLX's own kernels read them as vectors too)
     "metal": {"SHARED": "threadgroup", "BARRIER": "threadgroup_barrier(mem_flags::mem_threadgroup)",
+              "UNROLL": "_Pragma(\"unroll\")", "UNROLL8": "_Pragma(\"unroll 8\")",
               "LDS4": "*(threadgroup const float4*)&",
               "TID": "int(thread_position_in_threadgroup.x)", "GX": "int(threadgroup_position_in_grid.x)",
               "GY": "int(threadgroup_position_in_grid.y)", "GZ": "int(threadgroup_position_in_grid.z)"},

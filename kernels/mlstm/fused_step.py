@@ -3,7 +3,9 @@
 A threadgroup per (batch·head, 32 value columns), eight threads per column, each walking an eighth of
 the DK rows (measured on an H200 in the 7B decode: the first version, one thread per column walking all
 DK rows, was 92 tok/s against 123 for the native step in the compiled decode graph: too little
-parallelism to hide memory latency). The algorithm is written once (``_BODY``) with a few idiom words
+parallelism to hide memory latency). q and k are staged in shared memory and the row loop is unrolled:
+without that, ncu timed the launch at 46 us for 8 MB of state (each row's loads waited for the
+previous row's; ``benchmarks/results/h200_run7_ncu_decode.json``). The algorithm is written once (``_BODY``) with a few idiom words
 replaced for CUDA or Metal.
 
 Each fused kernel checks itself against the native step on a small input the first time it is
@@ -33,6 +35,8 @@ _BODY = """
     const int b = bh / NH;
     SHARED float part[8 * 33];
     SHARED float qnp[8];
+    SHARED float qs[DK];
+    SHARED float ks[DK];
     const float keep = keep_[b];
     const float m_old = m_[bh];
     const float cap = cap_[0];  // the gates' soft cap (cap * tanh(x / cap)); 0: none
@@ -45,13 +49,19 @@ _BODY = """
     const float fa = keep > 0.0f ? exp(log_f + m_old - m_new) : 1.0f;
     const float ia = keep > 0.0f ? exp(i_raw - m_new) : 0.0f;
     const float scale = rsqrt(static_cast<float>(DK));
+    for (int r = tid; r < DK; r += 256) {  // q (scaled) and k once per threadgroup, not once per row and thread
+        qs[r] = static_cast<float>(q_[bh * DK + r]) * scale;
+        ks[r] = static_cast<float>(k_[bh * DK + r]);
+    }
+    BARRIER;
     const bool col = j < DV;
     const float vj = col ? static_cast<float>(v_[bh * DV + j]) : 0.0f;
     float num = 0.0f;
     float qn = 0.0f;
-    for (int r = y; r < DK; r += 8) {
-        const float qr = static_cast<float>(q_[bh * DK + r]) * scale;
-        const float kr = static_cast<float>(k_[bh * DK + r]);
+    UNROLL8
+    for (int r = y; r < DK; r += 8) {  // unrolled: eight rows' loads of C in flight, not one latency per row
+        const float qr = qs[r];
+        const float kr = ks[r];
         if (col) {
             const long c_idx = ((long)bh * DK + r) * DV + j;
             const float c = fa * C_[c_idx] + ia * kr * vj;

@@ -29,7 +29,7 @@ import mlx.core as mx
 import numpy as np
 
 # the idiom words of the fused kernels
-IDIOMS = {"UNROLL": "", "UNROLL4": "", "NOUNROLL": "", "SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
+IDIOMS = {"UNROLL": "", "UNROLL4": "", "UNROLL8": "", "NOUNROLL": "", "SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
           "LDS4": "*(const float4*)&",
           "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
 

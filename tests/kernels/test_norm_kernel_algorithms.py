@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ co
 
 def emulated(module, edit=lambda body: body):
     k = module.KERNEL
-    kernel = CpuKernel(k.name, k.inputs, k.outputs, row_source(edit(k.body), IDIOMS))
+    kernel = CpuKernel(k.name, k.inputs, k.outputs, row_source(edit(k.body), IDIOMS, k.threads))
     return lambda: kernel
 
 
@@ -33,10 +33,11 @@ def test_each_algorithm_passes_its_first_use_check_and_is_float32_exact(module):
 
 
 @pytest.mark.parametrize("module, edit", [
-    (add_rms_norm, lambda body: body.replace("sf * inv *", "sf * inv * 0.9f *")),
+    (add_rms_norm, lambda body: body.replace("s[u] * inv *", "s[u] * inv * 0.9f *")),
     (head_norm_gate, lambda body: body.replace("- mean) * inv", "- mean) * inv * 0.9f")),
 ], ids=["add_rms_norm", "head_norm_gate"])
 def test_a_kernel_that_computes_something_else_refuses_itself_with_a_warning(module, edit):
+    assert edit(module.KERNEL.body) != module.KERNEL.body
     module._verified.pop("cpu-broken", None)
     with pytest.warns(RuntimeWarning, match="kernel disabled"):
         assert not module.self_check("cpu-broken", emulated(module, edit), dtype=mx.float32)
