@@ -26,16 +26,19 @@ _BODY = """
     constexpr int PER = (D + THREADS - 1) / THREADS;
     SHARED float red[THREADS];
     float s[PER];
+    UNROLL
+    for (int u = 0; u < PER; ++u) {  // every load before any store (the outputs may alias the inputs for all the compiler knows)
+        const int e = tid + u * THREADS;
+        s[u] = e < D ? static_cast<float>(a_[base + e]) : 0.0f;
+        s[u] = e < D ? s[u] + static_cast<float>(b_[base + e]) : 0.0f;
+    }
     float squares = 0.0f;
     UNROLL
     for (int u = 0; u < PER; ++u) {
         const int e = tid + u * THREADS;
-        s[u] = 0.0f;
-        if (e < D) {
-            const T v = static_cast<T>(static_cast<float>(a_[base + e]) + static_cast<float>(b_[base + e]));
-            sum_out[base + e] = v;
-            s[u] = static_cast<float>(v);
-        }
+        const T v = static_cast<T>(s[u]);  // the sum, rounded as the separate add rounds it
+        s[u] = static_cast<float>(v);
+        if (e < D) sum_out[base + e] = v;
         squares += s[u] * s[u];
     }
     BLOCK_SUM(squares, total)

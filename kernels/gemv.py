@@ -1,13 +1,17 @@
 """Batch-1 matrix-vector product ``y = W x (+ b)`` for bfloat16 weights on CUDA, written to stream the weights at
 memory speed: the operation that bounds batch-1 decoding.
 
-Why: in the 7B decode (benchmarks/decode_floor.py on an H200) MLX's own GEMVs stream the 13.3 GB of weights at
-2.4 TB/s, half of the H200's 4.8; batch-1 decoding cannot be faster than its weights can be read. Here each warp
+Why: batch-1 decoding cannot be faster than its weights can be read. With every product of the 7B model (unmerged,
+benchmarks/decode_floor.py on an H200) MLX's GEMVs average 2.4-2.5 TB/s of the H200's 4.8; its large products alone
+reach 3.9-4.2 TB/s. Here each warp
 owns rows of W and reads them (and x) in 16-byte pieces with several pieces in flight per lane, partial sums
 meet in a warp reduction, float32 throughout. (MLX's gemv reads 8 bytes per lane with one load in flight.)
 
-Off by default: its first version (x staged in shared memory) was slower than MLX's matmul on an H200 (7B decode
-82-89 tok/s with it, ``h200_run7_7b_gemv.json``); this one is not yet timed. ``benchmarks/bench_gemv.py`` compares
+Off by default, because MLX's own gemv is faster. On an H200 (``bench_gemv.py``, many products per evaluation,
+``benchmarks/results/h200_run7_gemv.json``) this version takes 1.16x (lm_head) to 2.5x (out_proj) MLX's time, and
+the 7B decode with it ran at 80 tok/s against ~110 (its first version, x staged in shared memory with an 8-way
+bank conflict, was no better: ``h200_run7_7b_gemv.json``). Kept as the place to fuse a product's neighbours
+into (a norm before it, a gate after it) once it streams at MLX's speed. ``benchmarks/bench_gemv.py`` compares
 it with MLX's matmul and addmm at the 7B decode shapes in one call, and ``enable()`` (``bench_model.py --gemv``) routes the blocks' one-row products through
 it (``matmul(x, weight, bias)``: merged input projections, out_proj, proj_down, lm_head). Like the other
 fused kernels it checks itself against ``x @ W.T`` on first use; the CPU suite runs the same text with the warp

@@ -27,11 +27,13 @@ _BODY = """
     constexpr int PER = (DV + THREADS - 1) / THREADS;
     SHARED float red[THREADS];
     float x[PER];
+    float og[PER];
     float part = 0.0f;
     UNROLL
-    for (int u = 0; u < PER; ++u) {
+    for (int u = 0; u < PER; ++u) {  // h and o loaded before any store
         const int e = tid + u * THREADS;
         x[u] = e < DV ? static_cast<float>(h_[hbase + e]) : 0.0f;
+        og[u] = e < DV ? static_cast<float>(o_[obase + e]) : 0.0f;
         part += x[u];
     }
     BLOCK_SUM(part, total)
@@ -52,8 +54,7 @@ _BODY = """
             const int c = head * DV + e;
             float y = (x[u] - mean) * inv * static_cast<float>(w_[c]);
             if (HAS_BIAS) y += static_cast<float>(b_[c]);
-            const float o = static_cast<float>(o_[obase + e]);
-            out[obase + e] = static_cast<T>(y / (1.0f + exp(-o)));
+            out[obase + e] = static_cast<T>(y / (1.0f + exp(-og[u])));
         }
     }
 """

@@ -3,9 +3,11 @@
 A threadgroup per (batch·head, 32 value columns), eight threads per column, each walking an eighth of
 the DK rows (measured on an H200 in the 7B decode: the first version, one thread per column walking all
 DK rows, was 92 tok/s against 123 for the native step in the compiled decode graph: too little
-parallelism to hide memory latency). q and k are staged in shared memory and the row loop is unrolled:
-without that, ncu timed the launch at 46 us for 8 MB of state (each row's loads waited for the
-previous row's; ``benchmarks/results/h200_run7_ncu_decode.json``). The algorithm is written once (``_BODY``) with a few idiom words
+parallelism to hide memory latency). ncu then timed the launch at 46 us for the 8 MB of a 7B block's
+state, with the row loop unrolled too (``benchmarks/results/h200_run7_final_ncu_decode.json``): each
+row's load of C waited for the previous row's store, since ``C_out`` may alias ``C_`` for all the
+compiler knows. So each thread now loads eight rows of C (and n) into registers before it stores any.
+Not yet timed on a GPU in this form; q and k are staged in shared memory once per group. The algorithm is written once (``_BODY``) with a few idiom words
 replaced for CUDA or Metal.
 
 Each fused kernel checks itself against the native step on a small input the first time it is
@@ -49,7 +51,7 @@ _BODY = """
     const float fa = keep > 0.0f ? exp(log_f + m_old - m_new) : 1.0f;
     const float ia = keep > 0.0f ? exp(i_raw - m_new) : 0.0f;
     const float scale = rsqrt(static_cast<float>(DK));
-    for (int r = tid; r < DK; r += 256) {  // q (scaled) and k once per threadgroup, not once per row and thread
+    for (int r = tid; r < DK; r += 256) {  // q (scaled) and k staged once per group of 256, not read per row and thread
         qs[r] = static_cast<float>(q_[bh * DK + r]) * scale;
         ks[r] = static_cast<float>(k_[bh * DK + r]);
     }
@@ -58,20 +60,32 @@ _BODY = """
     const float vj = col ? static_cast<float>(v_[bh * DV + j]) : 0.0f;
     float num = 0.0f;
     float qn = 0.0f;
-    UNROLL8
-    for (int r = y; r < DK; r += 8) {  // unrolled: eight rows' loads of C in flight, not one latency per row
-        const float qr = qs[r];
-        const float kr = ks[r];
-        if (col) {
-            const long c_idx = ((long)bh * DK + r) * DV + j;
-            const float c = fa * C_[c_idx] + ia * kr * vj;
-            C_out[c_idx] = c;
-            num += qr * c;
+    for (int r0 = y; r0 < DK; r0 += 64) {  // eight of this thread's rows per pass
+        float c_old[8];
+        float n_old[8];
+        UNROLL
+        for (int u = 0; u < 8; ++u) {  // all loads of the pass before any store (C_out may alias C_ for all the compiler knows)
+            const int r = r0 + 8 * u;
+            c_old[u] = (col && r < DK) ? C_[((long)bh * DK + r) * DV + j] : 0.0f;
+            n_old[u] = (x == 0 && r < DK) ? n_[bh * DK + r] : 0.0f;
         }
-        if (x == 0) {
-            const float nr = fa * n_[bh * DK + r] + ia * kr;
-            qn += qr * nr;
-            if (GX == 0) n_out[bh * DK + r] = nr;
+        UNROLL
+        for (int u = 0; u < 8; ++u) {
+            const int r = r0 + 8 * u;
+            if (r < DK) {
+                const float qr = qs[r];
+                const float kr = ks[r];
+                if (col) {
+                    const float c = fa * c_old[u] + ia * kr * vj;
+                    C_out[((long)bh * DK + r) * DV + j] = c;
+                    num += qr * c;
+                }
+                if (x == 0) {
+                    const float nr = fa * n_old[u] + ia * kr;
+                    qn += qr * nr;
+                    if (GX == 0) n_out[bh * DK + r] = nr;
+                }
+            }
         }
     }
     part[y * 33 + x] = num;

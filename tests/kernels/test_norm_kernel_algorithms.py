@@ -79,7 +79,7 @@ def emulated_fusion_kernels(monkeypatch):
         monkeypatch.setitem(registry._KERNELS, (family, info.name), info)
 
 
-@pytest.mark.parametrize("seq_len", [1, 5, 40])
+@pytest.mark.parametrize("seq_len", [1, 12])  # 12: chunkwise (emulated rows are slow: 1024 threads each)
 def test_a_model_planned_with_the_fused_kernels_computes_what_the_native_plan_does(seq_len, emulated_fusion_kernels):
     runner = xLSTMRunner.from_spec("xlstm_tiny", seed=0, compile=False)  # the emulator cannot run under mx.compile
     plan = runner.plan(seq_len)
@@ -88,12 +88,15 @@ def test_a_model_planned_with_the_fused_kernels_computes_what_the_native_plan_do
     assert all("emulated_head_norm_gate" in s.describe_kernels() for s in plan.steps if s.type == "mlstm")
     tokens = mx.array(np.random.default_rng(3).integers(0, 512, size=(2, seq_len)))
     got = runner(tokens)[0]
+    got_last = runner(tokens, logits="last")[0]  # prefill computing only the last position after the last cell
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         registry._KERNELS.pop(("add_rms_norm", "emulated_add_rms_norm"))
         registry._KERNELS.pop(("head_norm_gate", "emulated_head_norm_gate"))
-    want = xLSTMRunner.from_spec("xlstm_tiny", seed=0)(tokens)[0]
+    runner_native = xLSTMRunner.from_spec("xlstm_tiny", seed=0)
+    want = runner_native(tokens)[0]
     assert float(mx.abs(got - want).max()) <= 1e-4 * max(1.0, float(mx.abs(want).max()))
+    assert float(mx.abs(got_last - runner_native(tokens, logits="last")[0]).max()) <= 1e-4 * max(1.0, float(mx.abs(want).max()))
 
 
 def test_training_plans_fuse_only_with_kernels_gradients_flow_through(emulated_fusion_kernels):

@@ -1,7 +1,8 @@
 """The scheduler: kernel form per length, overrides, named kernels, segments; the printed plan."""
+import mlx.core as mx
 import pytest
 
-from xlstm_metal import build_graph, make_plan
+from xlstm_metal import build_graph, make_plan, xLSTMRunner
 from xlstm_metal.render import to_dot, to_mermaid
 
 SEVEN_B = build_graph("xlstm_7b")  # lazy: no 7B weights are allocated
@@ -80,3 +81,41 @@ def test_a_pinned_step_kernel_decodes_and_longer_inputs_use_the_sequence_form():
     assert make_plan(g, 1, device="cpu", overrides=over).step("backbone.blocks.0.mlstm_layer").kernel.name == "native_step"
     long = make_plan(g, 40, device="cpu", overrides=over).step("backbone.blocks.0.mlstm_layer")
     assert long.form == "sequence" and "pinned" in long.reason
+
+
+def test_a_residual_add_and_the_rms_norm_reading_it_are_planned_as_one_fused_step():
+    """The fusion rule (kernels/add_rms_norm.py): the add computes the norm too; the norm's step names it."""
+    plan = xLSTMRunner.from_spec("xlstm_tiny", seed=0).plan(1)
+    add = plan.step("backbone.blocks.0.res_mlstm")
+    assert add.fuses == "backbone.blocks.0.norm_ffn" and add.fusion_kernel.family == "add_rms_norm"
+    assert plan.step("backbone.blocks.0.norm_ffn").computed_by == "backbone.blocks.0.res_mlstm"
+    assert plan.step("backbone.blocks.1.out").fuses == "backbone.out_norm"
+    assert plan.step("backbone.blocks.0.norm_mlstm").computed_by is None  # it reads the embedding, not an add
+    assert "(with backbone.blocks.0.norm_ffn)" in str(plan) and plan.to_dict()["steps"][3]["fuses"]
+
+
+def test_the_fusion_rule_leaves_norms_it_cannot_compute_alone():
+    import yaml
+
+    from xlstm_metal.spec import shipped_spec_path
+
+    data = yaml.safe_load(shipped_spec_path("xlstm_tiny").read_text())
+    block = data["nodes"][1]["nodes"]
+    next(n for n in block if n["name"] == "norm_ffn")["use_bias"] = True  # the kernel is weight-only
+    block.append({"name": "three", "type": "add", "inputs": ["x", "res_mlstm", "ffn"]})
+    block.append({"name": "after_three", "type": "rms_norm", "inputs": ["three"]})
+    data["nodes"][1]["output"] = "after_three"
+    plan = xLSTMRunner.from_spec(data, seed=0).plan(1)
+    assert plan.step("backbone.blocks.0.res_mlstm").fuses is None
+    assert plan.step("backbone.blocks.0.three").fuses is None  # three inputs
+    assert plan.step("backbone.blocks.0.norm_ffn").computed_by is None
+
+
+def test_a_fused_step_that_fails_names_both_nodes():
+    from xlstm_metal import NodeExecutionError
+
+    runner = xLSTMRunner.from_spec("xlstm_tiny", seed=0, compile=False)
+    norm = runner.graph.block("backbone.blocks.0.norm_ffn")
+    norm.weight = mx.ones((7,))  # wrong width
+    with pytest.raises(NodeExecutionError, match="res_mlstm \\(fused with backbone.blocks.0.norm_ffn\\)"):
+        runner([[1, 2, 3]])
