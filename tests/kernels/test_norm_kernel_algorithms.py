@@ -103,3 +103,18 @@ def test_training_plans_fuse_only_with_kernels_gradients_flow_through(emulated_f
     plan = make_plan(xLSTMRunner.from_spec("xlstm_tiny", seed=0).graph, 16, training=True)
     assert {s.fusion_kernel.name for s in plan.steps if s.fusion_kernel} == {"native_add_rms_norm"}
     assert all(a.differentiable for s in plan.steps for a in s.aux)
+
+
+@pytest.mark.parametrize("module", [add_rms_norm, head_norm_gate], ids=["add_rms_norm", "head_norm_gate"])
+def test_cuda_and_metal_sources_differ_only_in_idioms(module):
+    """One algorithm text: the CUDA and Metal kernels differ only on the lines holding an idiom word's rendering
+    (thread index, shared memory, barrier, unroll), so what the emulator checks is what both GPUs run."""
+    from xlstm_metal.kernels.mlstm.fused_chunkwise import IDIOMS as GPU_IDIOMS
+
+    k = module.KERNEL
+
+    def strip(backend):
+        src = row_source(k.body, backend, k.threads)
+        return [line for line in src.splitlines() if not any(v in line for v in GPU_IDIOMS[backend].values())]
+
+    assert strip("cuda") == strip("metal") and len(strip("cuda")) > 20
