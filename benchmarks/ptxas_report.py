@@ -75,11 +75,12 @@ def step_kernel_file() -> str:
     """kernels/mlstm/fused_step.py's launch at the 7B decode shape (bf16 q/k/v/gates, float32 state)."""
     from xlstm_metal.kernels.mlstm import fused_step
 
-    bf = ", ".join(f"const __nv_bfloat16* {n}" for n in fused_step._INPUTS[:5])
-    fl = ", ".join(f"const float* {n}" for n in fused_step._INPUTS[5:])
+    t_inputs = {"q_", "k_", "v_", "i_", "f_", "bi_", "bf_"}  # in the q/k/v dtype; the rest float32
+    bf = ", ".join(f"const __nv_bfloat16* {n}" for n in fused_step._INPUTS if n in t_inputs)
+    fl = ", ".join(f"const float* {n}" for n in fused_step._INPUTS if n not in t_inputs)
     outs = "__nv_bfloat16* h_out, " + ", ".join(f"float* {n}" for n in fused_step._OUTPUTS[1:])
     return ("#include <cuda_bf16.h>\n" + f'extern "C" __global__ void xlstm_mlstm_step({bf}, {fl}, {outs}) {{\n'
-            "using T = __nv_bfloat16; constexpr int DK = 256, DV = 512, NH = 8, BH = 8;\n"
+            "using T = __nv_bfloat16; constexpr int DK = 256, DV = 512, NH = 8, BH = 8, HAS_GATE_BIAS = 1;\n"
             + fused_step._source(fused_step._CUDA) + "\n}\n")
 
 

@@ -113,13 +113,18 @@ class MLSTM(MergeableProjections, Block):
         B, S, _ = x.shape
         p = self.params
         nh = self.local_heads
+        gate_names = ("igate_preact", "fgate_preact") if p.weight_mode == "single" else ("ifgate_preact",)
+        outs, pending = self.project_pending(x, ctx.training, defer_bias=gate_names)
         if p.weight_mode == "single":
-            q, k, v, o, i, f = self.project(x, ctx.training)
+            q, k, v, o, i, f = outs
+            bias_i, bias_f = pending.get("igate_preact"), pending.get("fgate_preact")
         else:
-            qkvo, ifg = self.project(x, ctx.training)
+            qkvo, ifg = outs
             a, b2, c = self.qk_dim, 2 * self.qk_dim, 2 * self.qk_dim + self.v_dim
             q, k, v, o = qkvo[..., :a], qkvo[..., a:b2], qkvo[..., b2:c], qkvo[..., c:]
             i, f = ifg[..., :nh], ifg[..., nh:]
+            both = pending.get("ifgate_preact")
+            bias_i, bias_f = (None, None) if both is None else (both[:nh], both[nh:])
         kernel = ctx.kernel
         if kernel is None:
             from xlstm_metal.kernels import current_device, select_kernel
@@ -127,9 +132,11 @@ class MLSTM(MergeableProjections, Block):
             kernel = select_kernel("mlstm", "step" if S == 1 else "chunkwise", device=current_device(),
                                    dtype=str(x.dtype).split(".")[-1], head_dims=self.head_dims, training=ctx.training)
         extra = {}
-        if kernel.caps_gates and p.gate_soft_cap is not None:  # the kernel caps them: two launches fewer
-            extra["gate_soft_cap"] = p.gate_soft_cap
+        if kernel.caps_gates:  # the kernel adds the gates' biases and caps them itself: no launches for either
+            extra = {"gate_soft_cap": p.gate_soft_cap, "gate_bias": None if bias_i is None else (bias_i, bias_f)}
         else:
+            if bias_i is not None:
+                i, f = i + bias_i, f + bias_f
             i, f = soft_cap(i, p.gate_soft_cap), soft_cap(f, p.gate_soft_cap)
 
         def heads(t):

@@ -27,10 +27,12 @@ Design — merged storage, official names as views:
 - Projections merge in groups of alike layers: plain layers of one dtype, or quantized layers
   with the same group size, bits and mode (their packed weights, scales and biases concatenate
   along rows). A layer that fits no group (e.g. tiny gates left unquantized) keeps its own matmul.
-  Plain groups: rows without a bias get zeros in the merged bias and the product is one ``addmm``
-  (``x @ W.T + 0`` is exact), so the gates' biases are reproduced exactly even when ``use_bias``
-  is False. Quantized groups merge weight, scales and biases; each layer's own ``bias`` is added
-  to its slice, as ``QuantizedLinear`` adds it (that add fuses with the gate soft cap).
+  Biases are not merged: each layer's own ``bias`` is added to its slice of the product (that add
+  fuses with what follows it). A product with a bias leaves MLX's batch-1 gemv for cuBLASLt's bias
+  epilogue, 1.29x slower at the 7B input projections' shape on an H200
+  (``benchmarks/results/h200_run7_gemv.json``); and a block may take some biases back unadded
+  (``project_pending``): the mLSTM layer hands its gates' biases to a fused step kernel that adds
+  them itself.
 
 Merging evaluates one block at a time and drops the originals before the next block, so peak
 memory grows by one block's projections, not by the model.
@@ -141,10 +143,6 @@ class MergeableProjections:
             layers = [self[n] for n in members]
             quantized = kind[0] == "quantized"
             arrays = {f: mx.concatenate([layer[f] for layer in layers]) for f in _FIELDS if f in layers[0]}
-            if not quantized and any("bias" in layer for layer in layers):  # one AddMM; quantized: each adds its own
-                dt = next(layer["bias"].dtype for layer in layers if "bias" in layer)
-                arrays["bias"] = mx.concatenate([layer["bias"] if "bias" in layer else
-                                                 mx.zeros((layer["weight"].shape[0],), dt) for layer in layers])
             mx.eval(arrays)
             bounds, a = [], 0
             for layer in layers:
@@ -185,23 +183,30 @@ class MergeableProjections:
         return True
 
     def project(self, x: mx.array, training: bool = False) -> list[mx.array]:
+        return self.project_pending(x, training)[0]
+
+    def project_pending(self, x: mx.array, training: bool = False, defer_bias: tuple[str, ...] = ()):
+        """``(outputs, pending)``: the projections' outputs in ``projection_names()`` order, and for the layers
+        named in ``defer_bias`` whose output came from a merged product, their bias, not yet added
+        (``pending[name]``); the caller adds it (or has a kernel add it). Unmerged layers add their own."""
         names = self.projection_names()
         groups = self.__dict__.get("_merge_groups")
         if not groups or training:
-            return [self[n](x) for n in names]
+            return [self[n](x) for n in names], {}
         out: dict[str, mx.array] = {}
+        pending: dict[str, mx.array] = {}
         for g, arrays in zip(groups, self["_merged"]):
             if g.quant is None:
                 from xlstm_metal.kernels import gemv
-                if gemv.enabled():
-                    y = gemv.matmul(x, arrays["weight"], arrays.get("bias"))
-                else:
-                    y = mx.addmm(arrays["bias"], x, arrays["weight"].T) if "bias" in arrays else x @ arrays["weight"].T
+                y = gemv.matmul(x, arrays["weight"]) if gemv.enabled() else x @ arrays["weight"].T
             else:
                 y = mx.quantized_matmul(x, arrays["weight"], scales=arrays["scales"], biases=arrays.get("biases"),
                                         transpose=True, **g.quant)
             for n, (a, b) in zip(g.names, g.bounds):
                 out[n] = y[..., a:b]
-                if g.quant is not None and "bias" in self[n]:  # as QuantizedLinear adds it (fuses with what follows)
-                    out[n] = out[n] + self[n]["bias"]
-        return [out[n] if n in out else self[n](x) for n in names]
+                if "bias" in self[n]:  # as the layer adds it (the add fuses with what follows)
+                    if n in defer_bias:
+                        pending[n] = self[n]["bias"]
+                    else:
+                        out[n] = out[n] + self[n]["bias"]
+        return [out[n] if n in out else self[n](x) for n in names], pending

@@ -26,7 +26,8 @@ class KernelInfo:
     max_head_dim: int | None = None
     math_dtype: str = "float32"  # the precision of its inner products' operands: the property suite bounds it by this
     differentiable: bool = True  # MLX autograd runs through it (custom GPU kernels define no VJP: False)
-    caps_gates: bool = False  # takes raw gate pre-activations and ``gate_soft_cap=`` and caps them itself (fewer launches)
+    caps_gates: bool = False  # takes raw gate pre-activations, ``gate_soft_cap=`` and ``gate_bias=`` (b_i, b_f per head)
+    # and adds the biases and caps the gates itself (fewer launches)
     priority: int = 0
     is_available: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
     doc: str = ""

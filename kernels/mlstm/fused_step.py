@@ -42,8 +42,8 @@ _BODY = """
     const float keep = keep_[b];
     const float m_old = m_[bh];
     const float cap = cap_[0];  // the gates' soft cap (cap * tanh(x / cap)); 0: none
-    const float f_in = static_cast<float>(f_[bh]);
-    const float i_in = static_cast<float>(i_[bh]);
+    const float f_in = static_cast<float>(f_[bh]) + (HAS_GATE_BIAS ? static_cast<float>(bf_[bh % NH]) : 0.0f);
+    const float i_in = static_cast<float>(i_[bh]) + (HAS_GATE_BIAS ? static_cast<float>(bi_[bh % NH]) : 0.0f);
     const float f_raw = cap > 0.0f ? cap * tanh(f_in / cap) : f_in;
     const float i_raw = cap > 0.0f ? cap * tanh(i_in / cap) : i_in;
     const float log_f = (f_raw < 0.0f ? f_raw : 0.0f) - log(1.0f + exp(-fabs(f_raw)));
@@ -103,7 +103,7 @@ _BODY = """
         if (j == 0) m_out[bh] = m_new;
     }
 """
-_INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_"]
+_INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_", "bi_", "bf_"]
 _OUTPUTS = ["h_out", "C_out", "n_out", "m_out"]
 _CUDA, _METAL = IDIOMS["cuda"], IDIOMS["metal"]  # the fused chunkwise kernels' idiom words
 THREADS = 256
@@ -133,8 +133,9 @@ def _make_step(backend: str, make_kernel=None):
     same algorithm text on the CPU this way)."""
     make_kernel = make_kernel or (lambda: _kernel(backend))
 
-    def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, gate_soft_cap=None):
-        """``gate_soft_cap``: i and f are raw pre-activations, capped here (two launches fewer per block)."""
+    def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, gate_soft_cap=None, gate_bias=None):
+        """``gate_soft_cap``: i and f are raw pre-activations, capped here (two launches fewer per block);
+        ``gate_bias``: (b_i, b_f), one value per head each, added here before the cap."""
         B, NH, S, DK = q.shape
         if S != 1:
             raise ValueError(f"the fused step kernel takes exactly one token, got seq_len {S}")
@@ -147,8 +148,9 @@ def _make_step(backend: str, make_kernel=None):
         h, C, n, m = make_kernel()(
             inputs=[q.astype(dt).reshape(B * NH, DK), k.astype(dt).reshape(B * NH, DK), v.reshape(B * NH, DV),
                     i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32),
-                    mx.array([float(gate_soft_cap or 0.0)], mx.float32)],
-            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH)],
+                    mx.array([float(gate_soft_cap or 0.0)], mx.float32),
+                    *((keep, keep) if gate_bias is None else (gate_bias[0].astype(dt).reshape(NH), gate_bias[1].astype(dt).reshape(NH)))],
+            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH), ("HAS_GATE_BIAS", int(gate_bias is not None))],
             grid=(THREADS * -(-DV // 32), B * NH, 1), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B * NH, DV), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[dt, mx.float32, mx.float32, mx.float32])

@@ -218,8 +218,9 @@ def test_mlstm_without_a_planned_kernel_selects_one_and_steps_equal_prefill():
 
 
 def test_a_kernel_that_caps_the_gates_itself_gets_them_raw_with_the_cap(monkeypatch):
-    """``KernelInfo.caps_gates``: the layer hands the kernel raw i/f pre-activations and ``gate_soft_cap`` instead of
-    capping them in launches of its own; the decoded logits are the same."""
+    """``KernelInfo.caps_gates``: the layer hands the kernel raw i/f pre-activations, ``gate_soft_cap`` and (from
+    merged projections) the gates' biases unadded, instead of adding and capping in launches of its own; the
+    decoded logits are the same."""
     import mlx.core as mx
 
     from xlstm_metal import xLSTMRunner
@@ -228,7 +229,9 @@ def test_a_kernel_that_caps_the_gates_itself_gets_them_raw_with_the_cap(monkeypa
 
     seen = []
 
-    def capping_step(q, k, v, i, f, state=None, *, gate_soft_cap=None, **kw):
+    def capping_step(q, k, v, i, f, state=None, *, gate_soft_cap=None, gate_bias=None, **kw):
+        assert gate_bias is not None  # the runner merges projections: the biases come unadded
+        i, f = i + gate_bias[0][:, None], f + gate_bias[1][:, None]
         seen.append((gate_soft_cap, float(mx.abs(i).max())))  # |igate| ~ 10 (its bias): the cap moves it to ~8.7
         cap = lambda a: gate_soft_cap * mx.tanh(a / gate_soft_cap)  # noqa: E731
         return mlstm_step_native(q, k, v, cap(i), cap(f), state, **kw)

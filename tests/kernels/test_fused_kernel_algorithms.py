@@ -103,6 +103,17 @@ def test_the_fused_step_caps_raw_gates_itself_like_the_layer_does():
     assert_close(step(q, k, v, i, f, state, gate_soft_cap=15.0), native(mlstm_step_native, q, k, v, cap(i), cap(f), state))
 
 
+def test_the_fused_step_adds_each_heads_gate_bias_before_the_cap():
+    """``gate_bias``: one input and one forget gate bias per head (what a merged projection leaves unadded)."""
+    step = emulated_step()
+    x, state, _ = inputs(4, 2, 3, 1, 8, 20, True, False)
+    q, k, v, i, f = x
+    b_i, b_f = mx.array([-10.0, 0.5, 3.0]), mx.array([3.0, 4.5, 6.0])
+    cap = lambda a: 15.0 * mx.tanh(a / 15.0)  # noqa: E731
+    want = native(mlstm_step_native, q, k, v, cap(i + b_i[:, None]), cap(f + b_f[:, None]), state)
+    assert_close(step(q, k, v, i, f, state, gate_soft_cap=15.0, gate_bias=(b_i, b_f)), want)
+
+
 def test_cuda_and_metal_chunkwise_sources_differ_only_in_idioms():
     for body, _, _ in fused_chunkwise.KERNELS.values():
         cuda, metal = fused_chunkwise.source(body, "cuda"), fused_chunkwise.source(body, "metal")
