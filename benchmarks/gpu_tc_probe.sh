@@ -2,7 +2,7 @@
 # The GPU run, in consecutive calls on one machine (after stage.sh b):
 #   bash benchmarks/gpu_tc_probe.sh check     # first-use check, its launches timed apart, the GPU tests (TF32 off)
 #   bash benchmarks/gpu_tc_probe.sh measure   # official kernel + 7B, then ours (kernel, 7B prefill/decode/32k), same call
-#   bash benchmarks/gpu_tc_probe.sh decode    # 7B decode: GEMV floors, GEMV kernel vs MLX, CUDA graph sizes, nsys per token
+#   bash benchmarks/gpu_tc_probe.sh decode    # 7B decode: GEMV floors, GEMV kernel vs MLX, nsys / ncu per token
 # NCU=1 with check adds ncu's time per launch at 4k tokens. Results land in $OUT as JSON and logs.
 . benchmarks/gpu_env.sh
 set -o pipefail
@@ -42,13 +42,10 @@ decode)
   timeout 90 python3 "$R/benchmarks/decode_floor.py" --spec xlstm_7b --dtype bfloat16 --out "$OUT/decode_floor.json" > /dev/null
   cat "$OUT/decode_floor.json"
   timeout 90 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json"
-  # MLX's CUDA graph size (operations per graph launch); then the GEMV kernel at MLX's default
-  for run in "20 " "100 " "400 " "default --gemv"; do
-    set -- $run; n=$1; shift
-    ( [ "$n" != default ] && export MLX_MAX_OPS_PER_BUFFER=$n
-      timeout 60 python3 "$R/benchmarks/profile_decode.py" --spec xlstm_7b --tokens 40 "$@" --out "$OUT/decode_$n$*.json" > /dev/null )
-    cat "$OUT/decode_$n$*.json"
-  done
+  # decode with the GEMV kernel (MLX's CUDA graph size, MLX_MAX_OPS_PER_BUFFER 20 / 100 / 400, made no difference in
+  # run 7: h200_run7_decode_graph_sizes.json)
+  timeout 60 python3 "$R/benchmarks/profile_decode.py" --spec xlstm_7b --tokens 40 --gemv --out "$OUT/decode_gemv.json" > /dev/null
+  cat "$OUT/decode_gemv.json"
   NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1)
   if [ -n "$NSYS" ]; then
     timeout 100 "$NSYS" profile -t cuda -o /tmp/decode -f true python3 "$R/benchmarks/profile_decode.py" \
@@ -56,6 +53,13 @@ decode)
     "$NSYS" stats -r cuda_gpu_kern_sum -f csv /tmp/decode.nsys-rep 2>/dev/null \
         | python3 "$R/benchmarks/nsys_kernel_summary.py" --tokens 43 > "$OUT/nsys_decode.json"
     cat "$OUT/profile_decode_nsys.json"; head -c 3000 "$OUT/nsys_decode.json"
-  else echo "no nsys on this machine"; fi ;;
+  else echo "no nsys on this machine"; fi
+  # GPU time per kernel of three decoded tokens (ncu replays each kernel alone: no launch gaps)
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+  if [ -n "$NCU" ]; then
+    timeout 120 "$NCU" --profile-from-start off --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/profile_decode.py" \
+        --spec xlstm_7b --tokens 3 --warmup 3 --profile-range 2>/dev/null > /tmp/ncu_decode.csv
+    python3 "$R/benchmarks/ncu_summary.py" --calls 3 < /tmp/ncu_decode.csv > "$OUT/ncu_decode.json"; head -c 2500 "$OUT/ncu_decode.json"
+  fi ;;
 *) echo "usage: gpu_tc_probe.sh check|measure|decode" >&2; exit 2 ;;
 esac
