@@ -11,6 +11,7 @@ import time
 
 import mlx.core as mx
 from common import emit
+from profile_decode import time_decode
 
 from xlstm_metal import xLSTMRunner
 from xlstm_metal.kernels import add_rms_norm, head_norm_gate
@@ -22,13 +23,7 @@ CONFIGS = {"fused": (True, True), "native_norms": (False, False), "native_add_rm
 def measure(spec, dtype, tokens, prefill):
     runner = xLSTMRunner.from_spec(spec, dtype=dtype, seed=0)
     mx.eval(runner.model.parameters())
-    state, tok = runner.init_state(1), mx.array([[3]])
-    for k in range(3 + tokens):
-        if k == 3:
-            t = time.perf_counter()
-        logits, state = runner(tok, state)
-        mx.eval(logits, state.arrays())
-    decode = tokens / (time.perf_counter() - t)
+    decode = 1.0 / time_decode(runner, tokens, warmup=3)
     x = mx.random.randint(0, 1000, (1, prefill))
     mx.eval(runner(x, logits="last")[0])
     t = time.perf_counter()
@@ -47,15 +42,15 @@ def main(argv=None):
     p.add_argument("--out")
     a = p.parse_args(argv)
     res = {"device": str(mx.default_device())}
-    for name, (add_on, head_on) in CONFIGS.items():
-        saved = dict(add_rms_norm._verified), dict(head_norm_gate._verified)
-        for module, on in ((add_rms_norm, add_on), (head_norm_gate, head_on)):
-            for backend in ("cuda", "metal"):
-                if not on:
-                    module._verified[backend] = False
+    for name, switches in CONFIGS.items():
+        saved = {module: dict(module._verified) for module in (add_rms_norm, head_norm_gate)}
+        for module, on in zip(saved, switches):
+            if not on:
+                module._verified.update(cuda=False, metal=False)
         res[name] = measure(a.spec, a.dtype, a.tokens, a.prefill)
-        add_rms_norm._verified.clear(), head_norm_gate._verified.clear()
-        add_rms_norm._verified.update(saved[0]), head_norm_gate._verified.update(saved[1])
+        for module, verdicts in saved.items():  # back to what the first-use checks found
+            module._verified.clear()
+            module._verified.update(verdicts)
         print(name, res[name], flush=True)
     emit(res, a.out)
 

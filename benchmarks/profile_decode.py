@@ -19,6 +19,25 @@ from common import emit
 from xlstm_metal import xLSTMRunner
 
 
+def time_decode(runner, tokens: int, warmup: int, start=None, stop=None) -> float:
+    """Seconds per token of ``tokens`` batch-1 decode steps after ``warmup`` untimed ones (the first traces and
+    compiles the step), each evaluated; ``start()`` / ``stop()`` run around the timed ones."""
+    state, tok = runner.init_state(1), mx.array([[3]])
+    for k in range(warmup + tokens):
+        if k == warmup:
+            mx.synchronize()
+            if start is not None:
+                start()
+            t0 = time.perf_counter()
+        logits, state = runner(tok, state)
+        mx.eval(logits, state.arrays())
+    wall = time.perf_counter() - t0
+    if stop is not None:
+        mx.synchronize()
+        stop()
+    return wall / tokens
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--spec", default="xlstm_tiny")
@@ -36,24 +55,13 @@ def main(argv=None):
             raise SystemExit("--gemv: the GEMV kernel is not available here")
     runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype, seed=0)
     mx.eval(runner.model.parameters())
-    state = runner.init_state(1)
-    tok = mx.array([[3]])
-    cuda = None
+    profiler = {}
     if a.profile_range:
         import ctypes
         cuda = ctypes.CDLL("libcuda.so.1")
-    for k in range(a.warmup + a.tokens):
-        if k == a.warmup:
-            mx.synchronize()
-            if cuda is not None:
-                cuda.cuProfilerStart()
-            t0 = time.perf_counter()
-        logits, state = runner(tok, state)
-        mx.eval(logits, state.arrays())
-    wall = time.perf_counter() - t0
-    if cuda is not None:
-        mx.synchronize()
-        cuda.cuProfilerStop()
+        profiler = {"start": cuda.cuProfilerStart, "stop": cuda.cuProfilerStop}
+    per_token = time_decode(runner, a.tokens, a.warmup, **profiler)
+    wall = per_token * a.tokens
     emit({"spec": a.spec, "dtype": a.dtype, "gemv": a.gemv, "tokens": a.tokens, "tokens_run": a.warmup + a.tokens,
           "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "MLX default"),
           "wall_ms_per_token": 1e3 * wall / a.tokens, "tok_s": a.tokens / wall}, a.out)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .mlstm.first_use import backend_present, check_once, worst
-from .registry import FusionRule, KernelInfo, register_fusion, register_kernel
-from .row_kernels import RowKernel
+from .mlstm.first_use import check_once, worst
+from .registry import FusionRule, register_fusion
+from .row_kernels import RowKernel, array_error, register_row_family
 
 # One threadgroup per row of D features; thread t holds elements t, t + THREADS, ... in registers.
 _BODY = """
@@ -89,9 +89,7 @@ def check_errors(fn, dtype=mx.bfloat16) -> float:
         got = fn(a, b, w, 1e-6)
         with mx.stream(mx.cpu):
             want = add_rms_norm_native(a, b, w, 1e-6)
-            for g, t in zip(got, want):
-                scale = max(1.0, float(mx.abs(t.astype(mx.float32)).max()))
-                errs.append(float(mx.abs(g.astype(mx.float32) - t.astype(mx.float32)).max()) / scale)
+        errs += [array_error(g, t) for g, t in zip(got, want)]
     return worst(errs)
 
 
@@ -101,14 +99,8 @@ def self_check(backend: str, make_kernel=None, dtype=mx.bfloat16) -> bool:
                       family="residual")
 
 
-register_kernel(KernelInfo("add_rms_norm", "fused", "native_add_rms_norm", add_rms_norm_native, priority=0,
-                           doc="residual add, then mx.fast.rms_norm (two launches)"))
-for _backend in ("cuda", "metal"):
-    register_kernel(KernelInfo(
-        "add_rms_norm", "fused", f"{_backend}_add_rms_norm", _make(_backend), backend=_backend,
-        devices=frozenset({"gpu"}), priority=10, differentiable=False,
-        is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
-        doc=f"fused {_backend.upper()} residual add + RMSNorm (one launch)"))
+register_row_family("add_rms_norm", add_rms_norm_native, _make, self_check,
+                    "residual add, then mx.fast.rms_norm (two launches)", "residual add + RMSNorm (one launch)")
 
 
 def _applies(add_params, norm_params, add_inputs) -> str | None:

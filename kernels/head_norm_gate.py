@@ -11,9 +11,8 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .mlstm.first_use import backend_present, check_once, worst
-from .registry import KernelInfo, register_kernel
-from .row_kernels import RowKernel
+from .mlstm.first_use import check_once, worst
+from .row_kernels import RowKernel, array_error, register_row_family
 
 # One threadgroup per (b, s, head) row, in the output's order; h is [B, NH, S, DV], o and out are [B, S, NH * DV].
 # Thread t holds the row's elements t, t + THREADS, ... of h in registers.
@@ -101,9 +100,8 @@ def check_errors(fn, dtype=mx.bfloat16) -> float:
         b = arr(NH * DV) if bias else None
         got = fn(h, o, w, b, 1e-6)
         with mx.stream(mx.cpu):
-            want = head_norm_gate_native(h, o, w, b, 1e-6).astype(mx.float32)
-            scale = max(1.0, float(mx.abs(want).max()))
-            errs.append(float(mx.abs(got.astype(mx.float32) - want).max()) / scale)
+            want = head_norm_gate_native(h, o, w, b, 1e-6)
+        errs.append(array_error(got, want))
     return worst(errs)
 
 
@@ -113,11 +111,6 @@ def self_check(backend: str, make_kernel=None, dtype=mx.bfloat16) -> bool:
                       tolerance=TOLERANCE)
 
 
-register_kernel(KernelInfo("head_norm_gate", "fused", "native_head_norm_gate", head_norm_gate_native, priority=0,
-                           doc="per-head mx.fast.layer_norm, then the compiled sigmoid gate"))
-for _backend in ("cuda", "metal"):
-    register_kernel(KernelInfo(
-        "head_norm_gate", "fused", f"{_backend}_head_norm_gate", _make(_backend), backend=_backend,
-        devices=frozenset({"gpu"}), priority=10, differentiable=False,
-        is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
-        doc=f"fused {_backend.upper()} per-head layer norm + output gate (one launch)"))
+register_row_family("head_norm_gate", head_norm_gate_native, _make, self_check,
+                    "per-head mx.fast.layer_norm, then the compiled sigmoid gate",
+                    "per-head layer norm + output gate (one launch)")

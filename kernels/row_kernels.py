@@ -13,9 +13,13 @@ in the tests runs the same text), compiling one text for each backend, and launc
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import mlx.core as mx
 
+from .mlstm.first_use import backend_present
 from .mlstm.fused_chunkwise import source
+from .registry import KernelInfo, register_kernel
 
 # BLOCK_SUM(value, name): every thread of the group contributes ``value``; afterwards ``name`` (a new
 # const float) holds the group's total in every thread. Needs ``SHARED float red[THREADS]`` and ``tid``;
@@ -60,3 +64,24 @@ class RowKernel:
     def launch(self, kernel, rows: int, *, inputs, template, output_shapes, output_dtypes):
         return kernel(inputs=inputs, template=template, grid=(self.threads * rows, 1, 1), threadgroup=(self.threads, 1, 1),
                       output_shapes=output_shapes, output_dtypes=output_dtypes)
+
+
+def array_error(got: mx.array, want: mx.array) -> float:
+    """``max |got - want| / max(1, max |want|)``, both taken as float32, computed on the CPU: a row kernel's
+    first-use check compares each of its outputs this way."""
+    with mx.stream(mx.cpu):
+        g, w = got.astype(mx.float32), want.astype(mx.float32)
+        return float(mx.abs(g - w).max()) / max(1.0, float(mx.abs(w).max()))
+
+
+def register_row_family(family: str, native: Callable, make: Callable, self_check: Callable, native_doc: str,
+                        fused_doc: str) -> None:
+    """Register a row-kernel family: the native ops (priority 0, anywhere) and the fused kernel for CUDA and for
+    Metal (``make(backend)``; priority 10, GPU only, no gradient), each available where its backend is present
+    and ``self_check(backend)`` passes. ``fused_doc`` is completed with the backend's name."""
+    register_kernel(KernelInfo(family, "fused", f"native_{family}", native, priority=0, doc=native_doc))
+    for backend in ("cuda", "metal"):
+        register_kernel(KernelInfo(
+            family, "fused", f"{backend}_{family}", make(backend), backend=backend, devices=frozenset({"gpu"}),
+            priority=10, differentiable=False, is_available=(lambda b=backend: backend_present(b) and self_check(b)),
+            doc=f"fused {backend.upper()} {fused_doc}"))
