@@ -3,6 +3,7 @@
 #   bash benchmarks/gpu_tc_probe.sh check     # first-use check, its launches timed apart, the GPU tests (TF32 off)
 #   bash benchmarks/gpu_tc_probe.sh measure   # official kernel + 7B, then ours (kernel, 7B prefill/decode/32k), same call
 #   bash benchmarks/gpu_tc_probe.sh decode    # 7B decode: GEMV floors, GEMV kernel vs MLX, nsys / ncu per token
+#   bash benchmarks/gpu_tc_probe.sh prefill   # 7B prefill: layers in flight 0 / 1 / 2 (time, peak), ncu per kernel at 4k
 # NCU=1 with check adds ncu's time per launch at 4k tokens. Results land in $OUT as JSON and logs.
 . benchmarks/gpu_env.sh
 set -o pipefail
@@ -25,17 +26,18 @@ print('tc error vs native (bf16 inputs):', t.check_errors(t._make_chunkwise(fall
   # SIGINT at the limit: pytest still prints its summary and the failures
   # TESTS: pytest selection (default: everything that runs a GPU kernel); SIGINT at the limit keeps the summary
   # (properties first, under the `gpu` hypothesis profile: 6 examples each, every one compiles kernels for new shapes)
-  XLSTM_HYPOTHESIS_PROFILE=${PROFILE:-gpu} MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q \
+  XLSTM_FAILURE_LOG=$OUT/test_failures.log XLSTM_HYPOTHESIS_PROFILE=${PROFILE:-gpu} MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q \
       -p no:cacheprovider --durations=8 \
       ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/kernels/test_mlstm_kernels.py /tmp/xtests/runner} \
-      > "$OUT/tests_gpu.log" 2>&1; tail -n 40 "$OUT/tests_gpu.log" ;;
+      > "$OUT/tests_gpu.log" 2>&1; tail -n 40 "$OUT/tests_gpu.log"
+  [ -s "$OUT/test_failures.log" ] && head -c 6000 "$OUT/test_failures.log" ;;
 measure)
   timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 --prefill 1024,4096 \
       > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json
   timeout 80 python3 "$R/benchmarks/bench_kernel.py" --seqs 1024,4096,16384,65536 --official /tmp/official.json \
       --only cuda_tc_chunkwise,compiled_chunkwise --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
   timeout 280 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
-      --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 --prefill-kernels compiled_chunkwise \
+      --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 --prefill-kernels compiled_chunkwise --prefill-segments 2048 \
       --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json"
 ;;
 decode)
@@ -61,5 +63,17 @@ decode)
         --spec xlstm_7b --tokens 3 --warmup 3 --profile-range 2>/dev/null > /tmp/ncu_decode.csv
     python3 "$R/benchmarks/ncu_summary.py" --calls 3 < /tmp/ncu_decode.csv > "$OUT/ncu_decode.json"; head -c 2500 "$OUT/ncu_decode.json"
   fi ;;
-*) echo "usage: gpu_tc_probe.sh check|measure|decode" >&2; exit 2 ;;
+prefill)
+  for S in 1024 4096 32768; do
+    timeout 120 python3 "$R/benchmarks/profile_prefill.py" --spec xlstm_7b --seq-len $S --eval-ahead 0,1,2 \
+        --runs $([ $S -gt 4096 ] && echo 1 || echo 5) --warmup 2 --out "$OUT/prefill${S}_eval_ahead.json" > /dev/null
+    cat "$OUT/prefill${S}_eval_ahead.json"
+  done
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+  if [ -n "$NCU" ]; then
+    timeout 200 "$NCU" --profile-from-start off --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/profile_prefill.py" \
+        --spec xlstm_7b --seq-len 4096 --profile-range 2>/dev/null > /tmp/ncu_prefill.csv
+    python3 "$R/benchmarks/ncu_summary.py" --calls 1 < /tmp/ncu_prefill.csv > "$OUT/ncu_prefill4k.json"; head -c 2500 "$OUT/ncu_prefill4k.json"
+  fi ;;
+*) echo "usage: gpu_tc_probe.sh check|measure|decode|prefill" >&2; exit 2 ;;
 esac

@@ -14,3 +14,12 @@ settings.register_profile("thorough", max_examples=2000, deadline=None, suppress
 # profile's 25 took 100 s per property there); 6 examples per property run the whole suite inside one device call
 settings.register_profile("gpu", max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("XLSTM_HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_runtest_logreport(report):
+    """``XLSTM_FAILURE_LOG=path``: each failure's traceback is appended to ``path`` as it happens, so a run cut
+    off at a time limit (a GPU machine's call) still says why its tests failed, not only that they did."""
+    path = os.environ.get("XLSTM_FAILURE_LOG")
+    if path and report.failed:
+        with open(path, "a") as fh:
+            fh.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")

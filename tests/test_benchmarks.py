@@ -55,11 +55,13 @@ def test_chunkwise_variants_agree_and_are_timed_against_the_eager_kernel():
     ("ablate_prefill.py", ["--spec", "xlstm_tiny", "--seq-len", "32", "--iters", "1"], ["full_ms", "no_cell_ms", "cell_share"]),
     ("decode_floor.py", ["--spec", "xlstm_tiny", "--steps", "2"], ["gemv_floor_ms", "ours_decode_ms", "ours_over_floor_time"]),
     ("profile_decode.py", ["--spec", "xlstm_tiny", "--tokens", "2"], ["wall_ms_per_token"]),
+    ("profile_prefill.py", ["--spec", "xlstm_tiny", "--seq-len", "40", "--eval-ahead", "0,1"],
+     ["wall_ms_per_prefill_ahead0", "tok_s_ahead1", "peak_GB_ahead1"]),
     ("bench_kernel.py", ["--seqs", "64", "--heads", "1", "--dk", "8", "--dv", "8", "--iters", "1"], ["native_chunkwise_fwd_ms_S64"]),
     ("bench_model.py", ["--spec", "xlstm_tiny", "--prefill", "32", "--decode-steps", "2", "--decode-rounds", "1", "--iters", "1",
                         "--prefill-kernels", "native_chunkwise", "--prefill-segments", "16"],
      ["prefill_tok_s_S32", "prefill_tok_s_S32_native_chunkwise", "prefill_peak_GB_S32_native_chunkwise_segment16",
-      "decode_tok_s_ctx16"]),
+      "decode_tok_s_ctx16", "decode_stream_tok_s_ctx16"]),
 ])
 def test_benchmark_scripts_report_their_numbers(script, args, keys):
     res = run_script(script, *args)

@@ -19,10 +19,10 @@ from .spec.model import KERNEL_CHOICES
 DEFAULT_CHUNK_SIZE = 64
 SEQUENCE_MAX_LEN = 8  # up to this many tokens a step loop beats a chunkwise pass
 # Prefill segment length: bounds activation memory (each segment's per-chunk states are transient). 7B bf16,
-# 32k-token prompt, H100 (benchmarks/results/h100_prefill_segments_32k.json): 8192 -> 29.8k tok/s at weights
-# + 3.7 GB; 4096 -> 25.4k tok/s at + 2.0 GB; 2048 -> 17.3k at + 1.2 GB. Prompts up to 4096 tokens are one
-# segment either way; runner.set_segment_len(8192) trades 1.7 GB for speed on longer ones.
-DEFAULT_SEGMENT_LEN = 4096
+# H200, layers evaluated one ahead (runner.eval_ahead = 1; benchmarks/results/h200_run8_7b.json): 32k-token
+# prompt, 4096 -> 39.5k tok/s at weights + 2.5 GB; 2048 -> 38.2k tok/s at + 1.5 GB; a 4k prompt 40.6k vs 39.1k.
+# runner.set_segment_len(4096) trades 1 GB for ~3 % speed on prompts longer than 2048 tokens.
+DEFAULT_SEGMENT_LEN = 2048
 
 
 @dataclass(frozen=True)

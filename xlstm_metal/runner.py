@@ -52,6 +52,10 @@ class xLSTMRunner:
     ``merge_projections`` (default True): each mLSTM / SwiGLU block computes its input
     projections as one matmul (``merge_projections()``; the official parameters become views of
     the merged matrix, see ``blocks/projections.py``). Training un-merges.
+
+    ``eval_ahead`` (attribute, default 1): prefill evaluates layer by layer to bound memory; this
+    many layers stay queued on the GPU while the host builds the next, so the GPU is not idle at
+    every layer (H200, 7B, 4k tokens: 41.6k tok/s vs 32.0k at 0). Each one costs a layer's temporaries.
     """
 
     def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
@@ -65,6 +69,7 @@ class xLSTMRunner:
         self.config = config or {}
         self.compile = compile
         self.segment_len = segment_len
+        self.eval_ahead = 1  # see the class docstring
         self.quantization: dict | None = None  # {"group_size", "bits", "mode"} once quantized
         self.sharding: dict = {}  # node -> ShardInfo under head parallelism (xlstm_metal.distributed)
         self.shard_slices: dict = {}  # parameter key -> the pieces this rank holds
@@ -181,9 +186,9 @@ class xLSTMRunner:
         for a, b in plan.segments:
             seg_plan = plan if (a, b) == (0, S) else self.plan(b - a)
             seg_mask = mask[:, a:b] if mask is not None else None
-            # Evaluating layer by layer bounds memory: one layer's temporaries at a time.
+            # Evaluating layer by layer bounds memory: eval_ahead + 1 layers' temporaries at a time.
             outs, state = execute(self.graph, seg_plan, tokens[:, a:b], state, mask=seg_mask, eval_every="stateful",
-                                  last_only=last_only)
+                                  eval_ahead=self.eval_ahead, last_only=last_only)
             for o, v in outs.items():
                 pieces[o].append(v[:, -1:] if last_only else v)
             if len(plan.segments) > 1:

@@ -5,7 +5,7 @@ block 17 of 32 says so instead of showing a bare traceback from inside MLX.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 
 import mlx.core as mx
 
@@ -35,12 +35,15 @@ def execute(
     mask: mx.array | None = None,
     training: bool = False,
     eval_every: str | None = None,
+    eval_ahead: int = 1,
     last_only: bool = False,
 ) -> tuple[dict[str, mx.array], State]:
     """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs and the new state.
 
     ``eval_every`` ("stateful" or "node", inference only) evaluates as it goes, so a long prompt
-    holds one layer's temporaries at a time instead of the whole model's lazy graph.
+    holds one layer's temporaries at a time instead of the whole model's lazy graph. With ``eval_ahead``
+    = n > 0 up to n such evaluations stay in flight (``mx.async_eval``) while the host builds the next
+    layer: the GPU is not left idle at every layer, and memory holds n + 1 layers' temporaries at most.
     ``last_only``: after the last stateful block only the last position is computed (stateless
     blocks are position-wise), so prefill never builds [B, S, vocab] logits it does not return.
     """
@@ -51,6 +54,7 @@ def execute(
     keep = set(graph.outputs)
     new_entries = dict(state.entries) if state is not None else {}
     last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
+    in_flight: deque = deque()
     for k, step in enumerate(plan.steps):
         block = graph.block(step.node)
         ctx = NodeContext(step.node, step.kernel, step.chunk_size, mask, training,
@@ -76,7 +80,13 @@ def execute(
         if block.stateful:
             new_entries[step.node] = new
         if eval_every == "node" or (eval_every == "stateful" and block.stateful):
-            mx.eval(out, new)
+            if eval_ahead <= 0:
+                mx.eval(out, new)
+            else:
+                mx.async_eval(out, new)
+                in_flight.append((out, new))
+                if len(in_flight) > eval_ahead:
+                    mx.eval(in_flight.popleft())
         for s in step.inputs:  # free what no later step reads
             remaining[s] -= 1
             if remaining[s] == 0 and s not in keep:
