@@ -2,7 +2,7 @@
 # The GPU run, in consecutive calls on one machine (after stage.sh b):
 #   bash benchmarks/gpu_tc_probe.sh check     # first-use check, its launches timed apart, the GPU tests (TF32 off)
 #   bash benchmarks/gpu_tc_probe.sh measure   # official kernel + 7B, then ours (kernel, 7B prefill/decode/32k), same call
-#   bash benchmarks/gpu_tc_probe.sh decode    # 7B decode: GEMV floors, GEMV kernel vs MLX, nsys / ncu per token
+#   bash benchmarks/gpu_tc_probe.sh decode    # 7B decode: step kernel shapes, GEMV floors, GEMV kernel vs MLX, nsys / ncu per token
 #   bash benchmarks/gpu_tc_probe.sh prefill   # 7B prefill: layers in flight 0 / 1 / 2 (time, peak), ncu per kernel at 4k
 # NCU=1 with check adds ncu's time per launch at 4k tokens. Results land in $OUT as JSON and logs.
 . benchmarks/gpu_env.sh
@@ -41,6 +41,8 @@ measure)
       --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json"
 ;;
 decode)
+  # the step kernel alone: threadgroup shapes vs the native step and a bandwidth floor
+  timeout 60 python3 "$R/benchmarks/bench_step.py" --out "$OUT/bench_step.json" > /dev/null; cat "$OUT/bench_step.json"
   timeout 90 python3 "$R/benchmarks/decode_floor.py" --spec xlstm_7b --dtype bfloat16 --out "$OUT/decode_floor.json" > /dev/null
   cat "$OUT/decode_floor.json"
   timeout 90 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv.json" > /dev/null; cat "$OUT/gemv.json"

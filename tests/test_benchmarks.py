@@ -55,6 +55,8 @@ def test_chunkwise_variants_agree_and_are_timed_against_the_eager_kernel():
     ("ablate_prefill.py", ["--spec", "xlstm_tiny", "--seq-len", "32", "--iters", "1"], ["full_ms", "no_cell_ms", "cell_share"]),
     ("decode_floor.py", ["--spec", "xlstm_tiny", "--steps", "2"], ["gemv_floor_ms", "ours_decode_ms", "ours_over_floor_time"]),
     ("profile_decode.py", ["--spec", "xlstm_tiny", "--tokens", "2"], ["wall_ms_per_token"]),
+    ("bench_step.py", ["--heads", "2", "--dk", "16", "--dv", "32", "--blocks", "2", "--iters", "2"],
+     ["native_step_us", "floor_elementwise_us", "floor_elementwise_TB_s"]),
     ("profile_prefill.py", ["--spec", "xlstm_tiny", "--seq-len", "40", "--eval-ahead", "0,1"],
      ["wall_ms_per_prefill_ahead0", "tok_s_ahead1", "peak_GB_ahead1"]),
     ("bench_kernel.py", ["--seqs", "64", "--heads", "1", "--dk", "8", "--dv", "8", "--iters", "1"], ["native_chunkwise_fwd_ms_S64"]),

@@ -6,8 +6,10 @@ DK rows, was 92 tok/s against 123 for the native step in the compiled decode gra
 parallelism to hide memory latency). ncu then timed the launch at 46 us for the 8 MB of a 7B block's
 state, with the row loop unrolled too (``benchmarks/results/h200_run7_final_ncu_decode.json``): each
 row's load of C waited for the previous row's store, since ``C_out`` may alias ``C_`` for all the
-compiler knows. So each thread now loads eight rows of C (and n) into registers before it stores any.
-Not yet timed on a GPU in this form; q and k are staged in shared memory once per group. The algorithm is written once (``_BODY``) with a few idiom words
+compiler knows. So each thread now loads eight rows of C (and n) into registers before it stores any, and
+q and k are staged in shared memory once per group: 41 us in the next profile (``h200_run8_ncu_decode.json``),
+still ~20x the time 8 MB take at the H200's bandwidth; ``benchmarks/bench_step.py`` times the kernel alone at
+other threadgroup shapes against that floor. The algorithm is written once (``_BODY``) with a few idiom words
 replaced for CUDA or Metal.
 
 Each fused kernel checks itself against the native step on a small input the first time it is
@@ -24,10 +26,11 @@ from .first_use import backend_present, check_once, native_on_cpu, relative_erro
 from .fused_chunkwise import IDIOMS, source
 from .native import mlstm_step_native
 
-# Shared algorithm. A threadgroup of 256 threads = 8 row slices (y) x 32 value columns (x) of one head's state:
-# thread (x, y) updates rows y, y + 8, ... of column j (consecutive threads, consecutive columns: coalesced), and
-# the 8 partial readouts of a column meet in shared memory. Every threadgroup of a head forms q·n itself (the
-# x == 0 threads), so no second launch is needed; the first also writes n. T is the q/k/v dtype.
+# Shared algorithm. A threadgroup of 32 * RY threads = RY row slices (y) x 32 value columns (x) of one head's
+# state: thread (x, y) updates rows y, y + RY, ... of column j (consecutive threads, consecutive columns:
+# coalesced), and the RY partial readouts of a column meet in shared memory. Every threadgroup of a head forms
+# q·n itself (the x == 0 threads), so no second launch is needed; the first also writes n. T is the q/k/v dtype.
+# RY = 8 (256 threads) is the measured default; benchmarks/bench_step.py times the others.
 _BODY = """
     const int tid = TID;
     const int x = tid % 32;
@@ -35,8 +38,8 @@ _BODY = """
     const int j = GX * 32 + x;
     const int bh = GY;
     const int b = bh / NH;
-    SHARED float part[8 * 33];
-    SHARED float qnp[8];
+    SHARED float part[RY * 33];
+    SHARED float qnp[RY];
     SHARED float qs[DK];
     SHARED float ks[DK];
     const float keep = keep_[b];
@@ -51,7 +54,7 @@ _BODY = """
     const float fa = keep > 0.0f ? exp(log_f + m_old - m_new) : 1.0f;
     const float ia = keep > 0.0f ? exp(i_raw - m_new) : 0.0f;
     const float scale = rsqrt(static_cast<float>(DK));
-    for (int r = tid; r < DK; r += 256) {  // q (scaled) and k staged once per group of 256, not read per row and thread
+    for (int r = tid; r < DK; r += 32 * RY) {  // q (scaled) and k staged once per group, not read per row and thread
         qs[r] = static_cast<float>(q_[bh * DK + r]) * scale;
         ks[r] = static_cast<float>(k_[bh * DK + r]);
     }
@@ -60,18 +63,18 @@ _BODY = """
     const float vj = col ? static_cast<float>(v_[bh * DV + j]) : 0.0f;
     float num = 0.0f;
     float qn = 0.0f;
-    for (int r0 = y; r0 < DK; r0 += 64) {  // eight of this thread's rows per pass
+    for (int r0 = y; r0 < DK; r0 += 8 * RY) {  // eight of this thread's rows per pass
         float c_old[8];
         float n_old[8];
         UNROLL
         for (int u = 0; u < 8; ++u) {  // all loads of the pass before any store (C_out may alias C_ for all the compiler knows)
-            const int r = r0 + 8 * u;
+            const int r = r0 + RY * u;
             c_old[u] = (col && r < DK) ? C_[((long)bh * DK + r) * DV + j] : 0.0f;
             n_old[u] = (x == 0 && r < DK) ? n_[bh * DK + r] : 0.0f;
         }
         UNROLL
         for (int u = 0; u < 8; ++u) {
-            const int r = r0 + 8 * u;
+            const int r = r0 + RY * u;
             if (r < DK) {
                 const float qr = qs[r];
                 const float kr = ks[r];
@@ -94,7 +97,7 @@ _BODY = """
     if (y == 0) {
         float total = 0.0f;
         float qn_all = 0.0f;
-        for (int r = 0; r < 8; ++r) {
+        for (int r = 0; r < RY; ++r) {
             total += part[r * 33 + x];
             qn_all += qnp[r];
         }
@@ -106,7 +109,7 @@ _BODY = """
 _INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_", "bi_", "bf_"]
 _OUTPUTS = ["h_out", "C_out", "n_out", "m_out"]
 _CUDA, _METAL = IDIOMS["cuda"], IDIOMS["metal"]  # the fused chunkwise kernels' idiom words
-THREADS = 256
+ROW_SLICES = 8  # threads per value column (RY); a threadgroup is 32 columns of them
 
 
 def _source(idioms: dict[str, str]) -> str:
@@ -128,9 +131,11 @@ def _kernel(backend: str):
     return _kernels[backend]
 
 
-def _make_step(backend: str, make_kernel=None):
+def _make_step(backend: str, make_kernel=None, row_slices: int = ROW_SLICES):
     """The step kernel for ``backend``; ``make_kernel()`` may supply the launch (the tests run the
-    same algorithm text on the CPU this way)."""
+    same algorithm text on the CPU this way); ``row_slices`` threads share a value column."""
+    if not 1 <= row_slices <= 32:
+        raise ValueError(f"row_slices must be 1..32 (a threadgroup is 32 x row_slices threads), got {row_slices}")
     make_kernel = make_kernel or (lambda: _kernel(backend))
 
     def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, gate_soft_cap=None, gate_bias=None):
@@ -150,8 +155,9 @@ def _make_step(backend: str, make_kernel=None):
                     i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32),
                     mx.array([float(gate_soft_cap or 0.0)], mx.float32),
                     *((keep, keep) if gate_bias is None else (gate_bias[0].astype(dt).reshape(NH), gate_bias[1].astype(dt).reshape(NH)))],
-            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH), ("HAS_GATE_BIAS", int(gate_bias is not None))],
-            grid=(THREADS * -(-DV // 32), B * NH, 1), threadgroup=(THREADS, 1, 1),
+            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH), ("HAS_GATE_BIAS", int(gate_bias is not None)),
+                      ("RY", row_slices)],
+            grid=(32 * row_slices * -(-DV // 32), B * NH, 1), threadgroup=(32 * row_slices, 1, 1),
             output_shapes=[(B * NH, DV), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[dt, mx.float32, mx.float32, mx.float32])
         return h.reshape(B, NH, 1, DV), (C, n, m)

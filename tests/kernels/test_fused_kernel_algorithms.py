@@ -28,9 +28,9 @@ def emulated_chunkwise(body_edit=lambda which, body: body):
     return fused_chunkwise._make_chunkwise("cpu", make)
 
 
-def emulated_step():
+def emulated_step(row_slices=fused_step.ROW_SLICES):
     kernel = CpuKernel("step", fused_step._INPUTS, fused_step._OUTPUTS, fused_step._source(IDIOMS))
-    return fused_step._make_step("cpu", lambda: kernel)
+    return fused_step._make_step("cpu", lambda: kernel, row_slices=row_slices)
 
 
 def inputs(seed, B, NH, S, DK, DV, with_state, masked):
@@ -91,6 +91,20 @@ def test_the_fused_step_algorithm_computes_the_native_step(masked):
     for seed, DV in ((0, 20), (1, 300)):  # 300 columns: ten threadgroups per head, the last one partial
         x, state, mask = inputs(seed, 2, 3, 1, 8, DV, True, masked)
         assert_close(step(*x, state, mask=mask), native(mlstm_step_native, *x, state, mask=mask))
+
+
+@pytest.mark.parametrize("row_slices", [1, 4, 16])
+def test_any_number_of_threads_per_column_computes_the_same_step(row_slices):
+    """bench_step.py times other threadgroup shapes; each must compute the native step (40 rows: passes of
+    8 * row_slices rows, the last one partial)."""
+    step = emulated_step(row_slices)
+    x, state, mask = inputs(5, 1, 2, 1, 40, 70, True, True)
+    assert_close(step(*x, state, mask=mask), native(mlstm_step_native, *x, state, mask=mask))
+
+
+def test_a_threadgroup_shape_beyond_the_hardware_is_refused():
+    with pytest.raises(ValueError, match="row_slices must be 1..32"):
+        fused_step._make_step("cpu", row_slices=64)
 
 
 def test_the_fused_step_caps_raw_gates_itself_like_the_layer_does():
