@@ -23,6 +23,7 @@ import math
 
 import mlx.core as mx
 
+from .gpu_kernel import gpu_kernel
 from .mlstm.first_use import backend_present, check_once, worst
 from .mlstm.tc_chunkwise import LOAD8_CUDA
 
@@ -83,15 +84,9 @@ CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "SHARED": "__shared__ __align__(
                "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)"}
 ROWS = 2  # rows per warp
 
-_kernels: dict[str, object] = {}
-
-
 def _cuda_kernel():
-    if "cuda" not in _kernels:
-        from .mlstm.fused_chunkwise import source
-        _kernels["cuda"] = mx.fast.cuda_kernel(name="xlstm_gemv_bf16", input_names=INPUTS, output_names=OUTPUTS,
-                                               source=source(BODY, CUDA_IDIOMS), header=HEADER)
-    return _kernels["cuda"]
+    from .mlstm.fused_chunkwise import source
+    return gpu_kernel("cuda", "xlstm_gemv_bf16", INPUTS, OUTPUTS, lambda: source(BODY, CUDA_IDIOMS), header=HEADER)
 
 
 def make_gemv(make_kernel=None, weight_dtype=mx.bfloat16):

@@ -17,6 +17,7 @@ from typing import Callable
 
 import mlx.core as mx
 
+from .gpu_kernel import gpu_kernel
 from .mlstm.first_use import backend_present
 from .mlstm.fused_chunkwise import source
 from .registry import KernelInfo, register_kernel
@@ -52,14 +53,10 @@ class RowKernel:
 
     def __init__(self, name: str, body: str, inputs: list[str], outputs: list[str], threads: int):
         self.name, self.body, self.inputs, self.outputs, self.threads = name, body, inputs, outputs, threads
-        self._compiled: dict[str, object] = {}
 
     def compiled(self, backend: str):
-        if backend not in self._compiled:
-            make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
-            self._compiled[backend] = make(name=self.name, input_names=self.inputs, output_names=self.outputs,
-                                           source=row_source(self.body, backend, self.threads))
-        return self._compiled[backend]
+        return gpu_kernel(backend, self.name, self.inputs, self.outputs,
+                          lambda: row_source(self.body, backend, self.threads))
 
     def launch(self, kernel, rows: int, *, inputs, template, output_shapes, output_dtypes):
         return kernel(inputs=inputs, template=template, grid=(self.threads * rows, 1, 1), threadgroup=(self.threads, 1, 1),

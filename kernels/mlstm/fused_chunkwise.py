@@ -31,6 +31,7 @@ import re
 
 import mlx.core as mx
 
+from ..gpu_kernel import gpu_kernel
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, chunkwise_error
 from .native import _NEG, _running_sum, mlstm_chunkwise_native
@@ -361,17 +362,9 @@ def source(body: str, backend: str | dict) -> str:
 
 # name -> (algorithm text, input names, output names)
 KERNELS = {"states": (_STATES, _STATES_INPUTS, _STATES_OUTPUTS), "outputs": (_OUTPUTS, _OUTPUTS_INPUTS, _OUTPUTS_OUTPUTS)}
-_kernels: dict[tuple[str, str], object] = {}
-
-
 def _kernel(backend: str, which: str):
-    key = (backend, which)
-    if key not in _kernels:
-        body, ins, outs = KERNELS[which]
-        make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
-        _kernels[key] = make(name=f"xlstm_mlstm_chunkwise_{which}", input_names=ins, output_names=outs,
-                             source=source(body, backend))
-    return _kernels[key]
+    body, ins, outs = KERNELS[which]
+    return gpu_kernel(backend, f"xlstm_mlstm_chunkwise_{which}", ins, outs, lambda: source(body, backend))
 
 
 def _prepare_gates(i, f, mask, L: int, NC: int):

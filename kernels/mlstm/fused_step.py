@@ -21,6 +21,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from ..gpu_kernel import gpu_kernel
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error
 from .fused_chunkwise import IDIOMS, source
@@ -117,18 +118,8 @@ def _source(idioms: dict[str, str]) -> str:
     return source(_BODY, idioms)
 
 
-_kernels: dict[str, object] = {}
-
-
 def _kernel(backend: str):
-    if backend not in _kernels:
-        if backend == "cuda":
-            _kernels[backend] = mx.fast.cuda_kernel(name="xlstm_mlstm_step", input_names=_INPUTS, output_names=_OUTPUTS,
-                                                    source=_source(_CUDA))
-        else:
-            _kernels[backend] = mx.fast.metal_kernel(name="xlstm_mlstm_step", input_names=_INPUTS, output_names=_OUTPUTS,
-                                                     source=_source(_METAL))
-    return _kernels[backend]
+    return gpu_kernel(backend, "xlstm_mlstm_step", _INPUTS, _OUTPUTS, lambda: _source(IDIOMS[backend]))
 
 
 def _make_step(backend: str, make_kernel=None, row_slices: int = ROW_SLICES):

@@ -30,6 +30,7 @@ import os
 
 import mlx.core as mx
 
+from ..gpu_kernel import gpu_kernel
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, chunkwise_error
 from .native import _MAX_EXP, _entry_log_decay, _prepare, _running_sum, _segment_sums, mlstm_chunkwise_native
@@ -240,15 +241,9 @@ OUTPUTS = ["h_", "Cout_"]
 CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "UNROLL4": "_Pragma(\"unroll 4\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
                "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)"}
 
-_kernels: dict[str, object] = {}
-
-
 def _cuda_kernel():
-    if "cuda" not in _kernels:
-        from .fused_chunkwise import source
-        _kernels["cuda"] = mx.fast.cuda_kernel(name="xlstm_mlstm_chunkwise_mma", input_names=INPUTS, output_names=OUTPUTS,
-                                               source=source(BODY, CUDA_IDIOMS), header=HEADER)
-    return _kernels["cuda"]
+    from .fused_chunkwise import source
+    return gpu_kernel("cuda", "xlstm_mlstm_chunkwise_mma", INPUTS, OUTPUTS, lambda: source(BODY, CUDA_IDIOMS), header=HEADER)
 
 
 def precise_by_default() -> bool:

@@ -34,6 +34,7 @@ import functools
 
 import mlx.core as mx
 
+from ..gpu_kernel import gpu_kernel
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
 from .native import mlstm_chunkwise_native
@@ -515,16 +516,10 @@ SOURCES = {  # name -> (algorithm text, input names, output names)
 CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "NOUNROLL": "_Pragma(\"unroll 1\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()",
                "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)", "GZ": "int(blockIdx.z)"}
 
-_kernels: dict[str, object] = {}
-
-
 def _cuda_kernel(which: str):
-    if which not in _kernels:
-        from .fused_chunkwise import source
-        body, ins, outs = SOURCES[which]
-        _kernels[which] = mx.fast.cuda_kernel(name=f"xlstm_mlstm_tc_{which}", input_names=ins, output_names=outs,
-                                              source=source(body, CUDA_IDIOMS), header=HEADER)
-    return _kernels[which]
+    from .fused_chunkwise import source
+    body, ins, outs = SOURCES[which]
+    return gpu_kernel("cuda", f"xlstm_mlstm_tc_{which}", ins, outs, lambda: source(body, CUDA_IDIOMS), header=HEADER)
 
 
 def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16, fallback=None):

@@ -1,0 +1,42 @@
+"""Every fused kernel is built through one cache: one compiled kernel per (backend, name), its source read once."""
+import mlx.core as mx
+import pytest
+
+from xlstm_metal.kernels import gpu_kernel as gk
+
+
+@pytest.fixture
+def fake_compilers(monkeypatch):
+    built = []
+
+    def fake(lang):
+        def make(**kw):
+            built.append((lang, kw))
+            return object()
+        return make
+
+    monkeypatch.setattr(mx.fast, "cuda_kernel", fake("cuda"))
+    monkeypatch.setattr(mx.fast, "metal_kernel", fake("metal"))
+    monkeypatch.setattr(gk, "_compiled", {})
+    return built
+
+
+def test_a_kernel_is_compiled_once_per_backend_and_name(fake_compilers):
+    reads = []
+
+    def source():
+        reads.append(1)
+        return "y_[0] = x_[0];"
+
+    a = gk.gpu_kernel("cuda", "copy", ["x_"], ["y_"], source)
+    assert gk.gpu_kernel("cuda", "copy", ["x_"], ["y_"], source) is a
+    m = gk.gpu_kernel("metal", "copy", ["x_"], ["y_"], source, header="// h")
+    assert m is not a and len(reads) == 2
+    assert [lang for lang, _ in fake_compilers] == ["cuda", "metal"]
+    assert fake_compilers[1][1] == {"name": "copy", "input_names": ["x_"], "output_names": ["y_"],
+                                    "source": "y_[0] = x_[0];", "header": "// h"}
+
+
+def test_a_backend_without_a_kernel_language_is_named_in_the_error(fake_compilers):
+    with pytest.raises(ValueError, match="no GPU kernel language for backend 'cpu'"):
+        gk.gpu_kernel("cpu", "copy", ["x_"], ["y_"], "")
