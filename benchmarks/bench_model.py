@@ -22,9 +22,9 @@ from common import timed, emit
 
 
 def stream_tok_s(runner, tok, state, steps: int, warm: int = 5) -> float:
-    """Greedy tokens/s of ``runner.stream`` from ``state`` (its generation_tps after ``warm`` + ``steps`` tokens, the
-    first ``warm`` untimed). Unlike the timed ``step`` above, which evaluates every token before building the next,
-    generation queues token t+1 before it reads token t (``mx.async_eval``), so the host's work overlaps the GPU's."""
+    """Greedy tokens/s of ``runner.stream`` from ``state``: ``steps`` tokens timed after ``warm`` untimed ones. Unlike
+    ``step`` in ``main``, which evaluates every token before building the next, generation queues token t+1 before it
+    reads token t (``mx.async_eval``), so the host's work overlaps the GPU's."""
     ids = [int(t) for t in tok[0].tolist()]
     last = None
     for k, resp in enumerate(runner.stream(ids, state=state, max_tokens=warm + steps, eos_token_ids=set())):
