@@ -420,6 +420,8 @@ def _make_chunkwise(backend: str, make_kernel=None):
         DV, BH, dt = v.shape[-1], B * NH, v.dtype
         NC = math.ceil(S / L)
         gates = _prepare_gates(i, f, mask, L, NC)
+        # both launches read q, k, v: a strided (head-major) view would be copied for each launch, so once here
+        q, k, v = (mx.contiguous(t) for t in (q, k, v))
         C0, n0, m0 = state
         n_dk, n_dv = math.ceil(DK / TILE), math.ceil(DV / TILE)
         # Short inputs have few chunks: split the value tiles over more threadgroups to fill the GPU.

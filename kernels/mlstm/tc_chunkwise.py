@@ -533,6 +533,9 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
         B, NH, S, DK = q.shape
         DV = v.shape[-1]
         BH, NC = B * NH, -(-S // CHUNK)
+        # per-head rows for the launches; made once, as a head-major view of the projections costs a copy each
+        # time (k and v feed two launches: reshaped per launch they were copied twice, 5 copies per block)
+        k, v = k.reshape(BH, S, DK), v.reshape(BH, S, DV)
         meta = _constant((S, NC, DK, DV, NH), mx.int32)
         keep = _constant((0.0,), mx.float32) if mask is None else mask.astype(mx.float32)
         b, ig, wend, u, gm = make_kernel("gates")(
@@ -543,12 +546,12 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
             return b, ig, wend, u, gm
         if LOCAL_LAUNCH == "chunk" and DK <= 256:
             (LT,) = make_kernel("local_chunk")(
-                inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, meta], template=[("T", io_dtype)],
+                inputs=[k, v, wend, gm, meta], template=[("T", io_dtype)],
                 grid=(256 * NC, BH, 1), threadgroup=(256, 1, 1),
                 output_shapes=[(BH, NC, DV + 1, DK)], output_dtypes=[entry_dtype])
         else:
             (LT,) = make_kernel("local")(
-                inputs=[k.reshape(BH, S, DK), v.reshape(BH, S, DV), wend, gm, meta], template=[("T", io_dtype)],
+                inputs=[k, v, wend, gm, meta], template=[("T", io_dtype)],
                 grid=(THREADS * -(-(DV + 1) // TILE), NC * -(-DK // TILE), BH), threadgroup=(THREADS, 1, 1),
                 output_shapes=[(BH, NC, DV + 1, DK)], output_dtypes=[entry_dtype])
         if upto == "local":
@@ -563,7 +566,7 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
         if upto == "scan":
             return CT, mE, C, n, m
         (h,) = make_kernel("outputs")(
-            inputs=[q.reshape(BH, S, DK), k.reshape(BH, S, DK), v.reshape(BH, S, DV), b, ig, u, CT, mE, meta,
+            inputs=[q.reshape(BH, S, DK), k, v, b, ig, u, CT, mE, meta,
                     _constant((float(eps),), mx.float32)],
             template=[("T", io_dtype)], grid=(THREADS * -(-DV // TILE), NC, BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B, NH, S, DV)], output_dtypes=[io_dtype])

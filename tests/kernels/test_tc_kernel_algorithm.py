@@ -146,3 +146,21 @@ def test_transposed_tiles_are_read_and_written_without_shared_memory_bank_confli
     for base in range(0, 72, 8):
         for word0 in range(0, 32, 4):
             assert len({swz(base + gid, word0 + tig) % 32 for gid in range(8) for tig in range(4)}) == 32
+
+
+def test_keys_and_values_are_laid_out_per_head_once_for_all_launches():
+    """A head-major view of the projections is a copy; k and v feed two launches each and must be copied once."""
+    seen = {}
+
+    def make(which):
+        def launch(*, inputs, output_shapes, output_dtypes, **_):
+            seen[which] = inputs
+            return [mx.zeros(s, d) for s, d in zip(output_shapes, output_dtypes)]
+        return launch
+
+    fn = tc_chunkwise._make_chunkwise(make, io_dtype=mx.float32, entry_dtype=mx.float32)
+    (q, k, v, i, f), _, _ = inputs(0, 1, 2, 70, 16, 24, False, False)
+    heads = lambda t: t.transpose(0, 2, 1, 3).reshape(1, 70, 2, -1).transpose(0, 2, 1, 3)  # noqa: E731  a strided view
+    fn(heads(q), heads(k), heads(v), i, f, None, chunk_size=64)
+    local = "local_chunk" if "local_chunk" in seen else "local"
+    assert seen[local][0] is seen["outputs"][1] and seen[local][1] is seen["outputs"][2]
