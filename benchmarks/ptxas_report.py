@@ -62,9 +62,10 @@ def row_kernels_file() -> str:
 
     out = ["#include <cuda_bf16.h>"]
     for module, consts in ((add_rms_norm, "constexpr int D = 4096;"),
-                           (head_norm_gate, "constexpr int NH = 8, S = 1, DV = 512, HAS_BIAS = 0;")):
+                           (head_norm_gate, "constexpr int NH = 8, DV = 512, HAS_BIAS = 0;")):
         k = module.KERNEL
-        ps = [("const float*" if n == "eps_" else "const __nv_bfloat16*") + " " + n for n in k.inputs]
+        kinds = {"eps_": "const float*", "meta_": "const int*"}
+        ps = [kinds.get(n, "const __nv_bfloat16*") + " " + n for n in k.inputs]
         ps += [f"__nv_bfloat16* {n}" for n in k.outputs]
         out.append(f'extern "C" __global__ void {k.name}({", ".join(ps)}) {{\nusing T = __nv_bfloat16; {consts}\n'
                    f'{row_source(k.body, "cuda", k.threads)}\n}}')

@@ -15,6 +15,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from .gpu_kernel import constant
 from .mlstm.first_use import check_once, worst
 from .registry import FusionRule, register_fusion
 from .row_kernels import RowKernel, array_error, register_row_family
@@ -65,7 +66,7 @@ def _make(backend: str, make_kernel=None):
         if a.shape != b.shape or a.dtype != b.dtype or weight.shape != (a.shape[-1],) or a.size == 0:
             return add_rms_norm_native(a, b, weight, eps)  # broadcasting or mixed dtypes: the plain ops
         D = a.shape[-1]
-        s, y = KERNEL.launch(make_kernel(), a.size // D, inputs=[a, b, weight, mx.array([eps], mx.float32)],
+        s, y = KERNEL.launch(make_kernel(), a.size // D, inputs=[a, b, weight, constant((float(eps),), mx.float32)],
                              template=[("T", a.dtype), ("D", D)], output_shapes=[a.shape, a.shape],
                              output_dtypes=[a.dtype, a.dtype])
         return s, y

@@ -3,6 +3,7 @@
 its own and a name stands for one source (MLX caches the compiled module by name, too)."""
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import mlx.core as mx
@@ -22,3 +23,10 @@ def gpu_kernel(backend: str, name: str, inputs: Sequence[str], outputs: Sequence
         _compiled[key] = make(name=name, input_names=list(inputs), output_names=list(outputs),
                               source=source() if callable(source) else source, header=header)
     return _compiled[key]
+
+
+@functools.lru_cache(maxsize=256)
+def constant(values: tuple, dtype) -> mx.array:
+    """A small kernel input (shape metadata, eps, unused-input placeholders), made once per value: creating it per
+    call costs a host-to-device copy or a fill launch each time, per layer, in every prefill."""
+    return mx.array(list(values), dtype)

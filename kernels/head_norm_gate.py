@@ -11,13 +11,16 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from .gpu_kernel import constant
 from .mlstm.first_use import check_once, worst
 from .row_kernels import RowKernel, array_error, register_row_family
 
 # One threadgroup per (b, s, head) row, in the output's order; h is [B, NH, S, DV], o and out are [B, S, NH * DV].
-# Thread t holds the row's elements t, t + THREADS, ... of h in registers.
+# Thread t holds the row's elements t, t + THREADS, ... of h in registers. S is read at run time: as a template
+# argument every new prompt length compiled a new kernel.
 _BODY = """
     const int tid = TID;
+    const int S = meta_[0];
     const int row = GX;
     const int head = row % NH;
     const int bs = row / NH;
@@ -57,7 +60,7 @@ _BODY = """
         }
     }
 """
-KERNEL = RowKernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_"], ["out"], threads=256)
+KERNEL = RowKernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_", "meta_"], ["out"], threads=256)
 
 
 def head_norm_gate_native(h: mx.array, o: mx.array, weight: mx.array, bias: mx.array | None, eps: float) -> mx.array:
@@ -77,8 +80,9 @@ def _make(backend: str, make_kernel=None):
             return head_norm_gate_native(h, o, weight, bias, eps)
         out_dtype = h.dtype
         (y,) = KERNEL.launch(make_kernel(), B * S * NH,
-                             inputs=[h, o, weight, bias if bias is not None else weight, mx.array([eps], mx.float32)],
-                             template=[("T", out_dtype), ("NH", NH), ("S", S), ("DV", DV), ("HAS_BIAS", int(bias is not None))],
+                             inputs=[h, o, weight, bias if bias is not None else weight, constant((float(eps),), mx.float32),
+                                     constant((S,), mx.int32)],
+                             template=[("T", out_dtype), ("NH", NH), ("DV", DV), ("HAS_BIAS", int(bias is not None))],
                              output_shapes=[o.shape], output_dtypes=[out_dtype])
         return y
 

@@ -30,11 +30,9 @@ version would supply ``simdgroup_matrix`` products for ``mma_bf16``, whose 8x8 f
 """
 from __future__ import annotations
 
-import functools
-
 import mlx.core as mx
 
-from ..gpu_kernel import gpu_kernel
+from ..gpu_kernel import constant, gpu_kernel
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error, worst
 from .native import mlstm_chunkwise_native
@@ -536,8 +534,8 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
         # per-head rows for the launches; made once, as a head-major view of the projections costs a copy each
         # time (k and v feed two launches: reshaped per launch they were copied twice, 5 copies per block)
         k, v = k.reshape(BH, S, DK), v.reshape(BH, S, DV)
-        meta = _constant((S, NC, DK, DV, NH), mx.int32)
-        keep = _constant((0.0,), mx.float32) if mask is None else mask.astype(mx.float32)
+        meta = constant((S, NC, DK, DV, NH), mx.int32)
+        keep = constant((0.0,), mx.float32) if mask is None else mask.astype(mx.float32)
         b, ig, wend, u, gm = make_kernel("gates")(
             inputs=[i.reshape(BH, S), f.reshape(BH, S), keep, meta], template=[("HAS_MASK", int(mask is not None))],
             grid=(CHUNK * NC, BH, 1), threadgroup=(CHUNK, 1, 1),
@@ -557,7 +555,7 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
         if upto == "local":
             return LT
         has_state = state is not None
-        C0, n0, m0 = state if has_state else (_constant((0.0,), mx.float32),) * 3
+        C0, n0, m0 = state if has_state else (constant((0.0,), mx.float32),) * 3
         CT, mE, C, n, m = make_kernel("scan")(
             inputs=[LT, gm, C0, n0, m0, meta], template=[("HAS_STATE", int(has_state))],
             grid=(THREADS * -(-((DV + 1) * DK // 8) // THREADS), BH, 1), threadgroup=(THREADS, 1, 1),
@@ -567,7 +565,7 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
             return CT, mE, C, n, m
         (h,) = make_kernel("outputs")(
             inputs=[q.reshape(BH, S, DK), k, v, b, ig, u, CT, mE, meta,
-                    _constant((float(eps),), mx.float32)],
+                    constant((float(eps),), mx.float32)],
             template=[("T", io_dtype)], grid=(THREADS * -(-DV // TILE), NC, BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B, NH, S, DV)], output_dtypes=[io_dtype])
         if mask is not None:
@@ -598,13 +596,6 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
     chunkwise.__doc__ = (f"bfloat16 chunkwise forward on CUDA tensor cores (gates, local states, scan, outputs: four launches per "
                          f"{SEGMENT_CHUNKS} chunks of {CHUNK} tokens); other dtypes and shapes run the native kernel.")
     return chunkwise
-
-
-@functools.lru_cache(maxsize=256)
-def _constant(values: tuple, dtype) -> mx.array:
-    """A small array (shape metadata, eps, unused-input placeholders), made once per value: creating it per call
-    costs a host-to-device copy or a fill launch each time, per layer, in every prefill."""
-    return mx.array(list(values), dtype)
 
 
 def _native_fallback(q, k, v, i, f, state=None, **kw):

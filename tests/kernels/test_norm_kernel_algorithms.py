@@ -53,6 +53,27 @@ def test_add_rms_norm_writes_the_sum_as_the_add_rounds_it_and_the_norm_of_that_s
     assert float(mx.abs(y - want).max()) <= 1e-5 * float(mx.abs(want).max())
 
 
+def test_a_new_prompt_length_reuses_the_compiled_head_norm_kernel():
+    """Template arguments pick a compiled specialisation: the sequence length must not be one (every new prompt
+    length would compile a new kernel, seconds on a GPU); it is read at run time."""
+    run = emulated(head_norm_gate)()
+    templates = []
+
+    def recording(**kw):
+        templates.append(kw["template"])
+        return run(**kw)
+
+    fn = head_norm_gate._make("cpu-emulated", lambda: recording)
+    rng = np.random.default_rng(3)
+    for S in (1, 5, 12):
+        h = mx.array(rng.normal(size=(1, 2, S, 16)).astype(np.float32))
+        o = mx.array(rng.normal(size=(1, S, 32)).astype(np.float32))
+        w = mx.array(rng.normal(size=(32,)).astype(np.float32))
+        got = fn(h, o, w, None, 1e-6)
+        assert float(mx.abs(got - head_norm_gate.head_norm_gate_native(h, o, w, None, 1e-6)).max()) <= 1e-5
+    assert templates[0] == templates[1] == templates[2]
+
+
 def test_head_norm_gate_reads_h_in_the_cell_layout_and_normalises_each_head_alone():
     """h [B, NH, S, DV] from the cell kernels; one head scaled by 1000 changes no other head's output."""
     rng = np.random.default_rng(2)
