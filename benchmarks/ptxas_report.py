@@ -81,7 +81,7 @@ def step_kernel_file() -> str:
     fl = ", ".join(f"const float* {n}" for n in fused_step._INPUTS if n not in t_inputs)
     outs = "__nv_bfloat16* h_out, " + ", ".join(f"float* {n}" for n in fused_step._OUTPUTS[1:])
     return ("#include <cuda_bf16.h>\n" + f'extern "C" __global__ void xlstm_mlstm_step({bf}, {fl}, {outs}) {{\n'
-            "using T = __nv_bfloat16; constexpr int DK = 256, DV = 512, NH = 8, BH = 8, HAS_GATE_BIAS = 1, RY = "
+            "using T = __nv_bfloat16; constexpr int DK = 256, DV = 512, NH = 8, HAS_GATE_BIAS = 1, RY = "
             f"{fused_step.ROW_SLICES};\n"
             + fused_step._source(fused_step._CUDA) + "\n}\n")
 

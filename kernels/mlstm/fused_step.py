@@ -146,7 +146,7 @@ def _make_step(backend: str, make_kernel=None, row_slices: int = ROW_SLICES):
                     i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32),
                     mx.array([float(gate_soft_cap or 0.0)], mx.float32),
                     *((keep, keep) if gate_bias is None else (gate_bias[0].astype(dt).reshape(NH), gate_bias[1].astype(dt).reshape(NH)))],
-            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("BH", B * NH), ("HAS_GATE_BIAS", int(gate_bias is not None)),
+            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("HAS_GATE_BIAS", int(gate_bias is not None)),
                       ("RY", row_slices)],
             grid=(32 * row_slices * -(-DV // 32), B * NH, 1), threadgroup=(32 * row_slices, 1, 1),
             output_shapes=[(B * NH, DV), (B, NH, DK, DV), (B, NH, DK), (B, NH)],

@@ -102,6 +102,22 @@ def test_any_number_of_threads_per_column_computes_the_same_step(row_slices):
     assert_close(step(*x, state, mask=mask), native(mlstm_step_native, *x, state, mask=mask))
 
 
+def test_a_new_batch_size_reuses_the_compiled_step_kernel():
+    """The batch size is no template argument (a new one would compile a new kernel, seconds on a GPU)."""
+    kernel = CpuKernel("step", fused_step._INPUTS, fused_step._OUTPUTS, fused_step._source(IDIOMS))
+    templates = []
+
+    def recording(**kw):
+        templates.append(kw["template"])
+        return kernel(**kw)
+
+    step = fused_step._make_step("cpu", lambda: recording)
+    for B in (1, 3):
+        x, state, _ = inputs(6, B, 2, 1, 8, 20, True, False)
+        assert_close(step(*x, state), native(mlstm_step_native, *x, state))
+    assert templates[0] == templates[1]
+
+
 def test_a_threadgroup_shape_beyond_the_hardware_is_refused():
     with pytest.raises(ValueError, match="row_slices must be 1..32"):
         fused_step._make_step("cpu", row_slices=64)
