@@ -53,13 +53,14 @@ class xLSTMRunner:
     projections as one matmul (``merge_projections()``; the official parameters become views of
     the merged matrix, see ``blocks/projections.py``). Training un-merges.
 
-    ``eval_ahead`` (attribute, default 1): prefill evaluates layer by layer to bound memory; this
+    ``eval_ahead`` (default 1; an attribute too): prefill evaluates layer by layer to bound memory; this
     many layers stay queued on the GPU while the host builds the next, so the GPU is not idle at
     every layer (H200, 7B, 4k tokens: 41.6k tok/s vs 32.0k at 0). Each one costs a layer's temporaries.
     """
 
     def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
-                 compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN, merge_projections: bool = True):
+                 compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN, merge_projections: bool = True,
+                 eval_ahead: int = 1):
         self.graph = graph
         self.model = GraphModule(graph)
         self.dtype = as_dtype(dtype)
@@ -69,7 +70,10 @@ class xLSTMRunner:
         self.config = config or {}
         self.compile = compile
         self.segment_len = segment_len
-        self.eval_ahead = 1  # see the class docstring
+        if isinstance(eval_ahead, bool) or not isinstance(eval_ahead, int) or eval_ahead < 0:
+            raise ValueError(f"eval_ahead must be an int >= 0 (layers left in flight during prefill; 0: wait at each), "
+                             f"got {eval_ahead!r}")
+        self.eval_ahead = eval_ahead
         self.quantization: dict | None = None  # {"group_size", "bits", "mode"} once quantized
         self.sharding: dict = {}  # node -> ShardInfo under head parallelism (xlstm_metal.distributed)
         self.shard_slices: dict = {}  # parameter key -> the pieces this rank holds

@@ -65,11 +65,16 @@ def test_layers_evaluated_ahead_give_the_same_prefill_bit_for_bit(ahead):
     r = xLSTMRunner.from_spec("xlstm_tiny", seed=2, segment_len=32)
     x = tokens(5, 2, 70)
     ref, st_ref = r(x)  # default: one layer in flight
-    r.eval_ahead = ahead
-    got, st = r(x)
+    got, st = xLSTMRunner.from_spec("xlstm_tiny", seed=2, segment_len=32, eval_ahead=ahead)(x)
     assert np.array_equal(np.array(got), np.array(ref))
     for u, v in zip(st.arrays(), st_ref.arrays()):
         assert np.array_equal(np.array(u), np.array(v))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_a_bad_eval_ahead_is_refused_with_what_it_means(bad):
+    with pytest.raises(ValueError, match="eval_ahead must be an int >= 0"):
+        xLSTMRunner.from_spec("xlstm_tiny", eval_ahead=bad)
 
 
 def test_compiled_decode_equals_eager_decode():
