@@ -73,3 +73,14 @@ def queued_time(fn, iters: int, warmup_s: float = 0.3) -> float:
         outs.append(out)
     mx.eval(outs)
     return (time.perf_counter() - t) / iters
+
+
+def cuda_profiler_range(enabled: bool):
+    """``(start, stop)`` to put around the work a profiler run with ``--profile-from-start off`` should see (ncu):
+    the CUDA driver's cuProfilerStart / cuProfilerStop when ``enabled``, else ``(None, None)``."""
+    if not enabled:
+        return None, None
+    import ctypes
+
+    cuda = ctypes.CDLL("libcuda.so.1")
+    return cuda.cuProfilerStart, cuda.cuProfilerStop

@@ -9,6 +9,16 @@
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; cd /tmp
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+NCU_BIN=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+# ncu_profile NAME CALLS LIMIT SCRIPT ARGS...: GPU time per kernel of the script's --profile-range part (ncu replays
+# each kernel alone: no launch gaps), divided by CALLS, as $OUT/NAME.json
+ncu_profile() {
+  local name=$1 calls=$2 limit=$3; shift 3
+  if [ -z "$NCU_BIN" ]; then echo "no ncu on this machine"; return; fi
+  timeout "$limit" "$NCU_BIN" --profile-from-start off --csv --metrics gpu__time_duration.sum python3 "$@" --profile-range \
+      2>/dev/null > "/tmp/$name.csv"
+  python3 "$R/benchmarks/ncu_summary.py" --calls "$calls" < "/tmp/$name.csv" > "$OUT/$name.json"; head -c 2500 "$OUT/$name.json"
+}
 case "$1" in
 check)
   python3 -W always -c "
@@ -18,7 +28,7 @@ print('tc error vs native (bf16 inputs):', t.check_errors(t._make_chunkwise(fall
   timeout 100 python3 "$R/benchmarks/profile_tc_chunkwise.py" --seqs ${SEQS:-1024,4096,16384} --out "$OUT/profile_tc.json" > /dev/null
   cat "$OUT/profile_tc.json"
   if [ -n "$NCU" ]; then
-    /usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
+    "$NCU_BIN" --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/bench_kernel.py" --seqs 4096 --iters 2 \
         --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"
     python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
   fi
@@ -58,24 +68,14 @@ decode)
         | python3 "$R/benchmarks/nsys_kernel_summary.py" --tokens 43 > "$OUT/nsys_decode.json"
     cat "$OUT/profile_decode_nsys.json"; head -c 3000 "$OUT/nsys_decode.json"
   else echo "no nsys on this machine"; fi
-  # GPU time per kernel of three decoded tokens (ncu replays each kernel alone: no launch gaps)
-  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
-  if [ -n "$NCU" ]; then
-    timeout 120 "$NCU" --profile-from-start off --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/profile_decode.py" \
-        --spec xlstm_7b --tokens 3 --warmup 3 --profile-range 2>/dev/null > /tmp/ncu_decode.csv
-    python3 "$R/benchmarks/ncu_summary.py" --calls 3 < /tmp/ncu_decode.csv > "$OUT/ncu_decode.json"; head -c 2500 "$OUT/ncu_decode.json"
-  fi ;;
+  # GPU time per kernel of three decoded tokens
+  ncu_profile ncu_decode 3 120 "$R/benchmarks/profile_decode.py" --spec xlstm_7b --tokens 3 --warmup 3 ;;
 prefill)
   for S in 1024 4096 32768; do
     timeout 120 python3 "$R/benchmarks/profile_prefill.py" --spec xlstm_7b --seq-len $S --eval-ahead 0,1,2 \
         --runs $([ $S -gt 4096 ] && echo 1 || echo 5) --warmup 2 --out "$OUT/prefill${S}_eval_ahead.json" > /dev/null
     cat "$OUT/prefill${S}_eval_ahead.json"
   done
-  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
-  if [ -n "$NCU" ]; then
-    timeout 200 "$NCU" --profile-from-start off --csv --metrics gpu__time_duration.sum python3 "$R/benchmarks/profile_prefill.py" \
-        --spec xlstm_7b --seq-len 4096 --profile-range 2>/dev/null > /tmp/ncu_prefill.csv
-    python3 "$R/benchmarks/ncu_summary.py" --calls 1 < /tmp/ncu_prefill.csv > "$OUT/ncu_prefill4k.json"; head -c 2500 "$OUT/ncu_prefill4k.json"
-  fi ;;
+  ncu_profile ncu_prefill4k 1 200 "$R/benchmarks/profile_prefill.py" --spec xlstm_7b --seq-len 4096 ;;
 *) echo "usage: gpu_tc_probe.sh check|measure|decode|prefill" >&2; exit 2 ;;
 esac

@@ -14,7 +14,7 @@ import os
 import time
 
 import mlx.core as mx
-from common import emit
+from common import cuda_profiler_range, emit
 
 from xlstm_metal import xLSTMRunner
 
@@ -55,12 +55,8 @@ def main(argv=None):
             raise SystemExit("--gemv: the GEMV kernel is not available here")
     runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype, seed=0)
     mx.eval(runner.model.parameters())
-    profiler = {}
-    if a.profile_range:
-        import ctypes
-        cuda = ctypes.CDLL("libcuda.so.1")
-        profiler = {"start": cuda.cuProfilerStart, "stop": cuda.cuProfilerStop}
-    per_token = time_decode(runner, a.tokens, a.warmup, **profiler)
+    start, stop = cuda_profiler_range(a.profile_range)
+    per_token = time_decode(runner, a.tokens, a.warmup, start, stop)
     wall = per_token * a.tokens
     emit({"spec": a.spec, "dtype": a.dtype, "gemv": a.gemv, "tokens": a.tokens, "tokens_run": a.warmup + a.tokens,
           "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "MLX default"),

@@ -13,7 +13,7 @@ import statistics
 import time
 
 import mlx.core as mx
-from common import emit
+from common import cuda_profiler_range, emit
 
 from xlstm_metal import xLSTMRunner
 
@@ -43,10 +43,9 @@ def main(argv=None):
     for _ in range(a.warmup):
         prefill()
     mx.synchronize()
-    if a.profile_range:
-        import ctypes
-        cuda = ctypes.CDLL("libcuda.so.1")
-        cuda.cuProfilerStart()
+    start, stop = cuda_profiler_range(a.profile_range)
+    if start:
+        start()
     walls, peaks = {n: [] for n in aheads}, {}
     for _ in range(a.runs):
         for n in aheads:  # in turns, so drift within the run hits every setting alike
@@ -57,8 +56,8 @@ def main(argv=None):
             mx.synchronize()
             walls[n].append(time.perf_counter() - t0)
             peaks[n] = max(peaks.get(n, 0.0), mx.get_peak_memory() / 1e9)
-    if a.profile_range:
-        cuda.cuProfilerStop()
+    if stop:
+        stop()
     res = {"spec": a.spec, "dtype": a.dtype, "seq_len": a.seq_len, "runs": a.runs}
     for n, w in walls.items():
         res[f"wall_ms_per_prefill_ahead{n}"] = 1e3 * statistics.median(w)
