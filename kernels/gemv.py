@@ -24,6 +24,7 @@ import math
 import mlx.core as mx
 
 from .gpu_kernel import gpu_kernel
+from .reference_gradient import with_reference_gradient
 from .mlstm.first_use import backend_present, check_once, worst
 from .mlstm.tc_chunkwise import LOAD8_CUDA
 
@@ -147,7 +148,12 @@ def available() -> bool:
 
 
 _active = {"on": False}
-_gemv = make_gemv()
+def reference_matmul(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
+    """``x @ weight.T (+ bias)`` in MLX ops: what the kernel computes, and where its gradient comes from."""
+    return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
+
+
+_gemv = with_reference_gradient(make_gemv(), reference_matmul, "gemv")
 
 
 def enable(on: bool = True) -> bool:
@@ -166,4 +172,4 @@ def matmul(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.ar
     """``x @ weight.T (+ bias)``, through the GEMV kernel when enabled and the shapes apply."""
     if _active["on"]:
         return _gemv(x, weight, bias)
-    return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
+    return reference_matmul(x, weight, bias)

@@ -6,6 +6,7 @@ scheduler picks the available one with the highest priority that supports the ca
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,7 +26,9 @@ class KernelInfo:
     supports_mask: bool = True
     max_head_dim: int | None = None
     math_dtype: str = "float32"  # the precision of its inner products' operands: the property suite bounds it by this
-    differentiable: bool = True  # MLX autograd runs through it (custom GPU kernels define no VJP: False)
+    differentiable: bool = True  # has a gradient of its own (custom GPU kernels define no VJP: False)
+    reference: Callable | None = field(default=None, compare=False, repr=False)  # for a kernel with no gradient of
+    # its own: the function (same signature and outputs) whose gradient is used for it (kernels/reference_gradient.py)
     caps_gates: bool = False  # takes raw gate pre-activations, ``gate_soft_cap=`` and ``gate_bias=`` (b_i, b_f per head)
     # and adds the biases and caps the gates itself (fewer launches)
     priority: int = 0
@@ -35,7 +38,7 @@ class KernelInfo:
     def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = (), training: bool = False) -> str | None:
         """``None`` when this kernel applies, else the reason it does not (``training``: gradients must flow)."""
         if training and not self.differentiable:
-            return "defines no gradient (a custom GPU kernel); training needs one"
+            return "has no gradient of its own (a custom GPU kernel); training plans take one that has"
         if not self.is_available():
             return f"{self.backend} backend is not available on this machine"
         if device not in self.devices:
@@ -51,7 +54,15 @@ _KERNELS: dict[tuple[str, str], KernelInfo] = {}
 
 
 def register_kernel(info: KernelInfo) -> KernelInfo:
+    """Add a kernel. One without a gradient of its own (``differentiable=False``) gets its ``reference``'s gradient
+    under ``mx.grad``; without a reference, differentiating it raises an error naming it."""
     key = (info.family, info.name)
+    if not info.differentiable:
+        from .reference_gradient import with_reference_gradient, without_gradient
+        name = f"{info.family}/{info.name}"
+        wrapped = (with_reference_gradient(info.fn, info.reference, name) if info.reference is not None
+                   else without_gradient(info.fn, name))
+        info = dataclasses.replace(info, fn=wrapped)
     if key in _KERNELS and _KERNELS[key] != info:
         raise ValueError(f"kernel {info.family}/{info.name} is already registered")
     _KERNELS[key] = info

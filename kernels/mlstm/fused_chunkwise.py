@@ -483,6 +483,6 @@ for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "chunkwise", f"{_backend}_chunkwise", _make_chunkwise(_backend), backend=_backend,
         devices=frozenset({"gpu"}), dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=PRIORITY,
-        differentiable=False,
+        differentiable=False, reference=mlstm_chunkwise_native,
         is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
         doc=f"fused {_backend.upper()} chunkwise forward (states + outputs, two launches, float32 math)"))

@@ -25,7 +25,7 @@ from ..gpu_kernel import gpu_kernel
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error
 from .fused_chunkwise import IDIOMS, source
-from .native import mlstm_step_native
+from .native import mlstm_step_native, mlstm_step_native_capping_gates
 
 # Shared algorithm. A threadgroup of 32 * RY threads = RY row slices (y) x 32 value columns (x) of one head's
 # state: thread (x, y) updates rows y, y + RY, ... of column j (consecutive threads, consecutive columns:
@@ -180,5 +180,6 @@ for _backend in ("cuda", "metal"):
     register_kernel(KernelInfo(
         "mlstm", "step", f"{_backend}_step", _make_step(_backend), backend=_backend, devices=frozenset({"gpu"}),
         dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10, differentiable=False, caps_gates=True,
+        reference=mlstm_step_native_capping_gates,
         is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
         doc=f"fused {_backend.upper()} decode step (gates + state update + readout in one launch)"))

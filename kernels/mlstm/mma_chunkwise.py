@@ -440,5 +440,6 @@ PRIORITY = 4
 register_kernel(KernelInfo(
     "mlstm", "chunkwise", "cuda_mma_chunkwise", _make_chunkwise(), backend="cuda", devices=frozenset({"gpu"}),
     dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=PRIORITY, differentiable=False,
+    reference=mlstm_chunkwise_native,
     is_available=lambda: backend_present("cuda") and self_check("cuda"),
     doc="CUDA tensor-core chunkwise forward (one launch, TF32 or 3xTF32 per MLX_ENABLE_TF32)"))

@@ -645,5 +645,6 @@ PRIORITY = 8  # above the compiled native kernel (5) for bfloat16 inputs
 register_kernel(KernelInfo(
     "mlstm", "chunkwise", "cuda_tc_chunkwise", _make_chunkwise(), backend="cuda", devices=frozenset({"gpu"}),
     dtypes=frozenset({"bfloat16"}), math_dtype="bfloat16", priority=PRIORITY, differentiable=False,
+    reference=mlstm_chunkwise_native,
     is_available=lambda: backend_present("cuda") and self_check("cuda"),
     doc="CUDA bf16 tensor-core chunkwise forward (gates, local states, scan, outputs; bf16 operands, f32 accumulation)"))

@@ -481,8 +481,9 @@ def test_gpu_chunkwise_kernels_are_preferred_on_the_gpu_only():
 
 
 def test_training_plans_pick_only_kernels_that_gradients_flow_through(monkeypatch):
-    """Fused GPU kernels define no VJP: a plan for training skips them (and says so when one is pinned), while
-    inference plans prefer them. Shown with a stand-in fused kernel that would win on any machine."""
+    """Fused GPU kernels have no VJP of their own (their gradient recomputes the reference): a plan for training
+    skips them (and says so when one is pinned), while inference plans prefer them. Shown with a stand-in fused
+    kernel that would win on any machine."""
     from xlstm_metal import xLSTMRunner
     from xlstm_metal.kernels import KernelInfo, current_device, registry
     from xlstm_metal.plan import make_plan
@@ -498,5 +499,5 @@ def test_training_plans_pick_only_kernels_that_gradients_flow_through(monkeypatc
     assert mlstm and all(s.kernel.name == fused.name for s in mlstm)
     assert all(s.kernel.differentiable for s in make_plan(graph, 128, training=True).steps if s.kernel is not None)
     node = mlstm[0].node
-    with pytest.raises(LookupError, match="defines no gradient"):
+    with pytest.raises(LookupError, match="has no gradient of its own"):
         make_plan(graph, 128, training=True, overrides={node: {"kernel": fused.name}})

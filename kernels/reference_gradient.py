@@ -1,0 +1,126 @@
+"""Gradients for fused kernels: the fused forward, the gradient of the readable reference.
+
+Why: MLX's custom GPU kernels (``mx.fast.cuda_kernel`` / ``metal_kernel``) define no VJP, so differentiating a
+model planned for inference used to end in ``[Primitive::vjp] Not implemented for CustomKernel`` with no hint of
+which kernel or what to do, and a hand-written backward kernel is where other xLSTM implementations got their
+gradients wrong. Here a fused kernel's VJP is the VJP of its reference (the native MLX ops it is verified
+against), recomputed from the same inputs: exact to the reference's own gradient, at the cost of one reference
+forward in the backward pass. Training plans still prefer a kernel with its own gradient (the scheduler's
+``training=True``), so this is what makes gradients correct, not what makes them fast.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import mlx.core as mx
+
+
+def _leaves(tree, out: list) -> None:
+    if isinstance(tree, (list, tuple)):
+        for t in tree:
+            _leaves(t, out)
+    elif isinstance(tree, dict):
+        for t in tree.values():
+            _leaves(t, out)
+    else:
+        out.append(tree)
+
+
+def _rebuild(tree, it):
+    """``tree`` with its leaves taken in order from ``it`` (tuples stay tuples, lists lists, dicts dicts)."""
+    if isinstance(tree, tuple):
+        return tuple(_rebuild(t, it) for t in tree)
+    if isinstance(tree, list):
+        return [_rebuild(t, it) for t in tree]
+    if isinstance(tree, dict):
+        return {k: _rebuild(t, it) for k, t in tree.items()}
+    return next(it)
+
+
+def _split(tree, keep: Callable):
+    """The leaves of ``tree`` that ``keep`` selects, and a function that puts new ones in their places (the other
+    leaves, e.g. ints, masks, None, stay as they were)."""
+    leaves: list = []
+    _leaves(tree, leaves)
+    chosen = [j for j, v in enumerate(leaves) if keep(v)]
+
+    def rebuild(arrays):
+        new = list(leaves)
+        for j, a in zip(chosen, arrays):
+            new[j] = a
+        return _rebuild(tree, iter(new))
+
+    return [leaves[j] for j in chosen], rebuild
+
+
+def _is_float(a) -> bool:
+    return isinstance(a, mx.array) and mx.issubdtype(a.dtype, mx.floating)
+
+
+def _is_array(a) -> bool:
+    return isinstance(a, mx.array)
+
+
+def with_reference_gradient(fused: Callable, reference: Callable, name: str = "") -> Callable:
+    """``fused`` for values; under ``mx.grad`` / ``vjp`` the gradient of ``reference`` (same signature, same
+    outputs) at the same inputs. Python values, masks and integer arrays pass through untouched."""
+
+    @functools.wraps(fused)
+    def call(*args, **kwargs):
+        inputs, rebuild_args = _split((args, kwargs), _is_float)
+        if not inputs:
+            return fused(*args, **kwargs)
+        out_tree = {}
+
+        def flat(fn, arrays):
+            a, kw = rebuild_args(arrays)
+            outs, rebuild = _split(fn(*a, **kw), _is_array)
+            out_tree.setdefault("rebuild", rebuild)
+            return outs
+
+        forward = mx.custom_function(lambda *arrays: flat(fused, arrays))
+
+        @forward.vjp
+        def _(primals, cotangents, outputs):
+            # (MLX hands over a lone array, not a one-element tuple, for one input or one output)
+            primals = [primals] if isinstance(primals, mx.array) else list(primals)
+            cotangents = [cotangents] if isinstance(cotangents, mx.array) else list(cotangents)
+            _, grads = mx.vjp(lambda *arrays: flat(reference, arrays), primals, cotangents)
+            return grads[0] if len(grads) == 1 else tuple(grads)
+
+        outs = forward(*inputs)  # sets out_tree["rebuild"]
+        return out_tree["rebuild"](outs)
+
+    call.reference = reference
+    return call
+
+
+def without_gradient(fused: Callable, name: str) -> Callable:
+    """``fused`` for values; differentiating it raises an error that names the kernel and the way out (for a fused
+    kernel registered without a reference)."""
+
+    @functools.wraps(fused)
+    def call(*args, **kwargs):
+        inputs, rebuild_args = _split((args, kwargs), _is_float)
+        if not inputs:
+            return fused(*args, **kwargs)
+        out_tree = {}
+
+        def run(*arrays):
+            a, kw = rebuild_args(arrays)
+            outs, rebuild = _split(fused(*a, **kw), _is_array)
+            out_tree["rebuild"] = rebuild
+            return outs
+
+        forward = mx.custom_function(run)
+
+        @forward.vjp
+        def _(primals, cotangents, outputs):
+            raise ValueError(f"kernel {name} defines no gradient and was registered without a reference: plan with "
+                             f"training=True (make_plan(..., training=True)) to get a kernel gradients flow through")
+
+        outs = forward(*inputs)  # sets out_tree["rebuild"]
+        return out_tree["rebuild"](outs)
+
+    return call
