@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU run, in consecutive calls on one machine (after stage.sh b):
 #   bash benchmarks/gpu_tc_probe.sh check     # first-use check, its launches timed apart, the GPU tests (TF32 off)
+#   bash benchmarks/gpu_tc_probe.sh tests     # the GPU tests alone (TESTS=..., TEST_TIMEOUT=...)
 #   bash benchmarks/gpu_tc_probe.sh measure   # official kernel + 7B, then ours (kernel, 7B prefill/decode/32k), same call
 #   bash benchmarks/gpu_tc_probe.sh decode    # 7B decode: step kernel shapes, GEMV floors, GEMV kernel vs MLX, nsys / ncu per token
 #   bash benchmarks/gpu_tc_probe.sh prefill   # 7B prefill: layers in flight 0 / 1 / 2 (time, peak), ncu per kernel at 4k
@@ -19,6 +20,18 @@ ncu_profile() {
       2>/dev/null > "/tmp/$name.csv"
   python3 "$R/benchmarks/ncu_summary.py" --calls "$calls" < "/tmp/$name.csv" > "$OUT/$name.json"; head -c 2500 "$OUT/$name.json"
 }
+# run_tests: the GPU tests, TESTS=... (pytest selection), TEST_TIMEOUT=... seconds
+run_tests() {
+  rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
+  # SIGINT at the limit: pytest still prints its summary and the failures
+  # TESTS: pytest selection (default: everything that runs a GPU kernel); SIGINT at the limit keeps the summary
+  # (properties first, under the `gpu` hypothesis profile: 6 examples each, every one compiles kernels for new shapes)
+  XLSTM_FAILURE_LOG=$OUT/test_failures.log XLSTM_HYPOTHESIS_PROFILE=${PROFILE:-gpu} MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q \
+      -p no:cacheprovider --durations=8 \
+      ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/kernels/test_mlstm_kernels.py /tmp/xtests/runner} \
+      > "$OUT/tests_gpu.log" 2>&1; tail -n 40 "$OUT/tests_gpu.log"
+  [ -s "$OUT/test_failures.log" ] && head -c 6000 "$OUT/test_failures.log"
+}
 case "$1" in
 check)
   python3 -W always -c "
@@ -32,15 +45,9 @@ print('tc error vs native (bf16 inputs):', t.check_errors(t._make_chunkwise(fall
         --only cuda_tc_chunkwise 2>/dev/null > "$OUT/ncu_tc_raw.csv"
     python3 "$R/benchmarks/ncu_summary.py" --calls 3 < "$OUT/ncu_tc_raw.csv" > "$OUT/ncu_tc.json"; head -c 1500 "$OUT/ncu_tc.json"
   fi
-  rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
-  # SIGINT at the limit: pytest still prints its summary and the failures
-  # TESTS: pytest selection (default: everything that runs a GPU kernel); SIGINT at the limit keeps the summary
-  # (properties first, under the `gpu` hypothesis profile: 6 examples each, every one compiles kernels for new shapes)
-  XLSTM_FAILURE_LOG=$OUT/test_failures.log XLSTM_HYPOTHESIS_PROFILE=${PROFILE:-gpu} MLX_ENABLE_TF32=0 timeout -s INT ${TEST_TIMEOUT:-270} python3 -m pytest -q \
-      -p no:cacheprovider --durations=8 \
-      ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/kernels/test_mlstm_kernels.py /tmp/xtests/runner} \
-      > "$OUT/tests_gpu.log" 2>&1; tail -n 40 "$OUT/tests_gpu.log"
-  [ -s "$OUT/test_failures.log" ] && head -c 6000 "$OUT/test_failures.log" ;;
+  run_tests ;;
+tests)
+  run_tests ;;
 measure)
   timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 --prefill 1024,4096 \
       > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json

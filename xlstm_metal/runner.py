@@ -117,7 +117,10 @@ class xLSTMRunner:
         merged = 0
         for block in self._mergeable_blocks():
             merged += block.merge_projections()
-            mx.clear_cache()  # the originals' buffers are free: do not keep them cached
+            # the originals' buffers are free once the stream has finished with them (on CUDA the frees of a
+            # kernel's inputs wait for it): then drop them from the cache, so the next block reuses the memory
+            mx.synchronize()
+            mx.clear_cache()
         self._decode_fn = None
         return merged
 

@@ -50,7 +50,24 @@ def tokens(seed, B, S):
     return mx.array(np.random.default_rng(seed).integers(0, 97, size=(B, S)), dtype=mx.int32)
 
 
-def assert_same(a, b, tol=1e-6):
+# float32 results of the merged and the separate products: equal up to the order of the sums. The CPU's GEMMs keep
+# that order; cuBLAS picks another algorithm (tiling, split-K) for a merged matrix's shape, which moves results by
+# a few float32 roundings per product (up to 4e-6 of max |logit| measured on an H200, TF32 off).
+FLOAT32_TOL = 1e-6 if mx.default_device() == mx.cpu else 1e-5
+
+
+def allocated(nbytes: int) -> int:
+    """The active memory one fresh buffer of ``nbytes`` takes on this device (the CUDA allocator rounds sizes up)."""
+    mx.synchronize()
+    base = mx.get_active_memory()
+    a = mx.zeros((nbytes,), mx.uint8)
+    mx.eval(a)
+    used = mx.get_active_memory() - base
+    del a
+    return used
+
+
+def assert_same(a, b, tol=FLOAT32_TOL):
     a, b = np.array(a.astype(mx.float32)), np.array(b.astype(mx.float32))
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max())))
 
@@ -131,13 +148,21 @@ def test_parameters_keep_the_official_keys_and_are_views_of_the_merged_matrix():
     plain = xLSTMRunner.from_spec(spec_, seed=0, merge_projections=False)
     mx.eval(plain.model.parameters())
     keys = {k: v.shape for k, v in tree_flatten(plain.model.parameters())}
+    sizes = [[plain.graph.block(b)[n].weight.nbytes for n in g] for b, g in
+             (("backbone.blocks.0.mlstm_layer", MLSTM), ("backbone.blocks.0.ffn", ("proj_up_gate", "proj_up")))]
+    # what holding each merged matrix instead of its parts costs in allocator rounding (nothing on the CPU)
+    rounding = 2 * sum(max(0, allocated(sum(g)) - sum(allocated(n) for n in g)) for g in sizes)
+    mx.synchronize()
     base = mx.get_active_memory()
     plain.merge_projections()
     merged_keys = {k: v.shape for k, v in tree_flatten(plain.model.parameters())}
     assert merged_keys == keys
     assert "backbone.blocks.0.mlstm_layer.q.weight" in merged_keys and not any("_merged" in k for k in merged_keys)
     # the merged arrays hold the data; the official arrays are slices of them: no weight is held twice
-    assert mx.get_active_memory() - base <= 4096
+    # (a copy would add all 2 x sum(sizes) bytes)
+    mx.synchronize()
+    grew = mx.get_active_memory() - base
+    assert grew <= rounding + 4096, (grew, rounding, 2 * sum(map(sum, sizes)))
     assert plain.num_parameters() == sum(np.prod(s) for s in keys.values())
 
 
@@ -147,11 +172,14 @@ def test_merging_a_large_model_needs_about_one_block_of_extra_memory():
     mx.eval(r.model.parameters())
     weights = sum(v.nbytes for _, v in tree_flatten(r.model.parameters()))
     largest = max(sum(blk[n].weight.nbytes for n in blk.projection_names()) for blk in blocks(r))
+    largest = allocated(largest)  # (rounded up by the allocator)
+    mx.synchronize()
     mx.reset_peak_memory()
     base = mx.get_active_memory()
     r.merge_projections()
     peak = mx.get_peak_memory() - base
     assert peak <= 1.1 * largest + (1 << 20), (peak, largest, weights)
+    mx.synchronize()
     assert mx.get_active_memory() - base < (1 << 20)
 
 
@@ -223,12 +251,12 @@ def test_gradients_are_those_of_the_separate_projections_and_training_unmerges()
     lm, gm = nn.value_and_grad(merged.model, loss_of(merged))(merged.model)
     lp, gp = nn.value_and_grad(plain.model, loss_of(plain))(plain.model)
     assert not merged.projections_merged  # value_and_grad replaced the weights by tracers: un-merged
-    assert abs(lm.item() - lp.item()) < 1e-6
+    assert abs(lm.item() - lp.item()) <= FLOAT32_TOL * max(1.0, abs(lp.item()))
     gm, gp = dict(tree_flatten(gm)), dict(tree_flatten(gp))
     assert set(gm) == set(gp)
     assert float(mx.abs(gm["backbone.blocks.0.mlstm_layer.q.weight"]).max()) > 0
     for k in gp:
-        assert_same(gm[k], gp[k], tol=1e-5)
+        assert_same(gm[k], gp[k], tol=10 * FLOAT32_TOL)
 
 
 def test_the_trainer_unmerges_and_trains(tmp_path):
