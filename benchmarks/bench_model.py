@@ -54,8 +54,17 @@ def main(argv=None) -> dict:
                    help="also time prefill with these chunkwise kernels pinned (e.g. cuda_mma_chunkwise), at the default "
                         "segment length and at each --prefill-segments length")
     p.add_argument("--gemv", action="store_true", help="route one-row products through kernels/gemv.py (CUDA, bf16)")
+    p.add_argument("--no-reference-gradient", action="store_true",
+                   help="ablation: call the fused kernels without their reference-gradient wrapper (what it costs)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
+    if a.no_reference_gradient:
+        import dataclasses
+
+        from xlstm_metal.kernels import registry
+        for key, info in list(registry._KERNELS.items()):
+            if hasattr(info.fn, "__wrapped__"):
+                registry._KERNELS[key] = dataclasses.replace(info, fn=info.fn.__wrapped__)
     if a.gemv:
         from xlstm_metal.kernels import gemv
         if not gemv.enable():
@@ -66,6 +75,7 @@ def main(argv=None) -> dict:
         mx.eval(v)
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
     res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "batch": a.batch, "gemv": a.gemv,
+           "reference_gradient": not a.no_reference_gradient,
            "params_B": runner.num_parameters() / 1e9, "mlx": mx.__version__}
     for S in map(int, a.prefill.split(",")):
         x = mx.random.randint(0, vocab, (a.batch, S))
