@@ -11,7 +11,7 @@ import json
 
 import mlx.core as mx
 
-from xlstm_metal.kernels import current_device, kernels
+from xlstm_metal.kernels import current_device, inference_mode, kernels
 from common import add_kernel_run_args, add_kernel_shape_args, emit, kernel_inputs, queued_time
 
 
@@ -33,7 +33,8 @@ def main(argv=None):
                 continue
 
             def call():
-                h, st = kern.fn(q, k, v, i, f, None, chunk_size=a.chunk)
+                with inference_mode():  # a forward nothing differentiates (the official inputs need no grad either)
+                    h, st = kern.fn(q, k, v, i, f, None, chunk_size=a.chunk)
                 return h, *st
 
             try:

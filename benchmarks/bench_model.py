@@ -10,6 +10,7 @@ this script turns into ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -18,6 +19,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from xlstm_metal import xLSTMRunner
+from xlstm_metal.kernels import inference_mode
 from common import timed, emit
 
 
@@ -54,8 +56,11 @@ def main(argv=None) -> dict:
                    help="also time prefill with these chunkwise kernels pinned (e.g. cuda_mma_chunkwise), at the default "
                         "segment length and at each --prefill-segments length")
     p.add_argument("--gemv", action="store_true", help="route one-row products through kernels/gemv.py (CUDA, bf16)")
+    p.add_argument("--differentiable", action="store_true",
+                   help="time outside inference_mode, as a call that may be differentiated runs: the fused kernels "
+                        "through their reference-gradient wrapper (default: inside it, as generation runs)")
     p.add_argument("--no-reference-gradient", action="store_true",
-                   help="ablation: call the fused kernels without their reference-gradient wrapper (what it costs)")
+                   help="ablation: unwrap the fused kernels everywhere (with --differentiable: what the wrapper costs)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
     if a.no_reference_gradient:
@@ -70,12 +75,17 @@ def main(argv=None) -> dict:
         if not gemv.enable():
             raise SystemExit("--gemv: the GEMV kernel is not available here (needs CUDA and a passing first-use check)")
 
+    with contextlib.nullcontext() if a.differentiable else inference_mode():
+        return measure(a)
+
+
+def measure(a) -> dict:
     runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype, seed=0)
     for _, v in tree_flatten(runner.model.parameters()):  # materialise one tensor at a time
         mx.eval(v)
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
     res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "batch": a.batch, "gemv": a.gemv,
-           "reference_gradient": not a.no_reference_gradient,
+           "inference_mode": not a.differentiable, "reference_gradient": not a.no_reference_gradient,
            "params_B": runner.num_parameters() / 1e9, "mlx": mx.__version__}
     for S in map(int, a.prefill.split(",")):
         x = mx.random.randint(0, vocab, (a.batch, S))

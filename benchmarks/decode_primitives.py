@@ -35,6 +35,7 @@ import yaml
 from common import emit
 
 from xlstm_metal import xLSTMRunner
+from xlstm_metal.kernels import inference_mode
 from xlstm_metal.spec import shipped_spec_path
 
 VIEWS = {"Reshape", "Transpose", "Slice", "ExpandDims", "Squeeze", "Broadcast", "Flatten", "Unflatten", "AsStrided",
@@ -107,9 +108,10 @@ def decode_graph(runner) -> Counter:
     mx.eval(state.arrays())
     tok = mx.array([[3]])
     STANDINS.clear()
-    runner(tok, state)  # traces (and runs) the compiled step
+    with inference_mode():  # as generation runs it
+        runner(tok, state)  # traces (and runs) the compiled step
     standins = Counter(STANDINS)
-    logits, entries = runner._decode_fn(tok, state.entries)  # lazy: the replayed compiled graph
+    logits, entries = runner._decode_fn[True](tok, state.entries)  # lazy: the replayed compiled graph
     c = primitives([logits, *[a for e in entries.values() for a in e]])
     assert c["Depends"] == sum(standins.values()), (c, standins)
     del c["Depends"]

@@ -7,11 +7,17 @@ gradients wrong. Here a fused kernel's VJP is the VJP of its reference (the nati
 against), recomputed from the same inputs: exact to the reference's own gradient, at the cost of one reference
 forward in the backward pass. Training plans still prefer a kernel with its own gradient (the scheduler's
 ``training=True``), so this is what makes gradients correct, not what makes them fast.
+
+The wrapper costs host time per call (about 10% of a 7B prefill of 1k tokens on an H200, where the host is the
+bound: ``bench_model.py --no-reference-gradient``). Generation never differentiates, so it runs inside
+``inference_mode()``, where the fused kernels are called bare.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Callable
+from typing import Callable, Iterator
 
 import mlx.core as mx
 
@@ -62,12 +68,33 @@ def _is_array(a) -> bool:
     return isinstance(a, mx.array)
 
 
+_INFERENCE = contextvars.ContextVar("xlstm_metal_inference_mode", default=False)
+
+
+@contextlib.contextmanager
+def inference_mode() -> Iterator[None]:
+    """Inside: fused kernels run without their gradient wrapper (nothing traced here is differentiated; a
+    gradient taken through it fails in MLX). Wrap each call, not a generator's body: a suspended generator
+    would leave the mode on in its caller."""
+    token = _INFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _INFERENCE.reset(token)
+
+
+def in_inference_mode() -> bool:
+    return _INFERENCE.get()
+
+
 def with_reference_gradient(fused: Callable, reference: Callable, name: str = "") -> Callable:
     """``fused`` for values; under ``mx.grad`` / ``vjp`` the gradient of ``reference`` (same signature, same
     outputs) at the same inputs. Python values, masks and integer arrays pass through untouched."""
 
     @functools.wraps(fused)
     def call(*args, **kwargs):
+        if _INFERENCE.get():
+            return fused(*args, **kwargs)
         inputs, rebuild_args = _split((args, kwargs), _is_float)
         if not inputs:
             return fused(*args, **kwargs)
@@ -102,6 +129,8 @@ def without_gradient(fused: Callable, name: str) -> Callable:
 
     @functools.wraps(fused)
     def call(*args, **kwargs):
+        if _INFERENCE.get():
+            return fused(*args, **kwargs)
         inputs, rebuild_args = _split((args, kwargs), _is_float)
         if not inputs:
             return fused(*args, **kwargs)

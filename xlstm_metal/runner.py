@@ -7,6 +7,8 @@ from typing import Any, Iterator
 import mlx.core as mx
 import numpy as np
 
+from xlstm_metal.kernels.reference_gradient import in_inference_mode
+
 from .graph import ModelGraph, build_graph
 from .modules import GraphModule, cast_parameters
 from .plan import DEFAULT_SEGMENT_LEN, ExecutionPlan, make_plan
@@ -211,7 +213,12 @@ class xLSTMRunner:
     def _decode(self, tokens: mx.array, state: State | None) -> tuple[dict[str, mx.array], State]:
         if state is None:
             state = self.init_state(tokens.shape[0])
+        # one compiled step per mode: traced in inference mode it holds the fused kernels bare, else with their
+        # gradients (kernels/reference_gradient.py)
+        bare = in_inference_mode()
         if self._decode_fn is None:
+            self._decode_fn = {}
+        if bare not in self._decode_fn:
             plan = self.plan(1)
             graph = self.graph
 
@@ -219,8 +226,8 @@ class xLSTMRunner:
                 outs, st = execute(graph, plan, tok, State(entries))
                 return outs[graph.outputs[0]], st.entries
 
-            self._decode_fn = mx.compile(decode, inputs=[self.model.state])
-        logits, entries = self._decode_fn(tokens, state.entries)
+            self._decode_fn[bare] = mx.compile(decode, inputs=[self.model.state])
+        logits, entries = self._decode_fn[bare](tokens, state.entries)
         return {self.graph.outputs[0]: logits}, State(entries, state.tokens_seen + 1, dict(state.metadata))
 
     # ------------------------------------------------------------------ generation

@@ -14,7 +14,7 @@ from cpu_emulator import compiler_available
 from test_fused_kernel_algorithms import emulated_chunkwise, emulated_step
 from xlstm_metal.kernels import KernelInfo, kernels, register_kernel
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native, mlstm_step_native_capping_gates
-from xlstm_metal.kernels.reference_gradient import with_reference_gradient
+from xlstm_metal.kernels.reference_gradient import in_inference_mode, inference_mode, with_reference_gradient
 
 needs_compiler = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
 
@@ -115,3 +115,40 @@ def test_a_kernel_registered_without_gradient_or_reference_names_itself_when_dif
     assert np.allclose(np.array(info.fn(mx.array([1.0]))), [2.0])
     with pytest.raises(ValueError, match=r"test_no_grad/opaque defines no gradient.*training=True"):
         mx.grad(lambda x: info.fn(x).sum())(mx.array([1.0]))
+
+
+def test_inference_mode_calls_the_fused_function_bare_and_ends_with_its_block():
+    """Generation never differentiates: inside ``inference_mode`` the wrapper steps aside (no per-call cost); a
+    gradient taken through a bare fused function is the one MLX gives it (here: none)."""
+    fused = lambda x: mx.stop_gradient(x) * 3.0  # noqa: E731
+    f = with_reference_gradient(fused, lambda x: x * 3.0)
+    x = mx.array([1.0, 2.0])
+    with inference_mode():
+        assert in_inference_mode()
+        assert np.allclose(np.array(mx.grad(lambda x: f(x).sum())(x)), [0.0, 0.0])
+    assert not in_inference_mode()
+    assert np.allclose(np.array(mx.grad(lambda x: f(x).sum())(x)), [3.0, 3.0])
+
+
+def test_generation_leaves_inference_mode_off_while_it_waits_for_its_caller():
+    from xlstm_metal import xLSTMRunner
+    from xlstm_metal.generation.generate import generate_step
+
+    runner = xLSTMRunner.from_spec("xlstm_tiny", dtype="float32", seed=0)
+    seen = []
+    for _ in generate_step(runner._model_fn(), [[1, 2, 3]], max_tokens=3, seed=0):
+        seen.append(in_inference_mode())
+    assert seen == [False, False, False]
+
+
+def test_the_compiled_decode_step_is_traced_once_per_mode_and_both_agree():
+    from xlstm_metal import xLSTMRunner
+
+    runner = xLSTMRunner.from_spec("xlstm_tiny", dtype="float32", seed=0)
+    _, state = runner(mx.array([[1, 2, 3]]))
+    tok = mx.array([[4]])
+    plain, _ = runner(tok, state)
+    with inference_mode():
+        bare, _ = runner(tok, state)
+    assert set(runner._decode_fn) == {False, True}
+    assert np.array_equal(np.array(plain), np.array(bare))

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator, Sequence
 import mlx.core as mx
 import numpy as np
 
+from xlstm_metal.kernels.reference_gradient import inference_mode
+
 from .sampling import make_logits_processors, make_sampler
 
 
@@ -67,11 +69,13 @@ def generate_step(model_fn: Callable, prompt, *, state=None, sampler=None, logit
         history = mx.concatenate([history, tok[:, None]], axis=1)
         return tok, logprobs
 
-    logits, state = model_fn(tokens, state, prompt_mask)
+    with inference_mode():  # nothing here is differentiated: the fused kernels run bare
+        logits, state = model_fn(tokens, state, prompt_mask)
     y, lp = sample(logits)
     mx.async_eval(y, lp)
     for _ in range(max_tokens):
-        logits, state = model_fn(y[:, None], state, None)  # queued while the caller handles y
+        with inference_mode():  # (per call: the mode must not stay on while this generator is suspended)
+            logits, state = model_fn(y[:, None], state, None)  # queued while the caller handles y
         next_y, next_lp = sample(logits)
         mx.async_eval(next_y, next_lp)
         yield y, lp, state
