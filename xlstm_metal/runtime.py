@@ -80,13 +80,21 @@ def execute(
         if block.stateful:
             new_entries[step.node] = new
         if eval_every == "node" or (eval_every == "stateful" and block.stateful):
-            if eval_ahead <= 0:
-                mx.eval(out, new)
-            else:
-                mx.async_eval(out, new)
-                in_flight.append((out, new))
-                if len(in_flight) > eval_ahead:
-                    mx.eval(in_flight.popleft())
+            try:
+                if eval_ahead <= 0:
+                    mx.eval(out, new)
+                else:
+                    mx.async_eval(out, new)
+                    in_flight.append((out, new))
+                    if len(in_flight) > eval_ahead:
+                        mx.eval(in_flight.popleft())
+            except ValueError as exc:
+                if "graph transformation" not in str(exc):
+                    raise
+                raise ValueError(
+                    f"execute(eval_every={eval_every!r}) evaluates layer by layer (the runner's prefill does, to bound "
+                    f"memory), which MLX forbids under mx.grad / vjp / compile: differentiate execute(runner.graph, "
+                    f"runner.plan(seq_len), tokens) without eval_every (or train with xlstm_metal.train.Trainer)") from None
         for s in step.inputs:  # free what no later step reads
             remaining[s] -= 1
             if remaining[s] == 0 and s not in keep:

@@ -77,6 +77,19 @@ def test_a_bad_eval_ahead_is_refused_with_what_it_means(bad):
         xLSTMRunner.from_spec("xlstm_tiny", eval_ahead=bad)
 
 
+def test_differentiating_the_layer_by_layer_prefill_says_what_to_differentiate_instead():
+    import mlx.nn as nn
+
+    from xlstm_metal.runtime import execute
+
+    r = xLSTMRunner.from_spec("xlstm_tiny", dtype="float32", seed=0)
+    x = tokens(3, 1, 6)
+    with pytest.raises(ValueError, match=r"evaluates layer by layer.*differentiate execute\(runner.graph"):
+        nn.value_and_grad(r.model, lambda m: r(x)[0].sum())(r.model)
+    loss, grads = nn.value_and_grad(r.model, lambda m: execute(r.graph, r.plan(6), x)[0][r.graph.outputs[0]].sum())(r.model)
+    assert np.isfinite(loss.item()) and grads
+
+
 def test_compiled_decode_equals_eager_decode():
     r = xLSTMRunner.from_spec("xlstm_tiny", seed=3)
     _, state = r(tokens(3, 1, 9))
