@@ -57,8 +57,8 @@ def main(argv=None) -> dict:
                         "segment length and at each --prefill-segments length")
     p.add_argument("--gemv", action="store_true", help="route one-row products through kernels/gemv.py (CUDA, bf16)")
     p.add_argument("--differentiable", action="store_true",
-                   help="time outside inference_mode, as a call that may be differentiated runs: the fused kernels "
-                        "through their reference-gradient wrapper (default: inside it, as generation runs)")
+                   help="time outside inference_mode: the compiled decode step traced with the fused kernels' "
+                        "gradient wrapper (the prefill evaluates as it goes, so it runs them bare either way)")
     p.add_argument("--no-reference-gradient", action="store_true",
                    help="ablation: unwrap the fused kernels everywhere (with --differentiable: what the wrapper costs)")
     p.add_argument("--out", help="also write the JSON here")

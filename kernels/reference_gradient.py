@@ -9,8 +9,9 @@ forward in the backward pass. Training plans still prefer a kernel with its own 
 ``training=True``), so this is what makes gradients correct, not what makes them fast.
 
 The wrapper costs host time per call (about 10% of a 7B prefill of 1k tokens on an H200, where the host is the
-bound: ``bench_model.py --no-reference-gradient``). Generation never differentiates, so it runs inside
-``inference_mode()``, where the fused kernels are called bare.
+bound: ``bench_model.py --no-reference-gradient``). What is never differentiated runs inside ``inference_mode()``,
+where the fused kernels are called bare: generation, and ``execute(eval_every=...)`` (the runner's prefill), which
+evaluates as it goes and so cannot run under a gradient anyway.
 """
 from __future__ import annotations
 

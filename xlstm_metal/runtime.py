@@ -10,6 +10,7 @@ from collections import Counter, deque
 import mlx.core as mx
 
 from xlstm_metal.blocks import NodeContext
+from xlstm_metal.kernels.reference_gradient import in_inference_mode, inference_mode
 
 from .graph import ModelGraph
 from .plan import ExecutionPlan
@@ -49,6 +50,12 @@ def execute(
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
+    if eval_every is not None and not in_inference_mode():
+        # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused
+        # kernels run without their gradient wrapper (kernels/reference_gradient.py)
+        with inference_mode():
+            return execute(graph, plan, tokens, state, mask=mask, training=training, eval_every=eval_every,
+                           eval_ahead=eval_ahead, last_only=last_only)
     values: dict[str, mx.array] = {name: tokens for name in graph.inputs}
     remaining = Counter(src for step in plan.steps for src in step.inputs)
     keep = set(graph.outputs)

@@ -152,3 +152,16 @@ def test_the_compiled_decode_step_is_traced_once_per_mode_and_both_agree():
         bare, _ = runner(tok, state)
     assert set(runner._decode_fn) == {False, True}
     assert np.array_equal(np.array(plain), np.array(bare))
+
+
+def test_prefill_that_evaluates_layer_by_layer_runs_the_fused_kernels_bare(monkeypatch):
+    """It can never be differentiated (MLX forbids evaluating under a gradient), so it pays nothing for gradients."""
+    from xlstm_metal import xLSTMRunner
+    from xlstm_metal.blocks.mlstm import MLSTM
+
+    modes = []
+    forward = MLSTM.forward
+    monkeypatch.setattr(MLSTM, "forward", lambda self, *a: (modes.append(in_inference_mode()), forward(self, *a))[1])
+    runner = xLSTMRunner.from_spec("xlstm_tiny", dtype="float32", seed=0)
+    runner(mx.array([[1, 2, 3, 4]]))
+    assert modes and all(modes) and not in_inference_mode()
