@@ -153,7 +153,7 @@ def reference_matmul(x: mx.array, weight: mx.array, bias: mx.array | None = None
     return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
 
 
-_gemv = with_reference_gradient(make_gemv(), reference_matmul, "gemv")
+_gemv = with_reference_gradient(make_gemv(), reference_matmul)
 
 
 def enable(on: bool = True) -> bool:

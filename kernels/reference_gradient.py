@@ -88,9 +88,10 @@ def in_inference_mode() -> bool:
     return _INFERENCE.get()
 
 
-def with_reference_gradient(fused: Callable, reference: Callable, name: str = "") -> Callable:
-    """``fused`` for values; under ``mx.grad`` / ``vjp`` the gradient of ``reference`` (same signature, same
-    outputs) at the same inputs. Python values, masks and integer arrays pass through untouched."""
+def _wrapped(fused: Callable, vjp: Callable) -> Callable:
+    """``fused`` as an ``mx.custom_function`` over its floating-point array inputs (other arguments ride along),
+    whose VJP is ``vjp(run, primals, cotangents)``; ``run(fn, arrays)`` calls ``fn`` (same signature as
+    ``fused``) at those arrays and returns its outputs' arrays in order."""
 
     @functools.wraps(fused)
     def call(*args, **kwargs):
@@ -101,25 +102,37 @@ def with_reference_gradient(fused: Callable, reference: Callable, name: str = ""
             return fused(*args, **kwargs)
         out_tree = {}
 
-        def flat(fn, arrays):
+        def run(fn, arrays):
             a, kw = rebuild_args(arrays)
             outs, rebuild = _split(fn(*a, **kw), _is_array)
-            out_tree.setdefault("rebuild", rebuild)
+            out_tree.setdefault("rebuild", rebuild)  # (the forward's, set first)
             return outs
 
-        forward = mx.custom_function(lambda *arrays: flat(fused, arrays))
+        forward = mx.custom_function(lambda *arrays: run(fused, arrays))
 
         @forward.vjp
         def _(primals, cotangents, outputs):
             # (MLX hands over a lone array, not a one-element tuple, for one input or one output)
             primals = [primals] if isinstance(primals, mx.array) else list(primals)
             cotangents = [cotangents] if isinstance(cotangents, mx.array) else list(cotangents)
-            _, grads = mx.vjp(lambda *arrays: flat(reference, arrays), primals, cotangents)
+            grads = vjp(run, primals, cotangents)
             return grads[0] if len(grads) == 1 else tuple(grads)
 
         outs = forward(*inputs)  # sets out_tree["rebuild"]
         return out_tree["rebuild"](outs)
 
+    call.gradient_wrapped = True  # (registering it again does not wrap it twice)
+    return call
+
+
+def with_reference_gradient(fused: Callable, reference: Callable) -> Callable:
+    """``fused`` for values; under ``mx.grad`` / ``vjp`` the gradient of ``reference`` (same signature, same
+    outputs) at the same inputs. Python values, masks and integer arrays pass through untouched."""
+
+    def vjp(run, primals, cotangents):
+        return mx.vjp(lambda *arrays: run(reference, arrays), primals, cotangents)[1]
+
+    call = _wrapped(fused, vjp)
     call.reference = reference
     return call
 
@@ -128,29 +141,8 @@ def without_gradient(fused: Callable, name: str) -> Callable:
     """``fused`` for values; differentiating it raises an error that names the kernel and the way out (for a fused
     kernel registered without a reference)."""
 
-    @functools.wraps(fused)
-    def call(*args, **kwargs):
-        if _INFERENCE.get():
-            return fused(*args, **kwargs)
-        inputs, rebuild_args = _split((args, kwargs), _is_float)
-        if not inputs:
-            return fused(*args, **kwargs)
-        out_tree = {}
+    def vjp(run, primals, cotangents):
+        raise ValueError(f"kernel {name} defines no gradient and was registered without a reference: plan with "
+                         f"training=True (make_plan(..., training=True)) to get a kernel gradients flow through")
 
-        def run(*arrays):
-            a, kw = rebuild_args(arrays)
-            outs, rebuild = _split(fused(*a, **kw), _is_array)
-            out_tree["rebuild"] = rebuild
-            return outs
-
-        forward = mx.custom_function(run)
-
-        @forward.vjp
-        def _(primals, cotangents, outputs):
-            raise ValueError(f"kernel {name} defines no gradient and was registered without a reference: plan with "
-                             f"training=True (make_plan(..., training=True)) to get a kernel gradients flow through")
-
-        outs = forward(*inputs)  # sets out_tree["rebuild"]
-        return out_tree["rebuild"](outs)
-
-    return call
+    return _wrapped(fused, vjp)

@@ -57,10 +57,10 @@ def register_kernel(info: KernelInfo) -> KernelInfo:
     """Add a kernel. One without a gradient of its own (``differentiable=False``) gets its ``reference``'s gradient
     under ``mx.grad``; without a reference, differentiating it raises an error naming it."""
     key = (info.family, info.name)
-    if not info.differentiable:
+    if not info.differentiable and not getattr(info.fn, "gradient_wrapped", False):
         from .reference_gradient import with_reference_gradient, without_gradient
         name = f"{info.family}/{info.name}"
-        wrapped = (with_reference_gradient(info.fn, info.reference, name) if info.reference is not None
+        wrapped = (with_reference_gradient(info.fn, info.reference) if info.reference is not None
                    else without_gradient(info.fn, name))
         info = dataclasses.replace(info, fn=wrapped)
     if key in _KERNELS and _KERNELS[key] != info:

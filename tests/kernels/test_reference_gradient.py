@@ -109,6 +109,12 @@ def test_every_registered_kernel_without_its_own_gradient_uses_its_reference():
         assert k.fn.reference is k.reference
 
 
+def test_registering_a_registered_kernel_again_does_not_wrap_it_twice():
+    k = next(k for k in kernels() if not k.differentiable)
+    again = register_kernel(k)
+    assert again.fn is k.fn
+
+
 def test_a_kernel_registered_without_gradient_or_reference_names_itself_when_differentiated():
     info = register_kernel(KernelInfo("test_no_grad", "fused", "opaque", lambda x: mx.stop_gradient(x) * 2.0,
                                       differentiable=False))
