@@ -50,7 +50,9 @@ def execute(
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
-    if eval_every is not None and not in_inference_mode():
+    evaluates = eval_every == "node" or (eval_every == "stateful" and any(graph.block(s.node).stateful
+                                                                          for s in plan.steps))
+    if evaluates and not in_inference_mode():
         # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused
         # kernels run without their gradient wrapper (kernels/reference_gradient.py)
         with inference_mode():
