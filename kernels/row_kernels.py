@@ -74,11 +74,13 @@ def array_error(got: mx.array, want: mx.array) -> float:
 def register_row_family(family: str, native: Callable, make: Callable, self_check: Callable, native_doc: str,
                         fused_doc: str) -> None:
     """Register a row-kernel family: the native ops (priority 0, anywhere) and the fused kernel for CUDA and for
-    Metal (``make(backend)``; priority 10, GPU only, no gradient), each available where its backend is present
-    and ``self_check(backend)`` passes; the fused kernels' gradient is the native ops'. ``fused_doc`` is completed with the backend's name."""
+    Metal (``make(backend)``; priority 10, GPU only), each available where its backend is present and
+    ``self_check(backend)`` passes; the fused kernels' gradient is the native ops'. ``fused_doc`` is completed
+    with the backend's name."""
     register_kernel(KernelInfo(family, "fused", f"native_{family}", native, priority=0, doc=native_doc))
     for backend in ("cuda", "metal"):
         register_kernel(KernelInfo(
             family, "fused", f"{backend}_{family}", make(backend), backend=backend, devices=frozenset({"gpu"}),
-            priority=10, differentiable=False, reference=native, is_available=(lambda b=backend: backend_present(b) and self_check(b)),
+            priority=10, differentiable=False, reference=native,
+            is_available=(lambda b=backend: backend_present(b) and self_check(b)),
             doc=f"fused {backend.upper()} {fused_doc}"))

@@ -103,7 +103,8 @@ def execute(
                 raise ValueError(
                     f"execute(eval_every={eval_every!r}) evaluates layer by layer (the runner's prefill does, to bound "
                     f"memory), which MLX forbids under mx.grad / vjp / compile: differentiate execute(runner.graph, "
-                    f"runner.plan(seq_len), tokens) without eval_every (or train with xlstm_metal.train.Trainer)") from None
+                    f"runner.plan(seq_len), tokens) without eval_every (or train with xlstm_metal.train.Trainer)"
+                ) from None
         for s in step.inputs:  # free what no later step reads
             remaining[s] -= 1
             if remaining[s] == 0 and s not in keep:

@@ -86,7 +86,8 @@ def test_differentiating_the_layer_by_layer_prefill_says_what_to_differentiate_i
     x = tokens(3, 1, 6)
     with pytest.raises(ValueError, match=r"evaluates layer by layer.*differentiate execute\(runner.graph"):
         nn.value_and_grad(r.model, lambda m: r(x)[0].sum())(r.model)
-    loss, grads = nn.value_and_grad(r.model, lambda m: execute(r.graph, r.plan(6), x)[0][r.graph.outputs[0]].sum())(r.model)
+    logits = lambda m: execute(r.graph, r.plan(6), x)[0][r.graph.outputs[0]]  # noqa: E731
+    loss, grads = nn.value_and_grad(r.model, lambda m: logits(m).sum())(r.model)
     assert np.isfinite(loss.item()) and grads
 
 
