@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
 
         from xlstm_metal.kernels import registry
         for key, info in list(registry._KERNELS.items()):
-            if hasattr(info.fn, "__wrapped__"):
+            if getattr(info.fn, "gradient_wrapped", False):
                 registry._KERNELS[key] = dataclasses.replace(info, fn=info.fn.__wrapped__)
     if a.gemv:
         from xlstm_metal.kernels import gemv

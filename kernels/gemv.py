@@ -85,6 +85,7 @@ CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "SHARED": "__shared__ __align__(
                "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)"}
 ROWS = 2  # rows per warp
 
+
 def _cuda_kernel():
     from .mlstm.fused_chunkwise import source
     return gpu_kernel("cuda", "xlstm_gemv_bf16", INPUTS, OUTPUTS, lambda: source(BODY, CUDA_IDIOMS), header=HEADER)
@@ -148,6 +149,8 @@ def available() -> bool:
 
 
 _active = {"on": False}
+
+
 def reference_matmul(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
     """``x @ weight.T (+ bias)`` in MLX ops: what the kernel computes, and where its gradient comes from."""
     return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)

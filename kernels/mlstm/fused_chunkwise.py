@@ -362,6 +362,8 @@ def source(body: str, backend: str | dict) -> str:
 
 # name -> (algorithm text, input names, output names)
 KERNELS = {"states": (_STATES, _STATES_INPUTS, _STATES_OUTPUTS), "outputs": (_OUTPUTS, _OUTPUTS_INPUTS, _OUTPUTS_OUTPUTS)}
+
+
 def _kernel(backend: str, which: str):
     body, ins, outs = KERNELS[which]
     return gpu_kernel(backend, f"xlstm_mlstm_chunkwise_{which}", ins, outs, lambda: source(body, backend))

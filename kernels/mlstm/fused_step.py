@@ -21,7 +21,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from ..gpu_kernel import gpu_kernel
+from ..gpu_kernel import constant, gpu_kernel
 from ..registry import KernelInfo, register_kernel
 from .first_use import backend_present, check_once, native_on_cpu, relative_error
 from .fused_chunkwise import IDIOMS, source
@@ -143,8 +143,8 @@ def _make_step(backend: str, make_kernel=None, row_slices: int = ROW_SLICES):
         keep = mx.ones((B,), mx.float32) if mask is None else mask.reshape(B).astype(mx.float32)
         h, C, n, m = make_kernel()(
             inputs=[q.astype(dt).reshape(B * NH, DK), k.astype(dt).reshape(B * NH, DK), v.reshape(B * NH, DV),
-                    i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, mx.array([eps], mx.float32),
-                    mx.array([float(gate_soft_cap or 0.0)], mx.float32),
+                    i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, constant((float(eps),), mx.float32),
+                    constant((float(gate_soft_cap or 0.0),), mx.float32),
                     *((keep, keep) if gate_bias is None else (gate_bias[0].astype(dt).reshape(NH), gate_bias[1].astype(dt).reshape(NH)))],
             template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("HAS_GATE_BIAS", int(gate_bias is not None)),
                       ("RY", row_slices)],

@@ -241,6 +241,7 @@ OUTPUTS = ["h_", "Cout_"]
 CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "UNROLL4": "_Pragma(\"unroll 4\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "TID": "int(threadIdx.x)",
                "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)"}
 
+
 def _cuda_kernel():
     from .fused_chunkwise import source
     return gpu_kernel("cuda", "xlstm_mlstm_chunkwise_mma", INPUTS, OUTPUTS, lambda: source(BODY, CUDA_IDIOMS), header=HEADER)

@@ -168,11 +168,12 @@ def mlstm_step_native_capping_gates(q, k, v, i, f, state=None, *, chunk_size=64,
                                     gate_soft_cap=None, gate_bias=None):
     """The native step with the fused step kernel's signature: ``gate_bias`` (b_i, b_f per head) added to the raw
     gate pre-activations, then ``gate_soft_cap * tanh(x / gate_soft_cap)``; the reference of its gradient."""
+    from xlstm_metal.blocks.ops import soft_cap  # (the block's own cap; blocks import kernels, not back)
+
     if gate_bias is not None:
         i, f = i + gate_bias[0].reshape(1, -1, 1), f + gate_bias[1].reshape(1, -1, 1)
-    if gate_soft_cap:
-        cap = float(gate_soft_cap)
-        i, f = cap * mx.tanh(i / cap), cap * mx.tanh(f / cap)
+    if gate_soft_cap:  # (0, like None, caps nothing, as in the kernel)
+        i, f = soft_cap(i, gate_soft_cap), soft_cap(f, gate_soft_cap)
     return mlstm_step_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
 
 

@@ -514,6 +514,7 @@ SOURCES = {  # name -> (algorithm text, input names, output names)
 CUDA_IDIOMS = {"UNROLL": "_Pragma(\"unroll\")", "NOUNROLL": "_Pragma(\"unroll 1\")", "SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()",
                "TID": "int(threadIdx.x)", "GX": "int(blockIdx.x)", "GY": "int(blockIdx.y)", "GZ": "int(blockIdx.z)"}
 
+
 def _cuda_kernel(which: str):
     from .fused_chunkwise import source
     body, ins, outs = SOURCES[which]
