@@ -51,8 +51,10 @@ tests)
 measure)
   timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 --prefill 1024,4096 \
       > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json
-  timeout 80 python3 "$R/benchmarks/bench_kernel.py" --seqs 1024,4096,16384,65536 --official /tmp/official.json \
-      --only cuda_tc_chunkwise,compiled_chunkwise --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json"
+  # (a first call on a fresh machine compiles every kernel for four shapes: 80 s were not enough in run 10)
+  timeout 200 python3 "$R/benchmarks/bench_kernel.py" --seqs 1024,4096,16384,65536 --official /tmp/official.json \
+      --only cuda_tc_chunkwise,compiled_chunkwise --out "$OUT/kernel.json" > /dev/null || echo "bench_kernel: exit $?"
+  cat "$OUT/kernel.json"
   timeout 280 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
       --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 --prefill-kernels compiled_chunkwise --prefill-segments 2048 \
       --official /tmp/official.json --out "$OUT/7b.json" > /dev/null; cat "$OUT/7b.json"

@@ -95,6 +95,7 @@ __device__ __forceinline__ bf2 pack2(float lo, float hi) {
     return *reinterpret_cast<bf2*>(&r);
 }
 __device__ __forceinline__ void st_pair(__nv_bfloat16* p, float a, float b) { *reinterpret_cast<bf2*>(p) = pack2(a, b); }
+__device__ __forceinline__ float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 // (a, b) = hi + lo, each a bfloat16 pair: a product with hi and lo keeps 16 significant bits of a and b
 __device__ __forceinline__ void split2(float a, float b, bf2& hi, bf2& lo) {
     __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
@@ -203,7 +204,9 @@ _WARP_INDEX = r"""
 # contribution to the state, all chunks in parallel, stabilised by the chunk's own max m_loc:
 # L_c = k^T (v * exp(w_end - m_loc)), kept transposed (L^T[j][d], value column DV = the normaliser, v == 1).
 # Warp w owns rows j0 + 16 w .. + 15; the mma's k dimension is the chunk's tokens, so v * ew and k are staged
-# transposed ([column][token pair]).
+# transposed ([column][token pair]). When DV is a multiple of 64 the last column of threadgroups holds the
+# normaliser alone: one row, summed directly (n_c[d] = sum_t bf16(ew_t) k_t[d], the tensor-core path's rounding)
+# instead of a 64-row product that is 63/64 zeros (at DV 512 that was 1/9 of the launch's work).
 LOCAL = _WARP_INDEX + r"""
     const int NDT = (DK + 63) / 64;
     const int j0 = GX * 64;
@@ -211,42 +214,67 @@ LOCAL = _WARP_INDEX + r"""
     const int d0 = (GY % NDT) * 64;
     const int bh = GZ;
     const long tok0 = (long)c * 64;
-    constexpr int RS = 36;  // row stride in pairs (see swz)
-    SHARED bf2 vT[64 * RS];  // [value column][token pair]: v * ew, at swz(column, pair)
-    SHARED bf2 kT[64 * RS];  // [key dim][token pair], at swz(dim, pair)
     const float mloc = gm_[((long)bh * NC + c) * 2 + 1];
-    UNROLL
-    for (int r = 0; r < 2; ++r) {  // unit = (token pair p, 8 columns o), two per thread; 8 threads read a row's 128 bytes
-        const int u = tid + 128 * r;
-        const int o = u % 8;
-        const int p = u / 8;
-        const long ta = tok0 + 2 * p;
-        const long tb = ta + 1;
-        const float ea = exp(wend_[(long)bh * NC * 64 + ta] - mloc);  // 0 for masked and padded tokens
-        const float eb = exp(wend_[(long)bh * NC * 64 + tb] - mloc);
-        stage_pair(vT, o, p, v_ + (long)bh * S * DV, ta, tb, S, DV, j0 + 8 * o, DV, ea, eb);
-        stage_pair(kT, o, p, k_ + (long)bh * S * DK, ta, tb, S, DK, d0 + 8 * o, -1, 1.0f, 1.0f);
-    }
-    BARRIER;
-    float acc[8][4] = {};
-    UNROLL
-    for (int kk = 0; kk < 4; ++kk) {
-        const int ra = 16 * warp + gid;
-        const int w = 8 * kk + tig;
-        const bf2 a[4] = {vT[swz(ra, w)], vT[swz(ra + 8, w)], vT[swz(ra, w + 4)], vT[swz(ra + 8, w + 4)]};
+    if (j0 == DV) {  // uniform over the threadgroup: the normaliser row alone
+        SHARED float part[4][64];  // [16-token quarter][key dim]
+        const int pr = tid % 32;   // key dims d0 + 2 pr, + 1
+        const int qt = tid / 32;   // tokens 16 qt .. + 15 of the chunk
+        const int d = d0 + 2 * pr;
+        float s0 = 0.0f;
+        float s1 = 0.0f;
+        UNROLL
+        for (int t = 16 * qt; t < 16 * qt + 16; ++t) {
+            const long tok = tok0 + t;
+            if (tok < S && d < DK) {
+                const float e = bf16_round(exp(wend_[(long)bh * NC * 64 + tok] - mloc));  // 0: masked, padded
+                s0 += e * static_cast<float>(k_[((long)bh * S + tok) * DK + d]);
+                s1 += e * static_cast<float>(k_[((long)bh * S + tok) * DK + d + 1]);
+            }
+        }
+        part[qt][2 * pr] = s0;
+        part[qt][2 * pr + 1] = s1;
+        BARRIER;
+        if (tid < 32 && d < DK)
+            st_pair(LT_ + (((long)bh * NC + c) * DVn + DV) * DK + d,
+                    (part[0][2 * pr] + part[1][2 * pr]) + (part[2][2 * pr] + part[3][2 * pr]),
+                    (part[0][2 * pr + 1] + part[1][2 * pr + 1]) + (part[2][2 * pr + 1] + part[3][2 * pr + 1]));
+    } else {
+        constexpr int RS = 36;  // row stride in pairs (see swz)
+        SHARED bf2 vT[64 * RS];  // [value column][token pair]: v * ew, at swz(column, pair)
+        SHARED bf2 kT[64 * RS];  // [key dim][token pair], at swz(dim, pair)
+        UNROLL
+        for (int r = 0; r < 2; ++r) {  // unit = (token pair p, 8 columns o), two per thread; 8 threads read a row's 128 bytes
+            const int u = tid + 128 * r;
+            const int o = u % 8;
+            const int p = u / 8;
+            const long ta = tok0 + 2 * p;
+            const long tb = ta + 1;
+            const float ea = exp(wend_[(long)bh * NC * 64 + ta] - mloc);  // 0 for masked and padded tokens
+            const float eb = exp(wend_[(long)bh * NC * 64 + tb] - mloc);
+            stage_pair(vT, o, p, v_ + (long)bh * S * DV, ta, tb, S, DV, j0 + 8 * o, DV, ea, eb);
+            stage_pair(kT, o, p, k_ + (long)bh * S * DK, ta, tb, S, DK, d0 + 8 * o, -1, 1.0f, 1.0f);
+        }
+        BARRIER;
+        float acc[8][4] = {};
+        UNROLL
+        for (int kk = 0; kk < 4; ++kk) {
+            const int ra = 16 * warp + gid;
+            const int w = 8 * kk + tig;
+            const bf2 a[4] = {vT[swz(ra, w)], vT[swz(ra + 8, w)], vT[swz(ra, w + 4)], vT[swz(ra + 8, w + 4)]};
+            UNROLL
+            for (int nt = 0; nt < 8; ++nt) {
+                const bf2 b[2] = {kT[swz(8 * nt + gid, w)], kT[swz(8 * nt + gid, w + 4)]};
+                mma_bf16(acc[nt], a, b);
+            }
+        }
         UNROLL
         for (int nt = 0; nt < 8; ++nt) {
-            const bf2 b[2] = {kT[swz(8 * nt + gid, w)], kT[swz(8 * nt + gid, w + 4)]};
-            mma_bf16(acc[nt], a, b);
-        }
-    }
-    UNROLL
-    for (int nt = 0; nt < 8; ++nt) {
-        UNROLL
-        for (int e = 0; e < 4; e += 2) {
-            const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
-            const int d = d0 + 8 * nt + 2 * tig;
-            if (j < DVn && d < DK) st_pair(LT_ + (((long)bh * NC + c) * DVn + j) * DK + d, acc[nt][e], acc[nt][e + 1]);
+            UNROLL
+            for (int e = 0; e < 4; e += 2) {
+                const int j = j0 + 16 * warp + gid + (e < 2 ? 0 : 8);
+                const int d = d0 + 8 * nt + 2 * tig;
+                if (j < DVn && d < DK) st_pair(LT_ + (((long)bh * NC + c) * DVn + j) * DK + d, acc[nt][e], acc[nt][e + 1]);
+            }
         }
     }
 """
