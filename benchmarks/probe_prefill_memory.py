@@ -19,8 +19,8 @@ from xlstm_metal.kernels import inference_mode
 from xlstm_metal.runtime import execute
 
 
-def prefill(runner: xLSTMRunner, x: mx.array, segment: int, ahead: int, sync: str) -> None:
-    """The runner's segmented prefill (last position's logits only); ``sync``: none / segment / layer."""
+def prefill(runner: xLSTMRunner, x: mx.array, segment: int, ahead: int, sync: str) -> mx.array:
+    """The runner's segmented prefill; returns the last position's logits. ``sync``: none / segment / layer."""
     S = x.shape[1]
     state = None
     for a in range(0, S, segment):
@@ -35,6 +35,7 @@ def prefill(runner: xLSTMRunner, x: mx.array, segment: int, ahead: int, sync: st
         mx.eval(list(outs.values()), state.arrays())
         if sync != "none":
             mx.synchronize()
+    return outs[runner.graph.outputs[0]]
 
 
 def main(argv=None):
@@ -59,6 +60,10 @@ def main(argv=None):
     mx.synchronize()
     res = {"spec": a.spec, "dtype": a.dtype, "seq_len": a.seq_len, "device": str(mx.default_device()),
            "weights_GB": weights / 1e9, "active_before_GB": mx.get_active_memory() / 1e9, "settings": []}
+    # the loop here is the runner's: the same logits as one unsegmented runner prefill (up to rounding)
+    want, _ = runner(x, logits="last")
+    res["max_abs_diff_vs_runner"] = float(mx.abs(prefill(runner, x, int(a.segments.split(",")[0]), 1, "none")
+                                                  .astype(mx.float32) - want.astype(mx.float32)).max())
     with inference_mode():
         for seg in map(int, a.segments.split(",")):
             for setting in a.settings.split(","):

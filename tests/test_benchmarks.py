@@ -71,6 +71,16 @@ def test_benchmark_scripts_report_their_numbers(script, args, keys):
         assert isinstance(res[k], float) and res[k] == res[k], k  # present and not NaN
 
 
+def test_the_prefill_memory_probe_runs_the_runners_prefill_in_every_setting():
+    res = run_script("probe_prefill_memory.py", "--spec", "xlstm_tiny", "--dtype", "float32", "--seq-len", "40",
+                     "--segments", "16,40")
+    assert res["max_abs_diff_vs_runner"] < 1e-4  # segmented at 16 against one 40-token prefill: rounding only
+    got = {(r["segment"], r["eval_ahead"], r["sync"]) for r in res["settings"]}
+    assert got == {(seg, a, s) for seg in (16, 40) for a, s in ((1, "none"), (0, "none"), (1, "segment"), (0, "segment"),
+                                                                (0, "layer"))}
+    assert all(r["tok_s"] > 0 and r["peak_over_weights_GB"] > 0 for r in res["settings"])
+
+
 def test_decode_primitives_count_one_matmul_per_projection_group():
     res = run_script("decode_primitives.py", "--dim", "128", "--vocab", "64")
     sep, merged = res["separate"]["per_block"], res["merged"]["per_block"]

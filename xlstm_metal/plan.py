@@ -21,7 +21,9 @@ SEQUENCE_MAX_LEN = 8  # up to this many tokens a step loop beats a chunkwise pas
 # Prefill segment length: bounds activation memory (each segment's per-chunk states are transient). 7B bf16,
 # H200, layers evaluated one ahead (runner.eval_ahead = 1; benchmarks/results/h200_run8_7b.json): 32k-token
 # prompt, 4096 -> 39.5k tok/s at weights + 2.5 GB; 2048 -> 38.2k tok/s at + 1.5 GB; a 4k prompt 40.6k vs 39.1k.
-# runner.set_segment_len(4096) trades 1 GB for ~3 % speed on prompts longer than 2048 tokens.
+# runner.set_segment_len(4096) trades 1 GB for ~3 % speed on prompts longer than 2048 tokens. Run 10
+# (benchmarks/probe_prefill_memory.py, h200_run10_prefill_memory.json): 2048 -> + 1.36 GB at 36.6k tok/s, 1024 ->
+# + 0.82 GB at 34.5k.
 DEFAULT_SEGMENT_LEN = 2048
 
 

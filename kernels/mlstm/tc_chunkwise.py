@@ -206,7 +206,9 @@ _WARP_INDEX = r"""
 # Warp w owns rows j0 + 16 w .. + 15; the mma's k dimension is the chunk's tokens, so v * ew and k are staged
 # transposed ([column][token pair]). When DV is a multiple of 64 the last column of threadgroups holds the
 # normaliser alone: one row, summed directly (n_c[d] = sum_t bf16(ew_t) k_t[d], the tensor-core path's rounding)
-# instead of a 64-row product that is 63/64 zeros (at DV 512 that was 1/9 of the launch's work).
+# instead of a 64-row product that is 63/64 zeros (at DV 512 that was 1/9 of the launch's work; the H200's 4k
+# kernel time stayed within its call-to-call noise: benchmarks/results/h200_run10a_kernel.json vs
+# h200_run10_kernel.json).
 LOCAL = _WARP_INDEX + r"""
     const int NDT = (DK + 63) / 64;
     const int j0 = GX * 64;
