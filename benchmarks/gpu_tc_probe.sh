@@ -51,7 +51,7 @@ tests)
 measure)
   timeout 200 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 --prefill 1024,4096 \
       > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"; cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json
-  # (a first call on a fresh machine compiles every kernel for four shapes: 80 s were not enough in run 10)
+  # (a fresh machine compiles every kernel for four shapes first: in run 10 the 80 s limit ended it without a result)
   timeout 200 python3 "$R/benchmarks/bench_kernel.py" --seqs 1024,4096,16384,65536 --official /tmp/official.json \
       --only cuda_tc_chunkwise,compiled_chunkwise --out "$OUT/kernel.json" > /dev/null || echo "bench_kernel: exit $?"
   cat "$OUT/kernel.json"
