@@ -21,44 +21,20 @@ import functools
 from typing import Callable, Iterator
 
 import mlx.core as mx
-
-
-def _leaves(tree, out: list) -> None:
-    if isinstance(tree, (list, tuple)):
-        for t in tree:
-            _leaves(t, out)
-    elif isinstance(tree, dict):
-        for t in tree.values():
-            _leaves(t, out)
-    else:
-        out.append(tree)
-
-
-def _rebuild(tree, it):
-    """``tree`` with its leaves taken in order from ``it`` (tuples stay tuples, lists lists, dicts dicts)."""
-    if isinstance(tree, tuple):
-        return tuple(_rebuild(t, it) for t in tree)
-    if isinstance(tree, list):
-        return [_rebuild(t, it) for t in tree]
-    if isinstance(tree, dict):
-        return {k: _rebuild(t, it) for k, t in tree.items()}
-    return next(it)
+from mlx.utils import tree_map
 
 
 def _split(tree, keep: Callable):
     """The leaves of ``tree`` that ``keep`` selects, and a function that puts new ones in their places (the other
-    leaves, e.g. ints, masks, None, stay as they were)."""
-    leaves: list = []
-    _leaves(tree, leaves)
-    chosen = [j for j, v in enumerate(leaves) if keep(v)]
+    leaves, e.g. ints, masks, None, stay as they were; tuples stay tuples, lists lists, dicts dicts)."""
+    chosen: list = []
+    tree_map(lambda v: chosen.append(v) if keep(v) else None, tree)
 
     def rebuild(arrays):
-        new = list(leaves)
-        for j, a in zip(chosen, arrays):
-            new[j] = a
-        return _rebuild(tree, iter(new))
+        it = iter(arrays)
+        return tree_map(lambda v: next(it) if keep(v) else v, tree)
 
-    return [leaves[j] for j in chosen], rebuild
+    return chosen, rebuild
 
 
 def _is_float(a) -> bool:
