@@ -81,7 +81,7 @@ class xLSTMRunner:
         self.shard_slices: dict = {}  # parameter key -> the pieces this rank holds
         self.overrides: dict[str, dict[str, Any]] = {}
         self._plans: dict[int, ExecutionPlan] = {}
-        self._decode_fn = None
+        self._decode_fn: dict[bool, Any] = {}  # the compiled decode step per inference mode
         if merge_projections:
             self.merge_projections()
 
@@ -123,13 +123,13 @@ class xLSTMRunner:
             # kernel's inputs wait for it): then drop them from the cache, so the next block reuses the memory
             mx.synchronize()
             mx.clear_cache()
-        self._decode_fn = None
+        self._decode_fn = {}
         return merged
 
     def unmerge_projections(self) -> int:
         """One matmul per projection again (for training); nothing is copied. Returns how many blocks were merged."""
         n = sum(block.unmerge_projections() for block in self._mergeable_blocks())
-        self._decode_fn = None
+        self._decode_fn = {}
         return n
 
     @property
@@ -161,7 +161,7 @@ class xLSTMRunner:
         """Per-node ``{"kernel": ..., "chunk_size": ...}`` overrides for every later plan."""
         self.overrides = dict(overrides)
         self._plans.clear()
-        self._decode_fn = None
+        self._decode_fn = {}
 
     # ------------------------------------------------------------------ running
     def init_state(self, batch_size: int = 1) -> State:
@@ -216,8 +216,6 @@ class xLSTMRunner:
         # one compiled step per mode: traced in inference mode it holds the fused kernels bare, else with their
         # gradients (kernels/reference_gradient.py)
         bare = in_inference_mode()
-        if self._decode_fn is None:
-            self._decode_fn = {}
         if bare not in self._decode_fn:
             plan = self.plan(1)
             graph = self.graph
@@ -273,7 +271,7 @@ class xLSTMRunner:
         self.quantization = q
         if merged:
             self.merge_projections()  # the quantized projections merge again
-        self._decode_fn = None
+        self._decode_fn = {}
         return self
 
     def save_pretrained(self, path: str | Path, **kw) -> Path:

@@ -137,7 +137,7 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     if merged:
         runner.merge_projections()
     runner._plans.clear()
-    runner._decode_fn = None
+    runner._decode_fn = {}
     return owned
 
 
