@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import command
+from .registry import command
 
 
 def _args(p):
@@ -33,8 +33,8 @@ def cmd_train(args) -> int:
 
     import numpy as np
 
-    from .runner import xLSTMRunner
-    from .train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
+    from ..runner import xLSTMRunner
+    from ..train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
 
     out = Path(args.out)
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed, merge_projections=False)  # trained
@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, eval_every=args.eval_every,
                       save_every=args.save_every)
     config = {"model_type": "xlstm_metal", "name": runner.graph.name, "eos_token_id": eos_id, "vocab_size": vocab}
-    from .distributed import world
+    from ..distributed import world
 
     ranks = world().size()
     trainer = Trainer(runner, TokenBatches(ids[:split], args.batch_size * ranks, args.seq_len, args.seed), cfg, out,
@@ -81,7 +81,7 @@ def cmd_train(args) -> int:
 
 
 def _mad_args(p):
-    from .mad.tasks import TASKS
+    from ..mad.tasks import TASKS
 
     p.add_argument("specs", nargs="+", help="spec files or shipped spec names to compare")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {', '.join(TASKS)}")
@@ -96,8 +96,8 @@ def _mad_args(p):
 
 @command("mad", "rank architectures on the MAD synthetic tasks under one training budget")(_mad_args)
 def cmd_mad(args) -> int:
-    from .mad import MadBudget, run_mad, save, table
-    from .mad.tasks import TASKS
+    from ..mad import MadBudget, run_mad, save, table
+    from ..mad.tasks import TASKS
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]

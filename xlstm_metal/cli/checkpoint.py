@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from .cli import command
+from .registry import command
 
 
 def _convert_args(p):
@@ -20,7 +20,7 @@ def _convert_args(p):
 
 @command("convert", "re-save a checkpoint in another dtype and/or quantized (atomic)")(_convert_args)
 def cmd_convert(args) -> int:
-    from .checkpoint.save import convert
+    from ..checkpoint.save import convert
 
     out = convert(args.src, args.dst, dtype=args.dtype, q_bits=args.q_bits if args.quantize else None,
                   q_group_size=args.q_group_size)
@@ -35,8 +35,8 @@ def _sfc_args(p):
 
 @command("spec-from-config", "print the wiring spec (YAML) that a checkpoint's config.json describes")(_sfc_args)
 def cmd_spec_from_config(args) -> int:
-    from .checkpoint.config import config_to_spec, xLSTMConfig
-    from .checkpoint.load import read_raw_config
+    from ..checkpoint.config import config_to_spec, xLSTMConfig
+    from ..checkpoint.load import read_raw_config
 
     path = Path(args.path)
     directory = path.parent if path.is_file() else path

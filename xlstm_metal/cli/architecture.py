@@ -1,22 +1,10 @@
-"""``xlstm-metal <command>``: each command is a thin function over the library's layers."""
+"""``xlstm-metal schema | specs | plan | run``: the spec, graph and plan layers from the command line."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Callable
 
-COMMANDS: dict[str, tuple[Callable, Callable, str]] = {}
-
-
-def command(name: str, help: str):
-    """Register ``fn(args)`` as a sub-command; ``configure(parser)`` adds its arguments."""
-    def wrap(configure):
-        def deco(fn):
-            COMMANDS[name] = (configure, fn, help)
-            return fn
-        return deco
-    return wrap
+from .registry import command
 
 
 # ---------------------------------------------------------------------- schema
@@ -26,7 +14,7 @@ def _schema_args(p):
 
 @command("schema", "write the JSON Schema of the wiring-spec format")(_schema_args)
 def cmd_schema(args) -> int:
-    from .spec.schema import write_schema
+    from ..spec.schema import write_schema
 
     text = write_schema(args.output)
     if not args.output:
@@ -39,7 +27,7 @@ def cmd_schema(args) -> int:
 # ---------------------------------------------------------------------- specs
 @command("specs", "list the wiring specs shipped with the package")(lambda p: None)
 def cmd_specs(args) -> int:
-    from .spec import load_spec, shipped_spec_path, shipped_specs
+    from ..spec import load_spec, shipped_spec_path, shipped_specs
 
     for name in shipped_specs():
         spec = load_spec(shipped_spec_path(name))
@@ -58,9 +46,9 @@ def _plan_args(p):
 
 @command("plan", "print the execution plan (or a picture of the graph) for a spec")(_plan_args)
 def cmd_plan(args) -> int:
-    from .graph import build_graph
-    from .plan import make_plan
-    from .render import to_dot, to_mermaid
+    from ..graph import build_graph
+    from ..plan import make_plan
+    from ..render import to_dot, to_mermaid
 
     graph = build_graph(args.spec)  # blocks are lazy MLX modules: the 7B spec allocates nothing here
     plan = make_plan(graph, args.seq_len, device=args.device, dtype=args.dtype)
@@ -91,7 +79,7 @@ def cmd_run(args) -> int:
 
     import mlx.core as mx
 
-    from .runner import xLSTMRunner
+    from ..runner import xLSTMRunner
 
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
@@ -111,43 +99,3 @@ def cmd_run(args) -> int:
     print(f"prefill {len(prompt) / (t1 - t0):.1f} tok/s, decode {args.max_tokens / max(t2 - t1, 1e-9):.1f} tok/s, "
           f"state {state.nbytes / 1024:.1f} KiB")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    # Import the optional command modules so that they register themselves.
-    for mod in ("cli_generate", "cli_checkpoint", "cli_verify", "cli_train"):
-        try:
-            __import__(f"xlstm_metal.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"xlstm_metal.{mod}":
-                raise
-    parser = argparse.ArgumentParser(prog="xlstm-metal", description="Author, run and verify xLSTM models on MLX.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (configure, fn, help) in sorted(COMMANDS.items()):
-        p = sub.add_parser(name, help=help, description=help)
-        if configure:
-            configure(p)
-        p.set_defaults(_fn=fn)
-    args = parser.parse_args(argv)
-    if not getattr(args, "_fn", None):
-        parser.print_help()
-        return 2
-    from .runtime import NodeExecutionError
-    from .spec import SpecError
-
-    try:
-        return int(args._fn(args) or 0)
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (NodeExecutionError, FileNotFoundError, ValueError, LookupError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":  # `python -m xlstm_metal.cli`: use the registry of the imported module
-    from xlstm_metal.cli import main as _main
-
-    sys.exit(_main())

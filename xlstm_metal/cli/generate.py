@@ -4,10 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import command
-from .generation.generate import format_gb
+from .registry import command
+from ..generation.generate import format_gb
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 
 
 def _model_args(p):
@@ -25,7 +25,7 @@ def _model_args(p):
 
 
 def load_model(args):
-    from .runner import xLSTMRunner
+    from ..runner import xLSTMRunner
 
     if args.spec:
         return xLSTMRunner.from_spec(args.spec, dtype=args.dtype or "float32", seed=args.seed or 0)
@@ -51,7 +51,7 @@ def _gen_args(p):
 
 @command("generate", "generate text from a checkpoint (default: the shipped model)")(_gen_args)
 def cmd_generate(args) -> int:
-    from .state import State
+    from ..state import State
 
     runner = load_model(args)
     prompt = args.prompt
@@ -82,7 +82,7 @@ def _chat_args(p):
 
 @command("chat", "multi-turn chat that carries the recurrent state instead of re-reading the history")(_chat_args)
 def cmd_chat(args) -> int:
-    from .state import State
+    from ..state import State
 
     runner = load_model(args)
     if runner.tokenizer is None:

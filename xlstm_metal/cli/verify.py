@@ -1,7 +1,7 @@
 """``xlstm-metal verify SPEC``: parity properties of an architecture, as a pass/fail table."""
 from __future__ import annotations
 
-from .cli import command
+from .registry import command
 
 
 def _args(p):
@@ -14,7 +14,7 @@ def _args(p):
 
 @command("verify", "check that chunkwise prefill, step decoding, split prefill and padding agree for a spec")(_args)
 def cmd_verify(args) -> int:
-    from .testing.checks import DEFAULT_RTOL, verify
+    from ..testing.checks import DEFAULT_RTOL, verify
 
     report = verify(args.spec, seeds=tuple(int(s) for s in args.seeds.split(",")), seq_len=args.seq_len,
                     chunk_sizes=tuple(int(c) for c in args.chunk_sizes.split(",")), rtol=args.rtol or DEFAULT_RTOL)

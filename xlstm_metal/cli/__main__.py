@@ -1,0 +1,6 @@
+"""``python -m xlstm_metal.cli``: the command line."""
+import sys
+
+from . import main
+
+sys.exit(main())
