@@ -6,14 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlx.utils import tree_flatten
 
-from budget import scaled
+from budget import examples
 from xlstm_metal import xLSTMRunner
 from xlstm_metal.plan import make_plan
 from xlstm_metal.runtime import execute
 from xlstm_metal.testing.strategies import wiring_specs
 
 
-@settings(max_examples=scaled(8, 200))
+@settings(max_examples=examples(8, 200))
 @given(spec=wiring_specs(max_depth=2, patterns=("prenorm", "parallel", "skip_two", "slstm", "conv_mlp")),
        seed=st.integers(0, 1000), seq_len=st.integers(2, 14), chunk=st.integers(1, 8))
 def test_chunkwise_gradients_equal_step_gradients(spec, seed, seq_len, chunk):

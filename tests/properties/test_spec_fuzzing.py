@@ -6,12 +6,12 @@ from hypothesis import strategies as st
 
 from xlstm_metal import SpecError, build_graph
 from xlstm_metal.spec import load_spec
-from budget import scaled
+from budget import examples
 from xlstm_metal.testing.strategies import invalid_specs
 
 
 @given(case=invalid_specs())
-@settings(max_examples=scaled(200, 10_000))
+@settings(max_examples=examples(200, 10_000))
 def test_every_mutated_spec_raises_a_located_spec_error(case):
     spec, kind = case
     try:
@@ -27,7 +27,7 @@ def test_every_mutated_spec_raises_a_located_spec_error(case):
 
 
 @given(text=st.text(alphabet=string.printable + "äé→{}[]:-#&*!|>'\"", max_size=300))
-@settings(max_examples=scaled(200, 5_000))
+@settings(max_examples=examples(200, 5_000))
 def test_arbitrary_text_never_escapes_as_another_exception(text):
     try:
         build_graph(load_spec(text + "\n"), materialize=False)
