@@ -40,7 +40,8 @@ def main(argv=None):
     res = {"spec": a.spec, "dtype": a.dtype, "ranks": group.size(), "device": str(mx.default_device())}
     if reference is not None:
         got = runner(probe)[0]
-        res["max_logit_diff_vs_unsharded"] = float(mx.abs(got.astype(mx.float32) - reference.astype(mx.float32)).max().item())
+        diff = mx.abs(got.astype(mx.float32) - reference.astype(mx.float32)).max()
+        res["max_logit_diff_vs_unsharded"] = float(diff.item())
     vocab = 256
     for S in map(int, a.prefill.split(",")):
         x = mx.random.randint(0, vocab, (1, S), key=mx.random.key(S))

@@ -1,8 +1,9 @@
-"""mLSTM kernel forward time per registered kernel and form; prints one JSON object.
+"""mLSTM chunkwise forward time of every registered kernel that runs here; prints one JSON object.
 
-    python benchmarks/bench_kernel.py --seqs 1024,4096,16384,65536 --heads 8 --dk 256 --dv 512
+    python benchmarks/bench_kernel.py --seqs 1024,4096,16384,65536 --official official.json
 
-Compare with `official_baseline.py`'s chunkwise_fwd_ms_S* measured in the same job.
+Calls are queued back to back with one wait at the end, as `official_baseline.py` times the official kernel;
+with its JSON from the same job (--official) each time gets its ratio to the official one.
 """
 from __future__ import annotations
 
@@ -10,29 +11,32 @@ import argparse
 import json
 
 import mlx.core as mx
+from common import add_kernel_shape_args, emit, kernel_inputs, queued_time
 
-from xlstm_metal.kernels import current_device, inference_mode, kernels
-from common import add_kernel_run_args, add_kernel_shape_args, emit, kernel_inputs, queued_time
+from xlstm_metal.kernels import current_device, inference_mode, kernels, select_kernel
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser()
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_shape_args(p)
-    add_kernel_run_args(p)
+    p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--iters", type=int, default=10)
     p.add_argument("--official", help="official_baseline.py JSON from the same job, for ratios")
     p.add_argument("--only", help="comma-separated kernel names (default: every chunkwise kernel that runs here)")
+    p.add_argument("--out")
     a = p.parse_args(argv)
-    res = {"device": str(mx.default_device()), "heads": a.heads, "dk": a.dk, "dv": a.dv, "chunk": a.chunk, "dtype": a.dtype}
+    dims = dict(device=current_device(), dtype=a.dtype, head_dims=(a.dk, a.dv))
+    res = {"device": str(mx.default_device()), "heads": a.heads, "dk": a.dk, "dv": a.dv, "chunk": a.chunk,
+           "dtype": a.dtype, "selected": select_kernel("mlstm", "chunkwise", **dims).name, "mlx": mx.__version__}
     off = json.load(open(a.official)) if a.official else {}
     for S in map(int, a.seqs.split(",")):
         q, k, v, i, f = kernel_inputs(S, a.heads, a.dk, a.dv, a.dtype)
         for kern in kernels("mlstm", "chunkwise"):
-            if a.only and kern.name not in a.only.split(","):
-                continue
-            if kern.supports(device=current_device(), dtype=a.dtype, head_dims=(a.dk, a.dv)):
+            if (a.only and kern.name not in a.only.split(",")) or kern.supports(**dims) is not None:
                 continue
 
-            def call():
+            def call(kern=kern):
                 with inference_mode():  # a forward nothing differentiates (the official inputs need no grad either)
                     h, st = kern.fn(q, k, v, i, f, None, chunk_size=a.chunk)
                 return h, *st
@@ -43,10 +47,10 @@ def main(argv=None):
                 res[f"{kern.name}_S{S}_error"] = str(exc)[:200]
                 continue
             res[f"{kern.name}_fwd_ms_S{S}"] = ms
-            ref = off.get(f"chunkwise_fwd_ms_S{S}")
-            if ref:
+            if ref := off.get(f"chunkwise_fwd_ms_S{S}"):
                 res[f"{kern.name}_S{S}_time_over_official"] = ms / ref
     emit(res, a.out)
+    return res
 
 
 if __name__ == "__main__":

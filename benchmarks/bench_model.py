@@ -1,11 +1,11 @@
-"""Prefill and decode throughput of a spec with random weights; prints one JSON object.
+"""Prefill and decode throughput and prefill peak memory of a spec with random weights; prints one JSON object.
 
     python benchmarks/bench_model.py --spec xlstm_tiny --prefill 128,512 --decode-steps 64
-    python benchmarks/bench_model.py --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096
+    python benchmarks/bench_model.py --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
+        --decode-context 128,32768 --official official.json
 
-Absolute numbers mean something only on the GPU machine; compare runs made in the same process
-(or with --official JSON from shared/gpu/official_baseline.py measured in the same job), which
-this script turns into ratios.
+Absolute numbers mean something only on the GPU machine; --official takes the JSON of
+official_baseline.py measured in the same job and adds ratios. Timed in `inference_mode`, as generation runs.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import statistics
 import time
 
 import mlx.core as mx
+from common import emit, timed, with_ratios
 from mlx.utils import tree_flatten
 
 from xlstm_metal import xLSTMRunner
-from xlstm_metal.kernels import inference_mode
-from common import timed, emit
+from xlstm_metal.kernels import current_device, inference_mode, kernels
 
 
 def stream_tok_s(runner, tok, state, steps: int, warm: int = 5) -> float:
@@ -38,7 +38,7 @@ def stream_tok_s(runner, tok, state, steps: int, warm: int = 5) -> float:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", default="xlstm_tiny")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--prefill", default="128,512", help="comma-separated prompt lengths")
@@ -47,34 +47,18 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--official", help="JSON file from official_baseline.py measured in the same run, for ratios")
-    p.add_argument("--prefill-chunks", default="", help="also time prefill with these mLSTM chunk sizes, e.g. 128,256")
     p.add_argument("--decode-rounds", type=int, default=3,
                    help="time each step kernel this many times, alternating their order; report the median")
     p.add_argument("--prefill-segments", default="",
-                   help="also time prefill (and its peak memory) with these prefill segment lengths, e.g. 4096")
+                   help="also time prefill (and its peak memory) with these prefill segment lengths, e.g. 1024")
     p.add_argument("--prefill-kernels", default="",
-                   help="also time prefill with these chunkwise kernels pinned (e.g. cuda_mma_chunkwise), at the default "
-                        "segment length and at each --prefill-segments length")
-    p.add_argument("--gemv", action="store_true", help="route one-row products through kernels/gemv.py (CUDA, bf16)")
+                   help="also time prefill with these chunkwise kernels pinned (e.g. compiled_chunkwise), at the "
+                        "default segment length and at each --prefill-segments length")
     p.add_argument("--differentiable", action="store_true",
                    help="time outside inference_mode: the compiled decode step traced with the fused kernels' "
                         "gradient wrapper (the prefill evaluates as it goes, so it runs them bare either way)")
-    p.add_argument("--no-reference-gradient", action="store_true",
-                   help="ablation: unwrap the fused kernels everywhere (with --differentiable: what the wrapper costs)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
-    if a.no_reference_gradient:
-        import dataclasses
-
-        from xlstm_metal.kernels import registry
-        for key, info in list(registry._KERNELS.items()):
-            if getattr(info.fn, "gradient_wrapped", False):
-                registry._KERNELS[key] = dataclasses.replace(info, fn=info.fn.__wrapped__)
-    if a.gemv:
-        from xlstm_metal.kernels import gemv
-        if not gemv.enable():
-            raise SystemExit("--gemv: the GEMV kernel is not available here (needs CUDA and a passing first-use check)")
-
     with contextlib.nullcontext() if a.differentiable else inference_mode():
         return measure(a)
 
@@ -83,10 +67,14 @@ def measure(a) -> dict:
     runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype, seed=0)
     for _, v in tree_flatten(runner.model.parameters()):  # materialise one tensor at a time
         mx.eval(v)
+    weights = sum(v.nbytes for _, v in tree_flatten(runner.model.parameters())) / 1e9
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
-    res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "batch": a.batch, "gemv": a.gemv,
-           "inference_mode": not a.differentiable, "reference_gradient": not a.no_reference_gradient,
-           "params_B": runner.num_parameters() / 1e9, "mlx": mx.__version__}
+    res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "batch": a.batch,
+           "inference_mode": not a.differentiable, "params_B": runner.num_parameters() / 1e9, "weights_GB": weights,
+           "mlx": mx.__version__}
+    mlstm = [n for n in runner.graph.compute_nodes() if runner.graph.node(n)["block_cls"].kernel_family == "mlstm"]
+    segments = [None] + [int(v) for v in filter(None, a.prefill_segments.split(","))]
+    default_segment = runner.segment_len
     for S in map(int, a.prefill.split(",")):
         x = mx.random.randint(0, vocab, (a.batch, S))
 
@@ -94,39 +82,21 @@ def measure(a) -> dict:
             logits, state = runner(x, logits="last")
             mx.eval(logits, state.arrays())
 
-        mx.reset_peak_memory()
-        res[f"prefill_tok_s_S{S}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
-        res[f"prefill_peak_GB_S{S}"] = mx.get_peak_memory() / 1e9
-        for L in filter(None, a.prefill_chunks.split(",")):  # the same prefill at other chunk sizes, same run
-            runner.set_overrides({n: {"chunk_size": int(L)} for n in runner.graph.compute_nodes()
-                                  if runner.graph.node(n)["block_cls"].kernel_family == "mlstm"})
-            res[f"prefill_tok_s_S{S}_chunk{L}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
-            runner.set_overrides({})
-        for seg in filter(None, a.prefill_segments.split(",")):  # the same prefill in other segment lengths
-            default = runner.segment_len
-            runner.set_segment_len(int(seg))
-            mx.reset_peak_memory()
-            res[f"prefill_tok_s_S{S}_segment{seg}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
-            res[f"prefill_peak_GB_S{S}_segment{seg}"] = mx.get_peak_memory() / 1e9
-            runner.set_segment_len(default)
-        mlstm = [n for n in runner.graph.compute_nodes() if runner.graph.node(n)["block_cls"].kernel_family == "mlstm"]
-        for name in filter(None, a.prefill_kernels.split(",")):  # the same prefill with another chunkwise kernel
-            runner.set_overrides({n: {"kernel": name} for n in mlstm})
-            default = runner.segment_len
-            for seg in [None] + [int(x) for x in filter(None, a.prefill_segments.split(","))]:
-                tag = f"_{name}" + (f"_segment{seg}" if seg else "")
-                if seg:
-                    runner.set_segment_len(seg)
-                mx.reset_peak_memory()
+        # the default selection, then each pinned chunkwise kernel, each at the default and the given segment lengths
+        for name in [None] + list(filter(None, a.prefill_kernels.split(","))):
+            runner.set_overrides({n: {"kernel": name} for n in mlstm} if name else {})
+            for seg in segments:
+                tag = (f"_{name}" if name else "") + (f"_segment{seg}" if seg else "")
+                runner.set_segment_len(seg or default_segment)
+                mx.reset_peak_memory()  # the peak of the first prefill at this length (it compiles) and the timed ones
                 res[f"prefill_tok_s_S{S}{tag}"] = a.batch * S / timed(prefill, warm=1, iters=a.iters)
                 res[f"prefill_peak_GB_S{S}{tag}"] = mx.get_peak_memory() / 1e9
-            runner.set_segment_len(default)
-            runner.set_overrides({})
-    from xlstm_metal.kernels import current_device, kernels
-
-    step_kernels = [k.name for k in kernels("mlstm", "step") if k.supports(device=current_device(), dtype=a.dtype) is None]
+                res[f"prefill_peak_over_weights_GB_S{S}{tag}"] = res[f"prefill_peak_GB_S{S}{tag}"] - weights
+        runner.set_segment_len(default_segment)
+        runner.set_overrides({})
+    step_kernels = [k.name for k in kernels("mlstm", "step")
+                    if k.supports(device=current_device(), dtype=a.dtype) is None]
     res["step_kernels"] = step_kernels
-    mlstm_nodes = [n for n in runner.graph.compute_nodes() if runner.graph.node(n)["block_cls"].kernel_family]
     for ctx in map(int, a.decode_context.split(",")):
         x = mx.random.randint(0, vocab, (a.batch, ctx))
         logits, state = runner(x, logits="last")
@@ -146,7 +116,7 @@ def measure(a) -> dict:
         runs = {name: [] for name in step_kernels}
         for r in range(max(1, a.decode_rounds)):
             for name in (step_kernels if r % 2 == 0 else step_kernels[::-1]):
-                runner.set_overrides({n: {"kernel": name} for n in mlstm_nodes})
+                runner.set_overrides({n: {"kernel": name} for n in mlstm})
                 holder.update(state=state, tok=tok)
                 runs[name].append(a.batch / timed(step, warm=5, iters=a.decode_steps))
         for name, vals in runs.items():
@@ -155,14 +125,13 @@ def measure(a) -> dict:
         runner.set_overrides({})
         if a.batch == 1:  # what a user of runner.stream sees: the next token queued while this one is read
             res[f"decode_stream_tok_s_ctx{ctx}"] = stream_tok_s(runner, tok, state, a.decode_steps)
-    res["weights_GB"] = sum(v.nbytes for _, v in tree_flatten(runner.model.parameters())) / 1e9
     if a.official:
         with open(a.official) as fh:
-            off = json.load(fh)
-        res["official"] = off
-        for k, v in list(res.items()):
-            if isinstance(v, float) and k in off and off[k]:
-                res[f"ratio_{k}_ours_over_official"] = v / off[k]
+            res["official"] = json.load(fh)
+        with_ratios(res, res["official"])
+        first = f"decode_stream_tok_s_ctx{a.decode_context.split(',')[0]}"  # the official decodes from 16 tokens
+        if first in res and res["official"].get("decode_tok_s"):
+            res[f"ratio_{first}_ours_over_official"] = res[first] / res["official"]["decode_tok_s"]
     emit(res, a.out)
     return res
 

@@ -1,9 +1,19 @@
-"""What every benchmark script shares: timing a callable and emitting its JSON result."""
+"""What the benchmark scripts share (timing, inputs, JSON out), and the results file of one machine kind: assembled
+from the parts one GPU job measures, rendered as the tables of README.md and docs/performance.md.
+
+    python benchmarks/common.py assemble --machine nvidia-h200 --official o.json --kernel k.json --model m.json \
+        --out benchmarks/results/nvidia-h200.json
+    python benchmarks/common.py tables benchmarks/results/nvidia-h200.json --write   # README + docs tables
+"""
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn, warm: int = 2, iters: int = 5) -> float:
@@ -16,6 +26,25 @@ def timed(fn, warm: int = 2, iters: int = 5) -> float:
     return (time.perf_counter() - t) / iters
 
 
+def queued_time(fn, iters: int, warmup_s: float = 0.3) -> float:
+    """Seconds per call of ``fn`` (returning MLX arrays), calls queued back to back with ``mx.async_eval`` and one
+    wait at the end, as the official baseline times its kernels (torch: launches, then one synchronize). A first
+    stretch of calls warms the GPU's clocks, which otherwise make whatever is timed first look slow."""
+    import mlx.core as mx
+
+    t = time.perf_counter()
+    while time.perf_counter() - t < warmup_s:
+        mx.eval(fn())
+    t = time.perf_counter()
+    outs = []
+    for _ in range(iters):
+        out = fn()
+        mx.async_eval(out)
+        outs.append(out)
+    mx.eval(outs)
+    return (time.perf_counter() - t) / iters
+
+
 def emit(result: dict, out: str | None = None) -> None:
     """Print the result as JSON, and also write it to ``out`` when given."""
     text = json.dumps(result, indent=2)
@@ -24,20 +53,20 @@ def emit(result: dict, out: str | None = None) -> None:
         Path(out).write_text(text + "\n")
 
 
+def with_ratios(res: dict, official: dict) -> dict:
+    """``ratio_<key>_ours_over_official`` for every number both results hold under the same key."""
+    for k, v in list(res.items()):
+        if isinstance(v, float) and isinstance(official.get(k), (int, float)) and official[k]:
+            res[f"ratio_{k}_ours_over_official"] = v / official[k]
+    return res
+
+
 def add_kernel_shape_args(p, seqs: str = "1024,4096") -> None:
     """The mLSTM kernel benchmark shape: the 7B's heads (8 x DK 256 x DV 512) by default, batch 1."""
     p.add_argument("--seqs", default=seqs)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--dk", type=int, default=256)
     p.add_argument("--dv", type=int, default=512)
-
-
-def add_kernel_run_args(p) -> None:
-    """How a kernel benchmark runs its calls: mLSTM chunk size, input dtype, timed iterations, JSON file."""
-    p.add_argument("--chunk", type=int, default=64)
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--out")
 
 
 def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
@@ -54,33 +83,172 @@ def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
     return q, k, v, i, f
 
 
-def queued_time(fn, iters: int, warmup_s: float = 0.3) -> float:
-    """Seconds per call of ``fn`` (returning MLX arrays), calls queued back to back with ``mx.async_eval`` and one
-    wait at the end, as the official baseline times its kernels (torch: launches, then one synchronize). A first
-    stretch of calls warms the GPU's clocks, which otherwise make whatever is timed first look slow."""
-    import time
+# ---------------------------------------------------------------------- results/<machine-kind>.json
 
-    import mlx.core as mx
-
-    t = time.perf_counter()
-    while time.perf_counter() - t < warmup_s:
-        mx.eval(fn())
-    t = time.perf_counter()
-    outs = []
-    for _ in range(iters):
-        out = fn()
-        mx.async_eval(out)
-        outs.append(out)
-    mx.eval(outs)
-    return (time.perf_counter() - t) / iters
+PARTS = ("official", "kernel", "model", "prefill_memory", "train")
 
 
-def cuda_profiler_range(enabled: bool):
-    """``(start, stop)`` to put around the work a profiler run with ``--profile-from-start off`` should see (ncu):
-    the CUDA driver's cuProfilerStart / cuProfilerStop when ``enabled``, else ``(None, None)``."""
-    if not enabled:
-        return None, None
-    import ctypes
+def test_counts(logs: list[str]) -> dict:
+    """Passed / failed / error counts of pytest logs (each log's last summary line; a log cut off by a time limit
+    counts its progress dots as passed)."""
+    counts = {"passed": 0, "failed": 0, "errors": 0}
+    for log in logs:
+        text = Path(log).read_text()
+        summary = re.findall(r"^=*\s*(\d+ (?:passed|failed|errors?).*?)(?: in [\d.]+s.*)?$", text, flags=re.M)
+        if summary:
+            for n, what in re.findall(r"(\d+) (passed|failed|errors?)", summary[-1]):
+                counts["errors" if what.startswith("error") else what] += int(n)
+        else:
+            dots = [line for line in text.splitlines() if re.fullmatch(r"[.]+( +\[.*\])?", line)]
+            counts["passed"] += sum(line.count(".") for line in dots)
+    return counts
 
-    cuda = ctypes.CDLL("libcuda.so.1")
-    return cuda.cuProfilerStart, cuda.cuProfilerStop
+
+def assemble(machine: str, parts: dict[str, dict]) -> dict:
+    """One machine kind's results: the official baseline and each of our parts (GPU tests, kernel, model, prefill
+    memory, train), measured in one job."""
+    official = parts.get("official", {})
+    res = {"machine": machine, "gpu": official.get("device"), "torch": official.get("torch"),
+           "official_kernel": official.get("kernel"), "mlx": parts.get("model", parts.get("kernel", {})).get("mlx")}
+    for name, part in parts.items():
+        res[name] = {k: v for k, v in part.items() if k != "official"}
+    return res
+
+
+def _fmt(v, unit: str) -> str:
+    if v is None:
+        return "—"
+    if unit == "tok/s":
+        return f"{v / 1e3:.1f}k tok/s" if v >= 1e4 else f"{v:.0f} tok/s" if v >= 100 else f"{v:.1f} tok/s"
+    return f"{v:.3f} ms" if v < 10 else f"{v:.2f} ms"
+
+
+def _row(what: str, ours, official, unit: str) -> str:
+    ratio = "" if ours is None or not official else f"{(ours / official):.2f}"
+    return f"| {what} | {_fmt(ours, unit)} | {_fmt(official, unit)} | {ratio} |"
+
+
+def summary_table(r: dict) -> str:
+    """The README's table: the selected chunkwise kernel and the 7B model, ours against the official, same run."""
+    kern, model, off = r.get("kernel", {}), r.get("model", {}), r.get("official", {})
+    sel = kern.get("selected")
+    seqs = sorted({int(m) for k in kern for m in re.findall(rf"^{sel}_fwd_ms_S(\d+)$", k)})
+    rows = ["| measurement | xlstm_metal | official | ours / official |", "| --- | --- | --- | --- |"]
+    for S in seqs:
+        what = (f"chunkwise mLSTM forward, {kern.get('dtype')}, {kern.get('heads')} heads, DK {kern.get('dk')}, "
+                f"DV {kern.get('dv')}, S={S} (`{sel}`): time") if S == seqs[0] else f"same, S={S}"
+        rows.append(_row(what, kern.get(f"{sel}_fwd_ms_S{S}"), off.get(f"chunkwise_fwd_ms_S{S}"), "ms"))
+    spec = "7B" if model.get("spec") == "xlstm_7b" else model.get("spec")
+    pre = sorted(int(m) for k in model for m in re.findall(r"^prefill_tok_s_S(\d+)$", k))
+    for S in pre:
+        what = f"{spec} {model.get('dtype')} prefill, S={S}: tokens/s"
+        over = model.get(f"prefill_peak_over_weights_GB_S{S}")
+        if over is not None and not off.get(f"prefill_tok_s_S{S}"):
+            what += f" (peak: weights + {over:.2f} GB)"
+        rows.append(_row(what, model.get(f"prefill_tok_s_S{S}"), off.get(f"prefill_tok_s_S{S}"), "tok/s"))
+    ctxs = sorted(int(m) for k in model for m in re.findall(r"^decode_stream_tok_s_ctx(\d+)$", k))
+    for c in ctxs:
+        what = f"{spec} decode, batch 1, {c} tokens of context (`runner.stream`): tokens/s"
+        rows.append(_row(what, model.get(f"decode_stream_tok_s_ctx{c}"), off.get("decode_tok_s") if c == ctxs[0]
+                         else None, "tok/s"))
+    return "\n".join(rows)
+
+
+def kernel_table(r: dict) -> str:
+    """Every chunkwise kernel that ran, per sequence length, with the official kernel's time."""
+    kern, off = r.get("kernel", {}), r.get("official", {})
+    names = sorted({k.split("_fwd_ms_S")[0] for k in kern if "_fwd_ms_S" in k})
+    seqs = sorted({int(k.rsplit("S", 1)[1]) for k in kern if "_fwd_ms_S" in k})
+    rows = ["| kernel | " + " | ".join(f"S={S}" for S in seqs) + " |", "|---" * (len(seqs) + 1) + "|"]
+    for n in names + ["official"]:
+        get = (lambda S: off.get(f"chunkwise_fwd_ms_S{S}")) if n == "official" else (
+            lambda S, n=n: kern.get(f"{n}_fwd_ms_S{S}"))
+        label = f"official `{r.get('official_kernel')}`" if n == "official" else f"`{n}`"
+        rows.append(f"| {label} | " + " | ".join(_fmt(get(S), "ms") for S in seqs) + " |")
+    return "\n".join(rows)
+
+
+def model_table(r: dict) -> str:
+    """The model benchmark's prefill (tokens/s, peak memory; default, per pinned kernel, per segment length) and
+    decode (each token evaluated before the next is built, per pinned step kernel; generation's ``runner.stream``)."""
+    model = r.get("model", {})
+    rows = ["| measurement | setting | tokens/s | peak memory |", "| --- | --- | --- | --- |"]
+    for k, v in model.items():
+        if m := re.fullmatch(r"prefill_tok_s_S(\d+)(?:_(?!segment\d)(\w+?))?(?:_segment(\d+))?", k):
+            peak = model.get(f"prefill_peak_GB_S{m[1]}{k.split(f'S{m[1]}')[1]}")
+            how = ", ".join(filter(None, [m[2] and f"`{m[2]}`", m[3] and f"{m[3]}-token segments"])) or "default"
+            peak = "" if peak is None else f"{peak:.2f} GB"
+            rows.append(f"| prefill, S={m[1]} | {how} | {_fmt(v, 'tok/s')} | {peak} |")
+    for k, v in model.items():
+        if isinstance(v, float) and (m := re.fullmatch(r"decode(_stream)?_tok_s_ctx(\d+)(_\w+?)?", k)):
+            how = "`runner.stream`" if m[1] else "each token evaluated" + (f", `{m[3][1:]}`" if m[3] else "")
+            rows.append(f"| decode, {m[2]} tokens of context | {how} | {_fmt(v, 'tok/s')} | |")
+    if "weights_GB" in model:
+        rows.append(f"| weights | {model.get('dtype')} | | {model['weights_GB']:.2f} GB |")
+    return "\n".join(rows)
+
+
+def prefill_memory_table(r: dict) -> str:
+    """A long prefill per segment length and layers left in flight: tokens/s and the peak over the weights."""
+    pm = r.get("prefill_memory", {})
+    rows = [f"| S={pm.get('seq_len')}: segment | layers in flight | tokens/s | peak over the weights |",
+            "| --- | --- | --- | --- |"]
+    for s in pm.get("settings", []):
+        rows.append(f"| {s['segment']} | {s['eval_ahead']} | {_fmt(s['tok_s'], 'tok/s')} | "
+                    f"{s['peak_over_weights_GB']:.2f} GB |")
+    return "\n".join(rows)
+
+
+TABLES = {"README.md": {"summary": summary_table},
+          "docs/performance.md": {"summary": summary_table, "kernels": kernel_table, "model": model_table,
+                                  "prefill_memory": prefill_memory_table}}
+
+
+def write_tables(results: dict, root: Path = ROOT) -> list[str]:
+    """Replace each ``<!-- table:NAME -->`` ... ``<!-- /table -->`` block of the README and docs/performance.md
+    with the table rendered from ``results``; returns the files changed."""
+    changed = []
+    for rel, tables in TABLES.items():
+        path = root / rel
+        if not path.exists():
+            continue
+        text = path.read_text()
+        new = text
+        for name, render in tables.items():
+            new = re.sub(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table -->)",
+                         lambda m, t=render(results): m.group(1) + t + m.group(2), new, flags=re.S)
+        if new != text:
+            path.write_text(new)
+            changed.append(rel)
+    return changed
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("assemble", help="one results file from the parts of one GPU job")
+    a.add_argument("--machine", required=True)
+    for part in PARTS:
+        a.add_argument(f"--{part.replace('_', '-')}", help=f"the {part} JSON")
+    a.add_argument("--tests", nargs="*", default=[], help="pytest logs of the GPU test run")
+    a.add_argument("--out")
+    t = sub.add_parser("tables", help="print the tables of a results file (--write: into README.md and docs/)")
+    t.add_argument("results")
+    t.add_argument("--write", action="store_true")
+    args = p.parse_args(argv)
+    if args.cmd == "assemble":
+        parts = {n: json.loads(Path(f).read_text()) for n in PARTS if (f := getattr(args, n)) and Path(f).exists()}
+        if args.tests:
+            parts["tests"] = test_counts(args.tests)
+        emit(assemble(args.machine, parts), args.out)
+        return
+    results = json.loads(Path(args.results).read_text())
+    if args.write:
+        print("updated:", ", ".join(write_tables(results)) or "nothing")
+    else:
+        for name, render in TABLES["docs/performance.md"].items():
+            print(f"## {name}\n\n{render(results)}\n")
+
+
+if __name__ == "__main__":
+    main()

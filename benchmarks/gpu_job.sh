@@ -1,59 +1,77 @@
 #!/usr/bin/env bash
-# The GPU measurement, in two consecutive calls on one machine (after `stage.sh b` and `. benchmarks/gpu_env.sh`):
-#   bash benchmarks/gpu_job.sh tests-official    # the GPU test run (TF32 off), then the official baseline
-#   bash benchmarks/gpu_job.sh ours              # our kernel and 7B benchmarks (= kernel, then model), ratios to that baseline
-#   bash benchmarks/gpu_job.sh official|kernel|model|memory|tests|selfcheck   # the parts one by one
-# Results land in $OUT as JSON; the official JSON is kept in /tmp for the second call.
+# The GPU job: stage the wheels, run the GPU tests, the official baseline and our benchmarks on one machine, and
+# write $OUT/<machine-kind>.json (benchmarks/results/ schema: common.py assemble). Phases run in the order given;
+# a device call may run several, each within its limit (10 minutes a call), and the machine is kept only ~30 s
+# between calls, so make them back to back (carry .device/a or .device/b, .device/stage.sh,
+# .device/official_baseline.py; see shared/gpu/README.md):
+#   bash benchmarks/gpu_job.sh stage-a                 # upload 1: the first half of the wheels
+#   bash benchmarks/gpu_job.sh stage-b tests           # upload 2: the second half, then the GPU tests (TF32 off)
+#   bash benchmarks/gpu_job.sh official kernel         # the official kernel and 7B model, then our kernels
+#   bash benchmarks/gpu_job.sh model memory            # our 7B prefill / decode / 32k prefill, prefill memory
+#   bash benchmarks/gpu_job.sh train                   # training throughput and peak memory (TRAIN_ARGS=...)
+# Every phase ends by assembling what this machine has measured so far into $OUT/$MACHINE.json; copy the last
+# one to benchmarks/results/ and run `python benchmarks/common.py tables benchmarks/results/<kind>.json --write`.
 set -o pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-cd /tmp
-case "$1" in
-tests-official)
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-  rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
-  MLX_ENABLE_TF32=0 timeout 420 python3 -m pytest -q -p no:cacheprovider /tmp/xtests/kernels /tmp/xtests/runner \
-      /tmp/xtests/properties/test_kernel_properties.py 2>&1 > "$OUT/tests_gpu.log" 2>&1; tail -n 15 "$OUT/tests_gpu.log"
-  timeout 220 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024,4096,16384} --blocks 32 \
-      --prefill 1024,4096 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"
-  cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json ;;
-official)
-  timeout 220 python3 "$R/.device/official_baseline.py" --kernel-seqs ${SEQS:-1024,4096,16384} --blocks 32 \
-      --prefill 1024,4096 > /tmp/official.json 2> "$OUT/official.err"; tail -n 3 "$OUT/official.err"
-  cp /tmp/official.json "$OUT/official.json"; cat /tmp/official.json ;;
-ours) bash "$0" kernel && bash "$0" model ;;
-kernel)
-  timeout 150 python3 "$R/benchmarks/bench_kernel.py" --seqs ${SEQS:-1024,4096,16384},65536 --official /tmp/official.json \
-      --out "$OUT/kernel.json" > /dev/null; cat "$OUT/kernel.json" ;;
-model)
-  timeout 300 python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096 \
-      --decode-context 128 --decode-steps 30 --iters 2 --prefill-kernels ${PREFILL_KERNELS:-cuda_mma_chunkwise} \
-      --official /tmp/official.json --out "$OUT/7b.json" > /dev/null
-  cat "$OUT/7b.json" ;;
-selfcheck)
-  python3 -W always -c "from xlstm_metal.kernels.mlstm import fused_chunkwise as c, fused_step as s, mma_chunkwise as t
-print('fused chunkwise agrees with native:', c.self_check('cuda')); print('fused step agrees with native:', s.self_check('cuda'))
-print('tensor-core chunkwise agrees with native (3xTF32, then TF32):', t.self_check('cuda', precise=False))" ;;
-tests)  # what runs on the GPU: kernels, runner, the kernel-property suite (the CPU emulations of the fused kernels run in CI)
-  rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
-  MLX_ENABLE_TF32=0 timeout ${TEST_TIMEOUT:-540} python3 -m pytest -q -p no:cacheprovider --durations=12 /tmp/xtests/kernels/test_mlstm_kernels.py \
-      /tmp/xtests/runner /tmp/xtests/properties/test_kernel_properties.py > "$OUT/tests_gpu.log" 2>&1; tail -n 30 "$OUT/tests_gpu.log" ;;
-memory)
-  timeout ${MEM_TIMEOUT:-400} python3 "$R/benchmarks/bench_model.py" --spec xlstm_7b --dtype bfloat16 --prefill 4096,32768 \
-      --decode-context 128,32768 --decode-steps 20 --iters 1 --prefill-kernels ${PREFILL_KERNELS:-cuda_mma_chunkwise} \
-      --prefill-segments ${MMA_SEGMENTS:-32768} --out "$OUT/7b_memory.json" > /dev/null; cat "$OUT/7b_memory.json" ;;
-ncu)  # GPU time per launch of the chunkwise kernel at $SEQS: ours (profile_chunkwise variants, 3 calls) and the official one (3 calls)
-  NCU="/usr/local/cuda/bin/ncu --csv --metrics gpu__time_duration.sum"
-  for v in ${VARIANTS:-compiled_L64 compiled_L128}; do
-    $NCU python3 "$R/benchmarks/profile_chunkwise.py" --seqs ${SEQS:-4096} --only $v --iters 1 2>/dev/null | tee "$OUT/ncu_raw_$v.csv" \
-      | python3 "$R/benchmarks/ncu_summary.py" --calls 3 > "$OUT/ncu_$v.json"; echo "== $v"; head -c 2500 "$OUT/ncu_$v.json"
-  done
-  $NCU python3 -c "
-import torch; from mlstm_kernels.torch import get_mlstm_kernel
-kern = get_mlstm_kernel('chunkwise--triton_limit_chunk'); S = ${SEQS:-4096}; bf = torch.bfloat16
-q = torch.randn(1, 8, S, 256, device='cuda', dtype=bf); k = torch.randn_like(q); v = torch.randn(1, 8, S, 512, device='cuda', dtype=bf)
-i = torch.randn(1, 8, S, device='cuda', dtype=bf); f = torch.randn(1, 8, S, device='cuda', dtype=bf) + 3
-torch.cuda.synchronize(); [kern(q=q, k=k, v=v, i=i, f=f, chunk_size=64) for _ in range(3)]; torch.cuda.synchronize()" 2>/dev/null | tee "$OUT/ncu_raw_official.csv" \
-    | python3 "$R/benchmarks/ncu_summary.py" --calls 3 > "$OUT/ncu_official.json"; echo "== official"; head -c 2500 "$OUT/ncu_official.json" ;;
-ptxas) python3 "$R/benchmarks/ptxas_report.py" --out "$OUT/ptxas.json" ;;
-*) echo "usage: gpu_job.sh tests-official|official|ours|kernel|model|selfcheck|tests|memory|ncu|ptxas" >&2; exit 2 ;;
-esac
+R=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-/tmp/out}; JOB=/tmp/xlstm_job; mkdir -p "$OUT" "$JOB"
+GPUS=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)
+N=$(printf '%s\n' "$GPUS" | grep -c .)
+NAME=$(printf '%s\n' "$GPUS" | head -n 1 | tr 'A-Z ' 'a-z-')
+MACHINE=${MACHINE:-$NAME$([ "$N" -gt 1 ] && echo "-x$N")}
+
+# our package importable as xlstm_metal the way the wheel installs it (blocks/, kernels/, wiring_specs/ inside)
+package() {
+  rm -rf /tmp/xm && mkdir -p /tmp/xm && cp -r "$R/xlstm_metal" /tmp/xm/ \
+    && cp -r "$R/blocks" "$R/kernels" "$R/wiring_specs" /tmp/xm/xlstm_metal/
+  export PYTHONPATH=/root/site:/tmp/xm PYTHONUNBUFFERED=1
+}
+
+# bench SCRIPT LIMIT PART ARGS...: a benchmark script's JSON as $JOB/PART.json (and in $OUT)
+bench() {
+  local script=$1 limit=$2 part=$3; shift 3
+  timeout "$limit" python3 "$R/benchmarks/$script" "$@" --out "$JOB/$part.json" > /dev/null 2> "$OUT/$part.err" \
+    || { echo "$script: exit $? (tail of $OUT/$part.err:)"; tail -n 5 "$OUT/$part.err"; }
+  [ -s "$JOB/$part.json" ] && cp "$JOB/$part.json" "$OUT/" && head -c 3000 "$JOB/$part.json" && echo
+}
+
+official() {
+  [ -s "$JOB/official.json" ] && echo "--official $JOB/official.json"
+}
+
+for phase in "$@"; do
+  echo "== $phase ($MACHINE)"
+  case "$phase" in
+  stage-a) bash "$R/.device/stage.sh" a ;;
+  stage-b) bash "$R/.device/stage.sh" b || exit 3 ;;
+  tests)  # every test that runs a GPU kernel: kernels, runner, the kernel-property suite (`gpu` hypothesis profile)
+    package; rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
+    XLSTM_FAILURE_LOG=$OUT/test_failures.log XLSTM_HYPOTHESIS_PROFILE=${PROFILE:-gpu} MLX_ENABLE_TF32=0 \
+      timeout -s INT "${TEST_TIMEOUT:-540}" python3 -m pytest -q -p no:cacheprovider --durations=8 \
+      ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/kernels /tmp/xtests/runner} \
+      > "$JOB/tests.log" 2>&1
+    cp "$JOB/tests.log" "$OUT/tests_gpu.log"; tail -n 25 "$JOB/tests.log" ;;
+  official)  # the official xlstm (PyTorch + Triton): kernel at 1k / 4k / 16k, the 7B model's prefill and decode
+    timeout 240 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 \
+      --prefill 1024,4096 > "$JOB/official.json" 2> "$OUT/official.err" || tail -n 5 "$OUT/official.err"
+    cp "$JOB/official.json" "$OUT/"; cat "$JOB/official.json" ;;
+  kernel)  # (a fresh machine first compiles every kernel for each shape)
+    package; bench bench_kernel.py 240 kernel --seqs 1024,4096,16384,65536 $(official) ;;
+  model)
+    package; bench bench_model.py 420 model --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
+      --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 \
+      --prefill-kernels compiled_chunkwise $(official) ;;
+  memory)  # where a 32k-token prefill's peak goes: segment length x layers left in flight
+    package; bench profile.py 300 prefill_memory prefill --spec xlstm_7b --seq-len 32768 --segments 2048,1024 \
+      --eval-ahead 1,0 --warmup 1 ;;
+  train)
+    package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
+      embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
+  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train ..." >&2; exit 2 ;;
+  esac
+  case "$phase" in stage-*) continue ;; esac
+  parts=(); for p in official kernel model prefill_memory train; do
+    [ -s "$JOB/$p.json" ] && parts+=(--${p//_/-} "$JOB/$p.json"); done
+  [ -s "$JOB/tests.log" ] && parts+=(--tests "$JOB/tests.log")
+  PYTHONPATH= python3 "$R/benchmarks/common.py" assemble --machine "$MACHINE" "${parts[@]}" \
+    --out "$OUT/$MACHINE.json" > /dev/null && echo "-> $OUT/$MACHINE.json"
+done
