@@ -57,7 +57,6 @@ class NodeContext:
     chunk_size: int | None = None
     mask: mx.array | None = None  # [B, S] bool, True where the token is real (not padding)
     training: bool = False
-    extras: dict = field(default_factory=dict)
     aux: dict = field(default_factory=dict)  # kernel family -> KernelInfo, for the block's ``aux_kernels``
 
     def aux_kernel(self, family: str, dtype) -> Any:

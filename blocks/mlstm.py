@@ -1,10 +1,11 @@
 """The mLSTM layer of xLSTMLarge: projections, soft-capped gates, the mLSTM cell, per-head norm, output gate.
 
 The cell itself is a kernel chosen by the plan (``ctx.kernel``); this block only prepares its
-inputs and post-processes ``h``. Weight names follow the official checkpoint (``q``, ``k``, ``v``,
-``ogate_preact``, ``igate_preact``, ``fgate_preact``, ``multihead_norm``, ``out_proj``; fused:
-``qkv_opreact``, ``ifgate_preact``). For inference the input projections are merged into one
-matmul (``merge_projections()``, see ``blocks/projections.py``); the names above stay the parameters.
+inputs and post-processes ``h``. The six input projections are one parameter, ``proj_in``, whose
+rows are q | k | v | ogate | igate | fgate (one matmul per call), with the gates' biases in
+``gate_bias`` (i | f) and, with ``use_bias``, the others' in ``qkvo_bias``. The official single
+(``q``, ``k``, ...) and fused (``qkv_opreact``, ``ifgate_preact``) checkpoint names are mapped to these
+by ``xlstm_metal.checkpoint.sanitize``; ``multihead_norm`` and ``out_proj`` keep the official names.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, TensorType, register_block, tp_reduce
 from .multihead_layer_norm import multihead_layer_norm
-from .ops import apply_linear, sigmoid_gate, small_init_std, soft_cap
-from .projections import MergeableProjections, projection
+from .ops import sigmoid_gate, small_init_std, soft_cap
 from .swiglu import linear
 
 
@@ -29,7 +29,7 @@ class MLSTMParams(BlockParams):
     norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the per-head layer norm.")
     eps: float = Field(1e-6, gt=0, description="Epsilon of the cell's denominator max(|q·n|, exp(-m)) + eps.")
     use_bias: bool = Field(False, description="Biases on q/k/v/o/out projections (gates always have biases).")
-    weight_mode: Literal["single", "fused"] = Field("single", description="single: separate q,k,v,o,i,f weights; fused: qkv_opreact + ifgate_preact.")
+    weight_mode: Literal["single", "fused"] = Field("single", description="Checkpoint names: single: separate q,k,v,o,i,f weights; fused: qkv_opreact + ifgate_preact.")
     norm_reduction_force_float32: bool = Field(True, description="Per-head norm reduces in float32.")
 
 
@@ -44,7 +44,7 @@ class _Norm(nn.Module):
 
 
 @register_block
-class MLSTM(MergeableProjections, Block):
+class MLSTM(Block):
     type_name = "mlstm"
     Params = MLSTMParams
     stateful = True
@@ -57,27 +57,12 @@ class MLSTM(MergeableProjections, Block):
         D = inputs[0].dim
         nh = params.num_heads
         self.qk_dim, self.v_dim = int(D * params.qk_dim_factor), int(D * params.v_dim_factor)
-        std, b = small_init_std(D), params.use_bias
-        if params.weight_mode == "single":
-            self.q = projection(D, self.qk_dim, b, std)
-            self.k = projection(D, self.qk_dim, b, std)
-            self.v = projection(D, self.v_dim, b, std)
-            self.ogate_preact = projection(D, self.v_dim, b, std)
-            self.igate_preact = projection(D, nh, True, std)
-            self.fgate_preact = projection(D, nh, True, std)
-            self.igate_preact.bias = mx.full((nh,), -10.0)
-            self.fgate_preact.bias = mx.linspace(3.0, 6.0, nh)
-        else:
-            self.qkv_opreact = projection(D, 2 * self.qk_dim + 2 * self.v_dim, b, std)
-            self.ifgate_preact = projection(D, 2 * nh, True, std)
-            self.ifgate_preact.bias = mx.concatenate([mx.full((nh,), -10.0), mx.linspace(3.0, 6.0, nh)])
-        self.multihead_norm = _Norm(self.v_dim, b)
-        self.out_proj = linear(self.v_dim, D, b, small_init_std(self.v_dim))
-
-    def projection_names(self) -> tuple[str, ...]:
-        if self.params.weight_mode == "single":
-            return ("q", "k", "v", "ogate_preact", "igate_preact", "fgate_preact")
-        return ("qkv_opreact", "ifgate_preact")
+        self.proj_in = linear(D, 2 * self.qk_dim + 2 * self.v_dim + 2 * nh, False, small_init_std(D))
+        self.gate_bias = mx.concatenate([mx.full((nh,), -10.0), mx.linspace(3.0, 6.0, nh)])
+        if params.use_bias:
+            self.qkvo_bias = mx.zeros((2 * self.qk_dim + 2 * self.v_dim,))
+        self.multihead_norm = _Norm(self.v_dim, params.use_bias)
+        self.out_proj = linear(self.v_dim, D, params.use_bias, small_init_std(self.v_dim))
 
     @classmethod
     def infer(cls, params, inputs):
@@ -112,19 +97,12 @@ class MLSTM(MergeableProjections, Block):
         x = inputs[0]
         B, S, _ = x.shape
         p = self.params
-        nh = self.local_heads
-        gate_names = ("igate_preact", "fgate_preact") if p.weight_mode == "single" else ("ifgate_preact",)
-        outs, pending = self.project_pending(x, ctx.training, defer_bias=gate_names)
-        if p.weight_mode == "single":
-            q, k, v, o, i, f = outs
-            bias_i, bias_f = pending.get("igate_preact"), pending.get("fgate_preact")
-        else:
-            qkvo, ifg = outs
-            a, b2, c = self.qk_dim, 2 * self.qk_dim, 2 * self.qk_dim + self.v_dim
-            q, k, v, o = qkvo[..., :a], qkvo[..., a:b2], qkvo[..., b2:c], qkvo[..., c:]
-            i, f = ifg[..., :nh], ifg[..., nh:]
-            both = pending.get("ifgate_preact")
-            bias_i, bias_f = (None, None) if both is None else (both[:nh], both[nh:])
+        nh, qk, vd = self.local_heads, self.qk_dim, self.v_dim
+        qkvo, i, f = mx.split(self.proj_in(x), [2 * qk + 2 * vd, 2 * qk + 2 * vd + nh], axis=-1)
+        if "qkvo_bias" in self:
+            qkvo = qkvo + self.qkvo_bias
+        q, k, v, o = mx.split(qkvo, [qk, 2 * qk, 2 * qk + vd], axis=-1)
+        bias_i, bias_f = self.gate_bias[:nh], self.gate_bias[nh:]
         kernel = ctx.kernel
         if kernel is None:
             from xlstm_metal.kernels import current_device, select_kernel
@@ -133,11 +111,9 @@ class MLSTM(MergeableProjections, Block):
                                    dtype=str(x.dtype).split(".")[-1], head_dims=self.head_dims, training=ctx.training)
         extra = {}
         if kernel.caps_gates:  # the kernel adds the gates' biases and caps them itself: no launches for either
-            extra = {"gate_soft_cap": p.gate_soft_cap, "gate_bias": None if bias_i is None else (bias_i, bias_f)}
+            extra = {"gate_soft_cap": p.gate_soft_cap, "gate_bias": (bias_i, bias_f)}
         else:
-            if bias_i is not None:
-                i, f = i + bias_i, f + bias_f
-            i, f = soft_cap(i, p.gate_soft_cap), soft_cap(f, p.gate_soft_cap)
+            i, f = soft_cap(i + bias_i, p.gate_soft_cap), soft_cap(f + bias_f, p.gate_soft_cap)
 
         def heads(t):
             return t.reshape(B, S, nh, -1).transpose(0, 2, 1, 3)
@@ -149,4 +125,4 @@ class MLSTM(MergeableProjections, Block):
             gated = ctx.aux_kernel("head_norm_gate", x.dtype).fn(h, o, weight, bias, p.norm_eps)
         else:
             gated = sigmoid_gate(o, multihead_layer_norm(h.transpose(0, 2, 1, 3), weight, bias, p.norm_eps, False))
-        return tp_reduce(self, apply_linear(self.out_proj, gated)), new_state
+        return tp_reduce(self, self.out_proj(gated)), new_state

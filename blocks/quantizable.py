@@ -33,8 +33,7 @@ class QuantizableWeight:
     def matmul_weight_t(self, x: mx.array) -> mx.array:
         """``x @ weight.T`` for a plain or quantised weight."""
         if self._quant is None:
-            from xlstm_metal.kernels import gemv
-            return gemv.matmul(x, self.weight) if gemv.enabled() else x @ self.weight.T
+            return x @ self.weight.T
         return mx.quantized_matmul(x, self.weight, self.scales, self.get("biases"), transpose=True, **self._qkw())
 
     def weight_rows(self, ids: mx.array) -> mx.array:

@@ -1,7 +1,8 @@
 """SwiGLU feed-forward: ``proj_down(silu(proj_up_gate(x)) * proj_up(x))`` (official xLSTMLarge FFN).
 
-For inference the two up projections are merged into one matmul (``merge_projections()``, see
-``blocks/projections.py``); ``proj_up_gate`` / ``proj_up`` stay the parameters.
+Both up projections are one parameter, ``proj_up_gate_z`` (gate rows first; the official fused
+name), so a call does one matmul; a single-mode checkpoint's ``proj_up_gate`` / ``proj_up`` are
+mapped to it by ``xlstm_metal.checkpoint.sanitize``.
 """
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ import mlx.nn as nn
 from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, register_block, tp_reduce
-from .ops import apply_linear, round_up_to_multiple, silu_gate, small_init_std
-from .projections import MergeableProjections, projection
+from .ops import round_up_to_multiple, silu_gate, small_init_std
 
 
 class SwiGLUParams(BlockParams):
     proj_factor: float = Field(2.6667, gt=0, description="Hidden width = dim * proj_factor, rounded up.")
     round_up_to: int = Field(64, gt=0, description="Round the hidden width up to a multiple of this.")
     use_bias: bool = Field(False, description="Biases on the projections.")
-    weight_mode: Literal["single", "fused"] = Field("single", description="single: proj_up_gate + proj_up; fused: one proj_up_gate_z (gate first).")
+    weight_mode: Literal["single", "fused"] = Field("single", description="Checkpoint names: single: proj_up_gate + proj_up; fused: proj_up_gate_z.")
 
 
 def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:
@@ -32,7 +32,7 @@ def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:
 
 
 @register_block
-class SwiGLU(MergeableProjections, Block):
+class SwiGLU(Block):
     type_name = "swiglu"
     Params = SwiGLUParams
     summary = "Gated feed-forward with SiLU gate."
@@ -42,15 +42,8 @@ class SwiGLU(MergeableProjections, Block):
         dim = inputs[0].dim
         self.hidden = round_up_to_multiple(dim * params.proj_factor, params.round_up_to)
         std = small_init_std(dim)
-        if params.weight_mode == "single":
-            self.proj_up_gate = projection(dim, self.hidden, params.use_bias, std)
-            self.proj_up = projection(dim, self.hidden, params.use_bias, std)
-        else:
-            self.proj_up_gate_z = linear(dim, 2 * self.hidden, params.use_bias, std)
+        self.proj_up_gate_z = linear(dim, 2 * self.hidden, params.use_bias, std)
         self.proj_down = linear(self.hidden, dim, params.use_bias, small_init_std(self.hidden))
-
-    def projection_names(self) -> tuple[str, ...]:
-        return ("proj_up_gate", "proj_up") if self.params.weight_mode == "single" else ()
 
     @classmethod
     def infer(cls, params, inputs):
@@ -65,13 +58,9 @@ class SwiGLU(MergeableProjections, Block):
 
     def forward(self, inputs, state, ctx):
         x = inputs[0]
-        if self.params.weight_mode == "single":
-            gate, z = self.project(x, ctx.training)
-        else:
-            gz = self.proj_up_gate_z(x)
-            gate, z = gz[..., : self.hidden], gz[..., self.hidden:]
+        gate, z = mx.split(self.proj_up_gate_z(x), [self.hidden], axis=-1)
         if type(self).activate is SwiGLU.activate:  # the plain SiLU gate: one fused pass on the GPU
             hidden = silu_gate(gate, z)
         else:
             hidden = self.activate(gate) * z
-        return tp_reduce(self, apply_linear(self.proj_down, hidden)), None
+        return tp_reduce(self, self.proj_down(hidden)), None

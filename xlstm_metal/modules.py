@@ -1,17 +1,36 @@
 """The graph's blocks as one ``mlx.nn.Module`` tree whose parameter paths are the node names.
 
 ``backbone.blocks.3.mlstm_layer`` becomes ``model.backbone.blocks[3].mlstm_layer``, so
-``tree_flatten(model.parameters())`` yields exactly the checkpoint keys
-(``backbone.blocks.3.mlstm_layer.q.weight``) and MLX tools (quantize, optimizers,
-``load_weights``) work on it unchanged.
+``tree_flatten(model.parameters())`` yields the checkpoint keys (``backbone.blocks.3.ffn.proj_down.weight``;
+merged projections are mapped by ``checkpoint/sanitize.py``) and MLX tools (quantize, optimizers,
+``load_weights``) work on it unchanged. Also the dtype names and the quantization rule that the
+runner, the checkpoint layer and training share.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
 
 from .graph import ModelGraph
+
+_DTYPES = {"float32": mx.float32, "f32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
+           "float16": mx.float16, "f16": mx.float16}
+
+
+def as_dtype(dtype: Any) -> mx.Dtype:
+    if isinstance(dtype, mx.Dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype)]
+    except KeyError:
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
+
+
+def dtype_name(dtype: mx.Dtype) -> str:
+    return {mx.float32: "float32", mx.bfloat16: "bfloat16", mx.float16: "float16"}[dtype]
 
 
 class Container(nn.Module):
@@ -49,3 +68,14 @@ class GraphModule(nn.Module):
 def cast_parameters(module: nn.Module, dtype: mx.Dtype) -> None:
     """Cast floating-point parameters to ``dtype`` (lazily, one tensor at a time)."""
     module.update(tree_map(lambda a: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a, module.parameters()))
+
+
+def quantize_model(model: nn.Module, q: dict) -> None:
+    """MLX's quantization (``q``: group_size, bits, mode) of every layer whose rows split into whole groups."""
+    gs = q["group_size"]
+
+    def predicate(path: str, module: nn.Module) -> bool:
+        w = getattr(module, "weight", None) if hasattr(module, "to_quantized") else None
+        return w is not None and w.ndim == 2 and w.shape[-1] % gs == 0 and w.shape[0] >= 8
+
+    nn.quantize(model, group_size=gs, bits=q["bits"], mode=q.get("mode", "affine"), class_predicate=predicate)

@@ -7,30 +7,13 @@ from typing import Any, Iterator
 import mlx.core as mx
 import numpy as np
 
-from xlstm_metal.kernels.reference_gradient import in_inference_mode
+from xlstm_metal.modes import in_inference_mode
 
 from .graph import ModelGraph, build_graph
-from .modules import GraphModule, cast_parameters
+from .modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
 from .plan import DEFAULT_SEGMENT_LEN, ExecutionPlan, make_plan
 from .runtime import execute, init_state
 from .state import State
-
-_DTYPES = {"float32": mx.float32, "f32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
-           "float16": mx.float16, "f16": mx.float16}
-
-
-def as_dtype(dtype: Any) -> mx.Dtype:
-    if isinstance(dtype, mx.Dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype)]
-    except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
-
-
-def dtype_name(dtype: mx.Dtype) -> str:
-    return {mx.float32: "float32", mx.bfloat16: "bfloat16", mx.float16: "float16"}[dtype]
-
 
 def as_tokens(tokens: Any) -> mx.array:
     """Token ids as an int32 ``[B, S]`` array (a flat list or 1-D array is one sequence)."""
@@ -51,18 +34,13 @@ class xLSTMRunner:
     ``state`` (``None`` = fresh). Prefill of long inputs runs in segments; single-token decoding
     runs a compiled function so that a token does not pay Python overhead per block.
 
-    ``merge_projections`` (default True): each mLSTM / SwiGLU block computes its input
-    projections as one matmul (``merge_projections()``; the official parameters become views of
-    the merged matrix, see ``blocks/projections.py``). Training un-merges.
-
     ``eval_ahead`` (default 1; an attribute too): prefill evaluates layer by layer to bound memory; this
     many layers stay queued on the GPU while the host builds the next, so the GPU is not idle at
-    every layer (H200, 7B, 4k tokens: 41.6k tok/s vs 32.0k at 0). Each one costs a layer's temporaries.
+    every layer. Each one costs a layer's temporaries.
     """
 
     def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
-                 compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN, merge_projections: bool = True,
-                 eval_ahead: int = 1):
+                 compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN, eval_ahead: int = 1):
         self.graph = graph
         self.model = GraphModule(graph)
         self.dtype = as_dtype(dtype)
@@ -82,8 +60,6 @@ class xLSTMRunner:
         self.overrides: dict[str, dict[str, Any]] = {}
         self._plans: dict[int, ExecutionPlan] = {}
         self._decode_fn: dict[bool, Any] = {}  # the compiled decode step per inference mode
-        if merge_projections:
-            self.merge_projections()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -94,49 +70,30 @@ class xLSTMRunner:
         return cls(build_graph(spec), dtype=dtype, **kw)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, shard: bool = False, **kw) -> "xLSTMRunner":
-        """Load a Hugging Face style directory (config.json, safetensors, tokenizer.json).
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = None, shard: Any = False, progress: bool | None = None,
+                        tokenizer: bool = True, **kw) -> "xLSTMRunner":
+        """Load a Hugging Face style directory (config.json, safetensors, tokenizer.json); every key and
+        shape is checked before a weight is read (``checkpoint.CheckpointError`` names what is wrong).
 
-        ``shard=True`` under ``mlx.launch``: each rank keeps only its heads / FFN columns.
+        ``dtype``: None keeps the checkpoint's. ``shard``: a distributed group (or True for the launched
+        world): each rank keeps, and reads, only its heads / FFN columns of every tensor.
         """
-        from .checkpoint import load_pretrained
+        from .checkpoint import load_tokenizer, open_checkpoint
 
-        return load_pretrained(path, shard=shard, **kw)
+        ckpt = open_checkpoint(path)
+        runner = cls(ckpt.graph, dtype=dtype or ckpt.dtype, config=ckpt.config, **kw)
+        if ckpt.quantization:
+            quantize_model(runner.model, ckpt.quantization)
+            runner.quantization = ckpt.quantization
+        index = ckpt.index(runner.model)
+        if shard:
+            from .distributed import shard_heads, world
 
-    # ------------------------------------------------------------------ merged projections
-    def _mergeable_blocks(self):
-        from xlstm_metal.blocks.projections import MergeableProjections
-
-        for name in self.graph.compute_nodes():
-            block = self.graph.block(name)
-            if isinstance(block, MergeableProjections) and block.projection_names():
-                yield block
-
-    def merge_projections(self) -> int:
-        """One matmul for each mLSTM / SwiGLU block's input projections (inference); returns how
-        many blocks merged. Block by block, evaluating as it goes: memory grows by one block's
-        projections at most. Call it again after changing weights outside the runner."""
-        merged = 0
-        for block in self._mergeable_blocks():
-            merged += block.merge_projections()
-            # the originals' buffers are free once the stream has finished with them (on CUDA the frees of a
-            # kernel's inputs wait for it): then drop them from the cache, so the next block reuses the memory
-            mx.synchronize()
-            mx.clear_cache()
-        self._decode_fn = {}
-        return merged
-
-    def unmerge_projections(self) -> int:
-        """One matmul per projection again (for training); nothing is copied. Returns how many blocks were merged."""
-        n = sum(block.unmerge_projections() for block in self._mergeable_blocks())
-        self._decode_fn = {}
-        return n
-
-    @property
-    def projections_merged(self) -> bool:
-        """True when every block that can merge its projections has."""
-        blocks = list(self._mergeable_blocks())
-        return bool(blocks) and all(b.projections_merged for b in blocks)
+            shard_heads(runner, world() if shard is True else shard)
+        ckpt.read(runner.model, index, dtype=runner.dtype, slices=runner.shard_slices, progress=progress)
+        if tokenizer:
+            runner.tokenizer = load_tokenizer(ckpt.directory)
+        return runner
 
     # ------------------------------------------------------------------ planning
     def plan(self, seq_len: int, **kw) -> ExecutionPlan:
@@ -261,24 +218,20 @@ class xLSTMRunner:
 
     def quantize(self, bits: int = 4, group_size: int = 64, mode: str = "affine") -> "xLSTMRunner":
         """Quantize the weights in place with MLX's quantization (layers whose rows split into groups)."""
-        from .checkpoint.load import apply_quantization
-
         if self.quantization:
             raise ValueError(f"already quantized: {self.quantization}")
         q = {"group_size": int(group_size), "bits": int(bits), "mode": mode}
-        merged = self.unmerge_projections()
-        apply_quantization(self.model, q)
+        quantize_model(self.model, q)
         self.quantization = q
-        if merged:
-            self.merge_projections()  # the quantized projections merge again
         self._decode_fn = {}
         return self
 
-    def save_pretrained(self, path: str | Path, **kw) -> Path:
-        """Write a directory that ``from_pretrained`` loads (atomically)."""
+    def save_pretrained(self, path: str | Path, *, config: Any = None, **kw) -> Path:
+        """Write a directory that ``from_pretrained`` (and the official package) loads, atomically."""
         from .checkpoint.save import save_pretrained
 
-        return save_pretrained(self, path, **kw)
+        return save_pretrained(path, self.model, self.graph, dtype=self.dtype, quantization=self.quantization,
+                               config=self.config if config is None else config, **kw)
 
     @property
     def eos_token_ids(self) -> set[int]:

@@ -1,10 +1,12 @@
-"""Each block computes its formula (checked against plain float64 numpy) under the official parameter names."""
+"""Each block computes its formula (checked against plain float64 numpy) on its parameters read under the official
+names (``checkpoint.sanitize``: merged input projections split into the official tensors)."""
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from xlstm_metal.blocks import NodeContext, ShapeError, TensorType, get_block
+from xlstm_metal.checkpoint import block_keys, to_official
 from xlstm_metal.kernels import get_kernel
 from xlstm_metal.kernels.mlstm.reference import mlstm_reference
 
@@ -23,7 +25,8 @@ def make(type_name, inputs, **params):
 
 
 def np_params(block):
-    return {k: np.array(v, np.float64) for k, v in tree_flatten(block.parameters())}
+    official = to_official(block_keys(block), dict(tree_flatten(block.parameters())))
+    return {k: np.array(v, np.float64) for k, v in official.items()}
 
 
 def x_of(*shape):
@@ -159,12 +162,19 @@ def test_mlstm_layer_matches_the_official_formula(mode, with_state):
         check(a, r, rtol=2e-5)
 
 
-def test_mlstm_parameter_names_are_the_official_ones():
-    single = {k for k, _ in tree_flatten(make("mlstm", [F(8)], num_heads=2).parameters())}
+def test_mlstm_has_one_layout_and_reads_the_official_names_of_either_mode():
+    for mode in ("single", "fused"):
+        b = make("mlstm", [F(8)], num_heads=2, weight_mode=mode)
+        assert {k: v.shape for k, v in tree_flatten(b.parameters())} == {
+            "proj_in.weight": (2 * 4 + 2 * 8 + 2 * 2, 8), "gate_bias": (4,), "multihead_norm.weight": (8,),
+            "out_proj.weight": (8, 8)}
+    single = set(np_params(make("mlstm", [F(8)], num_heads=2)))
     assert single == {"q.weight", "k.weight", "v.weight", "ogate_preact.weight", "igate_preact.weight", "igate_preact.bias",
                       "fgate_preact.weight", "fgate_preact.bias", "multihead_norm.weight", "out_proj.weight"}
-    fused = {k for k, _ in tree_flatten(make("mlstm", [F(8)], num_heads=2, weight_mode="fused").parameters())}
+    fused = set(np_params(make("mlstm", [F(8)], num_heads=2, weight_mode="fused")))
     assert fused == {"qkv_opreact.weight", "ifgate_preact.weight", "ifgate_preact.bias", "multihead_norm.weight", "out_proj.weight"}
+    biased = set(np_params(make("mlstm", [F(8)], num_heads=2, use_bias=True)))
+    assert {"q.bias", "k.bias", "v.bias", "ogate_preact.bias", "multihead_norm.bias", "out_proj.bias"} < biased
 
 
 def test_mlstm_init_state_and_gate_bias_init():
@@ -174,8 +184,8 @@ def test_mlstm_init_state_and_gate_bias_init():
     assert C.shape == (3, 4, 2, 4) and n.shape == (3, 4, 2) and m.shape == (3, 4)
     assert C.dtype == n.dtype == m.dtype == mx.float32
     assert b.head_dims == (2, 4)
-    np.testing.assert_allclose(np.array(b.igate_preact.bias), -10.0)
-    np.testing.assert_allclose(np.array(b.fgate_preact.bias), np.linspace(3, 6, 4), rtol=1e-6)
+    np.testing.assert_allclose(np.array(b.gate_bias[:4]), -10.0)  # igate
+    np.testing.assert_allclose(np.array(b.gate_bias[4:]), np.linspace(3, 6, 4), rtol=1e-6)  # fgate
 
 
 @pytest.mark.parametrize("type_name, params, inputs, field, fragment", [

@@ -7,6 +7,7 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from xlstm_metal.blocks import NodeContext, TensorType, get_block
+from xlstm_metal.checkpoint import block_keys, to_official
 
 rng = np.random.default_rng(1)
 F = TensorType.features
@@ -17,7 +18,8 @@ def make(type_name, dim, **params):
     p = cls.Params.model_validate(params)
     b = cls(p, [F(dim)])
     b.update(tree_map(lambda a: mx.array(rng.normal(size=a.shape).astype(np.float32) * 0.5), b.parameters()))
-    return b, {k: np.array(v, np.float64) for k, v in tree_flatten(b.parameters())}
+    official = to_official(block_keys(b), dict(tree_flatten(b.parameters())))  # under the official names
+    return b, {k: np.array(v, np.float64) for k, v in official.items()}
 
 
 def close(a, b, rtol=2e-5):

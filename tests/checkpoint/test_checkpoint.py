@@ -184,7 +184,8 @@ def test_convert_to_bf16_and_quantized_directories_load(tmp_path):
     cfg = json.loads((tmp_path / "q8" / "config.json").read_text())
     assert cfg["quantization"] == {"group_size": 32, "bits": 8, "mode": "affine"}
     q8 = xLSTMRunner.from_pretrained(tmp_path / "q8")
-    assert q8.model.backbone.blocks[0].mlstm_layer.q.__class__.__name__ == "QuantizedLinear"
+    assert q8.model.backbone.blocks[0].mlstm_layer.proj_in.__class__.__name__ == "QuantizedLinear"
+    assert "backbone.blocks.0.mlstm_layer.q.scales" in mx.load(str(tmp_path / "q8" / "model.safetensors"))
     out = np.array(q8(X)[0])
     assert np.abs(out - ref).max() < 0.05 * max(1, np.abs(ref).max())
     # greedy decoding after the prompt mostly agrees at 8 bits

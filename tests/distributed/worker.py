@@ -68,12 +68,13 @@ def load(ckpt, out):
     """from_pretrained(shard=True): each rank reads its slices; prefill logits must match."""
     group = world()
     runner = xLSTMRunner.from_pretrained(ckpt, shard=True)
-    assert runner.graph.block("backbone.blocks.0.mlstm_layer").q.weight.shape[0] < 64 or group.size() == 1
+    m = runner.graph.block("backbone.blocks.0.mlstm_layer")
+    assert m.proj_in.weight.shape[0] == 2 * m.qk_dim + 2 * m.v_dim + 2 * m.local_heads  # this rank's rows only
     x = mx.array(np.random.default_rng(0).integers(0, 64, size=(1, 9)), dtype=mx.int32)
     logits, _ = runner(x)
     mx.eval(logits)
     if group.rank() == 0:
-        np.savez(out, logits=np.array(logits), q_rows=runner.graph.block("backbone.blocks.0.mlstm_layer").q.weight.shape[0])
+        np.savez(out, logits=np.array(logits), q_rows=runner.graph.block("backbone.blocks.0.mlstm_layer").qk_dim)
 
 
 if __name__ == "__main__" and sys.argv[1] == "load":

@@ -176,16 +176,21 @@ def test_bfloat16_runner_tracks_float32():
     assert np.abs(np.array(a) - np.array(b.astype(mx.float32))).max() < 0.1 * max(1.0, np.abs(np.array(a)).max())
 
 
-def test_parameter_names_are_the_checkpoint_keys():
+def test_parameter_names_are_the_checkpoint_keys_with_merged_input_projections():
     from mlx.utils import tree_flatten
+
+    from xlstm_metal.checkpoint import official_keys
 
     r = xLSTMRunner.from_spec("xlstm_tiny")
     keys = {k for k, _ in tree_flatten(r.model.parameters())}
-    expected_block = {"norm_mlstm.weight", "mlstm_layer.q.weight", "mlstm_layer.k.weight", "mlstm_layer.v.weight",
-                      "mlstm_layer.ogate_preact.weight", "mlstm_layer.igate_preact.weight", "mlstm_layer.igate_preact.bias",
-                      "mlstm_layer.fgate_preact.weight", "mlstm_layer.fgate_preact.bias", "mlstm_layer.multihead_norm.weight",
-                      "mlstm_layer.out_proj.weight", "norm_ffn.weight", "ffn.proj_up_gate.weight", "ffn.proj_up.weight",
-                      "ffn.proj_down.weight"}
-    expected = {"backbone.embeddings.weight", "backbone.out_norm.weight", "lm_head.weight"}
-    expected |= {f"backbone.blocks.{b}.{k}" for b in range(2) for k in expected_block}
-    assert keys == expected
+    ours = {"norm_mlstm.weight", "mlstm_layer.proj_in.weight", "mlstm_layer.gate_bias", "mlstm_layer.multihead_norm.weight",
+            "mlstm_layer.out_proj.weight", "norm_ffn.weight", "ffn.proj_up_gate_z.weight", "ffn.proj_down.weight"}
+    official = {"norm_mlstm.weight", "mlstm_layer.q.weight", "mlstm_layer.k.weight", "mlstm_layer.v.weight",
+                "mlstm_layer.ogate_preact.weight", "mlstm_layer.igate_preact.weight", "mlstm_layer.igate_preact.bias",
+                "mlstm_layer.fgate_preact.weight", "mlstm_layer.fgate_preact.bias", "mlstm_layer.multihead_norm.weight",
+                "mlstm_layer.out_proj.weight", "norm_ffn.weight", "ffn.proj_up_gate.weight", "ffn.proj_up.weight",
+                "ffn.proj_down.weight"}
+    common = {"backbone.embeddings.weight", "backbone.out_norm.weight", "lm_head.weight"}
+    assert keys == common | {f"backbone.blocks.{b}.{k}" for b in range(2) for k in ours}
+    names = {name for pieces in official_keys(r.graph).values() for name, _ in pieces}
+    assert names == common | {f"backbone.blocks.{b}.{k}" for b in range(2) for k in official}

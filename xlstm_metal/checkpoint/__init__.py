@@ -1,7 +1,8 @@
 """Hugging Face style checkpoint directories: config.json → spec, strict weight loading, writing."""
 from .config import ConfigError, config_to_spec, xLSTMConfig
 from .files import CheckpointError
-from .load import load_pretrained, read_config
-from .sanitize import sanitize
+from .load import Checkpoint, load_tokenizer, open_checkpoint, read_config
+from .sanitize import block_keys, official_keys, sanitize, to_official
 
-__all__ = ["CheckpointError", "ConfigError", "config_to_spec", "load_pretrained", "read_config", "sanitize", "xLSTMConfig"]
+__all__ = ["Checkpoint", "block_keys", "CheckpointError", "ConfigError", "config_to_spec", "load_tokenizer", "official_keys",
+           "open_checkpoint", "read_config", "sanitize", "to_official", "xLSTMConfig"]

@@ -1,14 +1,15 @@
-"""Loading a Hugging Face style directory into an ``xLSTMRunner``.
+"""Reading a Hugging Face style directory: config → graph, strict key checking, weights into a model.
 
 Everything is checked before any weight is read (config values, shard presence and integrity,
 the full key set, every shape), so a broken directory fails fast with one clear message. Weights
 are then read one shard at a time and cast one tensor at a time, so loading needs about one
-shard of memory beyond the model itself.
+shard of memory beyond the model itself. The runner builds itself from what this returns.
 """
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,13 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..graph import build_graph
+from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
 from .config import ConfigError, config_to_spec, xLSTMConfig
 from .files import CheckpointError, check_safetensors, weight_files
-from .sanitize import sanitize
+from .sanitize import official_keys, sanitize
 
 SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes from a custom spec
-
-_ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "U32": "uint32", "I32": "int32", "F64": "float64",
-              "U8": "uint8", "I64": "int64"}
 
 
 def read_raw_config(directory: Path) -> dict:
@@ -45,17 +43,112 @@ def read_config(directory: Path) -> xLSTMConfig:
     return xLSTMConfig.from_dict(read_raw_config(Path(directory)))
 
 
-def quantize_predicate(group_size: int):
-    """Quantise every layer whose rows split into whole groups (tiny gate projections stay exact)."""
-    def predicate(path: str, module: nn.Module) -> bool:
-        w = getattr(module, "weight", None) if hasattr(module, "to_quantized") else None
-        return w is not None and w.ndim == 2 and w.shape[-1] % group_size == 0 and w.shape[0] >= 8
-    return predicate
+# what a model's parameter key is read from: (file, key in the file, the rank's row pieces or None) per piece
+Index = dict[str, list[tuple[Path, str, Any]]]
 
 
-def apply_quantization(model: nn.Module, q: dict) -> None:
-    nn.quantize(model, group_size=q["group_size"], bits=q["bits"], mode=q.get("mode", "affine"),
-                class_predicate=quantize_predicate(q["group_size"]))
+@dataclass
+class Checkpoint:
+    """A checked checkpoint directory: its graph, config, dtype and quantization, and its files' headers."""
+
+    directory: Path
+    graph: ModelGraph
+    config: Any  # xLSTMConfig, or the raw dict for a model from a custom spec
+    dtype: str
+    quantization: dict | None
+    tied: bool
+    headers: dict[Path, dict]
+
+    def index(self, model: nn.Module) -> Index:
+        """Strictly match the files to ``model`` (built from ``graph``, quantized as the checkpoint says):
+        every official key present, none unknown, every shape right; raises ``CheckpointError`` naming them."""
+        expected = dict(tree_flatten(model.parameters()))
+        wanted = official_keys(self.graph)
+        found = sanitize({k: (f, k, tuple(v["shape"])) for f, header in self.headers.items()
+                          for k, v in header.items() if k != "__metadata__"}, tie_word_embeddings=self.tied)
+        names = {name: (key, rows) for key, pieces in wanted.items() for name, rows in pieces}
+        missing, unexpected = sorted(set(names) - set(found)), sorted(set(found) - set(names))
+        if missing or unexpected:
+            def listed(what, keys):
+                return f"{what} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+            parts = ([listed("missing tensor(s)", missing)] if missing else []) + \
+                ([listed("unknown tensor(s)", unexpected)] if unexpected else [])
+            raise CheckpointError(f"the weights in {self.directory} do not match config.json: " + "; ".join(parts))
+        for name, (f, _, shape) in sorted(found.items()):
+            key, rows = names[name]
+            want = tuple(expected[key].shape)
+            want = want if rows is None else (rows,) + want[1:]
+            if shape != want:
+                raise CheckpointError(f"shape mismatch for '{name}' in {f.name}: config.json implies {want}, file has {shape}")
+        return {key: [(found[name][0], found[name][1], rows) for name, rows in pieces] for key, pieces in wanted.items()}
+
+    def read(self, model: nn.Module, index: Index, *, dtype: mx.Dtype, slices: dict | None = None,
+             progress: bool | None = None) -> None:
+        """Read the weights into ``model``, cast to ``dtype``; ``slices`` (key -> row/column pieces, from
+        ``distributed.shard_heads``): only those parts of each tensor are ever materialised."""
+        from ..distributed.tensor_parallel import take, within
+
+        slices = slices or {}
+        todo: dict[Path, list] = {}
+        count: dict[str, int] = {}
+        for key, pieces in index.items():
+            if slices.get(key) == []:  # zeros on this rank (an output bias that rank 0 adds)
+                continue
+            start = 0
+            for n, (f, name, rows) in enumerate(pieces):
+                segs = slices.get(key)
+                if segs is not None and rows is not None and segs[0][0] == 0:
+                    segs = within(segs, start, rows)
+                    if not segs:  # none of this rank's rows in this tensor
+                        start += rows
+                        continue
+                todo.setdefault(f, []).append((key, n, name, segs))
+                count[key] = count.get(key, 0) + 1
+                start += rows or 0
+        parts: dict[str, dict[int, mx.array]] = {}
+        bar = _Progress(len(self.headers), progress if progress is not None else len(self.headers) > 1)
+        for f in self.headers:
+            try:
+                arrays = mx.load(str(f))
+            except Exception as exc:  # noqa: BLE001 - MLX raises several types for damaged files
+                raise CheckpointError(f"{f.name} could not be read ({exc}); the file is damaged: re-download it") from None
+            for key, n, name, segs in todo.get(f, ()):
+                a = arrays[name] if segs is None else take(arrays[name], segs)
+                if mx.issubdtype(a.dtype, mx.floating) and a.dtype != dtype:
+                    a = a.astype(dtype)
+                mx.eval(a)
+                got = parts.setdefault(key, {})
+                got[n] = a
+                if len(got) == count[key]:  # every piece read: concatenated in row order
+                    a = mx.concatenate([got[i] for i in sorted(got)]) if len(got) > 1 else a
+                    mx.eval(a)
+                    model.update(tree_unflatten([(key, a)]), strict=False)
+                    del parts[key]
+            del arrays
+            bar.update(f.name)
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check config.json (or the saved wiring spec) and every weight file's header."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"no checkpoint directory at {directory}")
+    raw = read_raw_config(directory)
+    spec_path = directory / SPEC_FILE
+    if spec_path.exists():  # a custom architecture: the spec is the truth, config.json only carries extras
+        graph = build_graph(spec_path)
+        cfg: Any = raw
+        quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
+    else:
+        cfg = xLSTMConfig.from_dict(raw)
+        try:
+            graph = build_graph(config_to_spec(cfg, name=directory.name))
+        except SpecError as exc:
+            raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
+        quant, tie = cfg.quantization, cfg.tie_word_embeddings
+    dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(raw.get("torch_dtype")), "float32")
+    headers = {f: check_safetensors(f) for f in weight_files(directory)}
+    return Checkpoint(directory, graph, cfg, dtype, dict(quant) if quant else None, tie, headers)
 
 
 class _Progress:
@@ -69,101 +162,6 @@ class _Progress:
             filled = int(width * self.done / self.total)
             print(f"\rloading weights [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {name}",
                   end="" if self.done < self.total else "\n", file=sys.stderr, flush=True)
-
-
-def load_pretrained(path: str | Path, *, dtype: Any = None, progress: bool | None = None, compile: bool = True,
-                    tokenizer: bool = True, shard: Any = None, **runner_kw):
-    """``xLSTMRunner`` for a checkpoint directory (config.json + safetensors [+ tokenizer.json]).
-
-    ``shard``: a distributed group (or True for the launched world): each rank reads only its
-    heads / FFN columns of every tensor (head-parallel inference).
-    ``merge_projections`` (default True): merge each block's input projections once the weights
-    are loaded (``xLSTMRunner.merge_projections``); keys are checked and read under the official names.
-    """
-    from ..runner import xLSTMRunner
-
-    directory = Path(path)
-    if not directory.is_dir():
-        raise CheckpointError(f"no checkpoint directory at {directory}")
-    raw = read_raw_config(directory)
-    spec_path = directory / SPEC_FILE
-    if spec_path.exists():  # a custom architecture: the spec is the truth, config.json only carries extras
-        graph = build_graph(spec_path)
-        cfg: Any = raw
-        quant = raw.get("quantization")
-        tie = bool(raw.get("tie_word_embeddings", False))
-    else:
-        cfg = xLSTMConfig.from_dict(raw)
-        try:
-            graph = build_graph(config_to_spec(cfg, name=directory.name))
-        except SpecError as exc:
-            raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
-        quant, tie = cfg.quantization, cfg.tie_word_embeddings
-    if dtype is None:
-        dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(raw.get("torch_dtype")), "float32")
-    merge = runner_kw.pop("merge_projections", True)
-    runner = xLSTMRunner(graph, dtype=dtype, config=cfg, compile=compile, merge_projections=False, **runner_kw)
-    if quant:
-        apply_quantization(runner.model, quant)
-        runner.quantization = dict(quant)
-
-    files = weight_files(directory)
-    headers = {f: check_safetensors(f) for f in files}
-    expected = {k: v for k, v in tree_flatten(runner.model.parameters())}
-    slices: dict = {}
-    if shard:
-        from ..distributed import shard_heads, world
-
-        shard_heads(runner, world() if shard is True else shard)
-        slices = runner.shard_slices
-    found: dict[str, tuple[Path, str, tuple]] = {}
-    for f, header in headers.items():
-        names = {k: k for k in header if k != "__metadata__"}
-        renamed = sanitize(names, tie_word_embeddings=False)
-        for new_key, old_key in renamed.items():
-            info = header[old_key]
-            found[new_key] = (f, old_key, tuple(info["shape"]), info["dtype"])
-    if tie and "lm_head.weight" not in found and "backbone.embeddings.weight" in found:
-        found["lm_head.weight"] = found["backbone.embeddings.weight"]
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensor(s) ({len(missing)}): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
-        if unexpected:
-            parts.append(f"unknown tensor(s) ({len(unexpected)}): {', '.join(unexpected[:20])}{' ...' if len(unexpected) > 20 else ''}")
-        raise CheckpointError(f"the weights in {directory} do not match config.json: " + "; ".join(parts))
-    for key, (f, _, shape, _) in sorted(found.items()):
-        want = tuple(expected[key].shape)
-        if shape != want:
-            raise CheckpointError(f"shape mismatch for '{key}' in {f.name}: config.json implies {want}, file has {shape}")
-
-    target = runner.dtype
-    bar = _Progress(len(files), progress if progress is not None else len(files) > 1)
-    for f in files:
-        try:
-            arrays = mx.load(str(f))
-        except Exception as exc:  # noqa: BLE001 - MLX raises several types for damaged files
-            raise CheckpointError(f"{f.name} could not be read ({exc}); the file is damaged: re-download it") from None
-        wanted = [(k, old) for k, (ff, old, _, _) in found.items() if ff == f]
-        for key, old in wanted:
-            a = arrays[old]
-            if key in slices:  # only this rank's part is ever materialised
-                from ..distributed.tensor_parallel import take
-
-                a = take(a, slices[key])
-            if mx.issubdtype(a.dtype, mx.floating) and a.dtype != target:
-                a = a.astype(target)
-            mx.eval(a)
-            runner.model.update(tree_unflatten([(key, a)]), strict=False)
-        del arrays
-        bar.update(f.name)
-    if merge:
-        runner.merge_projections()
-    if tokenizer:
-        runner.tokenizer = load_tokenizer(directory)
-    return runner
 
 
 def load_tokenizer(directory: Path):

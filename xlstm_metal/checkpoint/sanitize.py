@@ -1,18 +1,77 @@
-"""The one place where checkpoint key names are mapped to our parameter paths.
+"""The one place where checkpoint names meet our parameter layout, both ways.
 
-Our node names already are the Hugging Face names (``backbone.embeddings``,
-``backbone.blocks.N.mlstm_layer.q`` ...), so only the official ``xlstm`` package's own
-``state_dict`` naming (``embedding.weight``) and tied embeddings need handling.
+Node names already are the Hugging Face prefixes (``backbone.blocks.N.mlstm_layer``), and most
+parameters keep the official names. Three things are mapped: the official ``xlstm`` package's own
+``embedding.weight``, tied embeddings, and the merged input projections: an mLSTM layer's
+``proj_in`` (rows q | k | v | ogate | igate | fgate), ``gate_bias`` and ``qkvo_bias``, and a
+SwiGLU's ``proj_up_gate_z``, each read from (and written as) the official tensors of the block's
+``weight_mode``, concatenated along rows. Quantized arrays (``.weight``, ``.scales``, ``.biases``)
+split by rows like the weight they quantize.
 """
 from __future__ import annotations
 
-_RENAMES = {"embedding.weight": "backbone.embeddings.weight"}
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from xlstm_metal.blocks.mlstm import MLSTM
+from xlstm_metal.blocks.swiglu import SwiGLU
+
+RENAMES = {"embedding.weight": "backbone.embeddings.weight"}  # the official package's state_dict names
+
+Piece = tuple[str, int | None]  # an official key and its rows in our array (None: the whole array)
 
 
-def sanitize(weights: dict, *, tie_word_embeddings: bool = False) -> dict:
-    out = {}
-    for key, value in weights.items():
-        out[_RENAMES.get(key, key)] = value
+def layout(block) -> dict[str, list[tuple[str, int]]]:
+    """Our parameter prefix -> the official prefixes concatenated along rows into it, with their row counts."""
+    p = block.params
+    if isinstance(block, MLSTM):
+        qk, v, nh = block.qk_dim, block.v_dim, p.num_heads
+        if p.weight_mode == "fused":
+            qkvo = [("qkv_opreact", 2 * qk + 2 * v)]
+            out = {"proj_in": qkvo + [("ifgate_preact", 2 * nh)], "gate_bias": [("ifgate_preact.bias", 2 * nh)]}
+        else:
+            qkvo = [("q", qk), ("k", qk), ("v", v), ("ogate_preact", v)]
+            out = {"proj_in": qkvo + [("igate_preact", nh), ("fgate_preact", nh)],
+                   "gate_bias": [("igate_preact.bias", nh), ("fgate_preact.bias", nh)]}
+        if p.use_bias:
+            out["qkvo_bias"] = [(f"{name}.bias", rows) for name, rows in qkvo]
+        return out
+    if isinstance(block, SwiGLU) and p.weight_mode == "single":
+        return {"proj_up_gate_z": [("proj_up_gate", block.hidden), ("proj_up", block.hidden)]}
+    return {}
+
+
+def block_keys(block) -> dict[str, list[Piece]]:
+    """Each parameter key of ``block`` -> the official tensors (relative to the block) it is made of, in row order."""
+    table = layout(block)
+    out: dict[str, list[Piece]] = {}
+    for key, _ in tree_flatten(block.parameters()):
+        prefix = next((pre for pre in table if key == pre or key.startswith(pre + ".")), None)
+        out[key] = [(key, None)] if prefix is None else [(name + key[len(prefix):], rows) for name, rows in table[prefix]]
+    return out
+
+
+def official_keys(graph) -> dict[str, list[Piece]]:
+    """``block_keys`` of every node of ``graph``, as full parameter paths."""
+    return {f"{node}.{key}": [(f"{node}.{name}", rows) for name, rows in pieces]
+            for node in graph.compute_nodes() for key, pieces in block_keys(graph.block(node)).items()}
+
+
+def sanitize(names: dict, *, tie_word_embeddings: bool = False) -> dict:
+    """A checkpoint's ``{key: value}`` under the Hugging Face names (renamed official package keys, a tied head)."""
+    out = {RENAMES.get(key, key): value for key, value in names.items()}
     if tie_word_embeddings and "lm_head.weight" not in out and "backbone.embeddings.weight" in out:
         out["lm_head.weight"] = out["backbone.embeddings.weight"]
+    return out
+
+
+def to_official(keys: dict[str, list[Piece]], params: dict[str, mx.array]) -> dict[str, mx.array]:
+    """The inverse: flat parameters as the official tensors (row slices of the merged arrays); ``keys``
+    from ``official_keys`` (a model) or ``block_keys`` (one block)."""
+    out = {}
+    for key, pieces in keys.items():
+        start = 0
+        for name, rows in pieces:
+            out[name] = params[key] if rows is None else params[key][start:start + rows]
+            start += rows or 0
     return out

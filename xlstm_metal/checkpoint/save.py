@@ -15,8 +15,10 @@ import mlx.core as mx
 import yaml
 from mlx.utils import tree_flatten
 
+from ..modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
 from .files import CheckpointError
-from .load import SPEC_FILE, apply_quantization, load_pretrained
+from .load import SPEC_FILE, open_checkpoint
+from .sanitize import official_keys, to_official
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
@@ -34,15 +36,15 @@ def _shards(weights: dict[str, mx.array], max_bytes: int) -> list[dict[str, mx.a
     return shards
 
 
-def save_pretrained(runner, out_dir: str | Path, *, config: dict[str, Any] | None = None, tokenizer_dir: str | Path | None = None,
-                    max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False, extra=None) -> Path:
-    """Write ``runner``'s weights, config.json (and its wiring spec when it is not an xLSTMLarge config).
+def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, config: Any, quantization: dict | None = None,
+                    tokenizer_dir: str | Path | None = None, max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False,
+                    extra=None) -> Path:
+    """Write ``model``'s weights under the official names, config.json (``config``: an ``xLSTMConfig`` or a
+    dict; None: the graph's name) and the wiring spec when it is not an xLSTMLarge config.
 
     ``extra(tmp_dir)`` may add files (e.g. a trainer's state) before the directory is swapped in.
     With ``overwrite`` an existing directory is replaced only once the new one is complete.
     """
-    from ..runner import dtype_name
-
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out} exists and is not empty; choose a new directory (or pass overwrite=True)")
@@ -51,7 +53,7 @@ def save_pretrained(runner, out_dir: str | Path, *, config: dict[str, Any] | Non
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        weights = dict(tree_flatten(runner.model.parameters()))
+        weights = to_official(official_keys(graph), dict(tree_flatten(model.parameters())))
         shards = _shards(weights, max_shard_bytes)
         if len(shards) == 1:
             mx.save_safetensors(str(tmp / "model.safetensors"), shards[0], metadata={"format": "mlx"})
@@ -63,16 +65,15 @@ def save_pretrained(runner, out_dir: str | Path, *, config: dict[str, Any] | Non
                 weight_map.update({k: name for k in shard})
             total = sum(v.nbytes for v in weights.values())
             (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-        cfg = dict(config if config is not None else _config_of(runner))
-        cfg["torch_dtype"] = dtype_name(runner.dtype)
-        q = getattr(runner, "quantization", None)
-        if q:
-            cfg["quantization"] = q
+        cfg = _config_dict(config, graph)
+        cfg["torch_dtype"] = dtype_name(dtype)
+        if quantization:
+            cfg["quantization"] = quantization
         else:
             cfg.pop("quantization", None)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         if not _is_large_config(cfg):
-            (tmp / SPEC_FILE).write_text(yaml.safe_dump(runner.graph.spec.source.data, sort_keys=False))
+            (tmp / SPEC_FILE).write_text(yaml.safe_dump(graph.spec.source.data, sort_keys=False))
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
                 if (Path(tokenizer_dir) / name).exists():
@@ -92,11 +93,10 @@ def save_pretrained(runner, out_dir: str | Path, *, config: dict[str, Any] | Non
     return out
 
 
-def _config_of(runner) -> dict[str, Any]:
-    cfg = runner.config
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    return dict(cfg or {"model_type": "xlstm_metal", "name": runner.graph.name})
+def _config_dict(config: Any, graph) -> dict[str, Any]:
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    return dict(config or {"model_type": "xlstm_metal", "name": graph.name})
 
 
 def _is_large_config(cfg: dict) -> bool:
@@ -107,13 +107,19 @@ def _is_large_config(cfg: dict) -> bool:
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,
             q_group_size: int = 64, overwrite: bool = False) -> Path:
     """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
-    runner = load_pretrained(src, dtype=dtype, tokenizer=False, progress=False, merge_projections=False)  # only re-saved
+    ckpt = open_checkpoint(src)
+    if q_bits and ckpt.quantization:
+        raise CheckpointError(f"{src} is already quantized ({ckpt.quantization}); convert from the full-precision checkpoint")
+    target = as_dtype(dtype or ckpt.dtype)
+    model = GraphModule(ckpt.graph)
+    cast_parameters(model, target)
+    if ckpt.quantization:
+        quantize_model(model, ckpt.quantization)
+    ckpt.read(model, ckpt.index(model), dtype=target, progress=False)
+    q = ckpt.quantization
     if q_bits:
-        if getattr(runner, "quantization", None):
-            raise CheckpointError(f"{src} is already quantized ({runner.quantization}); convert from the full-precision checkpoint")
         q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}
-        apply_quantization(runner.model, q)
-        runner.quantization = q
-    mx.eval(runner.model.parameters())
-    cfg = _config_of(runner)
-    return save_pretrained(runner, dst, config=cfg, tokenizer_dir=src, overwrite=overwrite)
+        quantize_model(model, q)
+    mx.eval(model.parameters())
+    return save_pretrained(dst, model, ckpt.graph, dtype=target, config=ckpt.config, quantization=q, tokenizer_dir=src,
+                           overwrite=overwrite)

@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
     from ..train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
 
     out = Path(args.out)
-    runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed, merge_projections=False)  # trained
+    runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
     files = expand_files(args.data)
     texts = read_texts(files, args.max_bytes)

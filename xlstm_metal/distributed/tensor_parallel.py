@@ -1,8 +1,8 @@
 """Head-parallel (tensor-parallel) inference: mLSTM heads are independent, so each rank owns some.
 
-Per mLSTM layer a rank keeps the q/k/v/o rows and gate rows of its heads, the matching slice of
-the per-head norm and the matching columns of ``out_proj``; the layer's output is the sum of the
-ranks' partial outputs. SwiGLU / gated MLPs split their hidden width the same way. Everything
+Per mLSTM layer a rank keeps the rows of its heads in each segment of ``proj_in`` (q, k, v, o and
+the gates) and of the gate biases, the matching slice of the per-head norm and the matching columns
+of ``out_proj``; the layer's output is the sum of the ranks' partial outputs. SwiGLU / gated MLPs split their hidden width the same way. Everything
 else is replicated. The recurrent state is sharded like the heads.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ShardInfo:
         return f"rank {self.rank}/{self.size}: {self.unit} {self.start}-{self.end - 1}"
 
 
-Segments = list[tuple[int, int, int]]  # (axis, start, end) pieces concatenated along that axis
+Segments = list[tuple[int, int, int]]  # (axis, start, end) pieces concatenated along that axis; []: zeros here
 
 
 def take(arr: mx.array, segs: Segments) -> mx.array:
@@ -36,51 +36,41 @@ def take(arr: mx.array, segs: Segments) -> mx.array:
     return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=axis)
 
 
+def within(segs: Segments, start: int, rows: int) -> Segments:
+    """The row pieces of ``segs`` that fall in rows [start, start + rows), relative to ``start``
+    (what a rank needs of one checkpoint tensor that fills those rows of a merged array)."""
+    return [(0, max(a, start) - start, min(b, start + rows) - start) for _, a, b in segs
+            if min(b, start + rows) > max(a, start)]
+
+
 def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     p = block.params
     nh = p.num_heads
     h0, h1 = split(nh, size, rank)
     if h1 <= h0:
         raise ValueError(f"{size} ranks but only {nh} heads in an mLSTM layer: every rank needs at least one head")
-    dk, dv = block.qk_dim // nh, block.v_dim // nh
-    qk, v = (0, h0 * dk, h1 * dk), (0, h0 * dv, h1 * dv)
-    segs: dict[str, Segments] = {}
-    if p.weight_mode == "single":
-        for name, rows in (("q", qk), ("k", qk), ("v", v), ("ogate_preact", v), ("igate_preact", (0, h0, h1)),
-                           ("fgate_preact", (0, h0, h1))):
-            segs[f"{name}.weight"] = [rows]
-            if "bias" in getattr(block, name):
-                segs[f"{name}.bias"] = [rows]
-    else:
-        q_dim, v_dim = block.qk_dim, block.v_dim
-        rows = [qk, (0, q_dim + qk[1], q_dim + qk[2]), (0, 2 * q_dim + v[1], 2 * q_dim + v[2]),
-                (0, 2 * q_dim + v_dim + v[1], 2 * q_dim + v_dim + v[2])]
-        segs["qkv_opreact.weight"] = rows
-        if "bias" in block.qkv_opreact:
-            segs["qkv_opreact.bias"] = rows
-        gates = [(0, h0, h1), (0, nh + h0, nh + h1)]
-        segs["ifgate_preact.weight"] = segs["ifgate_preact.bias"] = gates
-    segs["multihead_norm.weight"] = [v]
+    qk, v = block.qk_dim, block.v_dim
+    dk, dv = qk // nh, v // nh
+    # proj_in's rows are q | k | v | ogate | igate | fgate: this rank's heads of each
+    qkvo = [(0, a + h0 * d, a + h1 * d) for a, d in ((0, dk), (qk, dk), (2 * qk, dv), (2 * qk + v, dv))]
+    gates = [(0, h0, h1), (0, nh + h0, nh + h1)]
+    segs: dict[str, Segments] = {"proj_in.weight": qkvo + [(0, 2 * qk + 2 * v + a, 2 * qk + 2 * v + b) for _, a, b in gates],
+                                 "gate_bias": gates, "multihead_norm.weight": [(0, h0 * dv, h1 * dv)],
+                                 "out_proj.weight": [(1, h0 * dv, h1 * dv)]}
+    if "qkvo_bias" in block:
+        segs["qkvo_bias"] = qkvo
     if "bias" in block.multihead_norm:
-        segs["multihead_norm.bias"] = [v]
-    segs["out_proj.weight"] = [(1, v[1], v[2])]
+        segs["multihead_norm.bias"] = segs["multihead_norm.weight"]
     return segs, ShardInfo(rank, size, h0, h1, "heads")
 
 
 def _ffn_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     hidden = block.hidden
     a, b = split(hidden, size, rank)
-    segs: dict[str, Segments] = {}
-    if block.params.weight_mode == "single":
-        for name in ("proj_up_gate", "proj_up"):
-            segs[f"{name}.weight"] = [(0, a, b)]
-            if "bias" in getattr(block, name):
-                segs[f"{name}.bias"] = [(0, a, b)]
-    else:
-        segs["proj_up_gate_z.weight"] = [(0, a, b), (0, hidden + a, hidden + b)]
-        if "bias" in block.proj_up_gate_z:
-            segs["proj_up_gate_z.bias"] = segs["proj_up_gate_z.weight"]
-    segs["proj_down.weight"] = [(1, a, b)]
+    segs: dict[str, Segments] = {"proj_up_gate_z.weight": [(0, a, b), (0, hidden + a, hidden + b)],
+                                 "proj_down.weight": [(1, a, b)]}
+    if "bias" in block.proj_up_gate_z:
+        segs["proj_up_gate_z.bias"] = segs["proj_up_gate_z.weight"]
     return segs, ShardInfo(rank, size, a, b, "hidden")
 
 
@@ -88,18 +78,18 @@ def _apply(block, segs: dict[str, Segments], rank: int) -> None:
     from mlx.utils import tree_flatten, tree_unflatten
 
     params = dict(tree_flatten(block.parameters()))
-    new = [(k, take(params[k], sg)) for k, sg in segs.items()]
-    for proj in ("out_proj", "proj_down"):  # an output bias is added once, by rank 0
+    for proj in ("out_proj", "proj_down"):  # an output bias is added once, by rank 0; no pieces: zeros, not read
         if f"{proj}.bias" in params and rank != 0:
-            new.append((f"{proj}.bias", mx.zeros_like(params[f"{proj}.bias"])))
-    block.update(tree_unflatten(new), strict=False)
+            segs[f"{proj}.bias"] = []
+    block.update(tree_unflatten([(k, take(params[k], sg) if sg else mx.zeros_like(params[k])) for k, sg in segs.items()]),
+                 strict=False)
 
 
 def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     """Shard ``runner``'s mLSTM heads and FFN widths over ``group``; returns what this rank owns.
 
     Records ``runner.shard_slices`` (parameter key -> pieces), which ``from_pretrained(shard=True)``
-    applies to each tensor as it is read, so a rank materialises only its own part of the weights.
+    applies to each checkpoint tensor as it is read, so a rank materialises only its own part of the weights.
     """
     from xlstm_metal.blocks.mlstm import MLSTM
     from xlstm_metal.blocks.swiglu import SwiGLU
@@ -114,7 +104,6 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     if runner.quantization:
         raise ValueError("shard the full-precision model, then quantize each rank's shard")
     slices: dict[str, Segments] = {}
-    merged = runner.unmerge_projections()  # shard the official arrays, then merge this rank's rows again
     for name in runner.graph.compute_nodes():
         block = runner.graph.block(name)
         if isinstance(block, MLSTM):
@@ -134,8 +123,6 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
         slices.update({f"{name}.{k}": v for k, v in segs.items()})
     runner.sharding = owned
     runner.shard_slices = slices
-    if merged:
-        runner.merge_projections()
     runner._plans.clear()
     runner._decode_fn = {}
     return owned

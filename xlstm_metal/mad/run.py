@@ -68,7 +68,7 @@ def run_task(spec, task_name: str, budget: MadBudget) -> MadResult:
     x_train, y_train = task.make(budget.n_train, seq_len=seq_len, seed=budget.seed)
     x_test, y_test = task.make(budget.n_test, seq_len=seq_len, seed=budget.seed + 10_000)
     mx.random.seed(budget.seed)
-    runner = xLSTMRunner.from_spec(with_vocab(spec, task.vocab_size), seed=budget.seed, merge_projections=False)  # trained
+    runner = xLSTMRunner.from_spec(with_vocab(spec, task.vocab_size), seed=budget.seed)
     graph, model = runner.graph, runner.model
     plan = make_plan(graph, x_train.shape[1], segment_len=None, training=True)
     schedule = lr_schedule(budget.lr, budget.steps, budget.warmup)

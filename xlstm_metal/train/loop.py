@@ -20,6 +20,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..modules import dtype_name
 from ..plan import make_plan
 from ..runtime import execute
 from .data import TokenBatches
@@ -75,8 +76,6 @@ class Trainer:
             raise ValueError(f"the global batch of {batches.batch_size} does not split over {self.world_size} ranks")
         progress = progress and self.rank == 0
         self.runner, self.batches, self.cfg = runner, batches, cfg
-        # Gradients and optimizer updates belong to the official (separate) projection weights.
-        runner.unmerge_projections()
         self.val_batches = val_batches
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
@@ -87,8 +86,6 @@ class Trainer:
         if cfg.chunk_size:
             overrides = {n: {"chunk_size": cfg.chunk_size} for n in runner.graph.compute_nodes()
                          if runner.graph.node(n)["block_cls"].kernel_family}
-        from ..runner import dtype_name
-
         self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides, segment_len=None,
                               training=True)
         self._step_fn = self._build_step()
@@ -152,12 +149,11 @@ class Trainer:
         log_path = self.out / TRAINER_LOG
         if not log_path.exists():
             return False
-        from ..checkpoint.load import load_pretrained
+        from ..checkpoint import open_checkpoint
 
         info = json.loads(log_path.read_text())
-        saved = load_pretrained(self.out, dtype=self.runner.dtype, tokenizer=False, progress=False, compile=False,
-                                merge_projections=False)
-        self.runner.model.update(saved.model.parameters())
+        ckpt = open_checkpoint(self.out)
+        ckpt.read(self.runner.model, ckpt.index(self.runner.model), dtype=self.runner.dtype, progress=False)
         state = mx.load(str(self.out / TRAINER_STATE))
         self.optimizer.state = tree_unflatten(list(state.items()))
         self.step = int(info["step"])
