@@ -1,5 +1,5 @@
-"""How close an mLSTM kernel must come to the float64 recurrence: the bounds the property suite, the
-emulated fused kernels' tests and ``benchmarks/sweep_kernel_parity.py`` all apply.
+"""How close an mLSTM kernel must come to the float64 recurrence: the bounds the property suite and the
+emulated fused kernels' tests apply.
 
 float32: max |kernel - float64 reference| <= rtol * max(1, max |reference|). Where the inputs are so
 ill-conditioned (|q·n| tiny against its terms, gates at the cap) that float32 itself cannot reach that,
