@@ -215,8 +215,8 @@ def write_tables(results: dict, root: Path = ROOT) -> list[str]:
         text = path.read_text()
         new = text
         for name, render in tables.items():
-            new = re.sub(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table -->)",
-                         lambda m, t=render(results): m.group(1) + t + m.group(2), new, flags=re.S)
+            new = re.sub(rf"(<!-- table:{name} -->\n)(?:.*?\n)?(<!-- /table -->)",
+                         lambda m, t=render(results): m.group(1) + t + "\n" + m.group(2), new, flags=re.S)
         if new != text:
             path.write_text(new)
             changed.append(rel)
