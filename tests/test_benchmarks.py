@@ -86,7 +86,8 @@ def test_the_profile_summarises_ncu_and_nsys_per_kernel_and_call():
            '"1","step","nsecond","1,500"\n"2","gemv","usecond","2.5"\n')
     res = run_script("profile.py", "ncu", "--calls", "2", stdin=ncu)
     assert res["gpu_busy_us_per_call"] == 3.75 and [k["name"] for k in res["kernels"]] == ["gemv", "step"]
-    nsys = ('"Time (%)","Total Time (ns)","Instances","Avg (ns)","Med (ns)","Min (ns)","Max (ns)","StdDev (ns)","Name"\n'
+    nsys = ('"Time (%)","Total Time (ns)","Instances","Avg (ns)","Med (ns)","Min (ns)","Max (ns)",'
+            '"StdDev (ns)","Name"\n'
             '"75.0","9000","40","225","225","200","250","10","gemv_single<bf16>"\n'
             '"25.0","3000","4","750","750","700","800","10","xlstm_mlstm_step"\n')
     res = run_script("profile.py", "nsys", "--calls", "4", stdin=nsys)
