@@ -25,11 +25,13 @@ class MLSTMParams(BlockParams):
     num_heads: int = Field(gt=0, description="Number of mLSTM heads (each with its own C, n, m state).")
     qk_dim_factor: float = Field(0.5, gt=0, description="Query/key width = int(dim * qk_dim_factor).")
     v_dim_factor: float = Field(1.0, gt=0, description="Value width = int(dim * v_dim_factor).")
-    gate_soft_cap: float | None = Field(15.0, gt=0, description="Input/forget gate pre-activations are soft-capped to this.")
+    gate_soft_cap: float | None = Field(15.0, gt=0,
+                                        description="Input/forget gate pre-activations are soft-capped to this.")
     norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the per-head layer norm.")
     eps: float = Field(1e-6, gt=0, description="Epsilon of the cell's denominator max(|q·n|, exp(-m)) + eps.")
     use_bias: bool = Field(False, description="Biases on q/k/v/o/out projections (gates always have biases).")
-    weight_mode: Literal["single", "fused"] = Field("single", description="Checkpoint names: single: separate q,k,v,o,i,f weights; fused: qkv_opreact + ifgate_preact.")
+    weight_mode: Literal["single", "fused"] = Field("single", description="Checkpoint names: single: separate "
+                                                    "q,k,v,o,i,f weights; fused: qkv_opreact + ifgate_preact.")
     norm_reduction_force_float32: bool = Field(True, description="Per-head norm reduces in float32.")
 
 
@@ -67,7 +69,8 @@ class MLSTM(Block):
     @classmethod
     def infer(cls, params, inputs):
         D = cls.expect_features(inputs)
-        for what, fld, factor in (("qk", "qk_dim_factor", params.qk_dim_factor), ("v", "v_dim_factor", params.v_dim_factor)):
+        for what, fld in (("qk", "qk_dim_factor"), ("v", "v_dim_factor")):
+            factor = getattr(params, fld)
             width = int(D * factor)
             if width == 0:
                 raise ShapeError(f"{what} dim is 0 (= int({D} x {fld} {factor})); it must be a positive multiple of "

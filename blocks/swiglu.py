@@ -20,7 +20,8 @@ class SwiGLUParams(BlockParams):
     proj_factor: float = Field(2.6667, gt=0, description="Hidden width = dim * proj_factor, rounded up.")
     round_up_to: int = Field(64, gt=0, description="Round the hidden width up to a multiple of this.")
     use_bias: bool = Field(False, description="Biases on the projections.")
-    weight_mode: Literal["single", "fused"] = Field("single", description="Checkpoint names: single: proj_up_gate + proj_up; fused: proj_up_gate_z.")
+    weight_mode: Literal["single", "fused"] = Field(
+        "single", description="Checkpoint names: single: proj_up_gate + proj_up; fused: proj_up_gate_z.")
 
 
 def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:

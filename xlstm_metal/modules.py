@@ -67,7 +67,8 @@ class GraphModule(nn.Module):
 
 def cast_parameters(module: nn.Module, dtype: mx.Dtype) -> None:
     """Cast floating-point parameters to ``dtype`` (lazily, one tensor at a time)."""
-    module.update(tree_map(lambda a: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a, module.parameters()))
+    module.update(tree_map(lambda a: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a,
+                           module.parameters()))
 
 
 def quantize_model(model: nn.Module, q: dict) -> None:

@@ -251,4 +251,5 @@ class xLSTMRunner:
         return self.graph.num_parameters()
 
     def __repr__(self) -> str:
-        return f"xLSTMRunner('{self.graph.name}', {len(self.graph.compute_nodes())} nodes, dtype={dtype_name(self.dtype)})"
+        nodes = len(self.graph.compute_nodes())
+        return f"xLSTMRunner('{self.graph.name}', {nodes} nodes, dtype={dtype_name(self.dtype)})"

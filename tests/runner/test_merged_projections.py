@@ -89,7 +89,8 @@ def test_the_gate_biases_go_to_a_gate_capping_kernel_unadded():
     np.testing.assert_allclose(np.array(a[0]), np.array(b[0]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", [{}, {"weight_mode": "fused"}, {"use_bias": True}, {"weight_mode": "fused", "use_bias": True}])
+@pytest.mark.parametrize("variant", [{}, {"weight_mode": "fused"}, {"use_bias": True},
+                                     {"weight_mode": "fused", "use_bias": True}])
 def test_save_writes_the_official_names_and_loads_back(variant, tmp_path):
     r = runner(**variant)
     r.save_pretrained(tmp_path / "m", config=config(**variant))
@@ -107,7 +108,8 @@ def test_save_writes_the_official_names_and_loads_back(variant, tmp_path):
     assert not any(k.endswith(("proj_in.weight", "gate_bias", "qkvo_bias")) for k in saved)
     assert set(saved) == {n for pieces in official_keys(r.graph).values() for n, _ in pieces}
     back = xLSTMRunner.from_pretrained(tmp_path / "m")
-    for (k, a), (k2, b) in zip(sorted(tree_flatten(r.model.parameters())), sorted(tree_flatten(back.model.parameters()))):
+    ours, theirs = sorted(tree_flatten(r.model.parameters())), sorted(tree_flatten(back.model.parameters()))
+    for (k, a), (k2, b) in zip(ours, theirs):
         assert k == k2 and np.array_equal(np.array(a), np.array(b)), k
     x = tokens(2, 2, 9)
     np.testing.assert_array_equal(np.array(back(x)[0]), np.array(r(x)[0]))
@@ -156,7 +158,8 @@ def test_sharding_keeps_this_ranks_rows_of_each_segment_and_loading_reads_only_t
     w = np.array(full["backbone.blocks.0.mlstm_layer.proj_in.weight"])
     rows = [w[16:32], w[48:64], w[96:128], w[160:192], w[194:196], w[198:200]]  # q k v o igate fgate of heads 2-3
     assert np.array_equal(np.array(m.proj_in.weight), np.concatenate(rows))
-    assert np.array_equal(np.array(m.gate_bias), np.array(full["backbone.blocks.0.mlstm_layer.gate_bias"])[[2, 3, 6, 7]])
+    gates = np.array(full["backbone.blocks.0.mlstm_layer.gate_bias"])
+    assert np.array_equal(np.array(m.gate_bias), gates[[2, 3, 6, 7]])
     loaded = xLSTMRunner.from_pretrained(tmp_path / "m", shard=Group(1, 2))
     got = dict(tree_flatten(loaded.model.parameters()))
     for key, a in tree_flatten(r.model.parameters()):
@@ -214,3 +217,23 @@ def test_a_block_built_alone_has_the_merged_layout():
     gate, z = np.split(np.array(x @ blk.proj_up_gate_z.weight.T), 2, axis=-1)
     ref = (gate / (1 + np.exp(-gate)) * z) @ np.array(blk.proj_down.weight).T
     np.testing.assert_allclose(np.array(blk([x])[0]), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_quantized_checkpoint_with_full_precision_gate_pieces_loads_them_quantized(tmp_path):
+    """Older writers left tiny gate projections unquantized; such a piece is quantized as it is read."""
+    r = runner(num_heads=4)
+    full = dict(tree_flatten(r.model.parameters()))
+    r.quantize(bits=8, group_size=32)
+    r.save_pretrained(tmp_path / "q", config=config(num_heads=4))
+    path = tmp_path / "q" / "model.safetensors"
+    saved = dict(mx.load(str(path)))
+    for b in range(2):
+        p = f"backbone.blocks.{b}.mlstm_layer."
+        for n, rows in (("igate_preact", slice(192, 196)), ("fgate_preact", slice(196, 200))):
+            del saved[p + n + ".scales"], saved[p + n + ".biases"]
+            saved[p + n + ".weight"] = full[p + "proj_in.weight"][rows]
+    mx.save_safetensors(str(path), saved)
+    back = xLSTMRunner.from_pretrained(tmp_path / "q")
+    ours, theirs = sorted(tree_flatten(r.model.parameters())), sorted(tree_flatten(back.model.parameters()))
+    for (k, a), (_, b) in zip(ours, theirs):
+        assert np.array_equal(np.array(a), np.array(b)), k

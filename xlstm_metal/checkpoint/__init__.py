@@ -4,5 +4,5 @@ from .files import CheckpointError
 from .load import Checkpoint, load_tokenizer, open_checkpoint, read_config
 from .sanitize import block_keys, official_keys, sanitize, to_official
 
-__all__ = ["Checkpoint", "block_keys", "CheckpointError", "ConfigError", "config_to_spec", "load_tokenizer", "official_keys",
-           "open_checkpoint", "read_config", "sanitize", "to_official", "xLSTMConfig"]
+__all__ = ["Checkpoint", "block_keys", "CheckpointError", "ConfigError", "config_to_spec", "load_tokenizer",
+           "official_keys", "open_checkpoint", "read_config", "sanitize", "to_official", "xLSTMConfig"]

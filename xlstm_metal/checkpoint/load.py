@@ -29,7 +29,8 @@ SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes
 def read_raw_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.exists():
-        raise CheckpointError(f"{directory} has no config.json; a checkpoint directory needs config.json and safetensors weights")
+        raise CheckpointError(f"{directory} has no config.json; a checkpoint directory needs config.json "
+                              "and safetensors weights")
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -43,7 +44,7 @@ def read_config(directory: Path) -> xLSTMConfig:
     return xLSTMConfig.from_dict(read_raw_config(Path(directory)))
 
 
-# what a model's parameter key is read from: (file, key in the file, the rank's row pieces or None) per piece
+# what a model's parameter key is read from, per piece: (file, key in the file, rows or None, quantize part or None)
 Index = dict[str, list[tuple[Path, str, Any]]]
 
 
@@ -64,9 +65,10 @@ class Checkpoint:
         every official key present, none unknown, every shape right; raises ``CheckpointError`` naming them."""
         expected = dict(tree_flatten(model.parameters()))
         wanted = official_keys(self.graph)
-        found = sanitize({k: (f, k, tuple(v["shape"])) for f, header in self.headers.items()
+        found = sanitize({k: (f, k, tuple(v["shape"]), None) for f, header in self.headers.items()
                           for k, v in header.items() if k != "__metadata__"}, tie_word_embeddings=self.tied)
         names = {name: (key, rows) for key, pieces in wanted.items() for name, rows in pieces}
+        self._quantize_full_precision_pieces(found, names, expected)
         missing, unexpected = sorted(set(names) - set(found)), sorted(set(found) - set(names))
         if missing or unexpected:
             def listed(what, keys):
@@ -74,13 +76,30 @@ class Checkpoint:
             parts = ([listed("missing tensor(s)", missing)] if missing else []) + \
                 ([listed("unknown tensor(s)", unexpected)] if unexpected else [])
             raise CheckpointError(f"the weights in {self.directory} do not match config.json: " + "; ".join(parts))
-        for name, (f, _, shape) in sorted(found.items()):
+        for name, (f, _, shape, _) in sorted(found.items()):
             key, rows = names[name]
             want = tuple(expected[key].shape)
             want = want if rows is None else (rows,) + want[1:]
             if shape != want:
-                raise CheckpointError(f"shape mismatch for '{name}' in {f.name}: config.json implies {want}, file has {shape}")
-        return {key: [(found[name][0], found[name][1], rows) for name, rows in pieces] for key, pieces in wanted.items()}
+                raise CheckpointError(f"shape mismatch for '{name}' in {f.name}: config.json implies {want}, "
+                                      f"file has {shape}")
+        return {key: [found[name][:2] + (rows, found[name][3]) for name, rows in pieces]
+                for key, pieces in wanted.items()}
+
+    def _quantize_full_precision_pieces(self, found: dict, names: dict, expected: dict) -> None:
+        """A quantized checkpoint may hold a piece of a merged array in full precision (tiny gate projections
+        were once left unquantized): it is quantized as it is read (entries then say which output of
+        ``mx.quantize`` they are: 0 weight, 1 scales, 2 biases)."""
+        q, stored_as = self.quantization, dict(found)
+        for name in [n for n in set(names) - set(found) if q and n.endswith((".scales", ".biases"))]:
+            base = name.rsplit(".", 1)[0] + ".weight"
+            key, rows = names[name]
+            f, stored, shape, _ = stored_as.get(base, (None, None, None, None))
+            if rows is None or shape != (rows, expected[key].shape[1] * q["group_size"]):
+                continue
+            wkey = names[base][0]
+            found[base] = (f, stored, (rows,) + tuple(expected[wkey].shape[1:]), 0)
+            found[name] = (f, stored, (rows,) + tuple(expected[key].shape[1:]), 1 if name.endswith(".scales") else 2)
 
     def read(self, model: nn.Module, index: Index, *, dtype: mx.Dtype, slices: dict | None = None,
              progress: bool | None = None) -> None:
@@ -95,14 +114,14 @@ class Checkpoint:
             if slices.get(key) == []:  # zeros on this rank (an output bias that rank 0 adds)
                 continue
             start = 0
-            for n, (f, name, rows) in enumerate(pieces):
+            for n, (f, name, rows, part) in enumerate(pieces):
                 segs = slices.get(key)
                 if segs is not None and rows is not None and segs[0][0] == 0:
                     segs = within(segs, start, rows)
                     if not segs:  # none of this rank's rows in this tensor
                         start += rows
                         continue
-                todo.setdefault(f, []).append((key, n, name, segs))
+                todo.setdefault(f, []).append((key, n, name, segs, part))
                 count[key] = count.get(key, 0) + 1
                 start += rows or 0
         parts: dict[str, dict[int, mx.array]] = {}
@@ -111,11 +130,15 @@ class Checkpoint:
             try:
                 arrays = mx.load(str(f))
             except Exception as exc:  # noqa: BLE001 - MLX raises several types for damaged files
-                raise CheckpointError(f"{f.name} could not be read ({exc}); the file is damaged: re-download it") from None
-            for key, n, name, segs in todo.get(f, ()):
+                raise CheckpointError(f"{f.name} could not be read ({exc}); the file is damaged: "
+                                      "re-download it") from None
+            for key, n, name, segs, part in todo.get(f, ()):
                 a = arrays[name] if segs is None else take(arrays[name], segs)
                 if mx.issubdtype(a.dtype, mx.floating) and a.dtype != dtype:
                     a = a.astype(dtype)
+                if part is not None:
+                    a = mx.quantize(a, self.quantization["group_size"], self.quantization["bits"],
+                                    mode=self.quantization.get("mode", "affine"))[part]
                 mx.eval(a)
                 got = parts.setdefault(key, {})
                 got[n] = a

@@ -47,7 +47,8 @@ def block_keys(block) -> dict[str, list[Piece]]:
     out: dict[str, list[Piece]] = {}
     for key, _ in tree_flatten(block.parameters()):
         prefix = next((pre for pre in table if key == pre or key.startswith(pre + ".")), None)
-        out[key] = [(key, None)] if prefix is None else [(name + key[len(prefix):], rows) for name, rows in table[prefix]]
+        suffix = key[len(prefix or ""):]
+        out[key] = [(key, None)] if prefix is None else [(name + suffix, rows) for name, rows in table[prefix]]
     return out
 
 

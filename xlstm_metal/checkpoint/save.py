@@ -36,9 +36,9 @@ def _shards(weights: dict[str, mx.array], max_bytes: int) -> list[dict[str, mx.a
     return shards
 
 
-def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, config: Any, quantization: dict | None = None,
-                    tokenizer_dir: str | Path | None = None, max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False,
-                    extra=None) -> Path:
+def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, config: Any,
+                    quantization: dict | None = None, tokenizer_dir: str | Path | None = None,
+                    max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False, extra=None) -> Path:
     """Write ``model``'s weights under the official names, config.json (``config``: an ``xLSTMConfig`` or a
     dict; None: the graph's name) and the wiring spec when it is not an xLSTMLarge config.
 
@@ -64,7 +64,8 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
                 mx.save_safetensors(str(tmp / name), shard, metadata={"format": "mlx"})
                 weight_map.update({k: name for k in shard})
             total = sum(v.nbytes for v in weights.values())
-            (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         cfg = _config_dict(config, graph)
         cfg["torch_dtype"] = dtype_name(dtype)
         if quantization:
@@ -109,7 +110,8 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bit
     """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
     ckpt = open_checkpoint(src)
     if q_bits and ckpt.quantization:
-        raise CheckpointError(f"{src} is already quantized ({ckpt.quantization}); convert from the full-precision checkpoint")
+        raise CheckpointError(f"{src} is already quantized ({ckpt.quantization}); "
+                              "convert from the full-precision checkpoint")
     target = as_dtype(dtype or ckpt.dtype)
     model = GraphModule(ckpt.graph)
     cast_parameters(model, target)

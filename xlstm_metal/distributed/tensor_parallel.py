@@ -2,8 +2,8 @@
 
 Per mLSTM layer a rank keeps the rows of its heads in each segment of ``proj_in`` (q, k, v, o and
 the gates) and of the gate biases, the matching slice of the per-head norm and the matching columns
-of ``out_proj``; the layer's output is the sum of the ranks' partial outputs. SwiGLU / gated MLPs split their hidden width the same way. Everything
-else is replicated. The recurrent state is sharded like the heads.
+of ``out_proj``; the layer's output is the sum of the ranks' partial outputs. SwiGLU / gated MLPs
+split their hidden width the same way. Everything else is replicated. The recurrent state is sharded like the heads.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], S
     # proj_in's rows are q | k | v | ogate | igate | fgate: this rank's heads of each
     qkvo = [(0, a + h0 * d, a + h1 * d) for a, d in ((0, dk), (qk, dk), (2 * qk, dv), (2 * qk + v, dv))]
     gates = [(0, h0, h1), (0, nh + h0, nh + h1)]
-    segs: dict[str, Segments] = {"proj_in.weight": qkvo + [(0, 2 * qk + 2 * v + a, 2 * qk + 2 * v + b) for _, a, b in gates],
+    at = 2 * qk + 2 * v  # the gate rows start here
+    segs: dict[str, Segments] = {"proj_in.weight": qkvo + [(0, at + a, at + b) for _, a, b in gates],
                                  "gate_bias": gates, "multihead_norm.weight": [(0, h0 * dv, h1 * dv)],
                                  "out_proj.weight": [(1, h0 * dv, h1 * dv)]}
     if "qkvo_bias" in block:
@@ -81,8 +82,8 @@ def _apply(block, segs: dict[str, Segments], rank: int) -> None:
     for proj in ("out_proj", "proj_down"):  # an output bias is added once, by rank 0; no pieces: zeros, not read
         if f"{proj}.bias" in params and rank != 0:
             segs[f"{proj}.bias"] = []
-    block.update(tree_unflatten([(k, take(params[k], sg) if sg else mx.zeros_like(params[k])) for k, sg in segs.items()]),
-                 strict=False)
+    new = [(k, take(params[k], sg) if sg else mx.zeros_like(params[k])) for k, sg in segs.items()]
+    block.update(tree_unflatten(new), strict=False)
 
 
 def shard_heads(runner, group=None) -> dict[str, ShardInfo]:

@@ -79,15 +79,16 @@ class Trainer:
         self.val_batches = val_batches
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
-        self.optimizer = optim.AdamW(learning_rate=lr_schedule(cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio), weight_decay=cfg.weight_decay)
+        schedule = lr_schedule(cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
+        self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
         self.log = TrainLog()
         self.step = 0
         overrides = None
         if cfg.chunk_size:
             overrides = {n: {"chunk_size": cfg.chunk_size} for n in runner.graph.compute_nodes()
                          if runner.graph.node(n)["block_cls"].kernel_family}
-        self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides, segment_len=None,
-                              training=True)
+        self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides,
+                              segment_len=None, training=True)
         self._step_fn = self._build_step()
 
     # ------------------------------------------------------------------ the step
@@ -136,7 +137,8 @@ class Trainer:
         def write_trainer(tmp: Path):
             opt_state = dict(tree_flatten(self.optimizer.state))
             mx.save_safetensors(str(tmp / TRAINER_STATE), opt_state)
-            (tmp / TRAINER_LOG).write_text(json.dumps({"step": self.step, "config": asdict(self.cfg), "log": asdict(self.log)}))
+            log = {"step": self.step, "config": asdict(self.cfg), "log": asdict(self.log)}
+            (tmp / TRAINER_LOG).write_text(json.dumps(log))
             loss_curve_svg(self.log.steps, self.log.losses, tmp / "loss.svg", val=self.log.val,
                            title=f"{self.runner.graph.name}: training loss")
 
