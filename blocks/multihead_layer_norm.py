@@ -1,8 +1,9 @@
 """Layer norm applied per head: each head's features are normalised on their own (xLSTM's h norm)."""
 from __future__ import annotations
 
-import mlx.core as mx
 from pydantic import Field
+
+from xlstm_metal.kernels.ops import multihead_layer_norm
 
 from .base import Block, BlockParams, register_block
 from .ops import add_norm_affine
@@ -14,25 +15,6 @@ class MultiHeadLayerNormParams(BlockParams):
     use_weight: bool = Field(True, description="Learnable per-feature scale.")
     use_bias: bool = Field(False, description="Learnable per-feature shift.")
     force_float32_reductions: bool = Field(True, description="Reduce in float32 even for bf16/f16 inputs.")
-
-
-def multihead_layer_norm(x: mx.array, weight: mx.array | None, bias: mx.array | None, eps: float,
-                         force_float32: bool = True) -> mx.array:
-    """``x`` [B, S, NH, DH] → [B, S, NH*DH]: normalise over DH (biased variance), then weight/bias."""
-    B, S, NH, DH = x.shape
-    dtype = x.dtype
-    if force_float32 or dtype == mx.float32:  # one fused kernel, float32 accumulation
-        y = mx.fast.layer_norm(x, None, None, eps).reshape(B, S, NH * DH)
-    else:
-        mean = mx.mean(x, axis=-1, keepdims=True)
-        centered = x - mean
-        var = mx.mean(centered * centered, axis=-1, keepdims=True)
-        y = (centered * mx.rsqrt(var + eps)).reshape(B, S, NH * DH)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
 
 
 @register_block

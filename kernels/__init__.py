@@ -1,6 +1,7 @@
 """Kernels, registered per family and form, and the fusions of neighbouring nodes. Importing this package
 registers the native kernels."""
-from .reference_gradient import inference_mode
+from xlstm_metal.modes import inference_mode
+
 from .registry import (FusionRule, KernelInfo, current_device, fusions, get_kernel, kernels, register_fusion,
                        register_kernel, select_kernel)
 

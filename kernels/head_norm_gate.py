@@ -11,9 +11,9 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .gpu_kernel import constant
-from .mlstm.first_use import check_once, worst
-from .row_kernels import RowKernel, array_error, register_row_family
+from .gpu import array_error, check_once, constant, worst
+from .ops import multihead_layer_norm, sigmoid_gate
+from .row_kernels import RowKernel, register_row_family
 
 # One threadgroup per (b, s, head) row, in the output's order; h is [B, NH, S, DV], o and out are [B, S, NH * DV].
 # Thread t holds the row's elements t, t + THREADS, ... of h in registers. S is read at run time: as a template
@@ -65,9 +65,6 @@ KERNEL = RowKernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_
 
 def head_norm_gate_native(h: mx.array, o: mx.array, weight: mx.array, bias: mx.array | None, eps: float) -> mx.array:
     """``h`` [B, NH, S, DV], ``o`` [B, S, NH*DV] → ``sigmoid(o) * (layer_norm_per_head(h) * weight + bias)``."""
-    from xlstm_metal.blocks.multihead_layer_norm import multihead_layer_norm
-    from xlstm_metal.blocks.ops import sigmoid_gate
-
     return sigmoid_gate(o, multihead_layer_norm(h.transpose(0, 2, 1, 3), weight, bias, eps, True))
 
 
@@ -80,8 +77,8 @@ def _make(backend: str, make_kernel=None):
             return head_norm_gate_native(h, o, weight, bias, eps)
         out_dtype = h.dtype
         (y,) = KERNEL.launch(make_kernel(), B * S * NH,
-                             inputs=[h, o, weight, bias if bias is not None else weight, constant((float(eps),), mx.float32),
-                                     constant((S,), mx.int32)],
+                             inputs=[h, o, weight, bias if bias is not None else weight,
+                                     constant((float(eps),), mx.float32), constant((S,), mx.int32)],
                              template=[("T", out_dtype), ("NH", NH), ("DV", DV), ("HAS_BIAS", int(bias is not None))],
                              output_shapes=[o.shape], output_dtypes=[out_dtype])
         return y
@@ -90,7 +87,7 @@ def _make(backend: str, make_kernel=None):
 
 
 TOLERANCE = 2e-2  # bfloat16 outputs: one rounding against the native chain's several
-_verified: dict[str, bool] = {}
+NAME = "head norm + output gate"  # its first-use verdict's name (kernels/gpu.py)
 
 
 def check_errors(fn, dtype=mx.bfloat16) -> float:
@@ -111,8 +108,7 @@ def check_errors(fn, dtype=mx.bfloat16) -> float:
 
 def self_check(backend: str, make_kernel=None, dtype=mx.bfloat16) -> bool:
     fn = _make(backend, make_kernel)
-    return check_once(_verified, backend, "head norm + output gate", lambda: check_errors(fn, dtype),
-                      tolerance=TOLERANCE)
+    return check_once(NAME, backend, lambda: check_errors(fn, dtype), tolerance=TOLERANCE)
 
 
 register_row_family("head_norm_gate", head_norm_gate_native, _make, self_check,

@@ -8,20 +8,20 @@ against), recomputed from the same inputs: exact to the reference's own gradient
 forward in the backward pass. Training plans still prefer a kernel with its own gradient (the scheduler's
 ``training=True``), so this is what makes gradients correct, not what makes them fast.
 
-The wrapper costs host time per call (about 10% of a 7B prefill of 1k tokens on an H200, where the host is the
-bound: ``bench_model.py --no-reference-gradient``). What is never differentiated runs inside ``inference_mode()``,
-where the fused kernels are called bare: generation, and ``execute(eval_every=...)`` (the runner's prefill), which
-evaluates as it goes and so cannot run under a gradient anyway.
+The wrapper costs host time per call (noticeable where the host bounds a prefill). What is never differentiated
+runs inside ``inference_mode()`` (``xlstm_metal/modes.py``), where the fused kernels are called bare: generation,
+and ``execute(eval_every=...)`` (the runner's prefill), which evaluates as it goes and so cannot run under a
+gradient anyway.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
-from typing import Callable, Iterator
+from typing import Callable
 
 import mlx.core as mx
 from mlx.utils import tree_map
+
+from xlstm_metal.modes import in_inference_mode
 
 
 def _split(tree, keep: Callable):
@@ -45,25 +45,6 @@ def _is_array(a) -> bool:
     return isinstance(a, mx.array)
 
 
-_INFERENCE = contextvars.ContextVar("xlstm_metal_inference_mode", default=False)
-
-
-@contextlib.contextmanager
-def inference_mode() -> Iterator[None]:
-    """Inside: fused kernels run without their gradient wrapper (nothing traced here is differentiated; a
-    gradient taken through it fails in MLX). Wrap each call, not a generator's body: a suspended generator
-    would leave the mode on in its caller."""
-    token = _INFERENCE.set(True)
-    try:
-        yield
-    finally:
-        _INFERENCE.reset(token)
-
-
-def in_inference_mode() -> bool:
-    return _INFERENCE.get()
-
-
 def _wrapped(fused: Callable, vjp: Callable) -> Callable:
     """``fused`` as an ``mx.custom_function`` over its floating-point array inputs (other arguments ride along),
     whose VJP is ``vjp(run, primals, cotangents)``; ``run(fn, arrays)`` calls ``fn`` (same signature as
@@ -71,7 +52,7 @@ def _wrapped(fused: Callable, vjp: Callable) -> Callable:
 
     @functools.wraps(fused)
     def call(*args, **kwargs):
-        if _INFERENCE.get():
+        if in_inference_mode():
             return fused(*args, **kwargs)
         inputs, rebuild_args = _split((args, kwargs), _is_float)
         if not inputs:

@@ -22,20 +22,23 @@ class KernelInfo:
     backend: str = "native"  # "native" | "cuda" | "metal"
     devices: frozenset = frozenset({"cpu", "gpu"})
     dtypes: frozenset = frozenset({"float32", "float16", "bfloat16"})
-    returns_state: bool = True
-    supports_mask: bool = True
-    max_head_dim: int | None = None
-    math_dtype: str = "float32"  # the precision of its inner products' operands: the property suite bounds it by this
+    head_dim_multiple: int | None = None  # head dims must be multiples of this
+    max_chunks: int | None = None  # the most chunks one call takes: the plan cuts longer inputs into segments
+    chunk: int | None = None  # the chunk length it works in, whatever chunk size it is given (None: that one)
+    math_dtype: str = "float32"  # its inner products' operand precision: the property suite bounds it by this
     differentiable: bool = True  # has a gradient of its own (custom GPU kernels define no VJP: False)
-    reference: Callable | None = field(default=None, compare=False, repr=False)  # for a kernel with no gradient of
-    # its own: the function (same signature and outputs) whose gradient is used for it (kernels/reference_gradient.py)
-    caps_gates: bool = False  # takes raw gate pre-activations, ``gate_soft_cap=`` and ``gate_bias=`` (b_i, b_f per head)
-    # and adds the biases and caps the gates itself (fewer launches)
+    # for a kernel with no gradient of its own: the function (same signature and outputs) whose gradient is used
+    # for it (kernels/reference_gradient.py)
+    reference: Callable | None = field(default=None, compare=False, repr=False)
+    # takes raw gate pre-activations, ``gate_soft_cap=`` and ``gate_bias=`` (b_i, b_f per head) and adds the biases
+    # and caps the gates itself (fewer launches)
+    caps_gates: bool = False
     priority: int = 0
     is_available: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
     doc: str = ""
 
-    def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = (), training: bool = False) -> str | None:
+    def supports(self, *, device: str, dtype: str, head_dims: tuple[int, ...] = (),
+                 training: bool = False) -> str | None:
         """``None`` when this kernel applies, else the reason it does not (``training``: gradients must flow)."""
         if training and not self.differentiable:
             return "has no gradient of its own (a custom GPU kernel); training plans take one that has"
@@ -45,8 +48,8 @@ class KernelInfo:
             return f"runs on {sorted(self.devices)}, not {device}"
         if dtype not in self.dtypes:
             return f"supports dtypes {sorted(self.dtypes)}, not {dtype}"
-        if self.max_head_dim is not None and any(d > self.max_head_dim for d in head_dims):
-            return f"head dims {head_dims} exceed {self.max_head_dim}"
+        if self.head_dim_multiple and any(d % self.head_dim_multiple for d in head_dims):
+            return f"head dims {head_dims} are not multiples of {self.head_dim_multiple}"
         return None
 
 

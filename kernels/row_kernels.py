@@ -1,15 +1,13 @@
 """Row-wise fused GPU kernels: one threadgroup per row, a shared-memory sum across it, CUDA and Metal from one text.
 
 The norm fusions (``add_rms_norm``, ``head_norm_gate``) are all this shape: read a row, reduce it, write it
-back transformed. In a batch-1 decode step one row is the whole launch, so the row's latency is the launch's.
-Measured with ncu on an H200 (7B decode, per row of 4096): a first version looping over the row twice at 256
-threads took 18 us against 4.5 us for MLX's own RMSNorm; with 1024 threads and the elements held in registers,
-7.6 us (``benchmarks/results/h200_run7_final_ncu_decode.json``). Now each thread also issues all its loads before
-its first store (an output may alias an input for all the compiler knows, so a store orders the loads after
-it); not yet timed.
+back transformed. In a batch-1 decode step one row is the whole launch, so the row's latency is the launch's:
+1024 threads with the row's elements held in registers, and each thread issues all its loads before its first
+store (an output may alias an input for all the compiler knows, so a store orders the loads after it).
 
 What they share lives here: the threadgroup sum (``BLOCK_SUM``, written with barriers only, so the CPU emulator
-in the tests runs the same text), compiling one text for each backend, and launching it over rows. Each kernel module keeps its own algorithm, native fallback and first-use check.
+in the tests runs the same text), compiling one text for each backend, launching it over rows, and registering
+a family. Each kernel module keeps its own algorithm, native fallback and first-use check.
 """
 from __future__ import annotations
 
@@ -17,9 +15,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from .gpu_kernel import gpu_kernel
-from .mlstm.first_use import backend_present
-from .mlstm.fused_chunkwise import source
+from .gpu import backend_present, gpu_kernel, source
 from .registry import KernelInfo, register_kernel
 
 # BLOCK_SUM(value, name): every thread of the group contributes ``value``; afterwards ``name`` (a new
@@ -59,16 +55,8 @@ class RowKernel:
                           lambda: row_source(self.body, backend, self.threads))
 
     def launch(self, kernel, rows: int, *, inputs, template, output_shapes, output_dtypes):
-        return kernel(inputs=inputs, template=template, grid=(self.threads * rows, 1, 1), threadgroup=(self.threads, 1, 1),
-                      output_shapes=output_shapes, output_dtypes=output_dtypes)
-
-
-def array_error(got: mx.array, want: mx.array) -> float:
-    """``max |got - want| / max(1, max |want|)``, both taken as float32, computed on the CPU: a row kernel's
-    first-use check compares each of its outputs this way."""
-    with mx.stream(mx.cpu):
-        g, w = got.astype(mx.float32), want.astype(mx.float32)
-        return float(mx.abs(g - w).max()) / max(1.0, float(mx.abs(w).max()))
+        return kernel(inputs=inputs, template=template, grid=(self.threads * rows, 1, 1),
+                      threadgroup=(self.threads, 1, 1), output_shapes=output_shapes, output_dtypes=output_dtypes)
 
 
 def register_row_family(family: str, native: Callable, make: Callable, self_check: Callable, native_doc: str,

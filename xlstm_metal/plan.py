@@ -2,8 +2,10 @@
 
 Per kernel-using node it picks the form (``step`` for one token, ``sequence`` for a few,
 ``chunkwise`` for prefill), the best available implementation of that form from the kernel
-registry, and a chunk size; for long prompts it splits prefill into segments so activation
-memory stays bounded while the recurrent state carries across segment borders exactly.
+registry, and a chunk size. The plan alone decides how a long input is cut: into segments no longer
+than the runner's ``segment_len`` (activation memory) and than any chosen kernel takes in one call
+(``KernelInfo.max_chunks``); the recurrent state carries across segment borders exactly, and a kernel
+runs the segment it is handed.
 """
 from __future__ import annotations
 
@@ -18,12 +20,8 @@ from .spec.model import KERNEL_CHOICES
 
 DEFAULT_CHUNK_SIZE = 64
 SEQUENCE_MAX_LEN = 8  # up to this many tokens a step loop beats a chunkwise pass
-# Prefill segment length: bounds activation memory (each segment's per-chunk states are transient). 7B bf16,
-# H200, layers evaluated one ahead (runner.eval_ahead = 1; benchmarks/results/h200_run8_7b.json): 32k-token
-# prompt, 4096 -> 39.5k tok/s at weights + 2.5 GB; 2048 -> 38.2k tok/s at + 1.5 GB; a 4k prompt 40.6k vs 39.1k.
-# runner.set_segment_len(4096) trades 1 GB for ~3 % speed on prompts longer than 2048 tokens. Run 10
-# (benchmarks/probe_prefill_memory.py, h200_run10_prefill_memory.json): 2048 -> + 1.36 GB at 36.6k tok/s, 1024 ->
-# + 0.82 GB at 34.5k.
+# Prefill segment length: bounds activation memory (each segment's per-chunk states are transient), at a few
+# percent of prefill speed against 4096 on a 7B model; runner.set_segment_len trades one for the other.
 DEFAULT_SEGMENT_LEN = 2048
 
 
@@ -46,6 +44,11 @@ class PlanStep:
     def form(self) -> str | None:
         return self.kernel.form if self.kernel else None
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens its kernel takes in one call (``KernelInfo.max_chunks`` chunks), None for any."""
+        return self.kernel.max_chunks * self.chunk_size if self.kernel and self.kernel.max_chunks else None
+
     def describe_kernels(self) -> str:
         """The plan table's kernel column: the node's kernel, its auxiliary kernels, a fusion."""
         parts = [f"{self.kernel.name} ({self.kernel.form})"] if self.kernel else []
@@ -66,6 +69,14 @@ class ExecutionPlan:
     steps: list[PlanStep]
     segments: list[tuple[int, int]] = field(default_factory=list)
     sharding: dict[str, str] = field(default_factory=dict)  # node -> what this rank owns
+    segment_len: int | None = None  # the longest segment (None: any input runs in one piece)
+    segment_why: str = ""
+
+    def cut(self, seq_len: int) -> list[tuple[int, int]]:
+        """The segments ``seq_len`` tokens run in (``segments`` for the planned length)."""
+        if seq_len == self.seq_len and self.segments:
+            return self.segments
+        return segment_bounds(seq_len, self.segment_len)
 
     def step(self, node: str) -> PlanStep:
         for s in self.steps:
@@ -77,10 +88,10 @@ class ExecutionPlan:
         return [s for s in self.steps if s.kernel is not None]
 
     def __str__(self) -> str:
-        head = (f"ExecutionPlan for '{self.graph.name}': seq_len={self.seq_len}, device={self.device}, dtype={self.dtype}, "
-                f"{len(self.steps)} nodes")
+        head = (f"ExecutionPlan for '{self.graph.name}': seq_len={self.seq_len}, device={self.device}, "
+                f"dtype={self.dtype}, {len(self.steps)} nodes")
         if len(self.segments) > 1:
-            head += f", prefill in {len(self.segments)} segments of ≤{self.segments[0][1] - self.segments[0][0]} tokens"
+            head += f", in {len(self.segments)} segments of ≤{self.segment_len} tokens ({self.segment_why})"
         rows = [("#", "node", "type", "inputs", "output", "kernel", "chunk") + (("owner",) if self.sharding else ())]
         for k, s in enumerate(self.steps):
             kern = s.describe_kernels()
@@ -91,9 +102,10 @@ class ExecutionPlan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "graph": self.graph.name, "seq_len": self.seq_len, "device": self.device, "dtype": self.dtype,
-            "segments": self.segments,
+            "segments": self.segments, "segment_len": self.segment_len, "segment_why": self.segment_why,
             "steps": [{"node": s.node, "type": s.type, "inputs": list(s.inputs), "output": str(s.out_type),
                        "kernel": s.kernel.name if s.kernel else None, "form": s.form, "chunk_size": s.chunk_size,
+                       "max_tokens": s.max_tokens,
                        "reason": s.reason, "aux": [k.name for k in s.aux], "fuses": s.fuses,
                        "fusion_kernel": s.fusion_kernel.name if s.fusion_kernel else None,
                        "computed_by": s.computed_by} for s in self.steps],
@@ -157,19 +169,23 @@ def make_plan(
                 if why:
                     raise LookupError(f"node '{name}' asks for kernel '{choice}', which cannot run here: {why}")
                 if kernel.form == "step" and seq_len > 1:  # a pinned step kernel decodes; longer inputs loop
-                    kernel, form, reason = None, "sequence", f"{choice} pinned: more than one token runs as a loop of steps"
+                    kernel, form = None, "sequence"
+                    reason = f"{choice} pinned: more than one token runs as a loop of steps"
             if kernel is None:
                 kernel = select_kernel(cls.kernel_family, form, device=device, dtype=dtype, head_dims=head_dims,
                                        training=training)
             if kernel.form != "chunkwise":
                 chunk = None
+            elif kernel.chunk:  # it works in chunks of its own length, whatever it is asked
+                chunk = kernel.chunk
         aux = tuple(select_kernel(fam, "fused", device=device, dtype=dtype, training=training)
                     for fam in getattr(cls, "aux_kernels", ()))
         steps.append(PlanStep(name, data["type"], tuple(spec_node.inputs), data["out_type"], kernel, chunk, reason,
                               aux))
     steps = _fuse(graph, steps, device=device, dtype=dtype, training=training)
-    segments = _segments(seq_len, segment_len, [s.chunk_size for s in steps if s.chunk_size])
-    return ExecutionPlan(graph, seq_len, device, dtype, steps, segments)
+    cut, why = _segment_len(steps, segment_len)
+    return ExecutionPlan(graph, seq_len, device, dtype, steps, segment_bounds(seq_len, cut), segment_len=cut,
+                         segment_why=why)
 
 
 def _fuse(graph: ModelGraph, steps: list[PlanStep], **where) -> list[PlanStep]:
@@ -201,10 +217,21 @@ def _fuse(graph: ModelGraph, steps: list[PlanStep], **where) -> list[PlanStep]:
     return [by_name[s.node] for s in steps]
 
 
-def _segments(seq_len: int, segment_len: int | None, chunks: list[int]) -> list[tuple[int, int]]:
+def _segment_len(steps: list[PlanStep], segment_len: int | None) -> tuple[int | None, str]:
+    """The longest segment: ``segment_len`` (memory), and no more than any step's kernel takes in one call; a
+    multiple of the largest chunk size where that fits, so every segment but the last runs whole chunks."""
+    cut, why = (segment_len, "segment_len bounds memory") if segment_len else (None, "")
+    for s in steps:
+        if s.max_tokens and (cut is None or s.max_tokens < cut):
+            cut, why = s.max_tokens, f"{s.kernel.name} takes ≤{s.kernel.max_chunks} chunks a call"
+    if cut is None:
+        return None, ""
+    align = max((s.chunk_size for s in steps if s.chunk_size), default=1)
+    return max(align, cut // align * align) if why.startswith("segment_len") else (cut // align * align or cut), why
+
+
+def segment_bounds(seq_len: int, segment_len: int | None) -> list[tuple[int, int]]:
+    """``[0, seq_len)`` cut into pieces of ``segment_len`` tokens (the last one shorter); one piece for None."""
     if not segment_len or seq_len <= segment_len:
         return [(0, seq_len)]
-    # Keep segment borders on chunk borders so every segment runs whole chunks.
-    align = max(chunks) if chunks else 1
-    seg = max(align, (segment_len // align) * align)
-    return [(s, min(s + seg, seq_len)) for s in range(0, seq_len, seg)]
+    return [(s, min(s + segment_len, seq_len)) for s in range(0, seq_len, segment_len)]

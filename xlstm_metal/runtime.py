@@ -10,7 +10,7 @@ from collections import Counter, deque
 import mlx.core as mx
 
 from xlstm_metal.blocks import NodeContext
-from xlstm_metal.kernels.reference_gradient import in_inference_mode, inference_mode
+from xlstm_metal.modes import in_inference_mode, inference_mode
 
 from .graph import ModelGraph
 from .plan import ExecutionPlan
@@ -47,17 +47,40 @@ def execute(
     layer: the GPU is not left idle at every layer, and memory holds n + 1 layers' temporaries at most.
     ``last_only``: after the last stateful block only the last position is computed (stateless
     blocks are position-wise), so prefill never builds [B, S, vocab] logits it does not return.
+
+    Inputs longer than the plan's segments run segment by segment, the state carried across: exact, and
+    differentiable as one graph when nothing evaluates in between (``eval_every`` None).
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
+    segments = plan.cut(int(tokens.shape[1]))
+    if len(segments) > 1:  # the plan's segments, one after the other, the state carried across
+        pieces: dict[str, list[mx.array]] = {}
+        for a, b in segments:
+            outs, state = _execute(graph, plan, tokens[:, a:b], state, mask=None if mask is None else mask[:, a:b],
+                                   training=training, eval_every=eval_every, eval_ahead=eval_ahead, last_only=last_only)
+            for o, v in outs.items():
+                pieces.setdefault(o, []).append(v)
+            if eval_every:  # bound memory per segment
+                mx.eval(list(outs.values()), state.arrays())
+        if last_only:
+            return {o: p[-1] for o, p in pieces.items()}, state
+        return {o: mx.concatenate(p, axis=1) for o, p in pieces.items()}, state
+    return _execute(graph, plan, tokens, state, mask=mask, training=training, eval_every=eval_every,
+                    eval_ahead=eval_ahead, last_only=last_only)
+
+
+def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State | None, *, mask, training: bool,
+             eval_every: str | None, eval_ahead: int, last_only: bool) -> tuple[dict[str, mx.array], State]:
+    """``execute`` over one segment."""
     evaluates = eval_every == "node" or (eval_every == "stateful" and any(graph.block(s.node).stateful
                                                                           for s in plan.steps))
     if evaluates and not in_inference_mode():
         # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused
         # kernels run without their gradient wrapper (kernels/reference_gradient.py)
         with inference_mode():
-            return execute(graph, plan, tokens, state, mask=mask, training=training, eval_every=eval_every,
-                           eval_ahead=eval_ahead, last_only=last_only)
+            return _execute(graph, plan, tokens, state, mask=mask, training=training, eval_every=eval_every,
+                            eval_ahead=eval_ahead, last_only=last_only)
     values: dict[str, mx.array] = {name: tokens for name in graph.inputs}
     remaining = Counter(src for step in plan.steps for src in step.inputs)
     keep = set(graph.outputs)

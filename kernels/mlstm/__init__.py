@@ -19,6 +19,4 @@ steps), ``step`` (S == 1). All forms compute the same function as the recurrence
 from . import native  # noqa: E402,F401  (registers the native kernels)
 from . import fused_step  # noqa: E402,F401  (registers the fused GPU step kernels; they verify themselves)
 from . import compiled  # noqa: E402,F401  (registers the compiled chunkwise kernel, picked on the GPU)
-from . import fused_chunkwise  # noqa: E402,F401  (registers the fused GPU chunkwise kernels; they verify themselves)
-from . import mma_chunkwise  # noqa: E402,F401  (registers the CUDA tensor-core chunkwise kernel; it verifies itself)
-from . import tc_chunkwise  # noqa: E402,F401  (registers the CUDA bf16 tensor-core chunkwise kernel; it verifies itself)
+from . import tc_chunkwise  # noqa: E402,F401  (registers the CUDA bf16 tensor-core chunkwise kernel; it checks itself)

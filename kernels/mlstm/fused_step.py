@@ -1,38 +1,29 @@
 """Fused mLSTM decode step: gates, state update and readout in one GPU launch (CUDA and Metal).
 
-A threadgroup per (batch·head, 32 value columns), eight threads per column, each walking an eighth of
-the DK rows (measured on an H200 in the 7B decode: the first version, one thread per column walking all
-DK rows, was 92 tok/s against 123 for the native step in the compiled decode graph: too little
-parallelism to hide memory latency). ncu then timed the launch at 46 us for the 8 MB of a 7B block's
-state, with the row loop unrolled too (``benchmarks/results/h200_run7_final_ncu_decode.json``): each
-row's load of C waited for the previous row's store, since ``C_out`` may alias ``C_`` for all the
-compiler knows. So each thread now loads eight rows of C (and n) into registers before it stores any, and
-q and k are staged in shared memory once per group: 41 us in the next profile (``h200_run8_ncu_decode.json``),
-still ~20x the time 8 MB take at the H200's bandwidth; ``benchmarks/bench_step.py`` times the kernel alone at
-other threadgroup shapes against that floor. The algorithm is written once (``_BODY``) with a few idiom words
-replaced for CUDA or Metal.
-
-Each fused kernel checks itself against the native step on a small input the first time it is
-selected in a process, and refuses itself (with a warning) if they disagree — on a Mac, where
-Linux CI cannot run Metal, this check is what keeps the Metal source honest.
+A threadgroup per (batch·head, 32 value columns), ``RY`` threads per column, each walking a slice of the DK rows:
+one thread per column walking all rows leaves too little parallelism to hide memory latency. Each thread loads
+eight rows of C (and n) into registers before it stores any (``C_out`` may alias ``C_`` for all the compiler
+knows, so a store would order every later load after it), and q and k are staged in shared memory once per group.
+The algorithm is written once (``_BODY``) with a few idiom words replaced for CUDA or Metal
+(``kernels/gpu.py``), and checks itself against the native step the first time it is selected in a process.
 """
 from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
 
-from ..gpu_kernel import constant, gpu_kernel
+from ..gpu import (backend_present, check_once, constant, gpu_kernel, native_on_cpu, relative_error,
+                   source)
 from ..registry import KernelInfo, register_kernel
-from .first_use import backend_present, check_once, native_on_cpu, relative_error
-from .fused_chunkwise import IDIOMS, source
 from .native import mlstm_step_native, mlstm_step_native_capping_gates
 
 # Shared algorithm. A threadgroup of 32 * RY threads = RY row slices (y) x 32 value columns (x) of one head's
 # state: thread (x, y) updates rows y, y + RY, ... of column j (consecutive threads, consecutive columns:
 # coalesced), and the RY partial readouts of a column meet in shared memory. Every threadgroup of a head forms
 # q·n itself (the x == 0 threads), so no second launch is needed; the first also writes n. T is the q/k/v dtype.
-# RY = 8 (256 threads) is the measured default; benchmarks/bench_step.py times the others.
+# RY = 8 (256 threads a group) measured fastest in the 7B decode.
 _BODY = """
+    constexpr int RY = 8;
     const int tid = TID;
     const int x = tid % 32;
     const int y = tid / 32;
@@ -68,7 +59,7 @@ _BODY = """
         float c_old[8];
         float n_old[8];
         UNROLL
-        for (int u = 0; u < 8; ++u) {  // all loads of the pass before any store (C_out may alias C_ for all the compiler knows)
+        for (int u = 0; u < 8; ++u) {  // all loads of the pass before any store (C_out may alias C_)
             const int r = r0 + RY * u;
             c_old[u] = (col && r < DK) ? C_[((long)bh * DK + r) * DV + j] : 0.0f;
             n_old[u] = (x == 0 && r < DK) ? n_[bh * DK + r] : 0.0f;
@@ -109,24 +100,21 @@ _BODY = """
 """
 _INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_", "bi_", "bf_"]
 _OUTPUTS = ["h_out", "C_out", "n_out", "m_out"]
-_CUDA, _METAL = IDIOMS["cuda"], IDIOMS["metal"]  # the fused chunkwise kernels' idiom words
-ROW_SLICES = 8  # threads per value column (RY); a threadgroup is 32 columns of them
+THREADS = 32 * 8  # 32 value columns x the text's RY row slices
 
 
-def _source(idioms: dict[str, str]) -> str:
-    """The algorithm in the language of ``idioms``."""
-    return source(_BODY, idioms)
+def _source(backend: str | dict) -> str:
+    """The algorithm in ``backend``'s language (or with an explicit idiom mapping)."""
+    return source(_BODY, backend)
 
 
 def _kernel(backend: str):
-    return gpu_kernel(backend, "xlstm_mlstm_step", _INPUTS, _OUTPUTS, lambda: _source(IDIOMS[backend]))
+    return gpu_kernel(backend, "xlstm_mlstm_step", _INPUTS, _OUTPUTS, lambda: _source(backend))
 
 
-def _make_step(backend: str, make_kernel=None, row_slices: int = ROW_SLICES):
+def _make_step(backend: str, make_kernel=None):
     """The step kernel for ``backend``; ``make_kernel()`` may supply the launch (the tests run the
-    same algorithm text on the CPU this way); ``row_slices`` threads share a value column."""
-    if not 1 <= row_slices <= 32:
-        raise ValueError(f"row_slices must be 1..32 (a threadgroup is 32 x row_slices threads), got {row_slices}")
+    same algorithm text on the CPU this way)."""
     make_kernel = make_kernel or (lambda: _kernel(backend))
 
     def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, gate_soft_cap=None, gate_bias=None):
@@ -137,25 +125,24 @@ def _make_step(backend: str, make_kernel=None, row_slices: int = ROW_SLICES):
             raise ValueError(f"the fused step kernel takes exactly one token, got seq_len {S}")
         DV = v.shape[-1]
         if state is None:
-            state = (mx.zeros((B, NH, DK, DV), mx.float32), mx.zeros((B, NH, DK), mx.float32), mx.zeros((B, NH), mx.float32))
+            state = (mx.zeros((B, NH, DK, DV)), mx.zeros((B, NH, DK)), mx.zeros((B, NH)))  # float32 zeros
         C, n, m = (a.astype(mx.float32) for a in state)
         dt = v.dtype
         keep = mx.ones((B,), mx.float32) if mask is None else mask.reshape(B).astype(mx.float32)
+        bias = (keep, keep) if gate_bias is None else tuple(g.astype(dt).reshape(NH) for g in gate_bias)
         h, C, n, m = make_kernel()(
             inputs=[q.astype(dt).reshape(B * NH, DK), k.astype(dt).reshape(B * NH, DK), v.reshape(B * NH, DV),
-                    i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep, constant((float(eps),), mx.float32),
-                    constant((float(gate_soft_cap or 0.0),), mx.float32),
-                    *((keep, keep) if gate_bias is None else (gate_bias[0].astype(dt).reshape(NH), gate_bias[1].astype(dt).reshape(NH)))],
-            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("HAS_GATE_BIAS", int(gate_bias is not None)),
-                      ("RY", row_slices)],
-            grid=(32 * row_slices * -(-DV // 32), B * NH, 1), threadgroup=(32 * row_slices, 1, 1),
+                    i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep,
+                    constant((float(eps),), mx.float32), constant((float(gate_soft_cap or 0.0),), mx.float32), *bias],
+            template=[("T", dt), ("DK", DK), ("DV", DV), ("NH", NH), ("HAS_GATE_BIAS", int(gate_bias is not None))],
+            grid=(THREADS * -(-DV // 32), B * NH, 1), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B * NH, DV), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[dt, mx.float32, mx.float32, mx.float32])
         return h.reshape(B, NH, 1, DV), (C, n, m)
     return step
 
 
-_verified: dict[str, bool] = {}
+NAME = "mLSTM step"  # its first-use verdict's name (kernels/gpu.py)
 
 
 def self_check(backend: str, fn=None) -> bool:
@@ -173,7 +160,7 @@ def self_check(backend: str, fn=None) -> bool:
         return relative_error(fn(q, k, v, i, f, state, mask=mask),
                               native_on_cpu(mlstm_step_native, q, k, v, i, f, state, mask=mask))
 
-    return check_once(_verified, backend, "step", errors)
+    return check_once(NAME, backend, errors)
 
 
 for _backend in ("cuda", "metal"):

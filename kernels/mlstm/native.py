@@ -7,6 +7,7 @@ import math
 
 import mlx.core as mx
 
+from ..ops import soft_cap
 from ..registry import KernelInfo, register_kernel
 
 _NEG = -1e30  # "minus infinity" for masked input gates that keeps every difference finite
@@ -64,16 +65,9 @@ def _segment_sums(x: mx.array) -> mx.array:
 
 def _running_sum(x: mx.array, inclusive: bool = True, reverse: bool = False) -> mx.array:
     """Cumulative sum over the last axis, with the degenerate cases that MLX-CUDA 0.32.4 gets wrong kept
-    out of the graph.
-
-    Inside the chunkwise preparation's lazy graph, ``cumsum(g[..., :-1])`` over a slice of a strided view
-    produced values from memory never written once the allocator recycled buffers (found by NaN-poisoning
-    the cache and running ever longer prefixes of the graph, benchmarks/bisect_mma_operands.py; the same
-    scans alone are exact, benchmarks/probe_scan_views.py, so the fault inside MLX is not isolated). With
-    that fixed, one-chunk inputs (scans over a length-1 axis) still failed intermittently on the GPU, and
-    stopped when those scans were written out (138 of 138 GPU tests after; one-chunk groups had shown
-    the same kind of fault before, issue 4). So: a length-1 axis is written out, and the scan reads a
-    contiguous copy."""
+    out of the graph: inside the chunkwise preparation's lazy graph, a scan over a slice of a strided view read
+    memory never written once the allocator recycled buffers, and scans over a length-1 axis failed
+    intermittently on the GPU. So a length-1 axis is written out, and the scan reads a contiguous copy."""
     if x.shape[-1] == 1:
         return x if inclusive else mx.zeros_like(x)
     return mx.cumsum(mx.contiguous(x), axis=-1, inclusive=inclusive, reverse=reverse)
@@ -84,11 +78,13 @@ def _entry_log_decay(g: mx.array) -> mx.array:
     return _running_sum(g, inclusive=False)
 
 
-_GROUP = 128  # chunks whose entry states come from one closed-form matmul (its cost is quadratic in this)
+# Chunks one call takes: every chunk's entry state comes from one closed-form matmul over all earlier chunks,
+# whose cost is quadratic in their number, so the plan cuts longer inputs into segments of at most this many.
+MAX_CHUNKS = 128
 
 
-def _chunk_group(q, k, v, i, b, seg_in, state, eps, state_is_zero):
-    """Outputs of one group of G chunks and the state after it, given the state (C, n, m) entering it.
+def _chunks(q, k, v, i, b, seg_in, state, eps, state_is_zero):
+    """Outputs of G chunks and the state after them, given the state (C, n, m) entering the first.
 
     The state entering chunk c is a weighted sum of every earlier chunk's own contribution and of the
     incoming state, with weights computed in log space and stabilised by their row max (which equals
@@ -160,7 +156,8 @@ def _chunk_group(q, k, v, i, b, seg_in, state, eps, state_is_zero):
 def mlstm_step_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
     """One decoding step: S must be 1."""
     if q.shape[2] != 1:
-        raise ValueError(f"the step kernel takes exactly one token, got seq_len {q.shape[2]}; use the sequence or chunkwise form")
+        raise ValueError(f"the step kernel takes exactly one token, got seq_len {q.shape[2]}; use the sequence or "
+                         f"chunkwise form")
     return mlstm_sequence_native(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps, mask=mask)
 
 
@@ -168,8 +165,6 @@ def mlstm_step_native_capping_gates(q, k, v, i, f, state=None, *, chunk_size=64,
                                     gate_soft_cap=None, gate_bias=None):
     """The native step with the fused step kernel's signature: ``gate_bias`` (b_i, b_f per head) added to the raw
     gate pre-activations, then ``gate_soft_cap * tanh(x / gate_soft_cap)``; the reference of its gradient."""
-    from xlstm_metal.blocks.ops import soft_cap  # (the block's own cap; blocks import kernels, not back)
-
     if gate_bias is not None:
         i, f = i + gate_bias[0].reshape(1, -1, 1), f + gate_bias[1].reshape(1, -1, 1)
     if gate_soft_cap:  # (0, like None, caps nothing, as in the kernel)
@@ -194,7 +189,8 @@ def mlstm_sequence_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6,
 
 
 def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
-    """Parallel inside chunks of ``chunk_size``, recurrent across chunks; any length, any chunk size."""
+    """Parallel inside chunks of ``chunk_size``, recurrent across chunks; any length, any chunk size (the cost is
+    quadratic in the number of chunks: the plan hands it at most ``MAX_CHUNKS``)."""
     out_dtype = v.dtype
     B, NH, S, DK = q.shape
     DV = v.shape[-1]
@@ -222,23 +218,15 @@ def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6
     b = _running_sum(log_f)  # log of the forget product from chunk start to t
     seg_in = _segment_sums(log_f)  # [B,NH,NC,L,L]: log forget between s (excl.) and t (incl.)
 
-    # Groups of chunks (one unless the sequence has more than _GROUP chunks; max(_GROUP, sqrt(NC)) bounds
-    # both the loop length and the closed form's quadratic cost), each from the state the previous left.
-    group = max(_GROUP, math.isqrt(NC - 1) + 1)
-    hs, st = [], (C, n, m)
-    for s in range(0, NC, group):
-        e = min(NC, s + group)
-        h_g, st = _chunk_group(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], i[:, :, s:e], b[:, :, s:e], seg_in[:, :, s:e],
-                               st, eps, state_is_zero=state is None and s == 0)
-        hs.append(h_g)
-    C, n, m = st
-    h = (hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=2)).reshape(B, NH, NC * L, DV)
+    h, (C, n, m) = _chunks(q, k, v, i, b, seg_in, (C, n, m), eps, state_is_zero=state is None)
+    h = h.reshape(B, NH, NC * L, DV)
     if mask is not None:
         h = mx.where(mask[:, None, :, None], h, 0.0)
     return h[:, :, :S].astype(out_dtype), (C, n, m)
 
 
 _DOC = "native MLX ops, float32 math"
-for _form, _fn in (("chunkwise", mlstm_chunkwise_native), ("sequence", mlstm_sequence_native), ("step", mlstm_step_native)):
+_FORMS = (("chunkwise", mlstm_chunkwise_native), ("sequence", mlstm_sequence_native), ("step", mlstm_step_native))
+for _form, _fn in _FORMS:
     register_kernel(KernelInfo(family="mlstm", form=_form, name=f"native_{_form}", fn=_fn, backend="native", priority=0,
-                               doc=f"{_form} form, {_DOC}"))
+                               max_chunks=MAX_CHUNKS if _form == "chunkwise" else None, doc=f"{_form} form, {_DOC}"))

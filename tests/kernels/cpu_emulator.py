@@ -29,9 +29,8 @@ import mlx.core as mx
 import numpy as np
 
 # the idiom words of the fused kernels
-IDIOMS = {"UNROLL": "", "UNROLL4": "", "UNROLL8": "", "NOUNROLL": "", "SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")", "TID": "omp_get_thread_num()",
-          "LDS4": "*(const float4*)&",
-          "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
+IDIOMS = {"UNROLL": "", "SHARED": "alignas(16) static", "BARRIER": "_Pragma(\"omp barrier\")",
+          "TID": "omp_get_thread_num()", "GX": "g_group[0]", "GY": "g_group[1]", "GZ": "g_group[2]"}
 
 _PRELUDE = """
 #include <cmath>
@@ -39,52 +38,15 @@ _PRELUDE = """
 #include <omp.h>
 using namespace std;
 static inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
-struct float4 { float x, y, z, w; };
 static int g_group[3];
 #pragma omp threadprivate(g_group)
 static int g_threads;  // threads per group
 """
 
 
-# The warp-level tensor-core product of kernels/mlstm/mma_chunkwise.py (PTX mma.sync m16n8k8, TF32), emulated: each
-# lane publishes its A and B fragments, the warp's lanes meet at a barrier (every thread of the group calls it at the
-# same points, as the kernel's uniform control flow guarantees), and each lane computes its four accumulator entries
-# from the fragment layout. TF32 operands are rounded like cvt.rna.tf32.f32; PRECISE (3xTF32) is taken as exact.
-MMA_HEADER = r"""
-#include <cstring>
-static float g_mma_a[32][32][4];
-static float g_mma_b[32][32][2];
-static inline float tf32_round(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) { u += 0x1000u; u &= 0xffffe000u; }
-    std::memcpy(&x, &u, 4);
-    return x;
-}
-static inline void ld2(const float* p, float* a, float* b) { *a = p[0]; *b = p[1]; }
-template <typename T>
-static inline void copy16(T* dst, const T* src) { std::memcpy(dst, src, 16); }
-template <int PRECISE>
-static inline void mma_tf32(float* d, const float* a, const float* b) {
-    const int t = omp_get_thread_num(), w = t / 32, l = t % 32;
-    for (int r = 0; r < 4; ++r) g_mma_a[w][l][r] = PRECISE ? a[r] : tf32_round(a[r]);
-    for (int r = 0; r < 2; ++r) g_mma_b[w][l][r] = PRECISE ? b[r] : tf32_round(b[r]);
-    _Pragma("omp barrier")
-    const int gid = l / 4, tig = l % 4;
-    for (int e = 0; e < 4; ++e) {
-        const int row = gid + (e < 2 ? 0 : 8), col = 2 * tig + (e & 1);
-        double s = 0.0;
-        for (int k = 0; k < 8; ++k)  // A (row, k) lives in lane 4 (row % 8) + k % 4, register row / 8 + 2 (k / 4)
-            s += (double)g_mma_a[w][(row % 8) * 4 + k % 4][row / 8 + 2 * (k / 4)] * g_mma_b[w][col * 4 + k % 4][k / 4];
-        d[e] += (float)s;
-    }
-    _Pragma("omp barrier")
-}
-"""
-
-
-# The bfloat16 helpers of kernels/mlstm/tc_chunkwise.py (PTX mma.sync m16n8k16 bf16, warp shuffles), emulated the same
-# way: a ``bf2`` is a pair of floats holding bfloat16 values (rounded to nearest even, as __floats2bfloat162_rn does),
+# The bfloat16 helpers of kernels/mlstm/tc_chunkwise.py (PTX mma.sync m16n8k16 bf16, warp shuffles), emulated: each
+# lane publishes its operands, the warp's lanes meet at a barrier (every thread of the group calls it at the same points,
+# as the kernel's uniform control flow guarantees), and each lane computes its own results. A ``bf2`` is a pair of floats holding bfloat16 values (rounded to nearest even, as __floats2bfloat162_rn does),
 # arrays are float32 holding bfloat16 values, and the warp-level helpers exchange through shared tables at barriers.
 BF16_MMA_HEADER = r"""
 #include <cstring>
@@ -140,22 +102,6 @@ static inline float quad_sum(float x) {
     _Pragma("omp barrier")
     return r;
 }
-"""
-
-
-# The warp reduction of kernels/gemv.py, emulated like the mma: lanes publish, meet at a barrier, sum their warp.
-GEMV_HEADER = r"""
-static float g_warp[1024];
-static inline float warp_sum(float x) {
-    const int t = omp_get_thread_num();
-    g_warp[t] = x;
-    _Pragma("omp barrier")
-    float s = 0.0f;
-    for (int l = 0; l < 32; ++l) s += g_warp[(t & ~31) + l];
-    _Pragma("omp barrier")
-    return s;
-}
-static inline void load8(const float* p, float* x) { for (int e = 0; e < 8; ++e) x[e] = p[e]; }
 """
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from xlstm_metal.kernels import add_rms_norm, head_norm_gate, select_kernel
-from xlstm_metal.kernels.mlstm.first_use import backend_present
+from xlstm_metal.kernels.gpu import backend_present
 
 BACKEND = next((b for b in ("cuda", "metal") if backend_present(b)), None)
 pytestmark = pytest.mark.skipif(BACKEND is None, reason="needs a CUDA or Metal GPU backend")

@@ -14,8 +14,8 @@ Tolerances (errors are measured relative to the magnitude of the expected output
     float32 inputs from the zero state (a sanity bound: 4.6e-2 measured, dominated by how much these
     inputs amplify their own bf16 rounding, not by the kernel)
   * gradients, chunkwise vs sequence (float32): 2e-5 relative to the largest gradient entry (2.6e-6 measured)
-  * S = 65536: 1e-4 for the tail vs a sequence-form rerun (2.9e-6 measured), 5e-4 between chunk sizes 1 and 256
-    (6e-5 measured: 65k float32 accumulations in different orders)
+  * S = 65536: 1e-4 for the tail vs a sequence-form rerun (2.9e-6 measured), 5e-4 between chunk sizes 1 (in the
+    plan's segments) and 256 (6e-5 measured: 65k float32 accumulations in different orders)
 Broader random coverage with an ill-conditioning-aware tolerance lives in tests/properties.
 """
 import mlx.core as mx
@@ -25,10 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xlstm_metal.kernels as kernels_pkg
-from xlstm_metal.kernels import current_device, get_kernel, kernels, select_kernel
-from xlstm_metal.kernels.mlstm import native
-from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native, mlstm_sequence_native, mlstm_step_native
+from xlstm_metal.kernels import current_device, get_kernel, gpu, kernels, select_kernel
+from xlstm_metal.kernels.mlstm.native import (MAX_CHUNKS, mlstm_chunkwise_native, mlstm_sequence_native,
+                                              mlstm_step_native)
 from xlstm_metal.kernels.mlstm.reference import mlstm_reference
+from xlstm_metal.plan import segment_bounds
 
 # On a GPU, MLX evaluates exp/log with fast approximations: there the float32 bound is 1e-4 (as in tests/properties).
 F32_RTOL = 1e-5 if current_device() == "cpu" else 1e-4
@@ -179,26 +180,10 @@ def test_any_length_and_chunk_size_matches_the_reference(B, NH, S, L, DK, DV, se
         ref.check(h, st_, what=f"{form} h")
 
 
-def test_more_chunks_than_one_closed_form_group():
-    """Long sequences of small chunks compute the chunk-entry states group by group; the seams are exact."""
-    S, L = 700, 2  # 350 chunks: several groups of native._GROUP chunks
-    assert S // L > 2 * native._GROUP
-    inputs = make_inputs(17, B=1, NH=2, S=S, DK=3, DV=5, with_state=True)
-    Expected(inputs).check(*run(mlstm_chunkwise_native, inputs, chunk_size=L))
-    # and gradients flow through the seams between groups
-    q, k, v, i, f, _ = make_inputs(18, B=1, NH=1, S=2 * native._GROUP + 10, DK=3, DV=2)
-    loss = lambda fn: lambda *a: mx.sum(fn(*a, None, chunk_size=1)[0] ** 2)  # noqa: E731
-    g_chunk = mx.grad(loss(mlstm_chunkwise_native), argnums=(0, 3, 4))(*to_mx((q, k, v, i, f)))
-    g_seq = mx.grad(loss(mlstm_sequence_native), argnums=(0, 3, 4))(*to_mx((q, k, v, i, f)))
-    for a, b in zip(g_chunk, g_seq):
-        assert_close(np.array(a), np.array(b), GRAD_RTOL, what="gradient")
-
-
-@pytest.mark.parametrize("S, L", [(8, 8), (5, 8), (2 * 128 + 2, 2)])
-def test_groups_of_a_single_chunk_use_the_written_out_form_and_match_the_reference(S, L):
-    """One chunk in all (S <= L) or a last group of one chunk (129 chunks of 2): the one-chunk path,
-    which keeps a K=1 matmul out of the graph (it gave intermittent NaN on MLX-CUDA 0.32.4)."""
-    assert native._GROUP == 128
+@pytest.mark.parametrize("S, L", [(8, 8), (5, 8)])
+def test_a_single_chunk_uses_the_written_out_form_and_matches_the_reference(S, L):
+    """One chunk in all (S <= L): the one-chunk path, which keeps a K=1 matmul out of the graph (it gave
+    intermittent NaN on MLX-CUDA 0.32.4)."""
     inputs = make_inputs(21, B=2, NH=2, S=S, DK=3, DV=5, with_state=True)
     Expected(inputs).check(*run(mlstm_chunkwise_native, inputs, chunk_size=L))
 
@@ -327,8 +312,12 @@ def test_a_65k_token_sequence_is_stable():
     _, st_mid = run(mlstm_chunkwise_native, sliced(inputs, 0, S - 300, None), chunk_size=256)
     h_tail, _ = run(mlstm_sequence_native, sliced(inputs, S - 300, S, st_mid))
     assert_close(h[:, :, -300:], h_tail, rtol=1e-4)
-    # chunk size 1 (65536 chunks: the inter-chunk states go group by group) agrees as well
-    h1, (C1, n1, m1) = run(mlstm_chunkwise_native, inputs, chunk_size=1)
+    # chunk size 1 (65536 chunks, run in the segments a plan cuts them into) agrees as well
+    hs, st1 = [], None
+    for a, b in segment_bounds(S, MAX_CHUNKS):
+        h_s, st1 = run(mlstm_chunkwise_native, sliced(inputs, a, b, st1), chunk_size=1)
+        hs.append(h_s)
+    h1, (C1, n1, m1) = np.concatenate(hs, axis=2), st1
     assert_close(h1, h, rtol=5e-4)  # different summation orders over 65k float32 accumulations
     assert_close(m1, m)
 
@@ -416,12 +405,12 @@ def test_fused_step_kernels_share_one_algorithm_and_refuse_themselves_when_wrong
 
     from xlstm_metal.kernels.mlstm import fused_step
 
-    cuda, metal = fused_step._source(fused_step._CUDA), fused_step._source(fused_step._METAL)
-    strip = lambda src, idioms: [l for l in src.splitlines() if not any(v in l for v in idioms.values())]  # noqa: E731
-    assert strip(cuda, fused_step._CUDA) == strip(metal, fused_step._METAL)  # only the thread indexing differs
+    cuda, metal = fused_step._source("cuda"), fused_step._source("metal")
+    strip = lambda src, b: [l for l in src.splitlines() if not any(v in l for v in gpu.IDIOMS[b].values())]  # noqa: E731
+    assert strip(cuda, "cuda") == strip(metal, "metal")  # only the thread indexing differs
     # the first-use check accepts a correct kernel and refuses (with a warning) a wrong one
-    fused_step._verified.pop("test-good", None)
-    fused_step._verified.pop("test-bad", None)
+    gpu.set_verdict(fused_step.NAME, "test-good", None)
+    gpu.set_verdict(fused_step.NAME, "test-bad", None)
     assert fused_step.self_check("test-good", mlstm_step_native)
 
     def wrong(q, k, v, i, f, state=None, **kw):
@@ -437,7 +426,7 @@ def test_fused_step_kernels_share_one_algorithm_and_refuse_themselves_when_wrong
         h, (C, n, m) = mlstm_step_native(q, k, v, i, f, state, **kw)
         return h, (C, n * float("nan"), m)
 
-    fused_step._verified.pop("test-nan", None)
+    gpu.set_verdict(fused_step.NAME, "test-nan", None)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert not fused_step.self_check("test-nan", nan_state)
@@ -468,14 +457,14 @@ def test_the_compiled_chunkwise_kernel_computes_what_the_native_one_does(with_st
 
 
 def test_gpu_chunkwise_kernels_are_preferred_on_the_gpu_only():
-    """bf16 tensor cores (CUDA, bfloat16 only) > compiled > fused (measured slower on an H100, see
-    fused_chunkwise.PRIORITY) > native on the GPU; native on the CPU."""
+    """One chunkwise kernel per backend: bf16 tensor cores (CUDA, bfloat16, head dims in whole 16-byte rows) >
+    compiled (any GPU) > native on the GPU; native on the CPU."""
     order = [k.name for k in kernels("mlstm", "chunkwise")]
-    assert order.index("cuda_tc_chunkwise") < order.index("compiled_chunkwise")
-    assert order.index("compiled_chunkwise") < order.index("cuda_chunkwise") < order.index("native_chunkwise")
-    assert order.index("compiled_chunkwise") < order.index("metal_chunkwise") < order.index("native_chunkwise")
+    assert order == ["cuda_tc_chunkwise", "compiled_chunkwise", "native_chunkwise"]
     bf16 = "cuda_tc_chunkwise" if mx.cuda.is_available() else "compiled_chunkwise"  # it checks itself on first use
-    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16").name == bf16
+    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16", head_dims=(64, 64)).name == bf16
+    assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="bfloat16", head_dims=(12, 8)).name == \
+        "compiled_chunkwise"
     assert select_kernel("mlstm", "chunkwise", device="gpu", dtype="float32").name == "compiled_chunkwise"
     assert select_kernel("mlstm", "chunkwise", device="cpu", dtype="bfloat16").name == "native_chunkwise"
 

@@ -11,7 +11,7 @@ import pytest
 
 from cpu_emulator import IDIOMS, CpuKernel, compiler_available
 from xlstm_metal import xLSTMRunner
-from xlstm_metal.kernels import KernelInfo, add_rms_norm, head_norm_gate, registry
+from xlstm_metal.kernels import KernelInfo, add_rms_norm, gpu, head_norm_gate, registry
 from xlstm_metal.kernels.row_kernels import row_source
 from xlstm_metal.plan import make_plan
 
@@ -26,7 +26,7 @@ def emulated(module, edit=lambda body: body):
 
 @pytest.mark.parametrize("module", [add_rms_norm, head_norm_gate], ids=["add_rms_norm", "head_norm_gate"])
 def test_each_algorithm_passes_its_first_use_check_and_is_float32_exact(module):
-    module._verified.pop("cpu-emulated", None)
+    gpu.set_verdict(module.NAME, "cpu-emulated", None)
     assert module.self_check("cpu-emulated", emulated(module), dtype=mx.float32)
     # float32 arrays: only the order of the float32 sums differs from the native ops
     assert module.check_errors(module._make("cpu-emulated", emulated(module)), mx.float32) <= 1e-5
@@ -38,7 +38,7 @@ def test_each_algorithm_passes_its_first_use_check_and_is_float32_exact(module):
 ], ids=["add_rms_norm", "head_norm_gate"])
 def test_a_kernel_that_computes_something_else_refuses_itself_with_a_warning(module, edit):
     assert edit(module.KERNEL.body) != module.KERNEL.body
-    module._verified.pop("cpu-broken", None)
+    gpu.set_verdict(module.NAME, "cpu-broken", None)
     with pytest.warns(RuntimeWarning, match="kernel disabled"):
         assert not module.self_check("cpu-broken", emulated(module, edit), dtype=mx.float32)
 
@@ -130,12 +130,10 @@ def test_training_plans_fuse_only_with_kernels_gradients_flow_through(emulated_f
 def test_cuda_and_metal_sources_differ_only_in_idioms(module):
     """One algorithm text: the CUDA and Metal kernels differ only on the lines holding an idiom word's rendering
     (thread index, shared memory, barrier, unroll), so what the emulator checks is what both GPUs run."""
-    from xlstm_metal.kernels.mlstm.fused_chunkwise import IDIOMS as GPU_IDIOMS
-
     k = module.KERNEL
 
     def strip(backend):
         src = row_source(k.body, backend, k.threads)
-        return [line for line in src.splitlines() if not any(v in line for v in GPU_IDIOMS[backend].values())]
+        return [line for line in src.splitlines() if not any(v in line for v in gpu.IDIOMS[backend].values())]
 
     assert strip("cuda") == strip("metal") and len(strip("cuda")) > 20

@@ -11,10 +11,12 @@ import pytest
 from mlx.utils import tree_flatten
 
 from cpu_emulator import compiler_available
-from test_fused_kernel_algorithms import emulated_chunkwise, emulated_step
+from test_fused_step_algorithm import emulated_step
+from test_tc_kernel_algorithm import emulated
 from xlstm_metal.kernels import KernelInfo, kernels, register_kernel
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native, mlstm_step_native_capping_gates
-from xlstm_metal.kernels.reference_gradient import in_inference_mode, inference_mode, with_reference_gradient
+from xlstm_metal.kernels.reference_gradient import with_reference_gradient
+from xlstm_metal.modes import in_inference_mode, inference_mode
 
 needs_compiler = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
 
@@ -69,7 +71,7 @@ def test_the_fused_step_kernels_gradient_is_the_native_steps_with_bias_cap_and_m
 def test_the_fused_chunkwise_kernels_gradient_is_the_native_kernels(S, chunk):
     xs, state = arrays(S, 2, 2, S, 16, 24)
     mask = mx.array(np.random.default_rng(S).random((2, S)) > 0.3)
-    fused = with_reference_gradient(emulated_chunkwise(), mlstm_chunkwise_native)
+    fused = with_reference_gradient(emulated(), mlstm_chunkwise_native)  # the tensor-core kernel, emulated
     weights = output_weights(3, xs[2].shape, state)
     kw = dict(chunk_size=chunk, mask=mask)
     (_, gf), (_, gr) = (loss_and_grads(fn, xs, state, weights, **kw) for fn in (fused, mlstm_chunkwise_native))

@@ -1,4 +1,4 @@
-"""The bf16 tensor-core chunkwise kernel (kernels/mlstm/tc_chunkwise.py), run on the CPU: its three kernel texts
+"""The bf16 tensor-core chunkwise kernel (kernels/mlstm/tc_chunkwise.py), run on the CPU: its four kernel texts
 compiled as C++/OpenMP with the warp-level helpers emulated (``cpu_emulator.BF16_MMA_HEADER``: mma m16n8k16 from
 its fragment layout, quad shuffles, bfloat16 rounding), against the native kernel and the float64 recurrence.
 
@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, note, settings
 
 from cpu_emulator import BF16_MMA_HEADER, IDIOMS, CpuKernel, compiler_available
-from xlstm_metal.kernels.mlstm import fused_chunkwise, tc_chunkwise
-from xlstm_metal.kernels.mlstm.first_use import native_on_cpu, relative_error
+from xlstm_metal.kernels import get_kernel, gpu
+from xlstm_metal.kernels.gpu import native_on_cpu, relative_error
+from xlstm_metal.kernels.mlstm import tc_chunkwise
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native
 from xlstm_metal.testing.kernel_bounds import bfloat16_rounded, expected_bfloat16, parity_errors
 from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
@@ -33,10 +34,9 @@ def emulated(header=HEADER):
     """The kernel with its launches run on the CPU (float32 arrays holding bfloat16 values)."""
     def make(which):
         body, ins, outs = tc_chunkwise.SOURCES[which]
-        return CpuKernel(f"tc_{which}", ins, outs, fused_chunkwise.source(body, IDIOMS), header=header)
+        return CpuKernel(f"tc_{which}", ins, outs, gpu.source(body, IDIOMS), header=header)
     launches = {w: make(w) for w in tc_chunkwise.SOURCES}
-    return tc_chunkwise._make_chunkwise(lambda w: launches[w], io_dtype=mx.float32, entry_dtype=mx.float32,
-                                        fallback=mlstm_chunkwise_native)
+    return tc_chunkwise._make_chunkwise(lambda w: launches[w], io_dtype=mx.float32, entry_dtype=mx.float32)
 
 
 def inputs(seed, B, NH, S, DK, DV, with_state, masked):
@@ -49,26 +49,19 @@ def inputs(seed, B, NH, S, DK, DV, with_state, masked):
     return x, state, mask
 
 
-@pytest.fixture(params=["tile", "chunk"])
-def local_launch(request, monkeypatch):
-    """Both arrangements of the per-chunk state launch (tc_chunkwise.LOCAL_LAUNCH)."""
-    monkeypatch.setattr(tc_chunkwise, "LOCAL_LAUNCH", request.param)
-    return request.param
-
-
-def test_the_algorithm_passes_its_own_first_use_check(local_launch):
-    tc_chunkwise._verified.pop("cpu-emulated", None)
+def test_the_algorithm_passes_its_own_first_use_check():
+    gpu.set_verdict(tc_chunkwise.NAME, "cpu-emulated", None)
     launches = {}
 
     def make(which):
         body, ins, outs = tc_chunkwise.SOURCES[which]
-        return launches.setdefault(which, CpuKernel(f"tc_{which}", ins, outs, fused_chunkwise.source(body, IDIOMS),
-                                                    header=HEADER))
+        return launches.setdefault(which, CpuKernel(f"tc_{which}", ins, outs, gpu.source(body, IDIOMS), header=HEADER))
     assert tc_chunkwise.self_check("cpu-emulated", make, io_dtype=mx.float32, entry_dtype=mx.float32)
+    gpu.set_verdict(tc_chunkwise.NAME, "cpu-emulated", None)
 
 
 @pytest.mark.parametrize("B, NH, S, DK, DV", [(1, 1, 1, 16, 8), (2, 1, 63, 48, 40), (1, 2, 65, 72, 64), (1, 1, 130, 32, 136)])
-def test_without_bfloat16_rounding_it_is_the_native_kernel(B, NH, S, DK, DV, local_launch):
+def test_without_bfloat16_rounding_it_is_the_native_kernel(B, NH, S, DK, DV):
     """Partial key pieces (DK 48, 72), the normaliser column inside a value tile (DV 40, 136) or in a tile of its
     own (DV 64), one token, a padded last chunk, several chunks; an incoming state and a mask."""
     for with_state, masked in ((False, False), (True, True)):
@@ -85,7 +78,7 @@ def test_with_bfloat16_operands_it_stays_within_its_first_use_bound_and_really_r
     assert 1e-5 < err <= tc_chunkwise.TOLERANCE
 
 
-def test_a_fully_masked_input_leaves_the_state_exactly_unchanged_and_outputs_zeros(local_launch):
+def test_a_fully_masked_input_leaves_the_state_exactly_unchanged_and_outputs_zeros():
     x, state, _ = inputs(2, 2, 1, 70, 16, 16, True, False)
     h, (C, n, m) = emulated()(*x, state, chunk_size=64, mask=mx.zeros((2, 70), mx.bool_))
     assert float(mx.abs(h).max()) == 0.0
@@ -93,45 +86,55 @@ def test_a_fully_masked_input_leaves_the_state_exactly_unchanged_and_outputs_zer
         assert mx.array_equal(a, b)
 
 
-def test_long_inputs_run_in_launches_that_carry_the_state(monkeypatch):
+def test_segments_that_carry_the_state_compute_the_whole_input():
+    """The plan cuts inputs longer than MAX_CHUNKS chunks into segments: 150 tokens as 64 + 64 + 22, the state
+    handed from call to call, a mask across the borders."""
     x, state, mask = inputs(3, 1, 1, 150, 16, 16, True, True)
     whole = emulated()(*x, state, chunk_size=64, mask=mask)
-    monkeypatch.setattr(tc_chunkwise, "SEGMENT_CHUNKS", 1)  # 150 tokens: three sets of launches
-    parts = emulated()(*x, state, chunk_size=64, mask=mask)
+    hs, st = [], state
+    for a, b in ((0, 64), (64, 128), (128, 150)):
+        h, st = emulated()(*(t[:, :, a:b] for t in x), st, chunk_size=64, mask=mask[:, a:b])
+        hs.append(h)
+    parts = (mx.concatenate(hs, axis=2), st)
     want = native_on_cpu(mlstm_chunkwise_native, *x, state, chunk_size=64, mask=mask)
     assert relative_error(parts, want) <= tc_chunkwise.TOLERANCE
     assert relative_error(parts, whole) <= tc_chunkwise.TOLERANCE
 
 
-def test_inputs_it_does_not_cover_run_the_fallback():
-    """float32 values given as bfloat16 would lose bits, and key/value rows must be whole 16-byte pieces."""
-    fn = tc_chunkwise._make_chunkwise(lambda w: pytest.fail("no launch expected"), fallback=mlstm_chunkwise_native)
+def test_inputs_it_does_not_cover_are_refused_by_the_registry_and_the_kernel():
+    """float32 values given as bfloat16 would lose bits, and key/value rows must be whole 16-byte pieces: the
+    registry says so (the plan then takes the compiled kernel), and a direct call says so too."""
+    info = dataclasses.replace(get_kernel("mlstm", "cuda_tc_chunkwise"), is_available=lambda: True)  # as on CUDA
+    assert "not multiples of 8" in info.supports(device="gpu", dtype="bfloat16", head_dims=(12, 8))
+    assert "dtypes" in info.supports(device="gpu", dtype="float32", head_dims=(16, 8))
+    fn = tc_chunkwise._make_chunkwise(lambda w: pytest.fail("no launch expected"))
     x, state, mask = inputs(4, 1, 1, 20, 12, 8, True, True)
     for args in (x, tuple(a.astype(mx.bfloat16) if a.ndim == 4 else a for a in x)):  # float32; DK 12
-        got = fn(*args, state, chunk_size=16, mask=mask)
-        want = mlstm_chunkwise_native(*args, state, chunk_size=16, mask=mask)
-        assert relative_error(got, want) == 0.0
+        with pytest.raises(ValueError, match="multiples of 8"):
+            fn(*args, state, chunk_size=16, mask=mask)
+
+
+def test_an_empty_input_returns_no_output_and_the_same_state():
+    x, state, _ = inputs(6, 1, 2, 0, 16, 8, True, False)
+    h, st = emulated()(*x, state, chunk_size=64)
+    assert h.shape == (1, 2, 0, 8)
+    assert all(mx.array_equal(a, b) for a, b in zip(st, state))
 
 
 @settings(max_examples=max(1, settings().max_examples // 2) if settings().max_examples <= 25 else settings().max_examples)
 @given(case=mlstm_inputs(max_len=160), chunk=chunk_sizes())
-@pytest.mark.parametrize("launch", ["tile", "chunk"])
-def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(launch, case, chunk):
+def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(case, chunk):
     """The bound the GPU property suite applies to kernels with bfloat16 operands (kernel_bounds.bfloat16_floor),
     over random shapes (key and value dims rounded up to whole 16-byte rows), gates at the soft cap, states, masks."""
     case = dataclasses.replace(case, dk=-(-case.dk // 8) * 8, dv=-(-case.dv // 8) * 8)
     arrays = bfloat16_rounded(case.arrays())
     reference = expected_bfloat16(arrays, "bfloat16", 1e-4)
-    tc_chunkwise.LOCAL_LAUNCH, before = launch, tc_chunkwise.LOCAL_LAUNCH
-    try:
-        ok, errs, tols = parity_errors(emulated(), arrays, chunk, 1e-4, reference)
-    finally:
-        tc_chunkwise.LOCAL_LAUNCH = before
+    ok, errs, tols = parity_errors(emulated(), arrays, chunk, 1e-4, reference)
     note(f"errors h, C, n, m {[f'{e:.1e}' for e in errs]} against {[f'{t:.1e}' for t in tols]}")
     assert ok
 
 
-def swz(row, word):  # kernels/mlstm/tc_chunkwise.py HEADER's swz, in Python
+def swz(row, word):  # kernels/mlstm/tc_chunkwise_source.py COMMON's swz, in Python
     return row * 36 + (word ^ (((row >> 3) & 7) << 2))
 
 
@@ -162,5 +165,4 @@ def test_keys_and_values_are_laid_out_per_head_once_for_all_launches():
     (q, k, v, i, f), _, _ = inputs(0, 1, 2, 70, 16, 24, False, False)
     heads = lambda t: t.transpose(0, 2, 1, 3).reshape(1, 70, 2, -1).transpose(0, 2, 1, 3)  # noqa: E731  a strided view
     fn(heads(q), heads(k), heads(v), i, f, None, chunk_size=64)
-    local = "local_chunk" if "local_chunk" in seen else "local"
-    assert seen[local][0] is seen["outputs"][1] and seen[local][1] is seen["outputs"][2]
+    assert seen["local"][0] is seen["outputs"][1] and seen["local"][1] is seen["outputs"][2]

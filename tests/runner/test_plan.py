@@ -47,7 +47,10 @@ def test_step_pinned_in_the_spec_runs_longer_inputs_as_a_step_loop():
 def test_long_prompts_get_chunk_aligned_segments():
     plan = make_plan(SEVEN_B, 20000, device="cpu", segment_len=8192)
     assert plan.segments == [(0, 8192), (8192, 16384), (16384, 20000)]
-    assert make_plan(SEVEN_B, 20000, device="cpu", segment_len=None).segments == [(0, 20000)]
+    unbounded = make_plan(SEVEN_B, 20000, device="cpu", segment_len=None)  # still cut where the kernel says
+    assert unbounded.segments == [(0, 8192), (8192, 16384), (16384, 20000)]
+    assert "native_chunkwise takes ≤128 chunks a call" in str(unbounded).splitlines()[0]
+    assert make_plan(SEVEN_B, 8192, device="cpu", segment_len=None).segments == [(0, 8192)]
     assert make_plan(SEVEN_B, 1000, device="cpu", segment_len=100).segments[0] == (0, 64)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import mlx.core as mx
 import numpy as np
 
-from xlstm_metal.kernels.reference_gradient import inference_mode
+from xlstm_metal.modes import inference_mode
 
 from .sampling import make_logits_processors, make_sampler
 

@@ -6,7 +6,7 @@ ill-conditioned (|q·n| tiny against its terms, gates at the cap) that float32 i
 the bound becomes 10x the "float32 floor": the larger of the error of a plain float32 loop of the
 recurrence and the change that perturbing the inputs by a few float32 ulps causes in exact arithmetic.
 On a GPU, MLX's CUDA/Metal backends evaluate exp/log with fast approximations (relative error ~1e-6 that
-grows with |x| up to the gate cap of 15): there the float32 bound is 1e-4, measured on an H100.
+grows with |x| up to the gate cap of 15): there the float32 bound is 1e-4.
 """
 from __future__ import annotations
 
