@@ -45,8 +45,9 @@ static int g_threads;  // threads per group
 
 
 # The bfloat16 helpers of kernels/mlstm/tc_chunkwise.py (PTX mma.sync m16n8k16 bf16, warp shuffles), emulated: each
-# lane publishes its operands, the warp's lanes meet at a barrier (every thread of the group calls it at the same points,
-# as the kernel's uniform control flow guarantees), and each lane computes its own results. A ``bf2`` is a pair of floats holding bfloat16 values (rounded to nearest even, as __floats2bfloat162_rn does),
+# lane publishes its operands, the warp's lanes meet at a barrier (every thread of the group calls it at the same
+# points, as the kernel's uniform control flow guarantees), and each lane computes its own results. A ``bf2`` is a
+# pair of floats holding bfloat16 values (rounded to nearest even, as __floats2bfloat162_rn does),
 # arrays are float32 holding bfloat16 values, and the warp-level helpers exchange through shared tables at barriers.
 BF16_MMA_HEADER = r"""
 #include <cstring>
@@ -62,7 +63,9 @@ static inline float bf16_round(float x) {
 static inline bf2 pack2(float lo, float hi) { bf2 r; r.lo = bf16_round(lo); r.hi = bf16_round(hi); return r; }
 static inline void st_pair(float* p, float a, float b) { p[0] = bf16_round(a); p[1] = bf16_round(b); }
 static inline void split2(float a, float b, bf2& hi, bf2& lo) { hi = pack2(a, b); lo = pack2(a - hi.lo, b - hi.hi); }
-static inline void copy8(bf2* dst, const float* src) { for (int r = 0; r < 4; ++r) dst[r] = pack2(src[2 * r], src[2 * r + 1]); }
+static inline void copy8(bf2* dst, const float* src) {
+    for (int r = 0; r < 4; ++r) dst[r] = pack2(src[2 * r], src[2 * r + 1]);
+}
 static inline void zero8(bf2* dst) { for (int r = 0; r < 4; ++r) dst[r] = pack2(0.0f, 0.0f); }
 static inline void load8(const float* p, float* x) { for (int e = 0; e < 8; ++e) x[e] = p[e]; }
 struct row8 { float x[8]; };
@@ -87,9 +90,11 @@ static inline void mma_bf16(float* d, const bf2* a, const bf2* b) {
     for (int e = 0; e < 4; ++e) {
         const int row = gid + (e < 2 ? 0 : 8), col = 2 * tig + (e & 1);
         double s = 0.0;
-        for (int k = 0; k < 16; ++k)  // A (row, k): lane 4 (row % 8) + (k % 8) / 2, register row / 8 + 2 (k / 8), half k % 2
+        // A (row, k): lane 4 (row % 8) + (k % 8) / 2, register row / 8 + 2 (k / 8), half k % 2;
+        // B (k, col): lane 4 col + (k % 8) / 2, register k / 8
+        for (int k = 0; k < 16; ++k)
             s += (double)half_of(g_bfa[w][4 * (row % 8) + (k % 8) / 2][row / 8 + 2 * (k / 8)], k)
-                 * half_of(g_bfb[w][4 * col + (k % 8) / 2][k / 8], k);  // B (k, col): lane 4 col + (k % 8) / 2, register k / 8
+                 * half_of(g_bfb[w][4 * col + (k % 8) / 2][k / 8], k);
         d[e] += (float)s;
     }
     _Pragma("omp barrier")
@@ -123,17 +128,19 @@ class CpuKernel:
     _cache: dict[str, ctypes.CDLL] = {}
 
     def __init__(self, name: str, input_names, output_names, source: str, header: str = ""):
-        self.name, self.input_names, self.output_names, self.source = name, list(input_names), list(output_names), source
-        self.header = header
+        self.name, self.source, self.header = name, source, header
+        self.input_names, self.output_names = list(input_names), list(output_names)
 
     def _library(self, in_types, out_types, template) -> ctypes.CDLL:
         consts = []
         for key, value in template:
-            consts.append(f"using {key} = {_ctype(value)};" if isinstance(value, mx.Dtype) else f"constexpr int {key} = {int(value)};")
+            consts.append(f"using {key} = {_ctype(value)};" if isinstance(value, mx.Dtype)
+                          else f"constexpr int {key} = {int(value)};")
         params = [f"const {t}* {n}" for n, t in zip(self.input_names, in_types)]
         params += [f"{t}* {n}" for n, t in zip(self.output_names, out_types)]
         args = ", ".join(self.input_names + self.output_names)
-        src = (_PRELUDE + self.header + f"static void body({', '.join(params)}) {{\n" + "\n".join(consts) + "\n" + self.source + "\n}\n"
+        src = (_PRELUDE + self.header + f"static void body({', '.join(params)}) {{\n" + "\n".join(consts) + "\n"
+               + self.source + "\n}\n"
                + f'extern "C" void launch({", ".join(params)}, int nx, int ny, int nz, int threads) {{\n'
                + "  for (int z = 0; z < nz; ++z) for (int y = 0; y < ny; ++y) for (int x = 0; x < nx; ++x) {\n"
                + "    g_threads = threads;\n"
@@ -161,8 +168,8 @@ class CpuKernel:
         in_types = [_ctype(a.dtype) for a in inputs]
         out_types = [_ctype(d) for d in output_dtypes]
         lib = self._library(in_types, out_types, template)
-        outs = [np.full(tuple(s), np.nan if d == mx.float32 else -1,
-                        dtype=np.float32 if d == mx.float32 else np.int32) for s, d in zip(output_shapes, output_dtypes)]
+        outs = [np.full(tuple(s), np.nan if d == mx.float32 else -1, dtype=np.float32 if d == mx.float32 else np.int32)
+                for s, d in zip(output_shapes, output_dtypes)]
         tg = threadgroup[0]
         groups = [(g + t - 1) // t for g, t in zip(grid, threadgroup)]
         ptrs = [a.ctypes.data_as(ctypes.c_void_p) for a in ins + outs]

@@ -73,13 +73,15 @@ def test_a_new_batch_size_reuses_the_compiled_step_kernel():
 
 
 def test_the_fused_step_caps_raw_gates_itself_like_the_layer_does():
-    """With ``gate_soft_cap`` the kernel takes raw pre-activations (beyond the cap too) and applies cap * tanh(x / cap)."""
+    """With ``gate_soft_cap`` the kernel takes raw pre-activations (beyond the cap too) and applies
+    cap * tanh(x / cap)."""
     step = emulated_step()
     x, state, _ = inputs(3, 2, 3, 1, 8, 20, True, False)
     q, k, v, i, f = x
     i, f = i * 10, f * 10  # well past the cap of 15
     cap = lambda a: 15.0 * mx.tanh(a / 15.0)  # noqa: E731
-    assert_close(step(q, k, v, i, f, state, gate_soft_cap=15.0), native(mlstm_step_native, q, k, v, cap(i), cap(f), state))
+    assert_close(step(q, k, v, i, f, state, gate_soft_cap=15.0),
+                 native(mlstm_step_native, q, k, v, cap(i), cap(f), state))
 
 
 def test_the_fused_step_adds_each_heads_gate_bias_before_the_cap():

@@ -209,7 +209,8 @@ def test_a_closed_forget_gate_erases_the_past():
 @pytest.mark.parametrize("form", list(FORMS))
 def test_bfloat16_inputs_track_the_reference(form):
     inputs = make_inputs(21, S=33, with_state=True)
-    to_bf16 = lambda a: np.array(mx.array(np.asarray(a, np.float32)).astype(mx.bfloat16).astype(mx.float32), np.float64)  # noqa: E731
+    def to_bf16(a):
+        return np.array(mx.array(np.asarray(a, np.float32)).astype(mx.bfloat16).astype(mx.float32), np.float64)
     rounded = (*[to_bf16(a) for a in inputs[:5]], inputs[5])  # what a bf16 kernel actually sees (state stays f32)
     h, st_ = run_form(form, inputs, chunk_size=8, dtype=mx.bfloat16)
     same = Expected(rounded)
@@ -285,7 +286,8 @@ def test_a_left_padded_batch_row_equals_the_unpadded_row(form, pad):
     S = 10
     q, k, v, i, f, _ = make_inputs(9, B=1, S=S)
     other = make_inputs(10, B=1, S=S + pad)  # a second, unpadded row in the same batch
-    junk = lambda a: np.concatenate([np.full_like(a[:, :, :pad], 123.0), a], axis=2)  # noqa: E731  (padding values must not matter)
+    # (padding values must not matter)
+    junk = lambda a: np.concatenate([np.full_like(a[:, :, :pad], 123.0), a], axis=2)  # noqa: E731
     batch = tuple(np.concatenate([junk(a), b], axis=0) for a, b in zip((q, k, v, i, f), other[:5]))
     mask = np.array([[False] * pad + [True] * S, [True] * (S + pad)])
     h_p, st_p = run_form(form, (*batch, None), chunk_size=4, mask=mask)
@@ -386,10 +388,12 @@ def test_an_empty_sequence_returns_no_output_and_the_same_state(form):
 # -------------------------------------------------------------------------------------------- registry
 def test_importing_the_kernels_package_registers_each_native_form():
     assert kernels_pkg.get_kernel is get_kernel
-    for form, fn in (("chunkwise", mlstm_chunkwise_native), ("sequence", mlstm_sequence_native), ("step", mlstm_step_native)):
+    for form, fn in (("chunkwise", mlstm_chunkwise_native), ("sequence", mlstm_sequence_native),
+                     ("step", mlstm_step_native)):
         info = get_kernel("mlstm", f"native_{form}")
         assert (info.family, info.form, info.fn, info.backend, info.priority) == ("mlstm", form, fn, "native", 0)
-        assert info.supports(device="cpu", dtype="bfloat16") is None and info.supports(device="gpu", dtype="float16") is None
+        assert info.supports(device="cpu", dtype="bfloat16") is None
+        assert info.supports(device="gpu", dtype="float16") is None
         assert info.doc
 
 
@@ -406,7 +410,8 @@ def test_fused_step_kernels_share_one_algorithm_and_refuse_themselves_when_wrong
     from xlstm_metal.kernels.mlstm import fused_step
 
     cuda, metal = fused_step._source("cuda"), fused_step._source("metal")
-    strip = lambda src, b: [l for l in src.splitlines() if not any(v in l for v in gpu.IDIOMS[b].values())]  # noqa: E731
+    def strip(src, backend):
+        return [line for line in src.splitlines() if not any(v in line for v in gpu.IDIOMS[backend].values())]
     assert strip(cuda, "cuda") == strip(metal, "metal")  # only the thread indexing differs
     # the first-use check accepts a correct kernel and refuses (with a warning) a wrong one
     gpu.set_verdict(fused_step.NAME, "test-good", None)

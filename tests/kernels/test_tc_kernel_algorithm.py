@@ -26,7 +26,8 @@ from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
 
 HEADER = BF16_MMA_HEADER + tc_chunkwise.COMMON  # the emulated helpers, then the ones shared with CUDA
-EXACT = HEADER.replace("static inline float bf16_round(float x) {", "static inline float bf16_round(float x) { return x;")
+EXACT = HEADER.replace("static inline float bf16_round(float x) {",
+                       "static inline float bf16_round(float x) { return x;")
 
 
 @cache
@@ -42,8 +43,10 @@ def emulated(header=HEADER):
 def inputs(seed, B, NH, S, DK, DV, with_state, masked):
     """bfloat16 values (as float32 arrays), forget gates mostly open so the state carries across chunks."""
     rng = np.random.default_rng(seed)
-    bf = lambda *s, scale=1.0, shift=0.0: mx.array((rng.normal(size=s) * scale + shift).astype(np.float32)).astype(mx.bfloat16).astype(mx.float32)  # noqa: E731
-    x = (bf(B, NH, S, DK), bf(B, NH, S, DK), bf(B, NH, S, DV), bf(B, NH, S, scale=3.0), bf(B, NH, S, scale=2.0, shift=2.0))
+    def bf(*s, scale=1.0, shift=0.0):
+        return mx.array((rng.normal(size=s) * scale + shift).astype(np.float32)).astype(mx.bfloat16).astype(mx.float32)
+    x = (bf(B, NH, S, DK), bf(B, NH, S, DK), bf(B, NH, S, DV), bf(B, NH, S, scale=3.0),
+         bf(B, NH, S, scale=2.0, shift=2.0))
     state = (bf(B, NH, DK, DV), bf(B, NH, DK), bf(B, NH)) if with_state else None
     mask = mx.array(rng.random((B, S)) > 0.3) if masked else None
     return x, state, mask
@@ -60,7 +63,8 @@ def test_the_algorithm_passes_its_own_first_use_check():
     gpu.set_verdict(tc_chunkwise.NAME, "cpu-emulated", None)
 
 
-@pytest.mark.parametrize("B, NH, S, DK, DV", [(1, 1, 1, 16, 8), (2, 1, 63, 48, 40), (1, 2, 65, 72, 64), (1, 1, 130, 32, 136)])
+@pytest.mark.parametrize("B, NH, S, DK, DV",
+                         [(1, 1, 1, 16, 8), (2, 1, 63, 48, 40), (1, 2, 65, 72, 64), (1, 1, 130, 32, 136)])
 def test_without_bfloat16_rounding_it_is_the_native_kernel(B, NH, S, DK, DV):
     """Partial key pieces (DK 48, 72), the normaliser column inside a value tile (DV 40, 136) or in a tile of its
     own (DV 64), one token, a padded last chunk, several chunks; an incoming state and a mask."""
@@ -121,7 +125,8 @@ def test_an_empty_input_returns_no_output_and_the_same_state():
     assert all(mx.array_equal(a, b) for a, b in zip(st, state))
 
 
-@settings(max_examples=max(1, settings().max_examples // 2) if settings().max_examples <= 25 else settings().max_examples)
+@settings(max_examples=max(1, settings().max_examples // 2) if settings().max_examples <= 25
+          else settings().max_examples)
 @given(case=mlstm_inputs(max_len=160), chunk=chunk_sizes())
 def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(case, chunk):
     """The bound the GPU property suite applies to kernels with bfloat16 operands (kernel_bounds.bfloat16_floor),
