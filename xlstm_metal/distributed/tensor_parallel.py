@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from . import split
+from .group import split, world
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,6 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     from xlstm_metal.blocks.mlstm import MLSTM
     from xlstm_metal.blocks.swiglu import SwiGLU
 
-    from . import world
 
     group = group or world()
     rank, size = group.rank(), group.size()
@@ -136,7 +135,6 @@ def gather_state(runner, state, group=None):
     """
     from xlstm_metal.state import State
 
-    from . import world
 
     sharding = getattr(runner, "sharding", {}) or {}
     if not sharding:
