@@ -46,11 +46,12 @@ for phase in "$@"; do
   tests)  # every test that runs a GPU kernel: kernels, runner, the kernel-property suite (`gpu` hypothesis profile)
     package; rm -rf /tmp/xtests && cp -r "$R/tests" /tmp/xtests
     XLSTM_FAILURE_LOG=$OUT/test_failures.log XLSTM_HYPOTHESIS_PROFILE=${PROFILE:-gpu} MLX_ENABLE_TF32=0 \
-      timeout -s INT "${TEST_TIMEOUT:-540}" python3 -m pytest -q -p no:cacheprovider --durations=8 \
+      timeout -s INT "${TEST_TIMEOUT:-540}" env -C /tmp python3 -m pytest -q -p no:cacheprovider --durations=8 \
       ${TESTS:-/tmp/xtests/properties/test_kernel_properties.py /tmp/xtests/kernels /tmp/xtests/runner} \
       > "$JOB/tests.log" 2>&1
     cp "$JOB/tests.log" "$OUT/tests_gpu.log"; tail -n 25 "$JOB/tests.log" ;;
   official)  # the official xlstm (PyTorch + Triton): kernel at 1k / 4k / 16k, the 7B model's prefill and decode
+    package
     timeout 240 python3 "$R/.device/official_baseline.py" --kernel-seqs 1024,4096,16384 --blocks 32 \
       --prefill 1024,4096 > "$JOB/official.json" 2> "$OUT/official.err" || tail -n 5 "$OUT/official.err"
     cp "$JOB/official.json" "$OUT/"; cat "$JOB/official.json" ;;
