@@ -24,6 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from budget import examples
+
 import xlstm_metal.kernels as kernels_pkg
 from xlstm_metal.kernels import current_device, get_kernel, gpu, kernels, select_kernel
 from xlstm_metal.kernels.mlstm.native import (MAX_CHUNKS, mlstm_chunkwise_native, mlstm_sequence_native,
@@ -36,8 +38,7 @@ F32_RTOL = 1e-5 if current_device() == "cpu" else 1e-4
 BF16_RTOL_SAME_INPUTS = 1e-2
 BF16_RTOL_VS_F32_INPUTS = 1e-1
 GRAD_RTOL = 2e-5
-# hypothesis: at least 25 examples, more under XLSTM_HYPOTHESIS_PROFILE=thorough (tests/conftest.py)
-HYPOTHESIS = settings(max_examples=max(25, settings.default.max_examples), deadline=None)
+HYPOTHESIS = settings(max_examples=examples(25, 2000))
 
 
 # ----------------------------------------------------------------------------------------------- helpers

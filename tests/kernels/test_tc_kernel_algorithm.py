@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, note, settings
 
+from budget import examples
 from cpu_emulator import BF16_MMA_HEADER, IDIOMS, CpuKernel, compiler_available
 from xlstm_metal.kernels import get_kernel, gpu
 from xlstm_metal.kernels.gpu import native_on_cpu, relative_error
@@ -125,8 +126,7 @@ def test_an_empty_input_returns_no_output_and_the_same_state():
     assert all(mx.array_equal(a, b) for a, b in zip(st, state))
 
 
-@settings(max_examples=max(1, settings().max_examples // 2) if settings().max_examples <= 25
-          else settings().max_examples)
+@settings(max_examples=examples(12, 2000))  # each example runs an emulated GPU kernel
 @given(case=mlstm_inputs(max_len=160), chunk=chunk_sizes())
 def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(case, chunk):
     """The bound the GPU property suite applies to kernels with bfloat16 operands (kernel_bounds.bfloat16_floor),
