@@ -155,11 +155,11 @@ class CpuKernel:
             if not lib.exists():
                 cpp.write_text(src)
                 cmd = [os.environ.get("CXX", "g++"), "-O1", "-std=c++17", "-fopenmp", "-shared", "-fPIC", str(cpp),
-                       "-o", str(lib) + ".tmp"]
+                       "-o", f"{lib}.{os.getpid()}.tmp"]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise RuntimeError(f"kernel {self.name} does not compile as C++:\n{done.stderr[-4000:]}")
-                os.replace(str(lib) + ".tmp", lib)
+                os.replace(f"{lib}.{os.getpid()}.tmp", lib)  # unique temp name: test runs may build at once
             self._cache[key] = ctypes.CDLL(str(lib))
         return self._cache[key]
 
