@@ -75,29 +75,25 @@ class ModelGraph:
     def num_parameters(self) -> int:
         from mlx.utils import tree_flatten
 
-        total = 0
-        for n in self.compute_nodes():
-            total += sum(v.size for _, v in tree_flatten(self.block(n).parameters()))
-        return total
+        return sum(v.size for n in self.compute_nodes() for _, v in tree_flatten(self.block(n).parameters()))
 
     def table(self) -> str:
         rows = [("node", "type", "inputs", "output")]
         for n in self.order:
             d = self.node(n)
-            rows.append((n, d.get("type", "input"), ", ".join(d["spec"].inputs) if d.get("spec") else "", str(d["out_type"])))
-        return _format_table(rows)
+            inputs = ", ".join(d["spec"].inputs) if d.get("spec") else ""
+            rows.append((n, d.get("type", "input"), inputs, str(d["out_type"])))
+        return format_table(rows)
 
     def __str__(self) -> str:
         return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + self.table()
 
 
-def _format_table(rows: list[tuple]) -> str:
+def format_table(rows: list[tuple]) -> str:
+    """Left-aligned columns; the first row is the header, underlined with dashes."""
     widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
-    lines = []
-    for k, r in enumerate(rows):
-        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
@@ -112,7 +108,8 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
         hint = None
         if err["type"] == "extra_forbidden":
             msg = f"unknown parameter for block type '{node.type}'"
-            hint = did_you_mean(fld, known) or (f"parameters of '{node.type}': {', '.join(known)}" if known else f"'{node.type}' takes no parameters")
+            hint = did_you_mean(fld, known) or (f"parameters of '{node.type}': {', '.join(known)}" if known
+                                                else f"'{node.type}' takes no parameters")
         elif err["type"] == "missing":
             msg = f"required parameter of block type '{node.type}' is missing"
             info = params_cls.model_fields.get(fld)
@@ -121,7 +118,8 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
         else:
             msg = f"{err['msg']} (got {raw!r})"
             if isinstance(raw, str):
-                hint = did_you_mean(raw, spec.dims) or (f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
+                hint = did_you_mean(raw, spec.dims) or (
+                    f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
         issues.append(spec.issue(msg, path=node.path + ((fld,) if fld else ()), node=node.name, field=fld, hint=hint))
     return issues
 
@@ -144,8 +142,9 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         index[node.name] = k
         cls = registry.get(node.type)
         if cls is None:
-            issues.append(spec.issue(f"unknown block type '{node.type}'", path=node.path + ("type",), node=node.name, field="type",
-                                     hint=did_you_mean(node.type, registry) or f"known types: {', '.join(registry)}"))
+            issues.append(spec.issue(f"unknown block type '{node.type}'", path=node.path + ("type",), node=node.name,
+                                     field="type", hint=did_you_mean(node.type, registry)
+                                     or f"known types: {', '.join(registry)}"))
             continue
         try:
             params = cls.Params.model_validate(node.params)
@@ -171,8 +170,9 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
     if cycle:
         names = [u for u, _ in cycle] + [cycle[0][0]]
         first = g.nodes[names[0]]["spec"]
-        raise SpecError(spec.issue(f"the graph has a cycle: {' -> '.join(names)}", path=first.path + ("inputs",), node=names[0], field="inputs",
-                                   hint="a node cannot depend on its own output; carry state through a recurrent block instead"))
+        raise SpecError(spec.issue(f"the graph has a cycle: {' -> '.join(names)}", path=first.path + ("inputs",),
+                                   node=names[0], field="inputs", hint="a node cannot depend on its own output; "
+                                   "carry state through a recurrent block instead"))
     order = list(nx.lexicographical_topological_sort(g, key=lambda n: index[n]))
     for name in order:
         data = g.nodes[name]
@@ -185,7 +185,7 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
             data["out_type"] = data["block_cls"].infer(data["params"], in_types)
         except ShapeError as exc:
             detail = ", ".join(f"{s}: {t}" for s, t in zip(node.inputs, in_types))
-            issues.append(spec.issue(f"{exc} (inputs: {detail})", path=node.path + ((exc.field,) if exc.field else ("inputs",)),
+            issues.append(spec.issue(f"{exc} (inputs: {detail})", path=node.path + (exc.field or "inputs",),
                                      node=name, field=exc.field or "inputs"))
             data["out_type"] = TensorType("unknown")
     for o in spec.outputs:
@@ -205,23 +205,24 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
 def _check_overrides(spec: ExpandedSpec, node: ResolvedNode, cls) -> list[SpecIssue]:
     issues = []
     family = cls.kernel_family
+
+    def issue(key: str, message: str, hint: str | None = None) -> None:
+        issues.append(spec.issue(message, path=node.path + (key,), node=node.name, field=key, hint=hint))
+
     if node.kernel != "auto":
+        choices = list(KERNEL_CHOICES) + [k.name for k in registered_kernels(family)] if family else []
         if family is None:
-            issues.append(spec.issue(f"block type '{node.type}' runs no kernel, so 'kernel: {node.kernel}' has no effect",
-                                     path=node.path + ("kernel",), node=node.name, field="kernel", hint="remove the kernel key"))
-        else:
-            names = [k.name for k in registered_kernels(family)]
-            if node.kernel not in KERNEL_CHOICES and node.kernel not in names:
-                choices = list(KERNEL_CHOICES) + names
-                issues.append(spec.issue(f"unknown kernel '{node.kernel}'", path=node.path + ("kernel",), node=node.name, field="kernel",
-                                         hint=did_you_mean(node.kernel, choices) or f"choose one of: {', '.join(choices)}"))
+            issue("kernel", f"block type '{node.type}' runs no kernel, so 'kernel: {node.kernel}' has no effect",
+                  "remove the kernel key")
+        elif node.kernel not in choices:
+            issue("kernel", f"unknown kernel '{node.kernel}'",
+                  did_you_mean(node.kernel, choices) or f"choose one of: {', '.join(choices)}")
     if node.chunk_size is not None:
         if family is None:
-            issues.append(spec.issue(f"block type '{node.type}' is not chunked, so chunk_size has no effect",
-                                     path=node.path + ("chunk_size",), node=node.name, field="chunk_size", hint="remove chunk_size"))
+            issue("chunk_size", f"block type '{node.type}' is not chunked, so chunk_size has no effect",
+                  "remove chunk_size")
         elif not isinstance(node.chunk_size, int) or node.chunk_size < 1:
-            issues.append(spec.issue(f"chunk_size must be a positive integer, got {node.chunk_size!r}",
-                                     path=node.path + ("chunk_size",), node=node.name, field="chunk_size"))
+            issue("chunk_size", f"chunk_size must be a positive integer, got {node.chunk_size!r}")
     return issues
 
 
