@@ -47,8 +47,9 @@ class State:
 
     def select(self, rows) -> "State":
         """The state of some batch rows, e.g. ``state.select([1])``."""
-        idx = mx.array(list(rows) if not isinstance(rows, mx.array) else rows)
-        return State({k: tuple(a[idx] for a in v) for k, v in self.entries.items()}, self.tokens_seen, dict(self.metadata))
+        idx = rows if isinstance(rows, mx.array) else mx.array(list(rows))
+        entries = {k: tuple(a[idx] for a in v) for k, v in self.entries.items()}
+        return State(entries, self.tokens_seen, dict(self.metadata))
 
     @property
     def nbytes(self) -> int:
@@ -74,7 +75,8 @@ class State:
             raise FileNotFoundError(f"no state file at {path}")
         arrays, meta = mx.load(str(path), return_metadata=True)
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an xlstm_metal state file (format {meta.get('format')!r}, expected {FORMAT!r})")
+            raise ValueError(f"{path} is not an xlstm_metal state file "
+                             f"(format {meta.get('format')!r}, expected {FORMAT!r})")
         nodes = json.loads(meta["nodes"])
         entries = {n: tuple(arrays[f"{n}.{k}"] for k in range(count)) for n, count in nodes.items()}
         return cls(entries, int(meta.get("tokens_seen", 0)), json.loads(meta.get("metadata", "{}")))
