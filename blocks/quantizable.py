@@ -22,10 +22,6 @@ class QuantizableWeight:
         object.__setattr__(self, "_quant", (group_size, bits, mode))
         return self
 
-    @property
-    def is_quantized(self) -> bool:
-        return self._quant is not None
-
     def _qkw(self):
         gs, bits, mode = self._quant
         return dict(group_size=gs, bits=bits, mode=mode)
