@@ -16,6 +16,7 @@ import yaml
 from mlx.utils import tree_flatten
 
 from ..modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
+from .config import is_large_config
 from .files import CheckpointError
 from .load import SPEC_FILE, open_checkpoint
 from .sanitize import official_keys, to_official
@@ -73,7 +74,7 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
         else:
             cfg.pop("quantization", None)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        if not _is_large_config(cfg):
+        if not is_large_config(cfg):
             (tmp / SPEC_FILE).write_text(yaml.safe_dump(graph.spec.source.data, sort_keys=False))
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
@@ -98,11 +99,6 @@ def _config_dict(config: Any, graph) -> dict[str, Any]:
     if hasattr(config, "to_dict"):
         return config.to_dict()
     return dict(config or {"model_type": "xlstm_metal", "name": graph.name})
-
-
-def _is_large_config(cfg: dict) -> bool:
-    return all(k in cfg for k in ("embedding_dim", "num_heads", "num_blocks", "vocab_size")) or \
-        all(k in cfg for k in ("hidden_size", "num_heads", "num_hidden_layers", "vocab_size"))
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,

@@ -1,16 +1,20 @@
 """Head-parallel (tensor-parallel) inference: mLSTM heads are independent, so each rank owns some.
 
-Per mLSTM layer a rank keeps the rows of its heads in each segment of ``proj_in`` (q, k, v, o and
-the gates) and of the gate biases, the matching slice of the per-head norm and the matching columns
-of ``out_proj``; the layer's output is the sum of the ranks' partial outputs. SwiGLU / gated MLPs
-split their hidden width the same way. Everything else is replicated. The recurrent state is sharded like the heads.
+Per mLSTM layer a rank keeps its heads' rows of each block of ``proj_in`` and the gate biases, the
+matching slice of the per-head norm and columns of ``out_proj``; the layer's output is the sum of the
+ranks' partial outputs. SwiGLU / gated MLPs split their hidden width the same way; everything else is
+replicated. The recurrent state is sharded like the heads.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
 
+from ..blocks.mlstm import MLSTM
+from ..blocks.swiglu import SwiGLU
+from ..state import State
 from .group import split, world
 
 
@@ -43,23 +47,27 @@ def within(segs: Segments, start: int, rows: int) -> Segments:
             if min(b, start + rows) > max(a, start)]
 
 
+def _rows(widths, units: int, u0: int, u1: int) -> Segments:
+    """Units [u0, u1) of each of the stacked row blocks ``widths``, each made of ``units`` equal units."""
+    segs, at = [], 0
+    for width in widths:
+        d = width // units
+        segs.append((0, at + u0 * d, at + u1 * d))
+        at += width
+    return segs
+
+
 def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
-    p = block.params
-    nh = p.num_heads
+    nh = block.params.num_heads
     h0, h1 = split(nh, size, rank)
     if h1 <= h0:
         raise ValueError(f"{size} ranks but only {nh} heads in an mLSTM layer: every rank needs at least one head")
-    qk, v = block.qk_dim, block.v_dim
-    dk, dv = qk // nh, v // nh
-    # proj_in's rows are q | k | v | ogate | igate | fgate: this rank's heads of each
-    qkvo = [(0, a + h0 * d, a + h1 * d) for a, d in ((0, dk), (qk, dk), (2 * qk, dv), (2 * qk + v, dv))]
-    gates = [(0, h0, h1), (0, nh + h0, nh + h1)]
-    at = 2 * qk + 2 * v  # the gate rows start here
-    segs: dict[str, Segments] = {"proj_in.weight": qkvo + [(0, at + a, at + b) for _, a, b in gates],
-                                 "gate_bias": gates, "multihead_norm.weight": [(0, h0 * dv, h1 * dv)],
+    rows, dv = block.proj_in_rows, block.v_dim // nh  # rows: q, k, v, ogate, igate, fgate
+    segs: dict[str, Segments] = {"proj_in.weight": _rows(rows, nh, h0, h1), "gate_bias": _rows(rows[4:], nh, h0, h1),
+                                 "multihead_norm.weight": [(0, h0 * dv, h1 * dv)],
                                  "out_proj.weight": [(1, h0 * dv, h1 * dv)]}
     if "qkvo_bias" in block:
-        segs["qkvo_bias"] = qkvo
+        segs["qkvo_bias"] = _rows(rows[:4], nh, h0, h1)
     if "bias" in block.multihead_norm:
         segs["multihead_norm.bias"] = segs["multihead_norm.weight"]
     return segs, ShardInfo(rank, size, h0, h1, "heads")
@@ -68,7 +76,7 @@ def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], S
 def _ffn_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     hidden = block.hidden
     a, b = split(hidden, size, rank)
-    segs: dict[str, Segments] = {"proj_up_gate_z.weight": [(0, a, b), (0, hidden + a, hidden + b)],
+    segs: dict[str, Segments] = {"proj_up_gate_z.weight": _rows((hidden, hidden), hidden, a, b),
                                  "proj_down.weight": [(1, a, b)]}
     if "bias" in block.proj_up_gate_z:
         segs["proj_up_gate_z.bias"] = segs["proj_up_gate_z.weight"]
@@ -76,8 +84,6 @@ def _ffn_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], Sha
 
 
 def _apply(block, segs: dict[str, Segments], rank: int) -> None:
-    from mlx.utils import tree_flatten, tree_unflatten
-
     params = dict(tree_flatten(block.parameters()))
     for proj in ("out_proj", "proj_down"):  # an output bias is added once, by rank 0; no pieces: zeros, not read
         if f"{proj}.bias" in params and rank != 0:
@@ -92,10 +98,6 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     Records ``runner.shard_slices`` (parameter key -> pieces), which ``from_pretrained(shard=True)``
     applies to each checkpoint tensor as it is read, so a rank materialises only its own part of the weights.
     """
-    from xlstm_metal.blocks.mlstm import MLSTM
-    from xlstm_metal.blocks.swiglu import SwiGLU
-
-
     group = group or world()
     rank, size = group.rank(), group.size()
     owned: dict[str, ShardInfo] = {}
@@ -109,9 +111,9 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
         if isinstance(block, MLSTM):
             segs, info = _mlstm_segments(block, rank, size)
             _apply(block, segs, rank)
-            block.qk_dim, block.v_dim = (info.end - info.start) * (block.qk_dim // block.params.num_heads), \
-                (info.end - info.start) * (block.v_dim // block.params.num_heads)
-            object.__setattr__(block, "_local_heads", info.end - info.start)
+            (dk, dv), n = block.head_dims, info.end - info.start
+            block.qk_dim, block.v_dim = n * dk, n * dv
+            object.__setattr__(block, "_local_heads", n)
         elif isinstance(block, SwiGLU):
             segs, info = _ffn_segments(block, rank, size)
             _apply(block, segs, rank)
@@ -133,9 +135,6 @@ def gather_state(runner, state, group=None):
 
     A collective: every rank must call it.
     """
-    from xlstm_metal.state import State
-
-
     sharding = getattr(runner, "sharding", {}) or {}
     if not sharding:
         return state
