@@ -120,7 +120,7 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
             if isinstance(raw, str):
                 hint = did_you_mean(raw, spec.dims) or (
                     f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
-        issues.append(spec.issue(msg, path=node.path + ((fld,) if fld else ()), node=node.name, field=fld, hint=hint))
+        issues.append(spec.node_issue(node, fld, msg, hint))
     return issues
 
 
@@ -142,9 +142,8 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         index[node.name] = k
         cls = registry.get(node.type)
         if cls is None:
-            issues.append(spec.issue(f"unknown block type '{node.type}'", path=node.path + ("type",), node=node.name,
-                                     field="type", hint=did_you_mean(node.type, registry)
-                                     or f"known types: {', '.join(registry)}"))
+            issues.append(spec.node_issue(node, "type", f"unknown block type '{node.type}'",
+                                          did_you_mean(node.type, registry) or f"known types: {', '.join(registry)}"))
             continue
         try:
             params = cls.Params.model_validate(node.params)
@@ -154,8 +153,8 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         arity = cls.num_inputs
         if (arity is not None and len(node.inputs) != arity) or (arity is None and len(node.inputs) < 2):
             want = f"exactly {arity}" if arity is not None else "at least 2"
-            issues.append(spec.issue(f"block type '{node.type}' takes {want} input(s), got {len(node.inputs)}",
-                                     path=node.path + ("inputs",), node=node.name, field="inputs"))
+            issues.append(spec.node_issue(node, "inputs",
+                                          f"block type '{node.type}' takes {want} input(s), got {len(node.inputs)}"))
         issues.extend(_check_overrides(spec, node, cls))
         g.add_node(node.name, type=node.type, block_cls=cls, params=params, spec=node, block=None)
     if issues:
@@ -169,10 +168,9 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         cycle = None
     if cycle:
         names = [u for u, _ in cycle] + [cycle[0][0]]
-        first = g.nodes[names[0]]["spec"]
-        raise SpecError(spec.issue(f"the graph has a cycle: {' -> '.join(names)}", path=first.path + ("inputs",),
-                                   node=names[0], field="inputs", hint="a node cannot depend on its own output; "
-                                   "carry state through a recurrent block instead"))
+        raise SpecError(spec.node_issue(g.nodes[names[0]]["spec"], "inputs",
+                                        f"the graph has a cycle: {' -> '.join(names)}", "a node cannot depend on its "
+                                        "own output; carry state through a recurrent block instead"))
     order = list(nx.lexicographical_topological_sort(g, key=lambda n: index[n]))
     for name in order:
         data = g.nodes[name]
@@ -185,12 +183,12 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
             data["out_type"] = data["block_cls"].infer(data["params"], in_types)
         except ShapeError as exc:
             detail = ", ".join(f"{s}: {t}" for s, t in zip(node.inputs, in_types))
-            issues.append(spec.issue(f"{exc} (inputs: {detail})", path=node.path + (exc.field or "inputs",),
-                                     node=name, field=exc.field or "inputs"))
+            issues.append(spec.node_issue(node, exc.field or "inputs", f"{exc} (inputs: {detail})"))
             data["out_type"] = TensorType("unknown")
     for o in spec.outputs:
         if o in spec.inputs:
-            issues.append(spec.issue(f"output '{o}' is a graph input, not a node", path=("outputs",), field="outputs"))
+            issues.append(spec.source.issue(f"output '{o}' is a graph input, not a node", ("outputs",),
+                                            field="outputs"))
     if issues:
         raise SpecError(issues)
     _check_name_prefixes(spec)
@@ -205,24 +203,21 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
 def _check_overrides(spec: ExpandedSpec, node: ResolvedNode, cls) -> list[SpecIssue]:
     issues = []
     family = cls.kernel_family
-
-    def issue(key: str, message: str, hint: str | None = None) -> None:
-        issues.append(spec.issue(message, path=node.path + (key,), node=node.name, field=key, hint=hint))
-
     if node.kernel != "auto":
         choices = list(KERNEL_CHOICES) + [k.name for k in registered_kernels(family)] if family else []
         if family is None:
-            issue("kernel", f"block type '{node.type}' runs no kernel, so 'kernel: {node.kernel}' has no effect",
-                  "remove the kernel key")
+            issues.append(spec.node_issue(node, "kernel", f"block type '{node.type}' runs no kernel, so "
+                                          f"'kernel: {node.kernel}' has no effect", "remove the kernel key"))
         elif node.kernel not in choices:
-            issue("kernel", f"unknown kernel '{node.kernel}'",
-                  did_you_mean(node.kernel, choices) or f"choose one of: {', '.join(choices)}")
+            issues.append(spec.node_issue(node, "kernel", f"unknown kernel '{node.kernel}'", did_you_mean(
+                node.kernel, choices) or f"choose one of: {', '.join(choices)}"))
     if node.chunk_size is not None:
         if family is None:
-            issue("chunk_size", f"block type '{node.type}' is not chunked, so chunk_size has no effect",
-                  "remove chunk_size")
+            issues.append(spec.node_issue(node, "chunk_size", f"block type '{node.type}' is not chunked, so "
+                                          "chunk_size has no effect", "remove chunk_size"))
         elif not isinstance(node.chunk_size, int) or node.chunk_size < 1:
-            issue("chunk_size", f"chunk_size must be a positive integer, got {node.chunk_size!r}")
+            issues.append(spec.node_issue(node, "chunk_size",
+                                          f"chunk_size must be a positive integer, got {node.chunk_size!r}"))
     return issues
 
 
@@ -231,6 +226,6 @@ def _check_name_prefixes(spec: ExpandedSpec) -> None:
     for a, b in zip(names, names[1:]):
         if b.startswith(a + "."):
             node = next(n for n in spec.nodes if n.name == b)
-            raise SpecError(spec.issue(f"node name '{b}' lies inside node '{a}', so their parameter keys would collide",
-                                       path=node.path + ("name",), node=b, field="name",
-                                       hint=f"rename one of them; '{a}.*' is reserved for the parameters of '{a}'"))
+            raise SpecError(spec.node_issue(node, "name", f"node name '{b}' lies inside node '{a}', so their "
+                                            f"parameter keys would collide",
+                                            f"rename one of them; '{a}.*' is reserved for the parameters of '{a}'"))

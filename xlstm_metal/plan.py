@@ -102,23 +102,15 @@ class ExecutionPlan:
             "segments": self.segments, "segment_len": self.segment_len, "segment_why": self.segment_why,
             "steps": [{"node": s.node, "type": s.type, "inputs": list(s.inputs), "output": str(s.out_type),
                        "kernel": s.kernel.name if s.kernel else None, "form": s.form, "chunk_size": s.chunk_size,
-                       "max_tokens": s.max_tokens,
-                       "reason": s.reason, "aux": [k.name for k in s.aux], "fuses": s.fuses,
+                       "max_tokens": s.max_tokens, "reason": s.reason, "aux": [k.name for k in s.aux], "fuses": s.fuses,
                        "fusion_kernel": s.fusion_kernel.name if s.fusion_kernel else None,
                        "computed_by": s.computed_by} for s in self.steps],
         }
 
 
-def make_plan(
-    graph: ModelGraph,
-    seq_len: int,
-    *,
-    device: str | None = None,
-    dtype: str = "float32",
-    overrides: dict[str, dict[str, Any]] | None = None,
-    segment_len: int | None = DEFAULT_SEGMENT_LEN,
-    training: bool = False,
-) -> ExecutionPlan:
+def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dtype: str = "float32",
+              overrides: dict[str, dict[str, Any]] | None = None, segment_len: int | None = DEFAULT_SEGMENT_LEN,
+              training: bool = False) -> ExecutionPlan:
     """Schedule ``graph`` for inputs of ``seq_len`` tokens.
 
     ``overrides`` maps node names to ``{"kernel": ..., "chunk_size": ...}`` and wins over the
@@ -143,7 +135,7 @@ def make_plan(
             ov = overrides.get(name, {})
             choice = ov.get("kernel") or spec_node.kernel or "auto"
             chunk = ov.get("chunk_size") or spec_node.chunk_size or DEFAULT_CHUNK_SIZE
-            head_dims = tuple(getattr(data["block"], "head_dims", ()) or ()) if data["block"] is not None else ()
+            head_dims = tuple(getattr(data["block"], "head_dims", None) or ())  # block None: not materialized
             if choice == "auto":
                 form = "step" if seq_len <= 1 else "sequence" if seq_len <= SEQUENCE_MAX_LEN else "chunkwise"
                 reason = f"auto: {seq_len} token(s) → {form}"

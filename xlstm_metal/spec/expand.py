@@ -41,9 +41,9 @@ class ExpandedSpec:
     source: SpecSource
     groups: dict[str, int] = field(default_factory=dict)  # repeat pattern -> copies
 
-    def issue(self, message: str, *, path: tuple = (), **where) -> SpecIssue:
-        """A ``SpecIssue`` at the line of ``path`` (``where``: node, field, hint)."""
-        return self.source.issue(message, path, **where)
+    def node_issue(self, node: ResolvedNode, key: str | None, message: str, hint: str | None = None) -> SpecIssue:
+        """A ``SpecIssue`` about field ``key`` of ``node``, at its line."""
+        return self.source.issue(message, node.path + ((key,) if key else ()), node=node.name, field=key, hint=hint)
 
 
 # ---------------------------------------------------------------- dims and expressions
