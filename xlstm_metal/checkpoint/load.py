@@ -108,15 +108,14 @@ class Checkpoint:
                 continue
             start = 0
             for n, (f, name, rows, part) in enumerate(pieces):
-                segs = slices.get(key)
+                segs, at = slices.get(key), start
+                start += rows or 0
                 if segs is not None and rows is not None and segs[0][0] == 0:
-                    segs = within(segs, start, rows)
+                    segs = within(segs, at, rows)
                     if not segs:  # none of this rank's rows in this tensor
-                        start += rows
                         continue
                 todo.setdefault(f, []).append((key, n, name, segs, part))
                 count[key] = count.get(key, 0) + 1
-                start += rows or 0
         parts: dict[str, dict[int, mx.array]] = {}
         bar = _Progress(len(self.headers), progress if progress is not None else len(self.headers) > 1)
         for f in self.headers:

@@ -1,12 +1,9 @@
 """The one place where checkpoint names meet our parameter layout, both ways.
 
-Node names already are the Hugging Face prefixes (``backbone.blocks.N.mlstm_layer``), and most
-parameters keep the official names. Three things are mapped: the official ``xlstm`` package's own
-``embedding.weight``, tied embeddings, and the merged input projections: an mLSTM layer's
-``proj_in`` (rows q | k | v | ogate | igate | fgate), ``gate_bias`` and ``qkvo_bias``, and a
-SwiGLU's ``proj_up_gate_z``, each read from (and written as) the official tensors of the block's
-``weight_mode``, concatenated along rows. Quantized arrays (``.weight``, ``.scales``, ``.biases``)
-split by rows like the weight they quantize.
+Node names are the Hugging Face prefixes and most parameters keep the official names. Mapped: the
+official ``xlstm`` package's ``embedding.weight``, tied embeddings, and the merged input projections
+(mLSTM ``proj_in``, ``gate_bias``, ``qkvo_bias``; SwiGLU ``proj_up_gate_z``), each the official tensors
+of the block's ``weight_mode`` concatenated along rows. Quantized ``.scales``/``.biases`` split like the weight.
 """
 from __future__ import annotations
 

@@ -67,7 +67,8 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
             total = sum(v.nbytes for v in weights.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        cfg = _config_dict(config, graph)
+        default = {"model_type": "xlstm_metal", "name": graph.name}
+        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or default)
         cfg["torch_dtype"] = dtype_name(dtype)
         if quantization:
             cfg["quantization"] = quantization
@@ -93,12 +94,6 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _config_dict(config: Any, graph) -> dict[str, Any]:
-    if hasattr(config, "to_dict"):
-        return config.to_dict()
-    return dict(config or {"model_type": "xlstm_metal", "name": graph.name})
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,

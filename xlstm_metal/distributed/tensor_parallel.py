@@ -57,7 +57,7 @@ def _rows(widths, units: int, u0: int, u1: int) -> Segments:
     return segs
 
 
-def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
+def _shard_mlstm(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     nh = block.params.num_heads
     h0, h1 = split(nh, size, rank)
     if h1 <= h0:
@@ -70,16 +70,22 @@ def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], S
         segs["qkvo_bias"] = _rows(rows[:4], nh, h0, h1)
     if "bias" in block.multihead_norm:
         segs["multihead_norm.bias"] = segs["multihead_norm.weight"]
+    _apply(block, segs, rank)
+    (dk, dv), n = block.head_dims, h1 - h0
+    block.qk_dim, block.v_dim = n * dk, n * dv
+    object.__setattr__(block, "_local_heads", n)
     return segs, ShardInfo(rank, size, h0, h1, "heads")
 
 
-def _ffn_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
+def _shard_ffn(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     hidden = block.hidden
     a, b = split(hidden, size, rank)
     segs: dict[str, Segments] = {"proj_up_gate_z.weight": _rows((hidden, hidden), hidden, a, b),
                                  "proj_down.weight": [(1, a, b)]}
     if "bias" in block.proj_up_gate_z:
         segs["proj_up_gate_z.bias"] = segs["proj_up_gate_z.weight"]
+    _apply(block, segs, rank)
+    block.hidden = b - a
     return segs, ShardInfo(rank, size, a, b, "hidden")
 
 
@@ -108,18 +114,10 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     slices: dict[str, Segments] = {}
     for name in runner.graph.compute_nodes():
         block = runner.graph.block(name)
-        if isinstance(block, MLSTM):
-            segs, info = _mlstm_segments(block, rank, size)
-            _apply(block, segs, rank)
-            (dk, dv), n = block.head_dims, info.end - info.start
-            block.qk_dim, block.v_dim = n * dk, n * dv
-            object.__setattr__(block, "_local_heads", n)
-        elif isinstance(block, SwiGLU):
-            segs, info = _ffn_segments(block, rank, size)
-            _apply(block, segs, rank)
-            block.hidden = info.end - info.start
-        else:
+        shard = _shard_mlstm if isinstance(block, MLSTM) else _shard_ffn if isinstance(block, SwiGLU) else None
+        if shard is None:
             continue
+        segs, info = shard(block, rank, size)
         object.__setattr__(block, "_tp_group", group)
         owned[name] = info
         slices.update({f"{name}.{k}": v for k, v in segs.items()})
@@ -145,16 +143,10 @@ def gather_state(runner, state, group=None):
         if info is None or info.unit != "heads":
             entries[node] = arrays
             continue
-        total = runner.graph.block(node).params.num_heads
-        shares = [split(total, info.size, r) for r in range(info.size)]
-        widest = max(e - s for s, e in shares)
-        full = []
-        for a in arrays:  # heads are axis 1; shares may be uneven: pad to the widest, gather, trim
-            pad = widest - a.shape[1]
-            padded = mx.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)) if pad else a
-            g = mx.distributed.all_gather(padded[None], group=group)  # [size, B, widest, ...]
-            full.append(mx.concatenate([g[r][:, : e - s] for r, (s, e) in enumerate(shares)], axis=1))
-        entries[node] = tuple(full)
+        heads = (info.start, runner.graph.block(node).params.num_heads - info.end)
+        # heads are axis 1: each rank places its own among zeros, and the ranks' arrays are summed
+        entries[node] = tuple(mx.distributed.all_sum(mx.pad(a, [(0, 0), heads] + [(0, 0)] * (a.ndim - 2)), group=group)
+                              for a in arrays)
     gathered = State(entries, state.tokens_seen, dict(state.metadata))
     mx.eval(gathered.arrays())  # every rank runs the collective now, not lazily on rank 0 alone
     return gathered
