@@ -1,8 +1,7 @@
 """Spec → ``networkx.DiGraph`` of block instances with statically inferred tensor types.
 
-Every node of the graph carries ``block_cls``, ``params`` (the validated block parameters),
-``block`` (the ``mlx.nn.Module``, created lazily: MLX does not allocate until evaluated),
-``in_types`` / ``out_type`` and the ``ResolvedNode`` it came from.
+Each node carries ``block_cls``, ``params`` (validated), ``block`` (the ``mlx.nn.Module``; MLX allocates
+lazily), ``in_types`` / ``out_type`` and ``spec``, the ``ResolvedNode`` it came from.
 """
 from __future__ import annotations
 
@@ -77,16 +76,13 @@ class ModelGraph:
 
         return sum(v.size for n in self.compute_nodes() for _, v in tree_flatten(self.block(n).parameters()))
 
-    def table(self) -> str:
+    def __str__(self) -> str:
         rows = [("node", "type", "inputs", "output")]
         for n in self.order:
             d = self.node(n)
             inputs = ", ".join(d["spec"].inputs) if d.get("spec") else ""
             rows.append((n, d.get("type", "input"), inputs, str(d["out_type"])))
-        return format_table(rows)
-
-    def __str__(self) -> str:
-        return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + self.table()
+        return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + format_table(rows)
 
 
 def format_table(rows: list[tuple]) -> str:

@@ -1,8 +1,5 @@
-"""The interpreter: runs an ``ExecutionPlan`` over the graph's blocks, carrying ``State``.
-
-Any error inside a block is re-raised as ``NodeExecutionError`` naming the node, so a failure in
-block 17 of 32 says so instead of showing a bare traceback from inside MLX.
-"""
+"""The interpreter: runs an ``ExecutionPlan`` over the graph's blocks, carrying ``State``; an error inside a
+block is re-raised as ``NodeExecutionError`` naming the node."""
 from __future__ import annotations
 
 import contextlib
@@ -34,16 +31,17 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
     """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs and the new state.
 
     Inputs run in the plan's segments, the state carried across: exact, and differentiable as one graph when
-    nothing evaluates in between. ``eval_every`` ("stateful" or "node", inference only) evaluates as it goes
-    (and after each segment), so a long prompt holds one layer's temporaries at a time; up to ``eval_ahead``
+    nothing evaluates in between. ``eval_every="stateful"`` (inference only) evaluates after each stateful block
+    and each segment, so a long prompt holds one layer's temporaries at a time; up to ``eval_ahead``
     such evaluations stay in flight (``mx.async_eval``) while the host builds the next layer, at the cost of
     that many more layers' temporaries. ``last_only``: outputs hold only the last position, and after the last
     stateful block only that position is computed (the blocks after it are position-wise).
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
-    evaluates = eval_every == "node" or (eval_every == "stateful" and any(graph.block(s.node).stateful
-                                                                          for s in plan.steps))
+    if eval_every not in (None, "stateful"):
+        raise ValueError(f"eval_every must be None or 'stateful', got {eval_every!r}")
+    evaluates = eval_every == "stateful" and any(graph.block(s.node).stateful for s in plan.steps)
     segments = plan.cut(int(tokens.shape[1]))
     state = State() if state is None else state
     pieces: dict[str, list[mx.array]] = {o: [] for o in graph.outputs}
@@ -87,15 +85,13 @@ def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: St
                 out, values[step.fuses] = step.fusion.run(step.fusion_kernel, block, graph.block(step.fuses), inputs)
             else:
                 out, new = block(inputs, new_entries.get(step.node), ctx)
-        except NodeExecutionError:
-            raise
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
             name = f"{step.node} (fused with {step.fuses})" if step.fuses else step.node
             raise NodeExecutionError(name, step.type, exc) from exc
         values[step.node] = out
         if block.stateful:
             new_entries[step.node] = new
-        if eval_every == "node" or (eval_every == "stateful" and block.stateful):
+        if eval_every == "stateful" and block.stateful:
             try:
                 if eval_ahead <= 0:
                     mx.eval(out, new)

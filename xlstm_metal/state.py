@@ -1,9 +1,5 @@
-"""Recurrent state as a first-class value: keep it, resume from it, fork it, save and load it.
-
-A ``State`` maps each stateful node (e.g. ``backbone.blocks.3.mlstm_layer``) to its arrays
-(``C``, ``n``, ``m`` for mLSTM). MLX arrays are immutable, so forking is free and a state
-handed to a call is never modified by it.
-"""
+"""Recurrent state as a value: each stateful node's arrays (``C``, ``n``, ``m`` for mLSTM), to keep, resume from,
+fork, save and load. MLX arrays are immutable, so forking is free and a call never modifies the state it is given."""
 from __future__ import annotations
 
 import json

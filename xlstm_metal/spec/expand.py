@@ -1,7 +1,5 @@
-"""Expanding a spec: resolve dims, stamp ``repeat`` copies, and resolve every input to a node name.
-
-The result is a flat list of :class:`ResolvedNode` in file order; nothing here knows about MLX.
-"""
+"""Expanding a spec: resolve dims, stamp ``repeat`` copies and resolve every input to a node name, giving a
+flat list of ``ResolvedNode`` in file order."""
 from __future__ import annotations
 
 import ast
@@ -83,11 +81,8 @@ def _eval(node: ast.AST, env: dict[str, Any]) -> Any:
 
 
 def resolve_value(value: Any, env: dict[str, Any]) -> Any:
-    """A dim name or arithmetic over dims (``"embedding_dim // num_heads"``) → its value.
-
-    Strings that are not such expressions (``"single"``) are returned unchanged, so the block's
-    own parameter model decides whether they are valid.
-    """
+    """A dim name or arithmetic over dims (``"embedding_dim // num_heads"``) → its value; other strings
+    (``"single"``) come back unchanged, for the block's parameter model to judge."""
     if isinstance(value, list):
         return [resolve_value(v, env) for v in value]
     if not isinstance(value, str):
@@ -131,10 +126,10 @@ def _resolve_dims(raw: dict[str, Any], src: SpecSource) -> dict[str, Any]:
 
 def _mentions_unresolved(value: str, pending: dict, own: str) -> bool:
     try:
-        tree = ast.parse(value.strip(), mode="eval")
+        return any(isinstance(n, ast.Name) and n.id in pending and n.id != own
+                   for n in ast.walk(ast.parse(value.strip(), mode="eval")))
     except SyntaxError:
         return False
-    return any(isinstance(n, ast.Name) and n.id in pending and n.id != own for n in ast.walk(tree))
 
 
 # ---------------------------------------------------------------- scopes
@@ -287,13 +282,9 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                 return scope.local[ref]
             if ref in scope.bindings:
                 kind, *rest = scope.bindings[ref]
-                if kind == "node":
-                    return rest[0]
-                return resolve_ref(rest[0], rest[1])
+                return rest[0] if kind == "node" else resolve_ref(*rest)
             scope = scope.parent
-        if ref in all_names:
-            return ref
-        return aliases.get(ref)
+        return ref if ref in all_names else aliases.get(ref)
 
     for node, refs, scope in pending_inputs:
         resolved = []

@@ -1,8 +1,5 @@
-"""The wiring-spec file format as pydantic models (the part common to every node).
-
-Block-specific parameters are validated later by each block's own ``Params`` model; here a node
-only needs its name, type, inputs and execution overrides.
-"""
+"""The wiring-spec file format as pydantic models: the keys common to every node (a block's own parameters
+are validated later by its ``Params`` model)."""
 from __future__ import annotations
 
 from typing import Any, Union

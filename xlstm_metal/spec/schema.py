@@ -1,8 +1,5 @@
-"""JSON Schema of the wiring-spec format, generated from the registered blocks' parameter models.
-
-Editors (VS Code's YAML extension, for instance) use it to complete and check spec files:
-``# yaml-language-server: $schema=xlstm-spec.schema.json``.
-"""
+"""JSON Schema of the wiring-spec format, generated from the registered blocks' parameter models; editors use it
+to complete and check spec files (``# yaml-language-server: $schema=xlstm-spec.schema.json``)."""
 from __future__ import annotations
 
 import json
