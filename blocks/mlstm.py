@@ -44,12 +44,12 @@ class MLSTM(Block):
     def __init__(self, params: MLSTMParams, inputs):
         super().__init__(params, inputs)
         D = inputs[0].dim
-        nh = params.num_heads
+        nh = self.local_heads = params.num_heads  # heads computed here: this rank's share under head parallelism
         self.qk_dim, self.v_dim = int(D * params.qk_dim_factor), int(D * params.v_dim_factor)
         self.proj_in = linear(D, sum(self.proj_in_rows), False, small_init_std(D))
         self.gate_bias = mx.concatenate([mx.full((nh,), -10.0), mx.linspace(3.0, 6.0, nh)])
         if params.use_bias:
-            self.qkvo_bias = mx.zeros((2 * self.qk_dim + 2 * self.v_dim,))
+            self.qkvo_bias = mx.zeros((sum(self.proj_in_rows[:4]),))
         self.multihead_norm = nn.Module()  # holds ``multihead_norm.weight`` (and bias), the official keys
         add_norm_affine(self.multihead_norm, self.v_dim, True, params.use_bias)
         self.out_proj = linear(self.v_dim, D, params.use_bias, small_init_std(self.v_dim))
@@ -78,11 +78,6 @@ class MLSTM(Block):
         """Rows of q, k, v, ogate, igate, fgate in ``proj_in`` (this rank's under head parallelism)."""
         nh = self.local_heads
         return self.qk_dim, self.qk_dim, self.v_dim, self.v_dim, nh, nh
-
-    @property
-    def local_heads(self) -> int:
-        """Heads computed here: all of them, or this rank's share under head parallelism."""
-        return getattr(self, "_local_heads", None) or self.params.num_heads
 
     def init_state(self, batch_size: int):
         nh = self.local_heads

@@ -76,26 +76,23 @@ class xLSTMConfig:
                 bad(fld, f"gives a dimension of {dim}, which is not a positive multiple of num_heads={self.num_heads}")
         if self.gate_soft_cap is not None and self.gate_soft_cap <= 0:
             bad("gate_soft_cap", "must be positive")
-        if self.quantization is not None:
-            q = self.quantization
-            if not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8) \
-                    or not isinstance(q.get("group_size"), int):
-                bad("quantization", "expected {'bits': 2|3|4|5|6|8, 'group_size': int}")
+        q = self.quantization
+        if q is not None and (not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8)
+                              or not isinstance(q.get("group_size"), int)):
+            bad("quantization", "expected {'bits': 2|3|4|5|6|8, 'group_size': int}")
         act = self.extra.get("hidden_act") or self.extra.get("act_fn")
         if act not in (None, "silu", "swish"):
             raise ConfigError(f"config.json field 'hidden_act' = {act!r}: only SiLU (SwiGLU) feed-forwards are "
                               "supported")
 
     def eos_ids(self) -> set[int]:
-        if self.eos_token_id is None:
-            return set()
-        return set(self.eos_token_id) if isinstance(self.eos_token_id, list) else {int(self.eos_token_id)}
+        ids = self.eos_token_id
+        return set(ids) if isinstance(ids, list) else set() if ids is None else {int(ids)}
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        if out.get("quantization") is None:
-            out.pop("quantization", None)
+        out = dict(self.extra, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        if self.quantization is None:
+            del out["quantization"]
         return out
 
 

@@ -72,8 +72,7 @@ def _shard_mlstm(block, rank: int, size: int) -> tuple[dict[str, Segments], Shar
         segs["multihead_norm.bias"] = segs["multihead_norm.weight"]
     _apply(block, segs, rank)
     (dk, dv), n = block.head_dims, h1 - h0
-    block.qk_dim, block.v_dim = n * dk, n * dv
-    object.__setattr__(block, "_local_heads", n)
+    block.qk_dim, block.v_dim, block.local_heads = n * dk, n * dv, n
     return segs, ShardInfo(rank, size, h0, h1, "heads")
 
 
