@@ -110,7 +110,6 @@ class Trainer:
                               segment_len=None, training=True)
         self._step_fn = self._build_step()
 
-    # ------------------------------------------------------------------ the step
     def loss(self, model, x, y):
         outs, _ = execute(self.runner.graph, self.plan, x, training=True)
         logits = outs[self.runner.graph.outputs[0]].astype(mx.float32)
@@ -129,7 +128,6 @@ class Trainer:
             losses.append(float(self.loss(self.runner.model, mx.array(x), mx.array(y)).item()))
         return float(np.mean(losses))
 
-    # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
         if self.rank != 0:  # one writer; every rank holds identical weights
             return
@@ -159,17 +157,14 @@ class Trainer:
         state = mx.load(str(self.out / TRAINER_STATE))
         self.optimizer.state = tree_unflatten(list(state.items()))
         self.step = int(info["step"])
-        log = info["log"]
-        self.log = TrainLog(log["steps"], log["losses"], [tuple(v) for v in log["val"]],
-                            log.get("tokens_per_s", 0.0))
+        self.log = TrainLog(**dict(info["log"], val=[tuple(v) for v in info["log"]["val"]]))
         self._step_fn = self._build_step()
         return True
 
-    # ------------------------------------------------------------------ the loop
     def train(self, *, resume: bool = True, stop_after: int | None = None) -> TrainLog:
         cfg = self.cfg
-        if resume and self.try_resume():
-            self._say(f"resumed at step {self.step}")
+        if resume and self.try_resume() and self.progress:
+            print(f"resumed at step {self.step}", file=sys.stderr)
         t_last, tokens_since = time.perf_counter(), 0
         while self.step < cfg.steps:
             x, y = self.batches.batch(self.step)
@@ -208,7 +203,3 @@ class Trainer:
         val = f" val {self.log.val[-1][1]:.3f}" if self.log.val else ""
         print(f"\rstep {self.step}/{self.cfg.steps} [{'#' * done}{'.' * (width - done)}] loss {loss:.3f}{val} "
               f"{self.log.tokens_per_s:,.0f} tok/s", end="", file=sys.stderr, flush=True)
-
-    def _say(self, text: str) -> None:
-        if self.progress:
-            print(text, file=sys.stderr)
