@@ -108,10 +108,9 @@ def run_mad(specs: list, tasks: list[str], budget: MadBudget, progress=None) -> 
     results = []
     for spec in specs:
         for task in tasks:
-            r = run_task(spec, task, budget)
-            results.append(r)
+            results.append(run_task(spec, task, budget))
             if progress:
-                progress(r)
+                progress(results[-1])
     return results
 
 
