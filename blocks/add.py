@@ -23,7 +23,4 @@ class Add(Block):
         return inputs[0]
 
     def forward(self, inputs, state, ctx):
-        out = inputs[0]
-        for x in inputs[1:]:
-            out = out + x
-        return out, None
+        return sum(inputs[1:], inputs[0]), None  # left to right: ((x0 + x1) + x2) ...

@@ -11,13 +11,13 @@ import mlx.core as mx
 from pydantic import Field
 
 from .base import Block, BlockParams, register_block
-from .ops import small_init_std
-from .swiglu import linear
+from .ops import linear, small_init_std
 
 
 class AttentionParams(BlockParams):
     num_heads: int = Field(gt=0, description="Attention heads; the feature dim must divide by it.")
-    window: int | None = Field(None, gt=0, description="Attend to at most this many most recent positions (and keep only those in the cache); null = all.")
+    window: int | None = Field(None, gt=0, description="Attend to (and cache) at most this many most recent "
+                               "positions; null = all.")
     rope_theta: float | None = Field(10000.0, gt=0, description="Rotary position base; null disables positions.")
     use_bias: bool = Field(False, description="Biases on the projections.")
 
@@ -96,6 +96,7 @@ class Attention(Block):
         h = (w @ vals.astype(mx.float32)).astype(x.dtype)
         h = mx.where(any_key, h, 0).transpose(0, 2, 1, 3).reshape(B, S, D)
         if p.window:  # keep the cache bounded: the last `window` slots
-            keys, vals, kpos, kvalid = keys[:, :, -p.window:], vals[:, :, -p.window:], kpos[:, -p.window:], kvalid[:, -p.window:]
+            last = slice(-p.window, None)
+            keys, vals, kpos, kvalid = keys[:, :, last], vals[:, :, last], kpos[:, last], kvalid[:, last]
         new_next = next_pos + mx.sum(real.astype(mx.int32), axis=1)
         return self.out_proj(h), (keys.astype(mx.float32), vals.astype(mx.float32), kpos, kvalid, new_next)

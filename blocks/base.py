@@ -62,11 +62,15 @@ class NodeContext:
     def aux_kernel(self, family: str, dtype) -> Any:
         """The plan's kernel of ``family`` for this node; outside a plan, the best one for here and now."""
         if family not in self.aux:
-            from xlstm_metal.kernels import current_device, select_kernel
-
-            self.aux[family] = select_kernel(family, "fused", device=current_device(), dtype=str(dtype).split(".")[-1],
-                                             training=self.training)
+            self.aux[family] = self.select(family, "fused", dtype)
         return self.aux[family]
+
+    def select(self, family: str, form: str, dtype, head_dims: tuple[int, ...] = ()) -> Any:
+        """The best kernel of ``family``/``form`` for this device and ``dtype`` (calls outside a plan)."""
+        from xlstm_metal.kernels import current_device, select_kernel
+
+        return select_kernel(family, form, device=current_device(), dtype=str(dtype).split(".")[-1],
+                             head_dims=head_dims, training=self.training)
 
 
 class Block(nn.Module):
@@ -89,7 +93,7 @@ class Block(nn.Module):
 
     def __init__(self, params: BlockParams, inputs: list[TensorType]):
         super().__init__()
-        # Stored outside the parameter tree (leading underscore keeps them out of MLX's tree).
+        # object.__setattr__ keeps these out of MLX's parameter tree
         object.__setattr__(self, "_params", params)
         object.__setattr__(self, "_input_types", tuple(inputs))
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, TensorType, register_block
-from .ops import normal, small_init_std
+import mlx.core as mx
+
+from .ops import small_init_std
 from .quantizable import QuantizableWeight
 
 
@@ -21,7 +23,7 @@ class Embedding(QuantizableWeight, Block):
 
     def __init__(self, params: EmbeddingParams, inputs):
         super().__init__(params, inputs)
-        self.weight = normal((params.num_embeddings, params.dim), small_init_std(params.dim))
+        self.weight = mx.random.normal((params.num_embeddings, params.dim)) * small_init_std(params.dim)
 
     @classmethod
     def infer(cls, params, inputs):

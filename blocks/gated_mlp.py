@@ -14,7 +14,8 @@ _ACTS = {"silu": nn.silu, "gelu": nn.gelu, "relu": nn.relu, "sigmoid": mx.sigmoi
 
 
 class GatedMLPParams(SwiGLUParams):
-    activation: Literal["silu", "gelu", "gelu_tanh", "relu", "sigmoid"] = Field("gelu", description="Gate activation (silu = SwiGLU, gelu = GeGLU, ...).")
+    activation: Literal["silu", "gelu", "gelu_tanh", "relu", "sigmoid"] = Field(
+        "gelu", description="Gate activation (silu = SwiGLU, gelu = GeGLU, ...).")
 
 
 @register_block
@@ -23,5 +24,5 @@ class GatedMLP(SwiGLU):
     Params = GatedMLPParams
     summary = "Gated MLP (GLU family) with a configurable gate activation."
 
-    def activate(self, gate: mx.array) -> mx.array:
-        return _ACTS[self.params.activation](gate)
+    def glu(self, gate: mx.array, z: mx.array) -> mx.array:
+        return _ACTS[self.params.activation](gate) * z

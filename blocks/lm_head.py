@@ -11,7 +11,8 @@ from .quantizable import QuantizableWeight
 
 class LMHeadParams(BlockParams):
     vocab_size: int = Field(gt=0, description="Number of output logits.")
-    soft_cap: float | None = Field(30.0, gt=0, description="Logits become soft_cap * tanh(logits / soft_cap); null disables.")
+    soft_cap: float | None = Field(30.0, gt=0,
+                                   description="Logits become soft_cap * tanh(logits / soft_cap); null disables.")
     use_bias: bool = Field(False, description="Bias on the output projection.")
 
 

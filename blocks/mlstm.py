@@ -1,11 +1,9 @@
 """The mLSTM layer of xLSTMLarge: projections, soft-capped gates, the mLSTM cell, per-head norm, output gate.
 
-The cell itself is a kernel chosen by the plan (``ctx.kernel``); this block only prepares its
-inputs and post-processes ``h``. The six input projections are one parameter, ``proj_in``, whose
-rows are q | k | v | ogate | igate | fgate (one matmul per call), with the gates' biases in
-``gate_bias`` (i | f) and, with ``use_bias``, the others' in ``qkvo_bias``. The official single
-(``q``, ``k``, ...) and fused (``qkv_opreact``, ``ifgate_preact``) checkpoint names are mapped to these
-by ``xlstm_metal.checkpoint.sanitize``; ``multihead_norm`` and ``out_proj`` keep the official names.
+The cell is the kernel the plan chose (``ctx.kernel``). The six input projections are one parameter,
+``proj_in`` (rows q | k | v | ogate | igate | fgate: one matmul), with the gates' biases in ``gate_bias``
+(i | f) and, with ``use_bias``, the others' in ``qkvo_bias``; ``xlstm_metal.checkpoint.sanitize`` maps
+the official names to these.
 """
 from __future__ import annotations
 
@@ -17,8 +15,7 @@ from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, TensorType, register_block, tp_reduce
 from .multihead_layer_norm import multihead_layer_norm
-from .ops import sigmoid_gate, small_init_std, soft_cap
-from .swiglu import linear
+from .ops import add_norm_affine, linear, sigmoid_gate, small_init_std, soft_cap
 
 
 class MLSTMParams(BlockParams):
@@ -35,16 +32,6 @@ class MLSTMParams(BlockParams):
     norm_reduction_force_float32: bool = Field(True, description="Per-head norm reduces in float32.")
 
 
-class _Norm(nn.Module):
-    """Holds ``multihead_norm.weight`` (and bias) under the official key."""
-
-    def __init__(self, dim: int, bias: bool):
-        super().__init__()
-        self.weight = mx.ones((dim,))
-        if bias:
-            self.bias = mx.zeros((dim,))
-
-
 @register_block
 class MLSTM(Block):
     type_name = "mlstm"
@@ -57,13 +44,14 @@ class MLSTM(Block):
     def __init__(self, params: MLSTMParams, inputs):
         super().__init__(params, inputs)
         D = inputs[0].dim
-        nh = params.num_heads
+        nh = self.local_heads = params.num_heads  # heads computed here: this rank's share under head parallelism
         self.qk_dim, self.v_dim = int(D * params.qk_dim_factor), int(D * params.v_dim_factor)
-        self.proj_in = linear(D, 2 * self.qk_dim + 2 * self.v_dim + 2 * nh, False, small_init_std(D))
+        self.proj_in = linear(D, sum(self.proj_in_rows), False, small_init_std(D))
         self.gate_bias = mx.concatenate([mx.full((nh,), -10.0), mx.linspace(3.0, 6.0, nh)])
         if params.use_bias:
-            self.qkvo_bias = mx.zeros((2 * self.qk_dim + 2 * self.v_dim,))
-        self.multihead_norm = _Norm(self.v_dim, params.use_bias)
+            self.qkvo_bias = mx.zeros((sum(self.proj_in_rows[:4]),))
+        self.multihead_norm = nn.Module()  # holds ``multihead_norm.weight`` (and bias), the official keys
+        add_norm_affine(self.multihead_norm, self.v_dim, True, params.use_bias)
         self.out_proj = linear(self.v_dim, D, params.use_bias, small_init_std(self.v_dim))
 
     @classmethod
@@ -86,15 +74,16 @@ class MLSTM(Block):
         return self.qk_dim // nh, self.v_dim // nh
 
     @property
-    def local_heads(self) -> int:
-        """Heads computed here: all of them, or this rank's share under head parallelism."""
-        return getattr(self, "_local_heads", None) or self.params.num_heads
+    def proj_in_rows(self) -> tuple[int, ...]:
+        """Rows of q, k, v, ogate, igate, fgate in ``proj_in`` (this rank's under head parallelism)."""
+        nh = self.local_heads
+        return self.qk_dim, self.qk_dim, self.v_dim, self.v_dim, nh, nh
 
     def init_state(self, batch_size: int):
         nh = self.local_heads
         dk, dv = self.head_dims
-        return (mx.zeros((batch_size, nh, dk, dv), dtype=mx.float32), mx.zeros((batch_size, nh, dk), dtype=mx.float32),
-                mx.zeros((batch_size, nh), dtype=mx.float32))
+        return (mx.zeros((batch_size, nh, dk, dv), dtype=mx.float32),
+                mx.zeros((batch_size, nh, dk), dtype=mx.float32), mx.zeros((batch_size, nh), dtype=mx.float32))
 
     def forward(self, inputs, state, ctx):
         x = inputs[0]
@@ -108,10 +97,7 @@ class MLSTM(Block):
         bias_i, bias_f = self.gate_bias[:nh], self.gate_bias[nh:]
         kernel = ctx.kernel
         if kernel is None:
-            from xlstm_metal.kernels import current_device, select_kernel
-
-            kernel = select_kernel("mlstm", "step" if S == 1 else "chunkwise", device=current_device(),
-                                   dtype=str(x.dtype).split(".")[-1], head_dims=self.head_dims, training=ctx.training)
+            kernel = ctx.select("mlstm", "step" if S == 1 else "chunkwise", x.dtype, self.head_dims)
         extra = {}
         if kernel.caps_gates:  # the kernel adds the gates' biases and caps them itself: no launches for either
             extra = {"gate_soft_cap": p.gate_soft_cap, "gate_bias": (bias_i, bias_f)}

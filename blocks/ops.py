@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import mlx.core as mx
+import mlx.nn as nn
 
 from xlstm_metal.kernels.ops import gpu_fused, sigmoid_gate, soft_cap  # noqa: F401  (shared with the kernels)
 
@@ -22,8 +23,13 @@ def small_init_std(dim: int) -> float:
     return (2.0 / (5.0 * dim)) ** 0.5
 
 
-def normal(shape, std: float, dtype=mx.float32) -> mx.array:
-    return mx.random.normal(shape, dtype=dtype) * std
+def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:
+    """``nn.Linear`` with normal(0, std) weights and zero bias."""
+    layer = nn.Linear(d_in, d_out, bias=bias)
+    layer.weight = mx.random.normal((d_out, d_in)) * std
+    if bias:
+        layer.bias = mx.zeros((d_out,))
+    return layer
 
 
 def add_norm_affine(module, dim: int, use_weight: bool, use_bias: bool) -> None:

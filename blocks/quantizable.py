@@ -10,7 +10,7 @@ import mlx.core as mx
 
 
 class QuantizableWeight:
-    _quant: tuple | None = None
+    _quant: dict | None = None  # mx.quantize's group_size, bits and mode once quantised
 
     def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine", **_):
         if self.weight.shape[-1] % group_size:
@@ -19,26 +19,18 @@ class QuantizableWeight:
         self.weight, self.scales = wq, scales
         if rest and rest[0] is not None:
             self.biases = rest[0]
-        object.__setattr__(self, "_quant", (group_size, bits, mode))
+        object.__setattr__(self, "_quant", dict(group_size=group_size, bits=bits, mode=mode))
         return self
-
-    @property
-    def is_quantized(self) -> bool:
-        return self._quant is not None
-
-    def _qkw(self):
-        gs, bits, mode = self._quant
-        return dict(group_size=gs, bits=bits, mode=mode)
 
     def matmul_weight_t(self, x: mx.array) -> mx.array:
         """``x @ weight.T`` for a plain or quantised weight."""
         if self._quant is None:
             return x @ self.weight.T
-        return mx.quantized_matmul(x, self.weight, self.scales, self.get("biases"), transpose=True, **self._qkw())
+        return mx.quantized_matmul(x, self.weight, self.scales, self.get("biases"), transpose=True, **self._quant)
 
     def weight_rows(self, ids: mx.array) -> mx.array:
         """``weight[ids]`` for a plain or quantised weight (an embedding lookup)."""
         if self._quant is None:
             return self.weight[ids]
         b = self.get("biases")
-        return mx.dequantize(self.weight[ids], self.scales[ids], b[ids] if b is not None else None, **self._qkw())
+        return mx.dequantize(self.weight[ids], self.scales[ids], b[ids] if b is not None else None, **self._quant)

@@ -15,11 +15,9 @@ class RMSNormParams(BlockParams):
     force_float32_reductions: bool = Field(True, description="Reduce in float32 even for bf16/f16 inputs.")
 
 
-def rms_normalize(x: mx.array, eps: float, force_float32: bool) -> mx.array:
-    dtype = x.dtype
-    if force_float32:
-        x = x.astype(mx.float32)
-    return (x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + eps)).astype(dtype)
+def rms_normalize(x: mx.array, eps: float) -> mx.array:
+    """``x / rms(x)`` in x's own dtype."""
+    return (x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + eps)).astype(x.dtype)
 
 
 @register_block
@@ -41,11 +39,10 @@ class RMSNorm(Block):
         p = self.params
         x = inputs[0]
         if p.force_float32_reductions or x.dtype == mx.float32:
-            # One fused kernel (float32 accumulation, as the official float32 reduction); the weight is
-            # applied before the single rounding to x's dtype.
+            # one fused kernel accumulating in float32; the weight is applied before rounding to x's dtype
             y = mx.fast.rms_norm(x, self.weight if p.use_weight else None, p.eps)
         else:
-            y = rms_normalize(x, p.eps, False)
+            y = rms_normalize(x, p.eps)
             if p.use_weight:
                 y = y * self.weight
         if p.use_bias:

@@ -7,8 +7,7 @@ import mlx.core as mx
 from pydantic import Field
 
 from .base import Block, BlockParams, register_block
-from .ops import small_init_std
-from .swiglu import linear
+from .ops import linear, small_init_std
 
 
 class SLSTMParams(BlockParams):
@@ -65,7 +64,8 @@ class SLSTM(Block):
             h_new = mx.sigmoid(o_raw) * c_new / (n_new + self.params.eps)
             if keep is not None:
                 k_t = keep[:, t:t + 1]
-                c_new, n_new, m_new, h_new = (mx.where(k_t, a, b) for a, b in ((c_new, c), (n_new, n), (m_new, m), (h_new, h)))
+                c_new, n_new, m_new, h_new = (mx.where(k_t, a, b)
+                                              for a, b in ((c_new, c), (n_new, n), (m_new, m), (h_new, h)))
                 outs.append(mx.where(k_t, h_new, 0.0))
             else:
                 outs.append(h_new)

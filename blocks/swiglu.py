@@ -1,19 +1,17 @@
 """SwiGLU feed-forward: ``proj_down(silu(proj_up_gate(x)) * proj_up(x))`` (official xLSTMLarge FFN).
 
 Both up projections are one parameter, ``proj_up_gate_z`` (gate rows first; the official fused
-name), so a call does one matmul; a single-mode checkpoint's ``proj_up_gate`` / ``proj_up`` are
-mapped to it by ``xlstm_metal.checkpoint.sanitize``.
+name), so a call does one matmul; ``xlstm_metal.checkpoint.sanitize`` maps the single names to it.
 """
 from __future__ import annotations
 
 from typing import Literal
 
 import mlx.core as mx
-import mlx.nn as nn
 from pydantic import Field
 
 from .base import Block, BlockParams, ShapeError, register_block, tp_reduce
-from .ops import round_up_to_multiple, silu_gate, small_init_std
+from .ops import linear, round_up_to_multiple, silu_gate, small_init_std
 
 
 class SwiGLUParams(BlockParams):
@@ -22,14 +20,6 @@ class SwiGLUParams(BlockParams):
     use_bias: bool = Field(False, description="Biases on the projections.")
     weight_mode: Literal["single", "fused"] = Field(
         "single", description="Checkpoint names: single: proj_up_gate + proj_up; fused: proj_up_gate_z.")
-
-
-def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:
-    layer = nn.Linear(d_in, d_out, bias=bias)
-    layer.weight = mx.random.normal((d_out, d_in)) * std
-    if bias:
-        layer.bias = mx.zeros((d_out,))
-    return layer
 
 
 @register_block
@@ -54,14 +44,10 @@ class SwiGLU(Block):
                              f"(multiples of {params.round_up_to})", field="proj_factor")
         return inputs[0]
 
-    def activate(self, gate: mx.array) -> mx.array:
-        return nn.silu(gate)
+    def glu(self, gate: mx.array, z: mx.array) -> mx.array:
+        """``act(gate) * z``; SiLU here, as one fused pass on the GPU."""
+        return silu_gate(gate, z)
 
     def forward(self, inputs, state, ctx):
-        x = inputs[0]
-        gate, z = mx.split(self.proj_up_gate_z(x), [self.hidden], axis=-1)
-        if type(self).activate is SwiGLU.activate:  # the plain SiLU gate: one fused pass on the GPU
-            hidden = silu_gate(gate, z)
-        else:
-            hidden = self.activate(gate) * z
-        return tp_reduce(self, self.proj_down(hidden)), None
+        gate, z = mx.split(self.proj_up_gate_z(inputs[0]), [self.hidden], axis=-1)
+        return tp_reduce(self, self.proj_down(self.glu(gate, z))), None

@@ -1,5 +1,4 @@
-"""Kernels, registered per family and form, and the fusions of neighbouring nodes. Importing this package
-registers the native kernels."""
+"""Kernels, registered per family and form, and fusions of neighbouring nodes; importing registers them."""
 from xlstm_metal.modes import inference_mode
 
 from .registry import (FusionRule, KernelInfo, current_device, fusions, get_kernel, kernels, register_fusion,

@@ -1,15 +1,5 @@
-"""Residual add + the RMSNorm that reads it, in one launch: ``s = a + b``, ``y = rms_norm(s) * weight``.
-
-Why: a pre-norm block ends in a residual add whose sum the next block's RMSNorm reads at once. Separately
-that is two launches per pair; in a batch-1 decode step, where each launch moves a few kilobytes, the
-launches are what costs (two pairs per xLSTM block), and in prefill the sum is written and read back once
-more than needed. The fused kernel writes ``s`` (the residual stream: other nodes read it too) and ``y``.
-
-``s`` is rounded to the inputs' dtype exactly as the separate add rounds it; ``y`` is computed from that
-rounded ``s`` with a float32 sum of squares, as ``mx.fast.rms_norm`` does, and rounded once. The native
-fallback is the two operations themselves, so a plan that fuses on a machine without the GPU kernel
-computes what the unfused graph computes.
-"""
+"""Residual add + the RMSNorm that reads it, in one launch: ``s = a + b`` (rounded as the separate add rounds it)
+and ``y = rms_norm(s) * weight`` (float32 sum of squares, as ``mx.fast.rms_norm``, rounded once); both written."""
 from __future__ import annotations
 
 import mlx.core as mx
@@ -79,8 +69,7 @@ NAME = "residual add + RMSNorm"  # its first-use verdict's name (kernels/gpu.py)
 
 
 def check_errors(fn, dtype=mx.bfloat16) -> float:
-    """Worst relative error of ``fn`` against the native ops on the CPU: a row width that is not a multiple of the
-    threadgroup, several rows, ``dtype`` inputs."""
+    """Worst relative error of ``fn`` on the CPU (row widths not a multiple of the threadgroup)."""
     rng = np.random.default_rng(0)
     errs = []
     for shape in ((3, 2, 300), (1, 1, 64)):

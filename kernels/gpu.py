@@ -1,15 +1,7 @@
-"""What every fused GPU kernel shares: its text in CUDA or Metal, its compiled form, its small constant inputs and
-the check it runs on first use.
-
-Kernel texts are written once, in the common subset of CUDA and Metal, with a handful of idiom words (``SHARED``,
-``BARRIER``, ``TID``, ``GX``/``GY``/``GZ``, ...) that ``source`` replaces by each language's; the tests compile the
-same text as C++/OpenMP (tests/kernels/cpu_emulator.py) and run it against the native kernels on the CPU.
-
-The first time a fused kernel is selected in a process it runs a small input against its native reference,
-computed on the CPU (exact float32 matmuls: a GPU may round them to TF32). A kernel that disagrees, or cannot even
-compile or run, refuses itself with a warning and the scheduler takes the next kernel. On a Mac, where Linux CI
-cannot run Metal, this check is what keeps the Metal texts honest.
-"""
+"""What fused GPU kernels share. Texts are written once in the common subset of CUDA and Metal, with idiom words
+(``SHARED``, ``BARRIER``, ``TID``, ``GX``, ...) that ``source`` replaces; the tests run them as C++ on the CPU. On
+first selection a kernel is checked against its native reference on the CPU (a GPU may round float32 matmuls to
+TF32); one that disagrees or fails refuses itself with a warning and the scheduler takes the next kernel."""
 from __future__ import annotations
 
 import functools
@@ -31,8 +23,7 @@ IDIOMS = {
 
 
 def source(body: str, backend: str | dict) -> str:
-    """``body`` in ``backend``'s language (or with an explicit idiom mapping): each idiom word replaced as a whole
-    word."""
+    """``body`` in ``backend``'s language (or an explicit idiom mapping), idioms replaced as whole words."""
     idioms = IDIOMS[backend] if isinstance(backend, str) else backend
     return re.sub(r"\b(" + "|".join(idioms) + r")\b", lambda m: idioms[m.group(1)], body)
 
@@ -42,9 +33,7 @@ _compiled: dict[tuple[str, str], object] = {}
 
 def gpu_kernel(backend: str, name: str, inputs: Sequence[str], outputs: Sequence[str],
                text: str | Callable[[], str], header: str = ""):
-    """The kernel ``name`` for ``backend`` ("cuda" or "metal"), compiled once per process (``mx.fast.cuda_kernel``
-    or ``mx.fast.metal_kernel``); ``text`` (the source, or a function giving it) is only read the first time. A
-    name stands for one source, so no kernel keeps a cache of its own."""
+    """Kernel ``name`` for ``backend`` ("cuda" or "metal"), compiled once per process from ``text`` (or ``text()``)."""
     key = (backend, name)
     if key not in _compiled:
         if backend not in ("cuda", "metal"):
@@ -57,12 +46,10 @@ def gpu_kernel(backend: str, name: str, inputs: Sequence[str], outputs: Sequence
 
 @functools.lru_cache(maxsize=256)
 def constant(values: tuple, dtype) -> mx.array:
-    """A small kernel input (shape metadata, eps, unused-input placeholders), made once per value: creating it per
-    call costs a host-to-device copy or a fill launch each time, per layer, in every prefill."""
+    """A small kernel input (metadata, eps, placeholders), made once per value rather than copied in every call."""
     return mx.array(list(values), dtype)
 
 
-# ----------------------------------------------------------------------------------------- first-use checks
 TOLERANCE = 1e-4  # relative to max(1, max |native|), per output array
 
 
@@ -103,8 +90,8 @@ _VERDICTS: dict[tuple[str, str], bool] = {}
 
 
 def check_once(kernel: str, backend: str, errors: Callable[[], float], tolerance: float = TOLERANCE) -> bool:
-    """Whether fused ``kernel`` (a name for messages, e.g. "mLSTM step") passes on ``backend``: ``errors()`` runs it
-    against its native reference and returns the worst relative error. Checked once per process."""
+    """Whether fused ``kernel`` passes on ``backend``, once per process: ``errors()`` gives its worst relative error
+    against the native reference."""
     key = (kernel, backend)
     if key in _VERDICTS:
         return _VERDICTS[key]
@@ -122,8 +109,7 @@ def check_once(kernel: str, backend: str, errors: Callable[[], float], tolerance
 
 
 def set_verdict(kernel: str, backend: str, ok: bool | None) -> None:
-    """Decide the first-use verdict of ``kernel`` on ``backend`` (``False`` switches the kernel off for the process,
-    e.g. to measure without it); ``None`` forgets it, so the next use checks again."""
+    """Set the first-use verdict of ``kernel`` on ``backend`` (``False``: off for the process); ``None`` forgets it."""
     if ok is None:
         _VERDICTS.pop((kernel, backend), None)
     else:

@@ -1,11 +1,6 @@
-"""The end of an mLSTM layer before its out_proj, in one launch: per-head layer norm of the cell output ``h``
-(weight, optional bias), times ``sigmoid(o)``.
-
-Why: separately that is a layer norm (after a transposing copy of ``h`` when it has more than one token) and an
-elementwise gate: two or three launches per layer, which in a batch-1 decode step cost more than the work.
-The kernel reads ``h`` in the cell kernels' layout [B, NH, S, DV] directly, normalises each head's DV
-features in float32 (two-pass mean and biased variance, as the official norm) and rounds once.
-"""
+"""The end of an mLSTM layer before its out_proj in one launch (instead of a transposing copy, a norm and a gate):
+``sigmoid(o) * (layer_norm_per_head(h) * weight + bias)``, reading ``h`` in the cell's [B, NH, S, DV] layout,
+normalising in float32 (two-pass mean and biased variance, as the official norm) and rounding once."""
 from __future__ import annotations
 
 import mlx.core as mx
@@ -15,9 +10,7 @@ from .gpu import array_error, check_once, constant, worst
 from .ops import multihead_layer_norm, sigmoid_gate
 from .row_kernels import RowKernel, register_row_family
 
-# One threadgroup per (b, s, head) row, in the output's order; h is [B, NH, S, DV], o and out are [B, S, NH * DV].
-# Thread t holds the row's elements t, t + THREADS, ... of h in registers. S is read at run time: as a template
-# argument every new prompt length compiled a new kernel.
+# A threadgroup per (b, s, head) row in output order; S is an input, so a new prompt length compiles no new kernel.
 _BODY = """
     const int tid = TID;
     const int S = meta_[0];
@@ -91,8 +84,7 @@ NAME = "head norm + output gate"  # its first-use verdict's name (kernels/gpu.py
 
 
 def check_errors(fn, dtype=mx.bfloat16) -> float:
-    """Worst relative error of ``fn`` against the native ops on the CPU: several tokens (h read through its
-    [B, NH, S, DV] layout), a head width that is not a multiple of the threadgroup, with and without a bias."""
+    """Worst relative error of ``fn`` against the native ops on the CPU (odd head widths, with and without bias)."""
     rng = np.random.default_rng(0)
     arr = lambda *s: mx.array(rng.normal(size=s).astype(np.float32)).astype(dtype)  # noqa: E731
     errs = []

@@ -1,14 +1,11 @@
-"""Elementwise and normalisation math that native kernels and blocks share (blocks import it from here; kernels
-never import blocks)."""
+"""Elementwise and normalisation math shared by native kernels and blocks (kernels never import blocks)."""
 from __future__ import annotations
 
 import mlx.core as mx
 
 
 def gpu_fused(fn):
-    """``fn`` (a chain of elementwise ops) under ``mx.compile`` on the GPU, where MLX fuses it into one
-    kernel instead of one pass over memory per op; eager on the CPU, where compiling means running a
-    C++ compiler (seconds, once per signature) to save microseconds."""
+    """``fn`` (elementwise ops) compiled into one kernel on the GPU; eager on the CPU, where compiling costs more."""
     compiled = mx.compile(fn)
 
     def call(*args):

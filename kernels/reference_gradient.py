@@ -1,18 +1,6 @@
-"""Gradients for fused kernels: the fused forward, the gradient of the readable reference.
-
-Why: MLX's custom GPU kernels (``mx.fast.cuda_kernel`` / ``metal_kernel``) define no VJP, so differentiating a
-model planned for inference used to end in ``[Primitive::vjp] Not implemented for CustomKernel`` with no hint of
-which kernel or what to do, and a hand-written backward kernel is where other xLSTM implementations got their
-gradients wrong. Here a fused kernel's VJP is the VJP of its reference (the native MLX ops it is verified
-against), recomputed from the same inputs: exact to the reference's own gradient, at the cost of one reference
-forward in the backward pass. Training plans still prefer a kernel with its own gradient (the scheduler's
-``training=True``), so this is what makes gradients correct, not what makes them fast.
-
-The wrapper costs host time per call (noticeable where the host bounds a prefill). What is never differentiated
-runs inside ``inference_mode()`` (``xlstm_metal/modes.py``), where the fused kernels are called bare: generation,
-and ``execute(eval_every=...)`` (the runner's prefill), which evaluates as it goes and so cannot run under a
-gradient anyway.
-"""
+"""Gradients for fused kernels, whose MLX custom kernels define no VJP: the fused forward, and the VJP of the native
+reference recomputed from the same inputs (correct, not fast; training plans prefer kernels with their own
+gradient). Inside ``inference_mode()`` the fused kernels are called bare, sparing the wrapper's host time."""
 from __future__ import annotations
 
 import functools
@@ -25,8 +13,7 @@ from xlstm_metal.modes import in_inference_mode
 
 
 def _split(tree, keep: Callable):
-    """The leaves of ``tree`` that ``keep`` selects, and a function that puts new ones in their places (the other
-    leaves, e.g. ints, masks, None, stay as they were; tuples stay tuples, lists lists, dicts dicts)."""
+    """The leaves of ``tree`` that ``keep`` selects, and a function putting new ones in their places."""
     chosen: list = []
     tree_map(lambda v: chosen.append(v) if keep(v) else None, tree)
 
@@ -46,9 +33,8 @@ def _is_array(a) -> bool:
 
 
 def _wrapped(fused: Callable, vjp: Callable) -> Callable:
-    """``fused`` as an ``mx.custom_function`` over its floating-point array inputs (other arguments ride along),
-    whose VJP is ``vjp(run, primals, cotangents)``; ``run(fn, arrays)`` calls ``fn`` (same signature as
-    ``fused``) at those arrays and returns its outputs' arrays in order."""
+    """``fused`` as an ``mx.custom_function`` over its float array inputs with VJP ``vjp(run, primals, cotangents)``;
+    ``run(fn, arrays)`` calls ``fn`` (``fused``'s signature) at those arrays and returns its output arrays in order."""
 
     @functools.wraps(fused)
     def call(*args, **kwargs):
@@ -83,8 +69,7 @@ def _wrapped(fused: Callable, vjp: Callable) -> Callable:
 
 
 def with_reference_gradient(fused: Callable, reference: Callable) -> Callable:
-    """``fused`` for values; under ``mx.grad`` / ``vjp`` the gradient of ``reference`` (same signature, same
-    outputs) at the same inputs. Python values, masks and integer arrays pass through untouched."""
+    """``fused`` for values, the gradient of ``reference`` (same signature and outputs) under ``mx.grad``/``vjp``."""
 
     def vjp(run, primals, cotangents):
         return mx.vjp(lambda *arrays: run(reference, arrays), primals, cotangents)[1]
@@ -95,8 +80,7 @@ def with_reference_gradient(fused: Callable, reference: Callable) -> Callable:
 
 
 def without_gradient(fused: Callable, name: str) -> Callable:
-    """``fused`` for values; differentiating it raises an error that names the kernel and the way out (for a fused
-    kernel registered without a reference)."""
+    """``fused`` for values; differentiating it raises an error naming the kernel and the way out."""
 
     def vjp(run, primals, cotangents):
         raise ValueError(f"kernel {name} defines no gradient and was registered without a reference: plan with "

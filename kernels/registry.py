@@ -1,9 +1,5 @@
-"""Kernel registry: each kernel says what it supports; the scheduler only picks what applies.
-
-A kernel family (``"mlstm"``) has forms (``"chunkwise"``, ``"sequence"``, ``"step"``). Several
-implementations of one form may exist (native MLX ops, a fused CUDA or Metal kernel); the
-scheduler picks the available one with the highest priority that supports the call.
-"""
+"""Kernel registry: a family (``"mlstm"``) has forms (``"chunkwise"``, ...), each with several implementations
+(native MLX ops, fused CUDA or Metal); the scheduler picks the highest-priority one that supports the call."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,11 +23,9 @@ class KernelInfo:
     chunk: int | None = None  # the chunk length it works in, whatever chunk size it is given (None: that one)
     math_dtype: str = "float32"  # its inner products' operand precision: the property suite bounds it by this
     differentiable: bool = True  # has a gradient of its own (custom GPU kernels define no VJP: False)
-    # for a kernel with no gradient of its own: the function (same signature and outputs) whose gradient is used
-    # for it (kernels/reference_gradient.py)
+    # without a gradient of its own: the function (same signature and outputs) whose gradient it uses
     reference: Callable | None = field(default=None, compare=False, repr=False)
-    # takes raw gate pre-activations, ``gate_soft_cap=`` and ``gate_bias=`` (b_i, b_f per head) and adds the biases
-    # and caps the gates itself (fewer launches)
+    # takes raw gate pre-activations with ``gate_soft_cap=`` and ``gate_bias=`` (b_i, b_f per head), applied itself
     caps_gates: bool = False
     priority: int = 0
     is_available: Callable[[], bool] = field(default=lambda: True, compare=False, repr=False)
@@ -57,8 +51,7 @@ _KERNELS: dict[tuple[str, str], KernelInfo] = {}
 
 
 def register_kernel(info: KernelInfo) -> KernelInfo:
-    """Add a kernel. One without a gradient of its own (``differentiable=False``) gets its ``reference``'s gradient
-    under ``mx.grad``; without a reference, differentiating it raises an error naming it."""
+    """Add a kernel; one with ``differentiable=False`` gets its ``reference``'s gradient (none: an error naming it)."""
     key = (info.family, info.name)
     if not info.differentiable and not getattr(info.fn, "gradient_wrapped", False):
         from .reference_gradient import with_reference_gradient, without_gradient
@@ -91,8 +84,7 @@ def current_device() -> str:
 
 def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims: tuple[int, ...] = (),
                   training: bool = False) -> KernelInfo:
-    """The best available kernel of ``family``/``form`` for the call (``training``: one gradients flow through);
-    a clear error if none applies."""
+    """The best kernel of ``family``/``form`` for the call (``training``: one with a gradient), else a LookupError."""
     reasons = []
     for k in kernels(family, form):
         why = k.supports(device=device, dtype=dtype, head_dims=head_dims, training=training)
@@ -106,13 +98,9 @@ def select_kernel(family: str, form: str, *, device: str, dtype: str, head_dims:
 
 @dataclass(frozen=True)
 class FusionRule:
-    """Two graph nodes computed by one kernel: a ``first`` node whose output is the only input of a ``then``
-    node (block type names), e.g. a residual add and the RMSNorm after it.
-
-    The scheduler applies a rule where ``applies(first_params, then_params)`` returns None (else the reason it
-    does not) and a kernel of ``family`` (form ``"fused"``) is available; at the first node the runtime calls
-    ``run(kernel, first_block, then_block, inputs)``, which returns both nodes' outputs. Both nodes keep their
-    names, weights and outputs: only the launches between them go."""
+    """Two graph nodes (block type names), ``first`` feeding ``then`` its only input, computed by one ``family``
+    kernel (form ``"fused"``) where ``applies(first_params, then_params, first_inputs)`` returns None (else why not);
+    ``run(kernel, first_block, then_block, inputs)`` returns both nodes' outputs."""
     name: str
     first: str
     then: str

@@ -1,14 +1,6 @@
-"""Row-wise fused GPU kernels: one threadgroup per row, a shared-memory sum across it, CUDA and Metal from one text.
-
-The norm fusions (``add_rms_norm``, ``head_norm_gate``) are all this shape: read a row, reduce it, write it
-back transformed. In a batch-1 decode step one row is the whole launch, so the row's latency is the launch's:
-1024 threads with the row's elements held in registers, and each thread issues all its loads before its first
-store (an output may alias an input for all the compiler knows, so a store orders the loads after it).
-
-What they share lives here: the threadgroup sum (``BLOCK_SUM``, written with barriers only, so the CPU emulator
-in the tests runs the same text), compiling one text for each backend, launching it over rows, and registering
-a family. Each kernel module keeps its own algorithm, native fallback and first-use check.
-"""
+"""Row-wise fused GPU kernels (read a row, reduce it, write it back transformed), CUDA and Metal from one text: one
+threadgroup per row, elements in registers, every load before the first store (outputs may alias inputs). Kernel
+modules keep their algorithm, native fallback and first-use check; the shared machinery lives here."""
 from __future__ import annotations
 
 from typing import Callable
@@ -18,9 +10,8 @@ import mlx.core as mx
 from .gpu import backend_present, gpu_kernel, source
 from .registry import KernelInfo, register_kernel
 
-# BLOCK_SUM(value, name): every thread of the group contributes ``value``; afterwards ``name`` (a new
-# const float) holds the group's total in every thread. Needs ``SHARED float red[THREADS]`` and ``tid``;
-# THREADS (a power of two) is the kernel's threadgroup size.
+# BLOCK_SUM(value, name): declares const float ``name`` = the group's sum of ``value``, in every thread. Needs
+# ``SHARED float red[THREADS]`` and ``tid``; barriers only, so the tests' CPU emulator runs it too.
 BLOCK_SUM = """
 #define BLOCK_SUM(value, name)                                        \\
     red[tid] = (value);                                                \\
@@ -35,17 +26,14 @@ BLOCK_SUM = """
 
 
 def row_source(body: str, backend: str | dict, threads: int) -> str:
-    """``body`` with ``THREADS`` and the threadgroup sum defined, in ``backend``'s language (or an explicit idiom
-    mapping)."""
+    """``body`` with ``THREADS`` (a power of two) and ``BLOCK_SUM`` defined, in ``backend``'s language."""
     if threads & (threads - 1):
         raise ValueError(f"a row kernel's threadgroup is a power of two, got {threads}")
     return source(f"constexpr int THREADS = {threads};\n" + BLOCK_SUM + body, backend)
 
 
 class RowKernel:
-    """One row-wise algorithm, compiled per backend on first use; ``launch(kernel, rows, ...)`` runs it with
-    one threadgroup of ``threads`` per row. ``make_kernel`` (tests) replaces the compiled kernel with any callable
-    that has ``mx.fast.cuda_kernel``'s calling convention."""
+    """One row-wise algorithm, compiled per backend on first use; ``launch`` runs it a threadgroup per row."""
 
     def __init__(self, name: str, body: str, inputs: list[str], outputs: list[str], threads: int):
         self.name, self.body, self.inputs, self.outputs, self.threads = name, body, inputs, outputs, threads
@@ -61,10 +49,8 @@ class RowKernel:
 
 def register_row_family(family: str, native: Callable, make: Callable, self_check: Callable, native_doc: str,
                         fused_doc: str) -> None:
-    """Register a row-kernel family: the native ops (priority 0, anywhere) and the fused kernel for CUDA and for
-    Metal (``make(backend)``; priority 10, GPU only), each available where its backend is present and
-    ``self_check(backend)`` passes; the fused kernels' gradient is the native ops'. ``fused_doc`` is completed
-    with the backend's name."""
+    """Register ``native`` (priority 0) and ``make(backend)`` for CUDA and Metal (priority 10, GPU only, where the
+    backend is present and ``self_check(backend)`` passes; gradient: the native ops')."""
     register_kernel(KernelInfo(family, "fused", f"native_{family}", native, priority=0, doc=native_doc))
     for backend in ("cuda", "metal"):
         register_kernel(KernelInfo(

@@ -1,8 +1,7 @@
 """Spec → ``networkx.DiGraph`` of block instances with statically inferred tensor types.
 
-Every node of the graph carries ``block_cls``, ``params`` (the validated block parameters),
-``block`` (the ``mlx.nn.Module``, created lazily: MLX does not allocate until evaluated),
-``in_types`` / ``out_type`` and the ``ResolvedNode`` it came from.
+Each node carries ``block_cls``, ``params`` (validated), ``block`` (the ``mlx.nn.Module``; MLX allocates
+lazily), ``in_types`` / ``out_type`` and ``spec``, the ``ResolvedNode`` it came from.
 """
 from __future__ import annotations
 
@@ -75,29 +74,22 @@ class ModelGraph:
     def num_parameters(self) -> int:
         from mlx.utils import tree_flatten
 
-        total = 0
-        for n in self.compute_nodes():
-            total += sum(v.size for _, v in tree_flatten(self.block(n).parameters()))
-        return total
+        return sum(v.size for n in self.compute_nodes() for _, v in tree_flatten(self.block(n).parameters()))
 
-    def table(self) -> str:
+    def __str__(self) -> str:
         rows = [("node", "type", "inputs", "output")]
         for n in self.order:
             d = self.node(n)
-            rows.append((n, d.get("type", "input"), ", ".join(d["spec"].inputs) if d.get("spec") else "", str(d["out_type"])))
-        return _format_table(rows)
-
-    def __str__(self) -> str:
-        return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + self.table()
+            inputs = ", ".join(d["spec"].inputs) if d.get("spec") else ""
+            rows.append((n, d.get("type", "input"), inputs, str(d["out_type"])))
+        return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + format_table(rows)
 
 
-def _format_table(rows: list[tuple]) -> str:
+def format_table(rows: list[tuple]) -> str:
+    """Left-aligned columns; the first row is the header, underlined with dashes."""
     widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
-    lines = []
-    for k, r in enumerate(rows):
-        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
@@ -112,7 +104,8 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
         hint = None
         if err["type"] == "extra_forbidden":
             msg = f"unknown parameter for block type '{node.type}'"
-            hint = did_you_mean(fld, known) or (f"parameters of '{node.type}': {', '.join(known)}" if known else f"'{node.type}' takes no parameters")
+            hint = did_you_mean(fld, known) or (f"parameters of '{node.type}': {', '.join(known)}" if known
+                                                else f"'{node.type}' takes no parameters")
         elif err["type"] == "missing":
             msg = f"required parameter of block type '{node.type}' is missing"
             info = params_cls.model_fields.get(fld)
@@ -121,8 +114,9 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
         else:
             msg = f"{err['msg']} (got {raw!r})"
             if isinstance(raw, str):
-                hint = did_you_mean(raw, spec.dims) or (f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
-        issues.append(spec.issue(msg, path=node.path + ((fld,) if fld else ()), node=node.name, field=fld, hint=hint))
+                hint = did_you_mean(raw, spec.dims) or (
+                    f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
+        issues.append(spec.node_issue(node, fld, msg, hint))
     return issues
 
 
@@ -144,8 +138,8 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         index[node.name] = k
         cls = registry.get(node.type)
         if cls is None:
-            issues.append(spec.issue(f"unknown block type '{node.type}'", path=node.path + ("type",), node=node.name, field="type",
-                                     hint=did_you_mean(node.type, registry) or f"known types: {', '.join(registry)}"))
+            issues.append(spec.node_issue(node, "type", f"unknown block type '{node.type}'",
+                                          did_you_mean(node.type, registry) or f"known types: {', '.join(registry)}"))
             continue
         try:
             params = cls.Params.model_validate(node.params)
@@ -155,8 +149,8 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         arity = cls.num_inputs
         if (arity is not None and len(node.inputs) != arity) or (arity is None and len(node.inputs) < 2):
             want = f"exactly {arity}" if arity is not None else "at least 2"
-            issues.append(spec.issue(f"block type '{node.type}' takes {want} input(s), got {len(node.inputs)}",
-                                     path=node.path + ("inputs",), node=node.name, field="inputs"))
+            issues.append(spec.node_issue(node, "inputs",
+                                          f"block type '{node.type}' takes {want} input(s), got {len(node.inputs)}"))
         issues.extend(_check_overrides(spec, node, cls))
         g.add_node(node.name, type=node.type, block_cls=cls, params=params, spec=node, block=None)
     if issues:
@@ -170,9 +164,9 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         cycle = None
     if cycle:
         names = [u for u, _ in cycle] + [cycle[0][0]]
-        first = g.nodes[names[0]]["spec"]
-        raise SpecError(spec.issue(f"the graph has a cycle: {' -> '.join(names)}", path=first.path + ("inputs",), node=names[0], field="inputs",
-                                   hint="a node cannot depend on its own output; carry state through a recurrent block instead"))
+        raise SpecError(spec.node_issue(g.nodes[names[0]]["spec"], "inputs",
+                                        f"the graph has a cycle: {' -> '.join(names)}", "a node cannot depend on its "
+                                        "own output; carry state through a recurrent block instead"))
     order = list(nx.lexicographical_topological_sort(g, key=lambda n: index[n]))
     for name in order:
         data = g.nodes[name]
@@ -185,12 +179,12 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
             data["out_type"] = data["block_cls"].infer(data["params"], in_types)
         except ShapeError as exc:
             detail = ", ".join(f"{s}: {t}" for s, t in zip(node.inputs, in_types))
-            issues.append(spec.issue(f"{exc} (inputs: {detail})", path=node.path + ((exc.field,) if exc.field else ("inputs",)),
-                                     node=name, field=exc.field or "inputs"))
+            issues.append(spec.node_issue(node, exc.field or "inputs", f"{exc} (inputs: {detail})"))
             data["out_type"] = TensorType("unknown")
     for o in spec.outputs:
         if o in spec.inputs:
-            issues.append(spec.issue(f"output '{o}' is a graph input, not a node", path=("outputs",), field="outputs"))
+            issues.append(spec.source.issue(f"output '{o}' is a graph input, not a node", ("outputs",),
+                                            field="outputs"))
     if issues:
         raise SpecError(issues)
     _check_name_prefixes(spec)
@@ -206,22 +200,20 @@ def _check_overrides(spec: ExpandedSpec, node: ResolvedNode, cls) -> list[SpecIs
     issues = []
     family = cls.kernel_family
     if node.kernel != "auto":
+        choices = list(KERNEL_CHOICES) + [k.name for k in registered_kernels(family)] if family else []
         if family is None:
-            issues.append(spec.issue(f"block type '{node.type}' runs no kernel, so 'kernel: {node.kernel}' has no effect",
-                                     path=node.path + ("kernel",), node=node.name, field="kernel", hint="remove the kernel key"))
-        else:
-            names = [k.name for k in registered_kernels(family)]
-            if node.kernel not in KERNEL_CHOICES and node.kernel not in names:
-                choices = list(KERNEL_CHOICES) + names
-                issues.append(spec.issue(f"unknown kernel '{node.kernel}'", path=node.path + ("kernel",), node=node.name, field="kernel",
-                                         hint=did_you_mean(node.kernel, choices) or f"choose one of: {', '.join(choices)}"))
+            issues.append(spec.node_issue(node, "kernel", f"block type '{node.type}' runs no kernel, so "
+                                          f"'kernel: {node.kernel}' has no effect", "remove the kernel key"))
+        elif node.kernel not in choices:
+            issues.append(spec.node_issue(node, "kernel", f"unknown kernel '{node.kernel}'", did_you_mean(
+                node.kernel, choices) or f"choose one of: {', '.join(choices)}"))
     if node.chunk_size is not None:
         if family is None:
-            issues.append(spec.issue(f"block type '{node.type}' is not chunked, so chunk_size has no effect",
-                                     path=node.path + ("chunk_size",), node=node.name, field="chunk_size", hint="remove chunk_size"))
+            issues.append(spec.node_issue(node, "chunk_size", f"block type '{node.type}' is not chunked, so "
+                                          "chunk_size has no effect", "remove chunk_size"))
         elif not isinstance(node.chunk_size, int) or node.chunk_size < 1:
-            issues.append(spec.issue(f"chunk_size must be a positive integer, got {node.chunk_size!r}",
-                                     path=node.path + ("chunk_size",), node=node.name, field="chunk_size"))
+            issues.append(spec.node_issue(node, "chunk_size",
+                                          f"chunk_size must be a positive integer, got {node.chunk_size!r}"))
     return issues
 
 
@@ -230,6 +222,6 @@ def _check_name_prefixes(spec: ExpandedSpec) -> None:
     for a, b in zip(names, names[1:]):
         if b.startswith(a + "."):
             node = next(n for n in spec.nodes if n.name == b)
-            raise SpecError(spec.issue(f"node name '{b}' lies inside node '{a}', so their parameter keys would collide",
-                                       path=node.path + ("name",), node=b, field="name",
-                                       hint=f"rename one of them; '{a}.*' is reserved for the parameters of '{a}'"))
+            raise SpecError(spec.node_issue(node, "name", f"node name '{b}' lies inside node '{a}', so their "
+                                            f"parameter keys would collide",
+                                            f"rename one of them; '{a}.*' is reserved for the parameters of '{a}'"))

@@ -1,11 +1,7 @@
-"""The graph's blocks as one ``mlx.nn.Module`` tree whose parameter paths are the node names.
-
-``backbone.blocks.3.mlstm_layer`` becomes ``model.backbone.blocks[3].mlstm_layer``, so
-``tree_flatten(model.parameters())`` yields the checkpoint keys (``backbone.blocks.3.ffn.proj_down.weight``;
-merged projections are mapped by ``checkpoint/sanitize.py``) and MLX tools (quantize, optimizers,
-``load_weights``) work on it unchanged. Also the dtype names and the quantization rule that the
-runner, the checkpoint layer and training share.
-"""
+"""The graph's blocks as one ``mlx.nn.Module`` tree whose parameter paths are the node names
+(``backbone.blocks.3.mlstm_layer`` → ``model.backbone.blocks[3].mlstm_layer``), so the parameter paths are the
+checkpoint keys and MLX tools (quantize, optimizers) work on it unchanged; plus the dtype names and the
+quantization rule that the runner, the checkpoint layer and training share."""
 from __future__ import annotations
 
 from typing import Any

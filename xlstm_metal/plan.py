@@ -1,11 +1,9 @@
 """The scheduler: (graph, input length, device, overrides) → a printable ``ExecutionPlan``.
 
-Per kernel-using node it picks the form (``step`` for one token, ``sequence`` for a few,
-``chunkwise`` for prefill), the best available implementation of that form from the kernel
-registry, and a chunk size. The plan alone decides how a long input is cut: into segments no longer
-than the runner's ``segment_len`` (activation memory) and than any chosen kernel takes in one call
-(``KernelInfo.max_chunks``); the recurrent state carries across segment borders exactly, and a kernel
-runs the segment it is handed.
+Per kernel-using node it picks the form (``step`` for one token, ``sequence`` for a few, ``chunkwise`` for
+prefill), the best available kernel of that form and a chunk size. The plan alone decides how a long input
+is cut: into segments no longer than ``segment_len`` (activation memory) and than any chosen kernel takes in
+one call (``KernelInfo.max_chunks``); the state carries across segment borders exactly.
 """
 from __future__ import annotations
 
@@ -15,13 +13,12 @@ from typing import Any
 from xlstm_metal.blocks import TensorType
 from xlstm_metal.kernels import FusionRule, KernelInfo, current_device, fusions, get_kernel, select_kernel
 
-from .graph import ModelGraph, _format_table
+from .graph import ModelGraph, format_table
 from .spec.model import KERNEL_CHOICES
 
 DEFAULT_CHUNK_SIZE = 64
 SEQUENCE_MAX_LEN = 8  # up to this many tokens a step loop beats a chunkwise pass
-# Prefill segment length: bounds activation memory (each segment's per-chunk states are transient), at a few
-# percent of prefill speed against 4096 on a 7B model; runner.set_segment_len trades one for the other.
+# bounds activation memory (each segment's per-chunk states are transient) at a small cost in prefill speed
 DEFAULT_SEGMENT_LEN = 2048
 
 
@@ -79,10 +76,10 @@ class ExecutionPlan:
         return segment_bounds(seq_len, self.segment_len)
 
     def step(self, node: str) -> PlanStep:
-        for s in self.steps:
-            if s.node == node:
-                return s
-        raise KeyError(node)
+        try:
+            return next(s for s in self.steps if s.node == node)
+        except StopIteration:
+            raise KeyError(node) from None
 
     def kernel_steps(self) -> list[PlanStep]:
         return [s for s in self.steps if s.kernel is not None]
@@ -97,7 +94,7 @@ class ExecutionPlan:
             kern = s.describe_kernels()
             owner = (self.sharding.get(s.node, "replicated"),) if self.sharding else ()
             rows.append((k, s.node, s.type, ", ".join(s.inputs), str(s.out_type), kern, s.chunk_size or "-") + owner)
-        return head + "\n" + _format_table(rows)
+        return head + "\n" + format_table(rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,32 +102,15 @@ class ExecutionPlan:
             "segments": self.segments, "segment_len": self.segment_len, "segment_why": self.segment_why,
             "steps": [{"node": s.node, "type": s.type, "inputs": list(s.inputs), "output": str(s.out_type),
                        "kernel": s.kernel.name if s.kernel else None, "form": s.form, "chunk_size": s.chunk_size,
-                       "max_tokens": s.max_tokens,
-                       "reason": s.reason, "aux": [k.name for k in s.aux], "fuses": s.fuses,
+                       "max_tokens": s.max_tokens, "reason": s.reason, "aux": [k.name for k in s.aux], "fuses": s.fuses,
                        "fusion_kernel": s.fusion_kernel.name if s.fusion_kernel else None,
                        "computed_by": s.computed_by} for s in self.steps],
         }
 
 
-def auto_form(seq_len: int, sequence_max_len: int = SEQUENCE_MAX_LEN) -> str:
-    if seq_len <= 1:
-        return "step"
-    if seq_len <= sequence_max_len:
-        return "sequence"
-    return "chunkwise"
-
-
-def make_plan(
-    graph: ModelGraph,
-    seq_len: int,
-    *,
-    device: str | None = None,
-    dtype: str = "float32",
-    overrides: dict[str, dict[str, Any]] | None = None,
-    segment_len: int | None = DEFAULT_SEGMENT_LEN,
-    sequence_max_len: int = SEQUENCE_MAX_LEN,
-    training: bool = False,
-) -> ExecutionPlan:
+def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dtype: str = "float32",
+              overrides: dict[str, dict[str, Any]] | None = None, segment_len: int | None = DEFAULT_SEGMENT_LEN,
+              training: bool = False) -> ExecutionPlan:
     """Schedule ``graph`` for inputs of ``seq_len`` tokens.
 
     ``overrides`` maps node names to ``{"kernel": ..., "chunk_size": ...}`` and wins over the
@@ -155,9 +135,9 @@ def make_plan(
             ov = overrides.get(name, {})
             choice = ov.get("kernel") or spec_node.kernel or "auto"
             chunk = ov.get("chunk_size") or spec_node.chunk_size or DEFAULT_CHUNK_SIZE
-            head_dims = tuple(getattr(data["block"], "head_dims", ()) or ()) if data["block"] is not None else ()
+            head_dims = tuple(getattr(data["block"], "head_dims", None) or ())  # block None: not materialized
             if choice == "auto":
-                form = auto_form(seq_len, sequence_max_len)
+                form = "step" if seq_len <= 1 else "sequence" if seq_len <= SEQUENCE_MAX_LEN else "chunkwise"
                 reason = f"auto: {seq_len} token(s) → {form}"
             elif choice == "step" and seq_len > 1:
                 form, reason = "sequence", "override step: more than one token runs as a loop of steps"

@@ -31,12 +31,9 @@ class xLSTMRunner:
     """Runs a ``ModelGraph`` on MLX.
 
     ``runner(tokens, state) -> (logits, state)`` processes any number of tokens, continuing from
-    ``state`` (``None`` = fresh). Prefill of long inputs runs in segments; single-token decoding
-    runs a compiled function so that a token does not pay Python overhead per block.
-
-    ``eval_ahead`` (default 1; an attribute too): prefill evaluates layer by layer to bound memory; this
-    many layers stay queued on the GPU while the host builds the next, so the GPU is not idle at
-    every layer. Each one costs a layer's temporaries.
+    ``state`` (``None`` = fresh). Prefill runs in the plan's segments, evaluating layer by layer to bound
+    memory, with ``eval_ahead`` layers left queued on the GPU while the host builds the next (each costs a
+    layer's temporaries); single-token decoding runs a compiled function, without Python overhead per block.
     """
 
     def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
@@ -96,10 +93,8 @@ class xLSTMRunner:
         return runner
 
     # ------------------------------------------------------------------ planning
-    def plan(self, seq_len: int, **kw) -> ExecutionPlan:
-        if kw:
-            return make_plan(self.graph, seq_len, dtype=dtype_name(self.dtype), overrides=self.overrides or None,
-                             segment_len=self.segment_len, **kw)
+    def plan(self, seq_len: int) -> ExecutionPlan:
+        """The plan for inputs of ``seq_len`` tokens under this runner's dtype, overrides and segment length."""
         if seq_len not in self._plans:
             if len(self._plans) > 64:
                 self._plans.clear()
@@ -147,21 +142,9 @@ class xLSTMRunner:
             raise ValueError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
         if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1 and self._compilable():
             return self._decode(tokens, state)
-        plan = self.plan(S)
-        pieces: dict[str, list[mx.array]] = {o: [] for o in self.graph.outputs}
-        for a, b in plan.segments:
-            seg_plan = plan if (a, b) == (0, S) else self.plan(b - a)
-            seg_mask = mask[:, a:b] if mask is not None else None
-            # Evaluating layer by layer bounds memory: eval_ahead + 1 layers' temporaries at a time.
-            outs, state = execute(self.graph, seg_plan, tokens[:, a:b], state, mask=seg_mask, eval_every="stateful",
-                                  eval_ahead=self.eval_ahead, last_only=last_only)
-            for o, v in outs.items():
-                pieces[o].append(v[:, -1:] if last_only else v)
-            if len(plan.segments) > 1:
-                mx.eval([p[-1] for p in pieces.values()], state.arrays())  # bound memory per segment
-        if last_only:
-            return {o: p[-1] for o, p in pieces.items()}, state
-        return {o: (p[0] if len(p) == 1 else mx.concatenate(p, axis=1)) for o, p in pieces.items()}, state
+        # layer by layer and segment by segment: eval_ahead + 1 layers' temporaries at a time
+        return execute(self.graph, self.plan(S), tokens, state, mask=mask, eval_every="stateful",
+                       eval_ahead=self.eval_ahead, last_only=last_only)
 
     def _compilable(self) -> bool:
         """Compiled decoding needs fixed state shapes (a growing KV cache would recompile every token)."""
@@ -237,11 +220,7 @@ class xLSTMRunner:
     def eos_token_ids(self) -> set[int]:
         cfg = self.config
         ids = cfg.eos_ids() if hasattr(cfg, "eos_ids") else cfg.get("eos_token_id") if isinstance(cfg, dict) else None
-        if ids is None:
-            ids = set()
-        elif isinstance(ids, int):
-            ids = {ids}
-        ids = set(ids)
+        ids = {ids} if isinstance(ids, int) else set(ids or ())
         if self.tokenizer is not None:
             ids |= set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
         return ids

@@ -1,16 +1,14 @@
-"""The interpreter: runs an ``ExecutionPlan`` over the graph's blocks, carrying ``State``.
-
-Any error inside a block is re-raised as ``NodeExecutionError`` naming the node, so a failure in
-block 17 of 32 says so instead of showing a bare traceback from inside MLX.
-"""
+"""The interpreter: runs an ``ExecutionPlan`` over the graph's blocks, carrying ``State``; an error inside a
+block is re-raised as ``NodeExecutionError`` naming the node."""
 from __future__ import annotations
 
+import contextlib
 from collections import Counter, deque
 
 import mlx.core as mx
 
 from xlstm_metal.blocks import NodeContext
-from xlstm_metal.modes import in_inference_mode, inference_mode
+from xlstm_metal.modes import inference_mode
 
 from .graph import ModelGraph
 from .plan import ExecutionPlan
@@ -27,64 +25,48 @@ def init_state(graph: ModelGraph, batch_size: int) -> State:
     return State({n: graph.block(n).init_state(batch_size) for n in graph.stateful_nodes()})
 
 
-def execute(
-    graph: ModelGraph,
-    plan: ExecutionPlan,
-    tokens: mx.array,
-    state: State | None = None,
-    *,
-    mask: mx.array | None = None,
-    training: bool = False,
-    eval_every: str | None = None,
-    eval_ahead: int = 1,
-    last_only: bool = False,
-) -> tuple[dict[str, mx.array], State]:
+def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State | None = None, *,
+            mask: mx.array | None = None, training: bool = False, eval_every: str | None = None, eval_ahead: int = 1,
+            last_only: bool = False) -> tuple[dict[str, mx.array], State]:
     """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs and the new state.
 
-    ``eval_every`` ("stateful" or "node", inference only) evaluates as it goes, so a long prompt
-    holds one layer's temporaries at a time instead of the whole model's lazy graph. With ``eval_ahead``
-    = n > 0 up to n such evaluations stay in flight (``mx.async_eval``) while the host builds the next
-    layer: the GPU is not left idle at every layer, and memory holds n + 1 layers' temporaries at most.
-    ``last_only``: after the last stateful block only the last position is computed (stateless
-    blocks are position-wise), so prefill never builds [B, S, vocab] logits it does not return.
-
-    Inputs longer than the plan's segments run segment by segment, the state carried across: exact, and
-    differentiable as one graph when nothing evaluates in between (``eval_every`` None).
+    Inputs run in the plan's segments, the state carried across: exact, and differentiable as one graph when
+    nothing evaluates in between. ``eval_every="stateful"`` (inference only) evaluates after each stateful block
+    and each segment, so a long prompt holds one layer's temporaries at a time; up to ``eval_ahead``
+    such evaluations stay in flight (``mx.async_eval``) while the host builds the next layer, at the cost of
+    that many more layers' temporaries. ``last_only``: outputs hold only the last position, and after the last
+    stateful block only that position is computed (the blocks after it are position-wise).
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
+    if eval_every not in (None, "stateful"):
+        raise ValueError(f"eval_every must be None or 'stateful', got {eval_every!r}")
+    evaluates = eval_every == "stateful" and any(graph.block(s.node).stateful for s in plan.steps)
     segments = plan.cut(int(tokens.shape[1]))
-    if len(segments) > 1:  # the plan's segments, one after the other, the state carried across
-        pieces: dict[str, list[mx.array]] = {}
+    state = State() if state is None else state
+    pieces: dict[str, list[mx.array]] = {o: [] for o in graph.outputs}
+    # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused kernels
+    # run without their gradient wrapper
+    with inference_mode() if evaluates else contextlib.nullcontext():
         for a, b in segments:
-            outs, state = _execute(graph, plan, tokens[:, a:b], state, mask=None if mask is None else mask[:, a:b],
-                                   training=training, eval_every=eval_every, eval_ahead=eval_ahead, last_only=last_only)
+            outs, state = _execute(graph, plan, tokens[:, a:b], state, None if mask is None else mask[:, a:b],
+                                   training, eval_every, eval_ahead, last_only)
             for o, v in outs.items():
-                pieces.setdefault(o, []).append(v)
-            if eval_every:  # bound memory per segment
+                pieces[o].append(v)
+            if eval_every and len(segments) > 1:  # bound memory per segment
                 mx.eval(list(outs.values()), state.arrays())
-        if last_only:
-            return {o: p[-1] for o, p in pieces.items()}, state
-        return {o: mx.concatenate(p, axis=1) for o, p in pieces.items()}, state
-    return _execute(graph, plan, tokens, state, mask=mask, training=training, eval_every=eval_every,
-                    eval_ahead=eval_ahead, last_only=last_only)
+    if last_only or len(segments) == 1:
+        return {o: p[-1] for o, p in pieces.items()}, state
+    return {o: mx.concatenate(p, axis=1) for o, p in pieces.items()}, state
 
 
-def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State | None, *, mask, training: bool,
+def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State, mask, training: bool,
              eval_every: str | None, eval_ahead: int, last_only: bool) -> tuple[dict[str, mx.array], State]:
     """``execute`` over one segment."""
-    evaluates = eval_every == "node" or (eval_every == "stateful" and any(graph.block(s.node).stateful
-                                                                          for s in plan.steps))
-    if evaluates and not in_inference_mode():
-        # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused
-        # kernels run without their gradient wrapper (kernels/reference_gradient.py)
-        with inference_mode():
-            return _execute(graph, plan, tokens, state, mask=mask, training=training, eval_every=eval_every,
-                            eval_ahead=eval_ahead, last_only=last_only)
     values: dict[str, mx.array] = {name: tokens for name in graph.inputs}
     remaining = Counter(src for step in plan.steps for src in step.inputs)
     keep = set(graph.outputs)
-    new_entries = dict(state.entries) if state is not None else {}
+    new_entries = dict(state.entries)
     last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
     in_flight: deque = deque()
     for k, step in enumerate(plan.steps):
@@ -103,15 +85,13 @@ def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: St
                 out, values[step.fuses] = step.fusion.run(step.fusion_kernel, block, graph.block(step.fuses), inputs)
             else:
                 out, new = block(inputs, new_entries.get(step.node), ctx)
-        except NodeExecutionError:
-            raise
         except Exception as exc:  # noqa: BLE001 - re-raised with the node named
             name = f"{step.node} (fused with {step.fuses})" if step.fuses else step.node
             raise NodeExecutionError(name, step.type, exc) from exc
         values[step.node] = out
         if block.stateful:
             new_entries[step.node] = new
-        if eval_every == "node" or (eval_every == "stateful" and block.stateful):
+        if eval_every == "stateful" and block.stateful:
             try:
                 if eval_ahead <= 0:
                     mx.eval(out, new)
@@ -132,6 +112,5 @@ def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: St
             remaining[s] -= 1
             if remaining[s] == 0 and s not in keep:
                 values.pop(s, None)
-    seen = (state.tokens_seen if state is not None else 0) + int(tokens.shape[1])
-    meta = dict(state.metadata) if state is not None else {}
-    return {o: values[o] for o in graph.outputs}, State(new_entries, seen, meta)
+    outs = {o: values[o][:, -1:] if last_only else values[o] for o in graph.outputs}
+    return outs, State(new_entries, state.tokens_seen + int(tokens.shape[1]), dict(state.metadata))

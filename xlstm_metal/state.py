@@ -1,9 +1,5 @@
-"""Recurrent state as a first-class value: keep it, resume from it, fork it, save and load it.
-
-A ``State`` maps each stateful node (e.g. ``backbone.blocks.3.mlstm_layer``) to its arrays
-(``C``, ``n``, ``m`` for mLSTM). MLX arrays are immutable, so forking is free and a state
-handed to a call is never modified by it.
-"""
+"""Recurrent state as a value: each stateful node's arrays (``C``, ``n``, ``m`` for mLSTM), to keep, resume from,
+fork, save and load. MLX arrays are immutable, so forking is free and a call never modifies the state it is given."""
 from __future__ import annotations
 
 import json
@@ -47,8 +43,9 @@ class State:
 
     def select(self, rows) -> "State":
         """The state of some batch rows, e.g. ``state.select([1])``."""
-        idx = mx.array(list(rows) if not isinstance(rows, mx.array) else rows)
-        return State({k: tuple(a[idx] for a in v) for k, v in self.entries.items()}, self.tokens_seen, dict(self.metadata))
+        idx = rows if isinstance(rows, mx.array) else mx.array(list(rows))
+        entries = {k: tuple(a[idx] for a in v) for k, v in self.entries.items()}
+        return State(entries, self.tokens_seen, dict(self.metadata))
 
     @property
     def nbytes(self) -> int:
@@ -74,7 +71,8 @@ class State:
             raise FileNotFoundError(f"no state file at {path}")
         arrays, meta = mx.load(str(path), return_metadata=True)
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an xlstm_metal state file (format {meta.get('format')!r}, expected {FORMAT!r})")
+            raise ValueError(f"{path} is not an xlstm_metal state file "
+                             f"(format {meta.get('format')!r}, expected {FORMAT!r})")
         nodes = json.loads(meta["nodes"])
         entries = {n: tuple(arrays[f"{n}.{k}"] for k in range(count)) for n, count in nodes.items()}
         return cls(entries, int(meta.get("tokens_seen", 0)), json.loads(meta.get("metadata", "{}")))

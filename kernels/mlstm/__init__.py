@@ -1,6 +1,4 @@
-"""mLSTM kernel family.
-
-Every mLSTM kernel, whatever its form or backend, has this signature::
+"""mLSTM kernel family. Every mLSTM kernel, whatever its form or backend, has this signature::
 
     fn(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None) -> (h, (C, n, m))
 
@@ -12,9 +10,8 @@ Every mLSTM kernel, whatever its form or backend, has this signature::
            (forget gate 1, input gate -inf) and h is 0.
     h      [B, NH, S, DV] in v.dtype; the returned state is float32.
 
-Forms: ``chunkwise`` (parallel inside a chunk, recurrent across chunks), ``sequence`` (a loop of
-steps), ``step`` (S == 1). All forms compute the same function as the recurrence in
-``reference.py``.
+Forms: ``chunkwise`` (parallel inside a chunk, recurrent across chunks), ``sequence`` (a loop of steps),
+``step`` (S == 1); all compute the recurrence in ``reference.py``.
 """
 from . import native  # noqa: E402,F401  (registers the native kernels)
 from . import fused_step  # noqa: E402,F401  (registers the fused GPU step kernels; they verify themselves)

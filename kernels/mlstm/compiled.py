@@ -1,9 +1,5 @@
-"""The native chunkwise kernel under ``mx.compile``: the same math, with MLX fusing its chains of
-elementwise operations (gates, stabilisers, exponentials, masks) into a few kernels, about twice as fast at
-prompt lengths on a GPU. It is picked on the GPU only: on the CPU, compiling fused kernels costs more than it
-saves for the short inputs of tests and small models, and the eager kernel stays the readable reference. One
-compiled function per (chunk size, eps, state given, mask given); MLX retraces it for each new input shape.
-"""
+"""The native chunkwise kernel under ``mx.compile`` (MLX fuses its elementwise chains), GPU only: on the CPU
+compiling costs more than it saves. One compiled function per (chunk size, eps, state given, mask given)."""
 from __future__ import annotations
 
 import mlx.core as mx
@@ -28,7 +24,7 @@ def _compiled(chunk_size: int, eps: float, has_state: bool, has_mask: bool):
 
 
 def mlstm_chunkwise_compiled(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
-    """``mlstm_chunkwise_native`` compiled (see the module docstring); same signature and results."""
+    """``mlstm_chunkwise_native`` compiled; same signature and results."""
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if q.shape[2] == 0:

@@ -1,12 +1,4 @@
-"""Fused mLSTM decode step: gates, state update and readout in one GPU launch (CUDA and Metal).
-
-A threadgroup per (batch·head, 32 value columns), ``RY`` threads per column, each walking a slice of the DK rows:
-one thread per column walking all rows leaves too little parallelism to hide memory latency. Each thread loads
-eight rows of C (and n) into registers before it stores any (``C_out`` may alias ``C_`` for all the compiler
-knows, so a store would order every later load after it), and q and k are staged in shared memory once per group.
-The algorithm is written once (``_BODY``) with a few idiom words replaced for CUDA or Metal
-(``kernels/gpu.py``), and checks itself against the native step the first time it is selected in a process.
-"""
+"""Fused mLSTM decode step: gates, state update and readout in one launch, one text for CUDA and Metal."""
 from __future__ import annotations
 
 import mlx.core as mx
@@ -17,11 +9,8 @@ from ..gpu import (backend_present, check_once, constant, gpu_kernel, native_on_
 from ..registry import KernelInfo, register_kernel
 from .native import mlstm_step_native, mlstm_step_native_capping_gates
 
-# Shared algorithm. A threadgroup of 32 * RY threads = RY row slices (y) x 32 value columns (x) of one head's
-# state: thread (x, y) updates rows y, y + RY, ... of column j (consecutive threads, consecutive columns:
-# coalesced), and the RY partial readouts of a column meet in shared memory. Every threadgroup of a head forms
-# q·n itself (the x == 0 threads), so no second launch is needed; the first also writes n. T is the q/k/v dtype.
-# RY = 8 (256 threads a group) measured fastest in the 7B decode.
+# A threadgroup per (batch·head, 32 value columns x): thread (x, y) updates rows y, y + RY, ... of column j, loading
+# eight before any store (C_out may alias C_). Each group forms q·n itself, the first also writes n. T: q/k/v dtype.
 _BODY = """
     constexpr int RY = 8;
     const int tid = TID;
@@ -113,8 +102,7 @@ def _kernel(backend: str):
 
 
 def _make_step(backend: str, make_kernel=None):
-    """The step kernel for ``backend``; ``make_kernel()`` may supply the launch (the tests run the
-    same algorithm text on the CPU this way)."""
+    """The step kernel for ``backend``; tests pass ``make_kernel()`` to run the same text on the CPU."""
     make_kernel = make_kernel or (lambda: _kernel(backend))
 
     def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, gate_soft_cap=None, gate_bias=None):

@@ -1,6 +1,4 @@
-"""The mLSTM cell in native MLX ops: chunkwise, sequence and step forms (the readable reference
-implementations that fused kernels are checked against). Math in float32 whatever the input dtype.
-"""
+"""The mLSTM cell in native MLX ops, float32 math (chunkwise, sequence, step): the fused kernels' references."""
 from __future__ import annotations
 
 import math
@@ -49,11 +47,7 @@ def _step(q, k, v, i, log_f, C, n, m, eps):
 
 
 def _segment_sums(x: mx.array) -> mx.array:
-    """``out[..., c, j] = sum(x[..., j+1 : c+1])`` for ``j <= c``, ``-inf`` above the diagonal.
-
-    Each entry is its own short cumulative sum rather than a difference of two long ones, so
-    nearby chunks (which dominate) keep full float32 precision however long the sequence.
-    """
+    """``out[..., c, j] = sum(x[..., j+1 : c+1])`` for ``j <= c``, else ``-inf``; short sums keep float32 precision."""
     T = x.shape[-1]
     if T == 1:  # no scan over a length-1 axis (see _running_sum)
         return mx.zeros(x.shape + (1,), x.dtype)
@@ -64,10 +58,8 @@ def _segment_sums(x: mx.array) -> mx.array:
 
 
 def _running_sum(x: mx.array, inclusive: bool = True, reverse: bool = False) -> mx.array:
-    """Cumulative sum over the last axis, with the degenerate cases that MLX-CUDA 0.32.4 gets wrong kept
-    out of the graph: inside the chunkwise preparation's lazy graph, a scan over a slice of a strided view read
-    memory never written once the allocator recycled buffers, and scans over a length-1 axis failed
-    intermittently on the GPU. So a length-1 axis is written out, and the scan reads a contiguous copy."""
+    """Cumulative sum over the last axis. A length-1 axis is written out and the scan reads a contiguous copy:
+    MLX-CUDA (0.32.4) mis-scans strided views and length-1 axes inside lazy graphs."""
     if x.shape[-1] == 1:
         return x if inclusive else mx.zeros_like(x)
     return mx.cumsum(mx.contiguous(x), axis=-1, inclusive=inclusive, reverse=reverse)
@@ -78,22 +70,15 @@ def _entry_log_decay(g: mx.array) -> mx.array:
     return _running_sum(g, inclusive=False)
 
 
-# Chunks one call takes: every chunk's entry state comes from one closed-form matmul over all earlier chunks,
-# whose cost is quadratic in their number, so the plan cuts longer inputs into segments of at most this many.
+# Chunks one call takes: entry states come from one matmul over all earlier chunks, quadratic in their number.
 MAX_CHUNKS = 128
 
 
 def _chunks(q, k, v, i, b, seg_in, state, eps, state_is_zero):
-    """Outputs of G chunks and the state after them, given the state (C, n, m) entering the first.
-
-    The state entering chunk c is a weighted sum of every earlier chunk's own contribution and of the
-    incoming state, with weights computed in log space and stabilised by their row max (which equals
-    the recurrent stabiliser m). Only the earlier chunks' part is materialised (one matmul, no
-    incoming-state term added to every chunk's DK x DV state); the incoming state reaches the outputs
-    through one ``q @ C`` over the whole group, and not at all when it is known to be zero. The exit
-    state is the last chunk's entry state stepped over that chunk (DK x DV work, not another pass
-    over all chunks' states); as a fresh array it keeps none of the group's big tensors alive.
-    """
+    """Outputs of G chunks and the state after them, given the state (C, n, m) entering the first. Entry states
+    are log-space weighted sums of earlier chunks' contributions, stabilised by the row max (= the recurrent m); the
+    incoming state reaches outputs through one ``q @ C`` (skipped when zero). The exit state is the last entry state
+    stepped over its chunk, a fresh array that keeps none of the group's big tensors alive."""
     C, n, m = state
     B, NH, G, L, DK = q.shape
     DV = v.shape[-1]
@@ -189,8 +174,7 @@ def mlstm_sequence_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6,
 
 
 def mlstm_chunkwise_native(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
-    """Parallel inside chunks of ``chunk_size``, recurrent across chunks; any length, any chunk size (the cost is
-    quadratic in the number of chunks: the plan hands it at most ``MAX_CHUNKS``)."""
+    """Parallel inside chunks of ``chunk_size``, recurrent across them; cost quadratic in the chunk count."""
     out_dtype = v.dtype
     B, NH, S, DK = q.shape
     DV = v.shape[-1]

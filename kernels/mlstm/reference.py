@@ -1,8 +1,5 @@
-"""The mLSTM recurrence in float64 numpy, written for clarity: the ground truth for every kernel.
-
-Same signature as the MLX kernels (see ``__init__``), numpy arrays in and out; ``chunk_size`` is ignored.
-A step at a masked position (``mask[b, t]`` False) is skipped: the state is unchanged and h stays 0.
-"""
+"""The mLSTM recurrence in float64 numpy, written for clarity: the ground truth for every kernel. Same signature
+as the MLX kernels (see ``__init__``), numpy in and out; ``chunk_size`` is ignored; masked steps are skipped."""
 from __future__ import annotations
 
 import numpy as np

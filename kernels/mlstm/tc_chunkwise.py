@@ -1,32 +1,16 @@
-"""mLSTM chunkwise forward for bfloat16 inputs on CUDA tensor cores: four launches, no MLX preparation.
+"""mLSTM chunkwise forward for bfloat16 inputs on CUDA tensor cores (``mma.sync`` m16n8k16), in four launches:
 
-1. ``gates``: per token, the in-chunk prefix ``b`` of log forget gates, the log weight ``w_end`` of the token
-   in the state leaving its chunk, the intra-chunk part ``u`` of the stabiliser; per chunk, the total log
-   forget ``g`` and ``m_loc = max w_end`` (logsigmoid, masks and the padded tail applied here).
-2. ``local``: every chunk's own contribution ``L_c = k^T (v * exp(w_end - m_loc))``, all chunks in parallel,
-   one threadgroup per (batch·head, chunk, 64 x 64 tile of the state), on ``mma.sync`` m16n8k16 bf16.
-3. ``scan``: the recurrence across chunks, elementwise over the state, ``C <- exp(g + m - m') C + exp(m_loc - m') L_c``
-   with ``m' = max(g + m, m_loc)``, writing the state entering each chunk (bfloat16) and the exit state (float32).
-   Its loads do not depend on the chain, so it runs at memory speed (a sequential walk of tensor-core products
-   across chunks waits on each step's loads instead).
-4. ``outputs``: one threadgroup per (batch·head, chunk, 64 value columns) forms
-   ``h = (s_in * q C_entry + ((q k^T) * W) v) / denom`` with the same instruction, all chunks in parallel.
+1. ``gates``: per token the in-chunk log-forget prefix ``b``, the log weight ``w_end`` in the chunk's exit state and
+   the in-chunk stabiliser part ``u``; per chunk the total log forget ``g`` and ``m_loc = max w_end``.
+2. ``local``: each chunk's own state contribution ``L_c = k^T (v * exp(w_end - m_loc))``, all chunks in parallel.
+3. ``scan``: ``C <- exp(g + m - m') C + exp(m_loc - m') L_c`` with ``m' = max(g + m, m_loc)``, elementwise over the
+   state, so memory-bound rather than a chain of dependent products; writes every chunk's entry state (bfloat16).
+4. ``outputs``: ``h = (s_in * q C_entry + ((q k^T) * W) v) / denom`` per (chunk, 64 value columns), all in parallel.
 
-The normaliser ``n`` rides along as value column ``DV`` with ``v == 1`` (then ``C[:, DV] = n``, and the
-output's column ``DV`` is exactly ``q·n``-plus-intra-chunk-sum, the denominator), so no launch needs a
-separate reduction. The stabiliser follows the recurrence exactly (``m_t = max(log f_t + m_{t-1}, i_t)``),
-so the ``exp(-m)`` floor of the denominator means what it means in the official kernels.
-
-Precision: like the official kernels on bfloat16 inputs, the operands of every inner product are bfloat16
-(``q``, ``k``, ``v`` exactly as given; ``v * ew`` and the chunk-entry states rounded to it; the gated ``P`` as a
-bfloat16 head plus tail, since its rounding was the largest error) and every accumulation float32; gates,
-stabilisers and the carried state are float32. Hence bfloat16 inputs with head dims in whole 16-byte rows only
-(the registry says so, and the plan takes the compiled kernel for anything else), checked on first use against
-the native kernel at a bfloat16 bound. The buffer of chunk-entry states grows with the input, so a call takes at
-most ``MAX_CHUNKS`` chunks: the plan cuts longer inputs into segments.
-
-The launch texts live in ``tc_chunkwise_source.py``. CUDA only: a Metal version would supply ``simdgroup_matrix``
-products for ``mma_bf16``, whose 8x8 fragments have another layout.
+The normaliser ``n`` rides along as value column ``DV`` with ``v == 1`` (no separate reduction); the stabiliser
+follows the recurrence exactly. Inner-product operands are bfloat16 (the gated ``P`` as a head plus tail), all else
+float32. Takes bfloat16 inputs, head dims multiples of ``ROW_MULTIPLE``, at most ``MAX_CHUNKS`` chunks a call (the
+entry-state buffer grows with the input). CUDA only: Metal's ``simdgroup_matrix`` fragments have another layout.
 """
 from __future__ import annotations
 
@@ -42,11 +26,10 @@ from .tc_chunkwise_source import COMMON, SOURCES
 CHUNK = 64  # tokens per chunk (the kernels' tile; the requested chunk size does not change the function)
 TILE = 64  # value columns per state slice and per output threadgroup
 THREADS = 128  # four warps: each owns 16 rows of a 64-row tile
-MAX_CHUNKS = 256  # chunks per call: bounds the chunk-entry state buffer (16k tokens: 0.5 GB at 7B heads)
+MAX_CHUNKS = 256  # chunks per call: bounds the chunk-entry state buffer
 ROW_MULTIPLE = 8  # key and value rows are read as whole 16-byte pieces
 
-# CUDA versions of the helpers the algorithm is written against. ``bf2`` is a pair of bfloat16 in one register
-# (the first element in the low half): the unit of every mma fragment.
+# CUDA helpers for the launch texts; ``bf2`` (two bfloat16 in one register, first in the low half): the mma unit.
 HEADER_CUDA = r"""
 typedef unsigned bf2;
 __device__ __forceinline__ bf2 pack2(float lo, float hi) {
@@ -125,8 +108,7 @@ def _cuda_kernel(which: str):
 
 
 def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16):
-    """The four-launch kernel. ``make_kernel(name)`` may supply the launches (the tests run the same texts on the
-    CPU with float32 arrays holding bfloat16 values: ``io_dtype`` / ``entry_dtype`` float32)."""
+    """The four-launch kernel; tests pass ``make_kernel`` and float32 dtypes to run the same texts on the CPU."""
     make_kernel = make_kernel or _cuda_kernel
 
     def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
@@ -143,8 +125,7 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
             zeros = (mx.zeros((B, NH, DK, DV)), mx.zeros((B, NH, DK)), mx.zeros((B, NH)))
             return mx.zeros((B, NH, 0, DV), v.dtype), state if state is not None else zeros
         BH, NC = B * NH, -(-S // CHUNK)
-        # per-head rows for the launches; made once, as a head-major view of the projections costs a copy each
-        # time (k and v feed two launches: reshaped per launch they would be copied twice)
+        # reshaped once: k and v feed two launches, and each reshape of a projection's view copies it
         k, v = k.reshape(BH, S, DK), v.reshape(BH, S, DV)
         meta = constant((S, NC, DK, DV, NH), mx.int32)
         keep = constant((0.0,), mx.float32) if mask is None else mask.astype(mx.float32)
@@ -176,17 +157,14 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
     return chunkwise
 
 
-# First-use bound, relative to max(1, max |native|): bfloat16 operands round to 8 significant bits (2^-9 relative),
-# and the check's inputs include outputs divided by small normalisers (|h| up to ~190): about 1.4e-2, in the CPU
-# emulation and on a GPU alike. A wrong index or weight gives errors of order 1.
+# First-use bound relative to max(1, max |native|): bfloat16 operands (2^-9) and outputs divided by small
+# normalisers; a wrong index or weight errs by order 1.
 TOLERANCE = 3e-2
 NAME = "mLSTM chunkwise (bf16 tensor cores)"  # its first-use verdict's name (kernels/gpu.py)
 
 
 def check_errors(fn, io_dtype=mx.bfloat16) -> float:
-    """Worst relative error of ``fn`` against the native kernel (on the CPU, float32 math) on bfloat16 inputs that
-    exercise a partial key piece, partial value tiles (the normaliser column inside a tile, and a tile of its
-    own), a padded last chunk, several chunks, a mask and an incoming state."""
+    """Worst relative error of ``fn`` against the native kernel on the CPU: partial tiles, padding, mask, state."""
     rng = np.random.default_rng(0)
     errors = []
     for B, NH, S, DK, DV in ((2, 2, 37, 48, 40), (1, 1, 200, 64, 64), (1, 2, 130, 72, 136)):

@@ -1,12 +1,5 @@
-"""The four CUDA launches of the bf16 tensor-core chunkwise kernel (``tc_chunkwise.py``), as algorithm texts.
-
-They are written against a few helpers (``pack2``, ``load8``, ``mma_bf16``, ``quad_sum``, ``st_pair``, ...): CUDA
-supplies them in ``tc_chunkwise.HEADER_CUDA``, the CPU emulator in the tests (tests/kernels/cpu_emulator.py) its own,
-so the tests run these very texts on the CPU. ``COMMON`` holds the helpers both share.
-"""
-
-# Helpers in the common subset of CUDA and the CPU emulator's C++, on top of each one's pack2 / load8 (XL_FN is
-# ``__device__ __forceinline__`` or ``static inline``).
+"""Launch texts of ``tc_chunkwise.py``; helpers (``pack2``, ``mma_bf16``, ...) come from its ``HEADER_CUDA`` or the
+tests' CPU emulator, ``COMMON`` holds those both share (``XL_FN``: each side's inline qualifier)."""
 COMMON = r"""
 // Where (row, pair) of a transposed tile lives: rows of 36 pairs, the pair index XOR-ed with the row's 8-row block, so
 // that both the transposing stores (8 rows 8 apart, 4 token pairs) and the fragment reads (8 consecutive rows, 4 pairs)
@@ -88,13 +81,10 @@ _WARP_INDEX = r"""
     const int DVn = DV + 1;
 """
 
-# Launch 2. Grid (ceil((DV + 1) / 64), NC * ceil(DK / 64), BH) threadgroups of 128 threads: every chunk's own
-# contribution to the state, all chunks in parallel, stabilised by the chunk's own max m_loc:
-# L_c = k^T (v * exp(w_end - m_loc)), kept transposed (L^T[j][d], value column DV = the normaliser, v == 1).
-# Warp w owns rows j0 + 16 w .. + 15; the mma's k dimension is the chunk's tokens, so v * ew and k are staged
-# transposed ([column][token pair]). When DV is a multiple of 64 the last column of threadgroups holds the
-# normaliser alone: one row, summed directly (n_c[d] = sum_t bf16(ew_t) k_t[d], the tensor-core path's rounding)
-# instead of a 64-row product that is 63/64 zeros (at DV 512 that is 1/9 of the launch's work).
+# Launch 2. Grid (ceil((DV + 1) / 64), NC * ceil(DK / 64), BH), 128 threads: L_c = k^T (v * exp(w_end - m_loc)) for
+# all chunks, stored transposed (L^T[j][d]; column DV is the normaliser). Warp w owns rows j0 + 16 w .. + 15; v * ew
+# and k are staged transposed since the mma's k dimension is tokens. When DV % 64 == 0 the last threadgroup column
+# holds only the normaliser and sums that row directly (same rounding), not a 64-row product of 63/64 zeros.
 LOCAL = _WARP_INDEX + r"""
     const int NDT = (DK + 63) / 64;
     const int j0 = GX * 64;
@@ -169,10 +159,8 @@ LOCAL = _WARP_INDEX + r"""
     }
 """
 
-# Launch 3. Grid (ceil((DV + 1) * DK / 8 / 128), BH) threadgroups of 128 threads, 8 consecutive state entries per
-# thread: the recurrence across chunks, C_{c+1} = exp(g + m - m') C_c + exp(m_loc - m') L_c with
-# m' = max(g + m, m_loc), writing the state entering each chunk. Elementwise and independent of the loads it
-# waits on, so it runs at memory speed instead of a chain of dependent launches' latencies.
+# Launch 3. Grid (ceil((DV + 1) * DK / 8 / 128), BH), 128 threads of 8 state entries: C_{c+1} = exp(g + m - m') C_c
+# + exp(m_loc - m') L_c, m' = max(g + m, m_loc), writing each chunk's entry state; elementwise, so memory-bound.
 SCAN = r"""
     const int S = meta_[0];
     const int NC = meta_[1];
@@ -219,10 +207,8 @@ SCAN = r"""
     }
 """
 
-# Launch 4. Grid (ceil(DV / 64), NC, BH) threadgroups of 128 threads; warp w computes tokens 16 w .. 16 w + 15 of
-# the chunk for value columns j0 .. j0 + 63, plus an extra 8-column tile whose column 0 is the normaliser column
-# DV (entry state row DV = n, and v == 1 there): its result is the denominator's q·n + sum of P. The key dims
-# come in pieces of 32, copied asynchronously into two buffers (the next piece lands while this one computes).
+# Launch 4. Grid (ceil(DV / 64), NC, BH), 128 threads; warp w: tokens 16 w .. + 15, columns j0 .. + 63, and a tile
+# whose column 0 is the normaliser DV (q·n + sum of P). Key dims come in double-buffered async pieces of 32.
 OUTPUTS = _WARP_INDEX + r"""
     const int j0 = GX * 64;
     const int c = GY;

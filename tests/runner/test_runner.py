@@ -77,6 +77,14 @@ def test_a_bad_eval_ahead_is_refused_with_what_it_means(bad):
         xLSTMRunner.from_spec("xlstm_tiny", eval_ahead=bad)
 
 
+def test_execute_refuses_an_unknown_eval_every():
+    from xlstm_metal.runtime import execute
+
+    r = xLSTMRunner.from_spec("xlstm_tiny")
+    with pytest.raises(ValueError, match="eval_every must be None or 'stateful', got 'node'"):
+        execute(r.graph, r.plan(4), tokens(0, 1, 4), eval_every="node")
+
+
 def test_differentiating_the_layer_by_layer_prefill_says_what_to_differentiate_instead():
     import mlx.nn as nn
 

@@ -11,6 +11,7 @@ from typing import Any
 
 # transformers' xLSTMConfig accepts these aliases next to the official names.
 _ALIASES = {"hidden_size": "embedding_dim", "num_hidden_layers": "num_blocks"}
+REQUIRED = ("embedding_dim", "num_heads", "num_blocks", "vocab_size")
 
 
 class ConfigError(ValueError):
@@ -50,7 +51,7 @@ class xLSTMConfig:
             if alias in data and data.get(name) is None:
                 data[name] = data[alias]
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        missing = [n for n in ("embedding_dim", "num_heads", "num_blocks", "vocab_size") if data.get(n) is None]
+        missing = [n for n in REQUIRED if data.get(n) is None]
         if missing:
             raise ConfigError(f"config.json lacks required field(s): {', '.join(missing)}")
         known = {k: v for k, v in data.items() if k in names and v is not None}
@@ -63,7 +64,7 @@ class xLSTMConfig:
         def bad(fld, why):
             raise ConfigError(f"config.json field '{fld}' = {getattr(self, fld)!r}: {why}")
 
-        for fld in ("embedding_dim", "num_heads", "num_blocks", "vocab_size", "chunk_size", "ffn_round_up_to_multiple_of"):
+        for fld in REQUIRED + ("chunk_size", "ffn_round_up_to_multiple_of"):
             v = getattr(self, fld)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(fld, "must be a positive integer")
@@ -75,30 +76,35 @@ class xLSTMConfig:
                 bad(fld, f"gives a dimension of {dim}, which is not a positive multiple of num_heads={self.num_heads}")
         if self.gate_soft_cap is not None and self.gate_soft_cap <= 0:
             bad("gate_soft_cap", "must be positive")
-        if self.quantization is not None:
-            q = self.quantization
-            if not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8) or not isinstance(q.get("group_size"), int):
-                bad("quantization", "expected {'bits': 2|3|4|5|6|8, 'group_size': int}")
+        q = self.quantization
+        if q is not None and (not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8)
+                              or not isinstance(q.get("group_size"), int)):
+            bad("quantization", "expected {'bits': 2|3|4|5|6|8, 'group_size': int}")
         act = self.extra.get("hidden_act") or self.extra.get("act_fn")
         if act not in (None, "silu", "swish"):
-            raise ConfigError(f"config.json field 'hidden_act' = {act!r}: only SiLU (SwiGLU) feed-forwards are supported")
+            raise ConfigError(f"config.json field 'hidden_act' = {act!r}: only SiLU (SwiGLU) feed-forwards are "
+                              "supported")
 
     def eos_ids(self) -> set[int]:
-        if self.eos_token_id is None:
-            return set()
-        return set(self.eos_token_id) if isinstance(self.eos_token_id, list) else {int(self.eos_token_id)}
+        ids = self.eos_token_id
+        return set(ids) if isinstance(ids, list) else set() if ids is None else {int(ids)}
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        if out.get("quantization") is None:
-            out.pop("quantization", None)
+        out = dict(self.extra, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        if self.quantization is None:
+            del out["quantization"]
         return out
+
+
+def is_large_config(raw: dict) -> bool:
+    """Whether a config.json dict describes the xLSTMLarge architecture (official or alias names)."""
+    return {_ALIASES.get(k, k) for k in raw} >= set(REQUIRED)
 
 
 def config_to_spec(cfg: xLSTMConfig, name: str = "xlstm-checkpoint") -> dict[str, Any]:
     """The wiring spec (as a dict, the same shape as ``wiring_specs/xlstm_7b.yaml``) of a config."""
-    common_norm = {"eps": "norm_eps", "use_bias": cfg.use_bias, "force_float32_reductions": cfg.norm_reduction_force_float32}
+    common_norm = {"eps": "norm_eps", "use_bias": cfg.use_bias,
+                   "force_float32_reductions": cfg.norm_reduction_force_float32}
     block = [
         {"name": "norm_mlstm", "type": "rms_norm", "inputs": ["x"], **common_norm},
         {"name": "mlstm_layer", "type": "mlstm", "inputs": ["norm_mlstm"], "num_heads": "num_heads",
@@ -112,8 +118,10 @@ def config_to_spec(cfg: xLSTMConfig, name: str = "xlstm-checkpoint") -> dict[str
         {"name": "out", "type": "add", "inputs": ["res_mlstm", "ffn"]},
     ]
     nodes: list[dict[str, Any]] = [
-        {"name": "backbone.embeddings", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab_size", "dim": "embedding_dim"},
-        {"repeat": "num_blocks", "name": "backbone.blocks.{i}", "inputs": {"x": "backbone.embeddings"}, "output": "out", "nodes": block},
+        {"name": "backbone.embeddings", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab_size",
+         "dim": "embedding_dim"},
+        {"repeat": "num_blocks", "name": "backbone.blocks.{i}", "inputs": {"x": "backbone.embeddings"},
+         "output": "out", "nodes": block},
     ]
     last = "backbone.blocks"
     if cfg.add_out_norm:

@@ -26,13 +26,15 @@ def weight_files(directory: Path) -> list[Path]:
         return [directory / s for s in shards]
     if single.exists():
         return [single]
-    numbered = sorted(directory.glob("model_*.safetensors"), key=lambda p: int(p.stem.split("_")[-1]) if p.stem.split("_")[-1].isdigit() else 0)
-    if numbered:
-        return numbered
-    any_st = sorted(directory.glob("*.safetensors"))
-    if any_st:
-        return any_st
-    raise CheckpointError(f"no weights in {directory}: expected model.safetensors or model.safetensors.index.json with its shards")
+    def number(path: Path) -> int:
+        n = path.stem.split("_")[-1]
+        return int(n) if n.isdigit() else 0
+
+    found = sorted(directory.glob("model_*.safetensors"), key=number) or sorted(directory.glob("*.safetensors"))
+    if found:
+        return found
+    raise CheckpointError(f"no weights in {directory}: expected model.safetensors or model.safetensors.index.json "
+                          "with its shards")
 
 
 def check_safetensors(path: Path) -> dict:

@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..distributed.tensor_parallel import take, within
 from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
 from .config import ConfigError, config_to_spec, xLSTMConfig
@@ -40,12 +41,8 @@ def read_raw_config(directory: Path) -> dict:
     return raw
 
 
-def read_config(directory: Path) -> xLSTMConfig:
-    return xLSTMConfig.from_dict(read_raw_config(Path(directory)))
-
-
 # what a model's parameter key is read from, per piece: (file, key in the file, rows or None, quantize part or None)
-Index = dict[str, list[tuple[Path, str, Any]]]
+Index = dict[str, list[tuple[Path, str, int | None, int | None]]]
 
 
 @dataclass
@@ -71,10 +68,8 @@ class Checkpoint:
         self._quantize_full_precision_pieces(found, names, expected)
         missing, unexpected = sorted(set(names) - set(found)), sorted(set(found) - set(names))
         if missing or unexpected:
-            def listed(what, keys):
-                return f"{what} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
-            parts = ([listed("missing tensor(s)", missing)] if missing else []) + \
-                ([listed("unknown tensor(s)", unexpected)] if unexpected else [])
+            parts = [f"{what} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+                     for what, keys in (("missing tensor(s)", missing), ("unknown tensor(s)", unexpected)) if keys]
             raise CheckpointError(f"the weights in {self.directory} do not match config.json: " + "; ".join(parts))
         for name, (f, _, shape, _) in sorted(found.items()):
             key, rows = names[name]
@@ -87,9 +82,9 @@ class Checkpoint:
                 for key, pieces in wanted.items()}
 
     def _quantize_full_precision_pieces(self, found: dict, names: dict, expected: dict) -> None:
-        """A quantized checkpoint may hold a piece of a merged array in full precision (tiny gate projections
-        were once left unquantized): it is quantized as it is read (entries then say which output of
-        ``mx.quantize`` they are: 0 weight, 1 scales, 2 biases)."""
+        """A quantized checkpoint may hold a piece of a merged array in full precision (e.g. a tiny gate
+        projection): it is quantized as it is read (entries then say which output of ``mx.quantize`` they are:
+        0 weight, 1 scales, 2 biases)."""
         q, stored_as = self.quantization, dict(found)
         for name in [n for n in set(names) - set(found) if q and n.endswith((".scales", ".biases"))]:
             base = name.rsplit(".", 1)[0] + ".weight"
@@ -105,8 +100,6 @@ class Checkpoint:
              progress: bool | None = None) -> None:
         """Read the weights into ``model``, cast to ``dtype``; ``slices`` (key -> row/column pieces, from
         ``distributed.shard_heads``): only those parts of each tensor are ever materialised."""
-        from ..distributed.tensor_parallel import take, within
-
         slices = slices or {}
         todo: dict[Path, list] = {}
         count: dict[str, int] = {}
@@ -115,15 +108,14 @@ class Checkpoint:
                 continue
             start = 0
             for n, (f, name, rows, part) in enumerate(pieces):
-                segs = slices.get(key)
+                segs, at = slices.get(key), start
+                start += rows or 0
                 if segs is not None and rows is not None and segs[0][0] == 0:
-                    segs = within(segs, start, rows)
+                    segs = within(segs, at, rows)
                     if not segs:  # none of this rank's rows in this tensor
-                        start += rows
                         continue
                 todo.setdefault(f, []).append((key, n, name, segs, part))
                 count[key] = count.get(key, 0) + 1
-                start += rows or 0
         parts: dict[str, dict[int, mx.array]] = {}
         bar = _Progress(len(self.headers), progress if progress is not None else len(self.headers) > 1)
         for f in self.headers:

@@ -1,12 +1,9 @@
 """The one place where checkpoint names meet our parameter layout, both ways.
 
-Node names already are the Hugging Face prefixes (``backbone.blocks.N.mlstm_layer``), and most
-parameters keep the official names. Three things are mapped: the official ``xlstm`` package's own
-``embedding.weight``, tied embeddings, and the merged input projections: an mLSTM layer's
-``proj_in`` (rows q | k | v | ogate | igate | fgate), ``gate_bias`` and ``qkvo_bias``, and a
-SwiGLU's ``proj_up_gate_z``, each read from (and written as) the official tensors of the block's
-``weight_mode``, concatenated along rows. Quantized arrays (``.weight``, ``.scales``, ``.biases``)
-split by rows like the weight they quantize.
+Node names are the Hugging Face prefixes and most parameters keep the official names. Mapped: the
+official ``xlstm`` package's ``embedding.weight``, tied embeddings, and the merged input projections
+(mLSTM ``proj_in``, ``gate_bias``, ``qkvo_bias``; SwiGLU ``proj_up_gate_z``), each the official tensors
+of the block's ``weight_mode`` concatenated along rows. Quantized ``.scales``/``.biases`` split like the weight.
 """
 from __future__ import annotations
 
@@ -17,6 +14,7 @@ from xlstm_metal.blocks.mlstm import MLSTM
 from xlstm_metal.blocks.swiglu import SwiGLU
 
 RENAMES = {"embedding.weight": "backbone.embeddings.weight"}  # the official package's state_dict names
+MLSTM_SINGLE = ("q", "k", "v", "ogate_preact", "igate_preact", "fgate_preact")  # proj_in's rows, in order
 
 Piece = tuple[str, int | None]  # an official key and its rows in our array (None: the whole array)
 
@@ -25,16 +23,14 @@ def layout(block) -> dict[str, list[tuple[str, int]]]:
     """Our parameter prefix -> the official prefixes concatenated along rows into it, with their row counts."""
     p = block.params
     if isinstance(block, MLSTM):
-        qk, v, nh = block.qk_dim, block.v_dim, p.num_heads
+        rows = block.proj_in_rows
         if p.weight_mode == "fused":
-            qkvo = [("qkv_opreact", 2 * qk + 2 * v)]
-            out = {"proj_in": qkvo + [("ifgate_preact", 2 * nh)], "gate_bias": [("ifgate_preact.bias", 2 * nh)]}
+            qkvo, gates = [("qkv_opreact", sum(rows[:4]))], [("ifgate_preact", sum(rows[4:]))]
         else:
-            qkvo = [("q", qk), ("k", qk), ("v", v), ("ogate_preact", v)]
-            out = {"proj_in": qkvo + [("igate_preact", nh), ("fgate_preact", nh)],
-                   "gate_bias": [("igate_preact.bias", nh), ("fgate_preact.bias", nh)]}
+            qkvo, gates = list(zip(MLSTM_SINGLE[:4], rows[:4])), list(zip(MLSTM_SINGLE[4:], rows[4:]))
+        out = {"proj_in": qkvo + gates, "gate_bias": [(f"{name}.bias", n) for name, n in gates]}
         if p.use_bias:
-            out["qkvo_bias"] = [(f"{name}.bias", rows) for name, rows in qkvo]
+            out["qkvo_bias"] = [(f"{name}.bias", n) for name, n in qkvo]
         return out
     if isinstance(block, SwiGLU) and p.weight_mode == "single":
         return {"proj_up_gate_z": [("proj_up_gate", block.hidden), ("proj_up", block.hidden)]}

@@ -16,6 +16,7 @@ import yaml
 from mlx.utils import tree_flatten
 
 from ..modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
+from .config import is_large_config
 from .files import CheckpointError
 from .load import SPEC_FILE, open_checkpoint
 from .sanitize import official_keys, to_official
@@ -66,14 +67,15 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
             total = sum(v.nbytes for v in weights.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        cfg = _config_dict(config, graph)
+        default = {"model_type": "xlstm_metal", "name": graph.name}
+        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or default)
         cfg["torch_dtype"] = dtype_name(dtype)
         if quantization:
             cfg["quantization"] = quantization
         else:
             cfg.pop("quantization", None)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        if not _is_large_config(cfg):
+        if not is_large_config(cfg):
             (tmp / SPEC_FILE).write_text(yaml.safe_dump(graph.spec.source.data, sort_keys=False))
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
@@ -92,17 +94,6 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _config_dict(config: Any, graph) -> dict[str, Any]:
-    if hasattr(config, "to_dict"):
-        return config.to_dict()
-    return dict(config or {"model_type": "xlstm_metal", "name": graph.name})
-
-
-def _is_large_config(cfg: dict) -> bool:
-    return all(k in cfg for k in ("embedding_dim", "num_heads", "num_blocks", "vocab_size")) or \
-        all(k in cfg for k in ("hidden_size", "num_heads", "num_hidden_layers", "vocab_size"))
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,

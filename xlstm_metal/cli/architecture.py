@@ -12,7 +12,7 @@ def _schema_args(p):
     p.add_argument("-o", "--output", help="write the JSON Schema to this file (default: stdout)")
 
 
-@command("schema", "write the JSON Schema of the wiring-spec format")(_schema_args)
+@command("schema", "write the JSON Schema of the wiring-spec format", _schema_args)
 def cmd_schema(args) -> int:
     from ..spec.schema import write_schema
 
@@ -25,7 +25,7 @@ def cmd_schema(args) -> int:
 
 
 # ---------------------------------------------------------------------- specs
-@command("specs", "list the wiring specs shipped with the package")(lambda p: None)
+@command("specs", "list the wiring specs shipped with the package")
 def cmd_specs(args) -> int:
     from ..spec import load_spec, shipped_spec_path, shipped_specs
 
@@ -44,7 +44,7 @@ def _plan_args(p):
     p.add_argument("--device", choices=["cpu", "gpu"], help="plan for this device (default: MLX's default)")
 
 
-@command("plan", "print the execution plan (or a picture of the graph) for a spec")(_plan_args)
+@command("plan", "print the execution plan (or a picture of the graph) for a spec", _plan_args)
 def cmd_plan(args) -> int:
     from ..graph import build_graph
     from ..plan import make_plan
@@ -73,29 +73,17 @@ def _run_args(p):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
 
-@command("run", "build a spec with random weights, prefill token ids and decode greedily")(_run_args)
+@command("run", "build a spec with random weights, prefill token ids and decode greedily", _run_args)
 def cmd_run(args) -> int:
-    import time
-
-    import mlx.core as mx
-
     from ..runner import xLSTMRunner
 
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
-    t0 = time.perf_counter()
-    logits, state = runner(prompt, logits="last")
-    mx.eval(logits, state.arrays())
-    t1 = time.perf_counter()
-    out = []
-    tok = mx.argmax(logits[:, -1], axis=-1)
-    for _ in range(args.max_tokens):
-        out.append(int(tok.item()))
-        logits, state = runner(tok[:, None], state)
-        tok = mx.argmax(logits[:, -1], axis=-1)
-    t2 = time.perf_counter()
+    responses = list(runner.stream(prompt, max_tokens=args.max_tokens, eos_token_ids=set()))  # greedy
     print(runner.plan(len(prompt)))
-    print(f"\nprompt {prompt} → generated {out}")
-    print(f"prefill {len(prompt) / (t1 - t0):.1f} tok/s, decode {args.max_tokens / max(t2 - t1, 1e-9):.1f} tok/s, "
-          f"state {state.nbytes / 1024:.1f} KiB")
+    print(f"\nprompt {prompt} → generated {[r.token for r in responses]}")
+    if responses:
+        last = responses[-1]
+        print(f"prefill {last.prompt_tps:.1f} tok/s, decode {last.generation_tps:.1f} tok/s, "
+              f"state {last.state.nbytes / 1024:.1f} KiB")
     return 0

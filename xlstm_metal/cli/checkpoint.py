@@ -18,7 +18,7 @@ def _convert_args(p):
     p.add_argument("--q-group-size", type=int, default=64, choices=[32, 64, 128])
 
 
-@command("convert", "re-save a checkpoint in another dtype and/or quantized (atomic)")(_convert_args)
+@command("convert", "re-save a checkpoint in another dtype and/or quantized (atomic)", _convert_args)
 def cmd_convert(args) -> int:
     from ..checkpoint.save import convert
 
@@ -33,7 +33,7 @@ def _sfc_args(p):
     p.add_argument("path", help="checkpoint directory or config.json")
 
 
-@command("spec-from-config", "print the wiring spec (YAML) that a checkpoint's config.json describes")(_sfc_args)
+@command("spec-from-config", "print the wiring spec (YAML) that a checkpoint's config.json describes", _sfc_args)
 def cmd_spec_from_config(args) -> int:
     from ..checkpoint.config import config_to_spec, xLSTMConfig
     from ..checkpoint.load import read_raw_config

@@ -11,9 +11,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 
 
 def _model_args(p):
-    p.add_argument("--model", help="checkpoint directory (Hugging Face layout); default: the small model shipped with the package")
+    p.add_argument("--model", help="checkpoint directory (Hugging Face layout); default: the shipped small model")
     p.add_argument("--spec", help="instead of --model: a spec with random weights (token ids only)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: the checkpoint's)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     p.add_argument("--max-tokens", type=int, default=100)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -49,7 +49,7 @@ def _gen_args(p):
     p.add_argument("--quiet", action="store_true", help="print only the generated text")
 
 
-@command("generate", "generate text from a checkpoint (default: the shipped model)")(_gen_args)
+@command("generate", "generate text from a checkpoint (default: the shipped model)", _gen_args)
 def cmd_generate(args) -> int:
     from ..state import State
 
@@ -67,8 +67,9 @@ def cmd_generate(args) -> int:
         print(last.text if runner.tokenizer is not None else f"{last.token} ", end="", flush=True)
     print()
     if last is not None and not args.quiet:
-        print(f"[{last.prompt_tokens} prompt tokens at {last.prompt_tps:.1f} tok/s, {last.generation_tokens} generated at "
-              f"{last.generation_tps:.1f} tok/s, peak memory {format_gb(last.peak_memory)}, finish: {last.finish_reason}]", file=sys.stderr)
+        print(f"[{last.prompt_tokens} prompt tokens at {last.prompt_tps:.1f} tok/s, {last.generation_tokens} generated "
+              f"at {last.generation_tps:.1f} tok/s, peak memory {format_gb(last.peak_memory)}, "
+              f"finish: {last.finish_reason}]", file=sys.stderr)
     if args.state_out and last is not None:
         last.state.save(args.state_out)
     return 0
@@ -77,10 +78,10 @@ def cmd_generate(args) -> int:
 def _chat_args(p):
     _model_args(p)
     p.add_argument("--system", default="", help="text placed before the conversation")
-    p.add_argument("--state-file", help="load the conversation state from here (if it exists) and save it after each turn")
+    p.add_argument("--state-file", help="load the conversation state from here (if present), save it after each turn")
 
 
-@command("chat", "multi-turn chat that carries the recurrent state instead of re-reading the history")(_chat_args)
+@command("chat", "multi-turn chat that carries the recurrent state instead of re-reading the history", _chat_args)
 def cmd_chat(args) -> int:
     from ..state import State
 
@@ -92,7 +93,7 @@ def cmd_chat(args) -> int:
         state = State.load(args.state_file)
         print(f"[resumed a conversation of {state.tokens_seen} tokens]", file=sys.stderr)
     pending = args.system + ("\n" if args.system else "")
-    stops = list(args.stop or []) + ["\nUser:"]
+    sampling = dict(_sampling(args), stop=list(args.stop or []) + ["\nUser:"])
     while True:
         try:
             line = input("User: ")
@@ -106,8 +107,6 @@ def cmd_chat(args) -> int:
         pending = ""
         print("Assistant:", end="", flush=True)
         last = None
-        sampling = _sampling(args)
-        sampling["stop"] = stops
         for last in runner.stream(turn, state=state, **sampling):
             print(last.text, end="", flush=True)
         print()

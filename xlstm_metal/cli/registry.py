@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-COMMANDS: dict[str, tuple[Callable, Callable, str]] = {}
+COMMANDS: dict[str, tuple[Callable | None, Callable, str]] = {}
 
 
-def command(name: str, help: str):
-    """Register ``fn(args)`` as a sub-command; ``configure(parser)`` adds its arguments."""
-    def wrap(configure):
-        def deco(fn):
-            COMMANDS[name] = (configure, fn, help)
-            return fn
-        return deco
-    return wrap
+def command(name: str, help: str, configure: Callable | None = None):
+    """Register ``fn(args)`` as sub-command ``name``; ``configure(parser)`` adds its arguments."""
+    def register(fn):
+        COMMANDS[name] = (configure, fn, help)
+        return fn
+    return register

@@ -2,32 +2,37 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from .registry import command
 
+TRAIN_OPTIONS = "steps batch_size seq_len lr warmup weight_decay grad_clip seed eval_every save_every".split()
+MAD_OPTIONS = "steps batch_size lr seq_len n_train seed".split()
+
+
+def _field_options(p, cls, names: list[str], **helps: str) -> None:
+    """One ``--name`` option per named field of dataclass ``cls``, with its type and default."""
+    for f in fields(cls):
+        if f.name in names:
+            p.add_argument("--" + f.name.replace("_", "-"), type=float if f.type == "float" else int, default=f.default,
+                           help=helps.get(f.name))
+
 
 def _args(p):
-    p.add_argument("spec", help="spec file or shipped spec name (its embedding/lm_head size must fit the tokenizer)")
-    p.add_argument("--data", nargs="+", required=True, help="text files, directories or globs (e.g. /usr/lib/python3.11)")
-    p.add_argument("--out", required=True, help="output directory: a checkpoint from_pretrained loads (resumed if present)")
-    p.add_argument("--tokenizer", help="tokenizer.json to use; default: train a byte-level BPE of the spec's vocab size")
+    from ..train import TrainConfig
+
+    p.add_argument("spec", help="spec file or shipped spec name (its lm_head size must fit the tokenizer)")
+    p.add_argument("--data", nargs="+", required=True, help="text files, directories or globs (e.g. /usr/lib/python3)")
+    p.add_argument("--out", required=True, help="output: a checkpoint from_pretrained loads (resumed if present)")
+    p.add_argument("--tokenizer", help="tokenizer.json to use; default: train a byte-level BPE of the lm_head size")
     p.add_argument("--max-bytes", type=int, default=50_000_000, help="read at most this much text")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per step per rank (under mlx.launch: x ranks)")
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    _field_options(p, TrainConfig, TRAIN_OPTIONS, batch_size="sequences per step per rank (under mlx.launch: x ranks)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint")
 
 
-@command("train", "train a spec on text files (AdamW, warmup + cosine, resumable checkpoints)")(_args)
+@command("train", "train a spec on text files (AdamW, warmup + cosine, resumable checkpoints)", _args)
 def cmd_train(args) -> int:
     import json
 
@@ -35,6 +40,7 @@ def cmd_train(args) -> int:
 
     from ..runner import xLSTMRunner
     from ..train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
+    from ..train.data import EOS
 
     out = Path(args.out)
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
@@ -44,29 +50,23 @@ def cmd_train(args) -> int:
     print(f"{len(texts)} files, {sum(map(len, texts)) / 1e6:.1f} M characters", file=sys.stderr)
     tok_dir = out.parent / f".{out.name}.tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
-    if args.tokenizer:
+    if args.tokenizer or (out / "tokenizer.json").exists():  # given, or resuming: keep the run's tokenizer
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_file(args.tokenizer)
-    elif (out / "tokenizer.json").exists():
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(out / "tokenizer.json"))  # resuming: keep the run's tokenizer
+        tok = Tokenizer.from_file(args.tokenizer or str(out / "tokenizer.json"))
     else:
         tok = train_bpe_tokenizer(texts, vocab)
     if tok.get_vocab_size() > vocab:
         raise ValueError(f"the tokenizer has {tok.get_vocab_size()} tokens but the spec's lm_head has {vocab}")
     tok.save(str(tok_dir / "tokenizer.json"))
-    eos = "<|endoftext|>" if tok.token_to_id("<|endoftext|>") is not None else None
+    eos = EOS if tok.token_to_id(EOS) is not None else None
     (tok_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, "add_bos_token": False}))
     eos_id = tok.token_to_id(eos) if eos else 0
     ids = encode_texts(tok, texts, eos_id)
     split = int(len(ids) * 0.98)
-    print(f"{len(ids) / 1e6:.2f} M tokens ({len(ids) - split} held out); {runner.num_parameters() / 1e6:.2f} M parameters",
-          file=sys.stderr)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup,
-                      weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, eval_every=args.eval_every,
-                      save_every=args.save_every)
+    print(f"{len(ids) / 1e6:.2f} M tokens ({len(ids) - split} held out); "
+          f"{runner.num_parameters() / 1e6:.2f} M parameters", file=sys.stderr)
+    cfg = TrainConfig(**{n: getattr(args, n) for n in TRAIN_OPTIONS})
     config = {"model_type": "xlstm_metal", "name": runner.graph.name, "eos_token_id": eos_id, "vocab_size": vocab}
     from ..distributed import world
 
@@ -81,20 +81,16 @@ def cmd_train(args) -> int:
 
 
 def _mad_args(p):
+    from ..mad import MadBudget
     from ..mad.tasks import TASKS
 
     p.add_argument("specs", nargs="+", help="spec files or shipped spec names to compare")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {', '.join(TASKS)}")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seq-len", type=int, default=None, help="override every task's sequence length (smaller = faster)")
-    p.add_argument("--n-train", type=int, default=4096)
-    p.add_argument("--seed", type=int, default=0)
+    _field_options(p, MadBudget, MAD_OPTIONS, seq_len="override every task's sequence length (smaller = faster)")
     p.add_argument("--out", default="mad_results", help="directory for mad.json, mad.txt and mad.svg")
 
 
-@command("mad", "rank architectures on the MAD synthetic tasks under one training budget")(_mad_args)
+@command("mad", "rank architectures on the MAD synthetic tasks under one training budget", _mad_args)
 def cmd_mad(args) -> int:
     from ..mad import MadBudget, run_mad, save, table
     from ..mad.tasks import TASKS
@@ -103,10 +99,10 @@ def cmd_mad(args) -> int:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown MAD task(s) {unknown}; choose from {', '.join(TASKS)}")
-    budget = MadBudget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seq_len=args.seq_len,
-                       n_train=args.n_train, seed=args.seed)
+    budget = MadBudget(**{n: getattr(args, n) for n in MAD_OPTIONS})
     results = run_mad(args.specs, tasks, budget, progress=lambda r: print(
-        f"{r.spec:28s} {r.task:20s} accuracy {r.accuracy:.3f}  loss {r.final_loss:.3f}  {r.seconds:.0f}s", file=sys.stderr))
+        f"{r.spec:28s} {r.task:20s} accuracy {r.accuracy:.3f}  loss {r.final_loss:.3f}  {r.seconds:.0f}s",
+        file=sys.stderr))
     save(results, Path(args.out))
     print(table(results))
     print(f"\nwrote {args.out}/mad.json, mad.txt, mad.svg", file=sys.stderr)

@@ -12,7 +12,7 @@ def _args(p):
     p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 2e-5, float32)")
 
 
-@command("verify", "check that chunkwise prefill, step decoding, split prefill and padding agree for a spec")(_args)
+@command("verify", "check that chunkwise prefill, step decoding, split prefill and padding agree for a spec", _args)
 def cmd_verify(args) -> int:
     from ..testing.checks import DEFAULT_RTOL, verify
 

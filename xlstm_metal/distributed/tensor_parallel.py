@@ -1,16 +1,20 @@
 """Head-parallel (tensor-parallel) inference: mLSTM heads are independent, so each rank owns some.
 
-Per mLSTM layer a rank keeps the rows of its heads in each segment of ``proj_in`` (q, k, v, o and
-the gates) and of the gate biases, the matching slice of the per-head norm and the matching columns
-of ``out_proj``; the layer's output is the sum of the ranks' partial outputs. SwiGLU / gated MLPs
-split their hidden width the same way. Everything else is replicated. The recurrent state is sharded like the heads.
+Per mLSTM layer a rank keeps its heads' rows of each block of ``proj_in`` and the gate biases, the
+matching slice of the per-head norm and columns of ``out_proj``; the layer's output is the sum of the
+ranks' partial outputs. SwiGLU / gated MLPs split their hidden width the same way; everything else is
+replicated. The recurrent state is sharded like the heads.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
 
+from ..blocks.mlstm import MLSTM
+from ..blocks.swiglu import SwiGLU
+from ..state import State
 from .group import split, world
 
 
@@ -43,41 +47,48 @@ def within(segs: Segments, start: int, rows: int) -> Segments:
             if min(b, start + rows) > max(a, start)]
 
 
-def _mlstm_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
-    p = block.params
-    nh = p.num_heads
+def _rows(widths, units: int, u0: int, u1: int) -> Segments:
+    """Units [u0, u1) of each of the stacked row blocks ``widths``, each made of ``units`` equal units."""
+    segs, at = [], 0
+    for width in widths:
+        d = width // units
+        segs.append((0, at + u0 * d, at + u1 * d))
+        at += width
+    return segs
+
+
+def _shard_mlstm(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
+    nh = block.params.num_heads
     h0, h1 = split(nh, size, rank)
     if h1 <= h0:
         raise ValueError(f"{size} ranks but only {nh} heads in an mLSTM layer: every rank needs at least one head")
-    qk, v = block.qk_dim, block.v_dim
-    dk, dv = qk // nh, v // nh
-    # proj_in's rows are q | k | v | ogate | igate | fgate: this rank's heads of each
-    qkvo = [(0, a + h0 * d, a + h1 * d) for a, d in ((0, dk), (qk, dk), (2 * qk, dv), (2 * qk + v, dv))]
-    gates = [(0, h0, h1), (0, nh + h0, nh + h1)]
-    at = 2 * qk + 2 * v  # the gate rows start here
-    segs: dict[str, Segments] = {"proj_in.weight": qkvo + [(0, at + a, at + b) for _, a, b in gates],
-                                 "gate_bias": gates, "multihead_norm.weight": [(0, h0 * dv, h1 * dv)],
+    rows, dv = block.proj_in_rows, block.v_dim // nh  # rows: q, k, v, ogate, igate, fgate
+    segs: dict[str, Segments] = {"proj_in.weight": _rows(rows, nh, h0, h1), "gate_bias": _rows(rows[4:], nh, h0, h1),
+                                 "multihead_norm.weight": [(0, h0 * dv, h1 * dv)],
                                  "out_proj.weight": [(1, h0 * dv, h1 * dv)]}
     if "qkvo_bias" in block:
-        segs["qkvo_bias"] = qkvo
+        segs["qkvo_bias"] = _rows(rows[:4], nh, h0, h1)
     if "bias" in block.multihead_norm:
         segs["multihead_norm.bias"] = segs["multihead_norm.weight"]
+    _apply(block, segs, rank)
+    (dk, dv), n = block.head_dims, h1 - h0
+    block.qk_dim, block.v_dim, block.local_heads = n * dk, n * dv, n
     return segs, ShardInfo(rank, size, h0, h1, "heads")
 
 
-def _ffn_segments(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
+def _shard_ffn(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardInfo]:
     hidden = block.hidden
     a, b = split(hidden, size, rank)
-    segs: dict[str, Segments] = {"proj_up_gate_z.weight": [(0, a, b), (0, hidden + a, hidden + b)],
+    segs: dict[str, Segments] = {"proj_up_gate_z.weight": _rows((hidden, hidden), hidden, a, b),
                                  "proj_down.weight": [(1, a, b)]}
     if "bias" in block.proj_up_gate_z:
         segs["proj_up_gate_z.bias"] = segs["proj_up_gate_z.weight"]
+    _apply(block, segs, rank)
+    block.hidden = b - a
     return segs, ShardInfo(rank, size, a, b, "hidden")
 
 
 def _apply(block, segs: dict[str, Segments], rank: int) -> None:
-    from mlx.utils import tree_flatten, tree_unflatten
-
     params = dict(tree_flatten(block.parameters()))
     for proj in ("out_proj", "proj_down"):  # an output bias is added once, by rank 0; no pieces: zeros, not read
         if f"{proj}.bias" in params and rank != 0:
@@ -92,10 +103,6 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     Records ``runner.shard_slices`` (parameter key -> pieces), which ``from_pretrained(shard=True)``
     applies to each checkpoint tensor as it is read, so a rank materialises only its own part of the weights.
     """
-    from xlstm_metal.blocks.mlstm import MLSTM
-    from xlstm_metal.blocks.swiglu import SwiGLU
-
-
     group = group or world()
     rank, size = group.rank(), group.size()
     owned: dict[str, ShardInfo] = {}
@@ -106,18 +113,10 @@ def shard_heads(runner, group=None) -> dict[str, ShardInfo]:
     slices: dict[str, Segments] = {}
     for name in runner.graph.compute_nodes():
         block = runner.graph.block(name)
-        if isinstance(block, MLSTM):
-            segs, info = _mlstm_segments(block, rank, size)
-            _apply(block, segs, rank)
-            block.qk_dim, block.v_dim = (info.end - info.start) * (block.qk_dim // block.params.num_heads), \
-                (info.end - info.start) * (block.v_dim // block.params.num_heads)
-            object.__setattr__(block, "_local_heads", info.end - info.start)
-        elif isinstance(block, SwiGLU):
-            segs, info = _ffn_segments(block, rank, size)
-            _apply(block, segs, rank)
-            block.hidden = info.end - info.start
-        else:
+        shard = _shard_mlstm if isinstance(block, MLSTM) else _shard_ffn if isinstance(block, SwiGLU) else None
+        if shard is None:
             continue
+        segs, info = shard(block, rank, size)
         object.__setattr__(block, "_tp_group", group)
         owned[name] = info
         slices.update({f"{name}.{k}": v for k, v in segs.items()})
@@ -133,9 +132,6 @@ def gather_state(runner, state, group=None):
 
     A collective: every rank must call it.
     """
-    from xlstm_metal.state import State
-
-
     sharding = getattr(runner, "sharding", {}) or {}
     if not sharding:
         return state
@@ -146,16 +142,10 @@ def gather_state(runner, state, group=None):
         if info is None or info.unit != "heads":
             entries[node] = arrays
             continue
-        total = runner.graph.block(node).params.num_heads
-        shares = [split(total, info.size, r) for r in range(info.size)]
-        widest = max(e - s for s, e in shares)
-        full = []
-        for a in arrays:  # heads are axis 1; shares may be uneven: pad to the widest, gather, trim
-            pad = widest - a.shape[1]
-            padded = mx.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)) if pad else a
-            g = mx.distributed.all_gather(padded[None], group=group)  # [size, B, widest, ...]
-            full.append(mx.concatenate([g[r][:, : e - s] for r, (s, e) in enumerate(shares)], axis=1))
-        entries[node] = tuple(full)
+        heads = (info.start, runner.graph.block(node).params.num_heads - info.end)
+        # heads are axis 1: each rank places its own among zeros, and the ranks' arrays are summed
+        entries[node] = tuple(mx.distributed.all_sum(mx.pad(a, [(0, 0), heads] + [(0, 0)] * (a.ndim - 2)), group=group)
+                              for a in arrays)
     gathered = State(entries, state.tokens_seen, dict(state.metadata))
     mx.eval(gathered.arrays())  # every rank runs the collective now, not lazily on rank 0 alone
     return gathered

@@ -3,5 +3,5 @@ from .generate import GenerationResponse, batch_generate, generate, generate_ste
 from .sampling import make_logits_processors, make_sampler
 from .tokenizer import StreamingDetokenizer, TokenizerWrapper
 
-__all__ = ["GenerationResponse", "StreamingDetokenizer", "TokenizerWrapper", "batch_generate", "generate", "generate_step",
-           "make_logits_processors", "make_sampler", "stream_generate"]
+__all__ = ["GenerationResponse", "StreamingDetokenizer", "TokenizerWrapper", "batch_generate", "generate",
+           "generate_step", "make_logits_processors", "make_sampler", "stream_generate"]

@@ -1,8 +1,7 @@
 """Generation as a chain: ``generate_step`` (tokens) → ``stream_generate`` (responses) → ``generate`` (text).
 
-A model is any ``model_fn(tokens [B,S], state, mask=None) -> (logits [B,S',V], state)``; only the
-last position's logits are used. The recurrent state after every token is handed out, so a
-caller can keep it and continue later.
+A model is any ``model_fn(tokens [B,S], state, mask=None) -> (logits [B,S',V], state)``; only the last
+position's logits are used. The state after every token is handed out, so a caller can continue later.
 """
 from __future__ import annotations
 
@@ -48,7 +47,8 @@ def _as_batch(prompt) -> mx.array:
 
 
 def generate_step(model_fn: Callable, prompt, *, state=None, sampler=None, logits_processors=None,
-                  max_tokens: int = 256, seed: int | None = None, prompt_mask=None) -> Iterator[tuple[mx.array, mx.array, Any]]:
+                  max_tokens: int = 256, seed: int | None = None,
+                  prompt_mask=None) -> Iterator[tuple[mx.array, mx.array, Any]]:
     """Yield ``(token [B], logprobs [B,V], state)`` per generated token; ``state`` includes that token."""
     if max_tokens < 0:
         raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
@@ -84,67 +84,8 @@ def generate_step(model_fn: Callable, prompt, *, state=None, sampler=None, logit
 
 def _stop_hold(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters could be the start of a stop string (so must be held back)."""
-    hold = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                hold = max(hold, n)
-                break
-    return hold
-
-
-def stream_generate(model_fn: Callable, tokenizer, prompt, *, max_tokens: int = 256, sampler=None,
-                    temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
-                    repetition_penalty: float | None = None, repetition_context_size: int = 20, seed: int | None = None,
-                    stop: Sequence[str] | None = None, eos_token_ids: set[int] | None = None, state=None,
-                    logits_processors=None) -> Iterator[GenerationResponse]:
-    """Stream ``GenerationResponse`` for one prompt (text or token ids)."""
-    if isinstance(prompt, str):
-        if tokenizer is None:
-            raise ValueError("a text prompt needs a tokenizer; pass token ids or load a model with tokenizer.json")
-        ids = tokenizer.encode(prompt)
-    else:
-        ids = [int(t) for t in (prompt.tolist() if isinstance(prompt, mx.array) else prompt)]
-    sampler = sampler or make_sampler(temperature, top_p, top_k, min_p)
-    processors = list(logits_processors or []) + make_logits_processors(repetition_penalty, repetition_context_size)
-    eos = set(eos_token_ids if eos_token_ids is not None else getattr(tokenizer, "eos_token_ids", ()) or ())
-    stops = [s for s in (stop or []) if s]
-    detok = tokenizer.detokenizer() if tokenizer is not None and hasattr(tokenizer, "detokenizer") else None
-    text, sent = "", 0  # all generated text, characters handed out
-    t0 = time.perf_counter()
-    prompt_tps = gen_start = None
-    n = 0
-    for n, (tok, logprobs, st) in enumerate(generate_step(model_fn, ids, state=state, sampler=sampler,
-                                                           logits_processors=processors, max_tokens=max_tokens, seed=seed), 1):
-        token = int(tok.item())
-        if gen_start is None:
-            gen_start = time.perf_counter()
-            prompt_tps = len(ids) / max(gen_start - t0, 1e-9)
-        tps = (n - 1) / max(time.perf_counter() - gen_start, 1e-9) if n > 1 else 0.0
-        common = dict(token=token, logprobs=logprobs[0], prompt_tokens=len(ids), prompt_tps=prompt_tps,
-                      generation_tokens=n, generation_tps=tps, peak_memory=mx.get_peak_memory() / 1e9, state=st)
-        if token in eos:
-            tail = detok.finalize() if detok else ""
-            text += tail
-            yield GenerationResponse(text=text[sent:] if not stops else _cut(text, sent, stops)[0], finish_reason="stop", **common)
-            return
-        text += detok.add_token(token) if detok else ""
-        cut, hit = _cut(text, sent, stops)
-        if hit:
-            yield GenerationResponse(text=cut, finish_reason="stop", **common)
-            return
-        last = n == max_tokens
-        if last and detok:
-            text += detok.finalize()
-            cut, hit = _cut(text, sent, stops)
-            yield GenerationResponse(text=cut, finish_reason="stop" if hit else "length", **common)
-            return
-        safe = len(text) - _stop_hold(text, stops)
-        piece = text[sent:safe] if safe > sent else ""
-        sent = max(sent, safe)
-        yield GenerationResponse(text=piece, finish_reason="length" if last else None, **common)
-        if last:
-            return
+    return max((n for s in stops for n in range(1, min(len(s) - 1, len(text)) + 1) if text.endswith(s[:n])),
+               default=0)
 
 
 def _cut(text: str, sent: int, stops: Sequence[str]) -> tuple[str, bool]:
@@ -155,6 +96,53 @@ def _cut(text: str, sent: int, stops: Sequence[str]) -> tuple[str, bool]:
     return text[sent:], False
 
 
+def _eos_ids(tokenizer, eos_token_ids) -> set[int]:
+    return set(eos_token_ids if eos_token_ids is not None else getattr(tokenizer, "eos_token_ids", ()) or ())
+
+
+def stream_generate(model_fn: Callable, tokenizer, prompt, *, max_tokens: int = 256, sampler=None,
+                    temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
+                    repetition_penalty: float | None = None, repetition_context_size: int = 20,
+                    seed: int | None = None, stop: Sequence[str] | None = None, eos_token_ids: set[int] | None = None,
+                    state=None, logits_processors=None) -> Iterator[GenerationResponse]:
+    """Stream ``GenerationResponse`` for one prompt (text or token ids)."""
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise ValueError("a text prompt needs a tokenizer; pass token ids or load a model with tokenizer.json")
+        ids = tokenizer.encode(prompt)
+    else:
+        ids = [int(t) for t in (prompt.tolist() if isinstance(prompt, mx.array) else prompt)]
+    sampler = sampler or make_sampler(temperature, top_p, top_k, min_p)
+    processors = list(logits_processors or []) + make_logits_processors(repetition_penalty, repetition_context_size)
+    eos = _eos_ids(tokenizer, eos_token_ids)
+    stops = [s for s in (stop or []) if s]
+    detok = tokenizer.detokenizer() if tokenizer is not None and hasattr(tokenizer, "detokenizer") else None
+    text, sent = "", 0  # all generated text, characters handed out
+    t0 = time.perf_counter()
+    prompt_tps = gen_start = None
+    steps = generate_step(model_fn, ids, state=state, sampler=sampler, logits_processors=processors,
+                          max_tokens=max_tokens, seed=seed)
+    for n, (tok, logprobs, st) in enumerate(steps, 1):
+        token = int(tok.item())
+        if gen_start is None:
+            gen_start = time.perf_counter()
+            prompt_tps = len(ids) / max(gen_start - t0, 1e-9)
+        tps = (n - 1) / max(time.perf_counter() - gen_start, 1e-9) if n > 1 else 0.0
+        common = dict(token=token, logprobs=logprobs[0], prompt_tokens=len(ids), prompt_tps=prompt_tps,
+                      generation_tokens=n, generation_tps=tps, peak_memory=mx.get_peak_memory() / 1e9, state=st)
+        finish = "stop" if token in eos else "length" if n == max_tokens else None
+        if detok is not None:  # the EOS token itself is not text
+            text += "" if token in eos else detok.add_token(token)
+            text += detok.finalize() if finish else ""
+        cut, hit = _cut(text, sent, stops)
+        if hit or finish:
+            yield GenerationResponse(text=cut, finish_reason="stop" if hit else finish, **common)
+            return
+        safe = len(text) - _stop_hold(text, stops)
+        yield GenerationResponse(text=text[sent:safe] if safe > sent else "", finish_reason=None, **common)
+        sent = max(sent, safe)
+
+
 def generate(model_fn: Callable, tokenizer, prompt, *, verbose: bool = False, **kw) -> str:
     """The whole generated text (``verbose`` prints it as it streams, then speed and memory)."""
     pieces, last = [], None
@@ -163,8 +151,9 @@ def generate(model_fn: Callable, tokenizer, prompt, *, verbose: bool = False, **
         if verbose:
             print(last.text, end="", flush=True)
     if verbose and last is not None:
-        print(f"\n\nprompt: {last.prompt_tokens} tokens, {last.prompt_tps:.1f} tok/s; generation: {last.generation_tokens} "
-              f"tokens, {last.generation_tps:.1f} tok/s; peak memory {format_gb(last.peak_memory)}")
+        print(f"\n\nprompt: {last.prompt_tokens} tokens, {last.prompt_tps:.1f} tok/s; generation: "
+              f"{last.generation_tokens} tokens, {last.generation_tps:.1f} tok/s; "
+              f"peak memory {format_gb(last.peak_memory)}")
     return "".join(pieces)
 
 
@@ -182,11 +171,12 @@ def batch_generate(model_fn: Callable, tokenizer, prompts: list, *, max_tokens: 
     S = max(len(r) for r in ids)
     batch = mx.array(np.array([[pad_id] * (S - len(r)) + r for r in ids], dtype=np.int32))
     mask = mx.array(np.array([[False] * (S - len(r)) + [True] * len(r) for r in ids]))
-    eos = set(eos_token_ids if eos_token_ids is not None else getattr(tokenizer, "eos_token_ids", ()) or ())
+    eos = _eos_ids(tokenizer, eos_token_ids)
     out: list[list[int]] = [[] for _ in ids]
     done = [False] * len(ids)
     sampler = sampler or make_sampler(temperature)
-    for tok, _, _ in generate_step(model_fn, batch, sampler=sampler, max_tokens=max_tokens, seed=seed, prompt_mask=mask):
+    steps = generate_step(model_fn, batch, sampler=sampler, max_tokens=max_tokens, seed=seed, prompt_mask=mask)
+    for tok, _, _ in steps:
         for row, t in enumerate(tok.tolist()):
             if done[row]:
                 continue

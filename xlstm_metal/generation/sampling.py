@@ -1,7 +1,6 @@
 """Turning logits into tokens: temperature, top-k, top-p, min-p, repetition penalty — composable and seeded.
 
-Randomness comes from explicit ``mx.random`` keys (split per step by the generator), so a seed
-reproduces a generation exactly and concurrent generations do not disturb each other.
+Randomness comes from explicit ``mx.random`` keys split per step, so a seed reproduces a generation exactly.
 """
 from __future__ import annotations
 
@@ -70,7 +69,8 @@ def apply_top_p(logprobs: mx.array, top_p: float, keep: int = 1) -> mx.array:
     return mx.where(keep_mask, logprobs, -mx.inf)
 
 
-def make_logits_processors(repetition_penalty: float | None = None, repetition_context_size: int = 20) -> list[LogitsProcessor]:
+def make_logits_processors(repetition_penalty: float | None = None,
+                           repetition_context_size: int = 20) -> list[LogitsProcessor]:
     processors: list[LogitsProcessor] = []
     if repetition_penalty is not None and repetition_penalty != 1.0:
         _check("repetition_penalty", repetition_penalty, repetition_penalty > 0, "> 0")

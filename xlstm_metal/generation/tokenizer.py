@@ -5,22 +5,14 @@ import json
 from pathlib import Path
 
 
-def _content(value):
-    if isinstance(value, dict):
-        return value.get("content")
-    return value
-
-
 class TokenizerWrapper:
     """``encode``/``decode`` plus the special tokens from tokenizer_config.json / special_tokens_map.json."""
 
-    def __init__(self, tokenizer, *, bos_token=None, eos_token=None, pad_token=None, add_bos: bool = False,
-                 extra_eos_ids=()):
+    def __init__(self, tokenizer, *, bos_token=None, eos_token=None, add_bos: bool = False, extra_eos_ids=()):
         self.tokenizer = tokenizer
-        self.bos_token, self.eos_token, self.pad_token = bos_token, eos_token, pad_token
+        self.bos_token, self.eos_token = bos_token, eos_token
         tid = tokenizer.token_to_id
         self.bos_token_id = tid(bos_token) if bos_token else None
-        self.pad_token_id = tid(pad_token) if pad_token else None
         eos = {tid(eos_token)} if eos_token and tid(eos_token) is not None else set()
         self.eos_token_ids = eos | {int(i) for i in extra_eos_ids}
         self.add_bos = add_bos and self.bos_token_id is not None
@@ -45,9 +37,9 @@ class TokenizerWrapper:
             cfg = json.loads((d / "config.json").read_text())
             eos = cfg.get("eos_token_id")
             extra = [eos] if isinstance(eos, int) else list(eos or [])
-        return cls(tok, bos_token=_content(special.get("bos_token")), eos_token=_content(special.get("eos_token")),
-                   pad_token=_content(special.get("pad_token")), add_bos=bool(special.get("add_bos_token", False)),
-                   extra_eos_ids=extra)
+        content = lambda v: v.get("content") if isinstance(v, dict) else v  # noqa: E731  (AddedToken or str)
+        return cls(tok, bos_token=content(special.get("bos_token")), eos_token=content(special.get("eos_token")),
+                   add_bos=bool(special.get("add_bos_token", False)), extra_eos_ids=extra)
 
     @property
     def vocab_size(self) -> int:
@@ -67,12 +59,8 @@ class TokenizerWrapper:
 
 
 class StreamingDetokenizer:
-    """Yields text as tokens arrive, never a broken multi-byte character.
-
-    The whole token list is decoded each time (decode is fast) and only the stable part is
-    emitted: text ending in U+FFFD is an incomplete UTF-8 sequence and is held back until the
-    next token completes it (or ``finalize`` flushes it).
-    """
+    """Yields text as tokens arrive, never a broken multi-byte character: the whole token list is decoded
+    each time and a trailing U+FFFD (an incomplete UTF-8 sequence) is held back until completed or flushed."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer

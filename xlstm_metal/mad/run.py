@@ -15,7 +15,9 @@ import numpy as np
 from ..plan import make_plan
 from ..runtime import execute
 from ..spec import read_source, shipped_spec_path
-from ..train.loop import lr_schedule
+from ..graph import format_table
+from ..train.loop import lr_schedule, make_step
+from ..train.plot import svg_page
 from .tasks import IGNORE, TASKS
 
 
@@ -80,43 +82,35 @@ def run_task(spec, task_name: str, budget: MadBudget) -> MadResult:
         ce = nn.losses.cross_entropy(logits, mx.where(keep, y, 0), reduction="none")
         return mx.sum(ce * keep) / mx.maximum(mx.sum(keep), 1)
 
-    grad_fn = nn.value_and_grad(model, loss_fn)
-    state = [model.state, opt.state]
-
-    def step(x, y):
-        loss, grads = grad_fn(model, x, y)
-        grads, _ = optim.clip_grad_norm(grads, 1.0)
-        opt.update(model, grads)
-        return loss
-
-    step = mx.compile(step, inputs=state, outputs=state)
+    step = make_step(model, loss_fn, opt, grad_clip=1.0)
     rng = np.random.default_rng(budget.seed)
     t0 = time.perf_counter()
     loss = mx.array(0.0)
     for _ in range(budget.steps):
         idx = rng.integers(0, len(x_train), size=budget.batch_size)
         loss = step(mx.array(x_train[idx]), mx.array(y_train[idx]))
-        mx.eval(loss, state)
+        mx.eval(loss, model.state, opt.state)
     seconds = time.perf_counter() - t0
     correct = total = 0
     for a in range(0, len(x_test), 64):
         xb, yb = x_test[a:a + 64], y_test[a:a + 64]
-        logits = execute(graph, make_plan(graph, xb.shape[1], segment_len=None), mx.array(xb))[0][graph.outputs[0]]
+        plan = make_plan(graph, xb.shape[1], segment_len=None)
+        logits = execute(graph, plan, mx.array(xb))[0][graph.outputs[0]]
         pred = np.array(mx.argmax(logits, axis=-1))
         keep = yb != IGNORE
         correct += int((pred[keep] == yb[keep]).sum())
         total += int(keep.sum())
-    return MadResult(graph.name, task_name, correct / max(total, 1), float(loss.item()), runner.num_parameters(), seconds)
+    return MadResult(graph.name, task_name, correct / max(total, 1), float(loss.item()), runner.num_parameters(),
+                     seconds)
 
 
 def run_mad(specs: list, tasks: list[str], budget: MadBudget, progress=None) -> list[MadResult]:
     results = []
     for spec in specs:
         for task in tasks:
-            r = run_task(spec, task, budget)
-            results.append(r)
+            results.append(run_task(spec, task, budget))
             if progress:
-                progress(r)
+                progress(results[-1])
     return results
 
 
@@ -128,10 +122,7 @@ def table(results: list[MadResult]) -> str:
     rows = [["task"] + specs] + [[t] + [f"{acc[(s, t)]:.3f}" for s in specs] for t in tasks]
     rows.append(["mean"] + [f"{np.mean([acc[(s, t)] for t in tasks]):.3f}" for s in specs])
     rows.append(["parameters"] + [f"{params[s]:,}" for s in specs])
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(rows)
 
 
 def save(results: list[MadResult], out: Path) -> None:
@@ -146,21 +137,19 @@ def bar_chart_svg(results: list[MadResult], width: int = 760, height: int = 340)
     tasks = list(dict.fromkeys(r.task for r in results))
     acc = {(r.spec, r.task): r.accuracy for r in results}
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-    pad, top = 40, 30
+    pad, top, base = 40, 30, height - 60
     group = (width - 2 * pad) / max(1, len(tasks))
     bar = group * 0.8 / max(1, len(specs))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
-             f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">MAD test accuracy</text>']
-    base = height - 60
+    parts = []
     for ti, t in enumerate(tasks):
         x0 = pad + ti * group + group * 0.1
         for si, s in enumerate(specs):
             h = acc[(s, t)] * (base - top)
-            parts.append(f'<rect x="{x0 + si * bar:.1f}" y="{base - h:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" fill="{colors[si % len(colors)]}"/>')
+            parts.append(f'<rect x="{x0 + si * bar:.1f}" y="{base - h:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" '
+                         f'fill="{colors[si % len(colors)]}"/>')
         parts.append(f'<text x="{x0 + group * 0.4:.1f}" y="{base + 14}" text-anchor="middle">{t}</text>')
     for si, s in enumerate(specs):
-        parts.append(f'<rect x="{pad + si * 190}" y="{height - 28}" width="10" height="10" fill="{colors[si % len(colors)]}"/>'
-                     f'<text x="{pad + si * 190 + 14}" y="{height - 19}">{s}</text>')
-    parts.append(f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" stroke="black"/></svg>')
-    return "\n".join(parts)
+        parts.append(f'<rect x="{pad + si * 190}" y="{height - 28}" width="10" height="10" '
+                     f'fill="{colors[si % len(colors)]}"/><text x="{pad + si * 190 + 14}" y="{height - 19}">{s}</text>')
+    parts.append(f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" stroke="black"/>')
+    return svg_page(width, height, "MAD test accuracy", parts)

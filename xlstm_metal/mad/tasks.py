@@ -1,8 +1,7 @@
 """The MAD synthetic tasks (Poli et al., 2024, "Mechanistic Design and Scaling of Hybrid Architectures").
 
-Each generator returns ``(inputs, targets)`` int arrays ``[n, seq_len]``; ``targets[t]`` is the
-token to predict after reading ``inputs[:t+1]``, or -1 where nothing is scored. Generation is
-seeded and pure numpy. Defaults follow the paper's small settings; every knob can be changed.
+Each seeded numpy generator returns ``(inputs, targets)`` int arrays ``[n, seq_len]``; ``targets[t]`` is the token
+to predict after reading ``inputs[:t+1]``, or -1 where nothing is scored. Defaults: the paper's small settings.
 """
 from __future__ import annotations
 
@@ -44,24 +43,23 @@ def _recall_sequence(rng, seq_len, n_keys, n_values, key_len=1, val_len=1, noise
     return x[:seq_len], y[:seq_len]
 
 
-def in_context_recall(n, seq_len=128, vocab_size=16, seed=0):
+def _recall_batch(n, seed, seq_len, *args, **kw):
     rng = np.random.default_rng(seed)
-    rows = [_recall_sequence(rng, seq_len, vocab_size // 2, vocab_size - vocab_size // 2) for _ in range(n)]
-    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    x, y = zip(*(_recall_sequence(rng, seq_len, *args, **kw) for _ in range(n)))
+    return np.array(x), np.array(y)
+
+
+def in_context_recall(n, seq_len=128, vocab_size=16, seed=0):
+    return _recall_batch(n, seed, seq_len, vocab_size // 2, vocab_size - vocab_size // 2)
 
 
 def noisy_in_context_recall(n, seq_len=128, vocab_size=16, noise_vocab=4, noise_p=0.2, seed=0):
-    rng = np.random.default_rng(seed)
     kv = vocab_size - noise_vocab
-    rows = [_recall_sequence(rng, seq_len, kv // 2, kv - kv // 2, noise_p=noise_p, noise_base=kv, n_noise=noise_vocab)
-            for _ in range(n)]
-    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    return _recall_batch(n, seed, seq_len, kv // 2, kv - kv // 2, noise_p=noise_p, noise_base=kv, n_noise=noise_vocab)
 
 
 def fuzzy_in_context_recall(n, seq_len=128, vocab_size=16, key_len=2, val_len=2, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = [_recall_sequence(rng, seq_len, 4, vocab_size - 4, key_len=key_len, val_len=val_len) for _ in range(n)]
-    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    return _recall_batch(n, seed, seq_len, 4, vocab_size - 4, key_len=key_len, val_len=val_len)
 
 
 def selective_copying(n, seq_len=96, vocab_size=16, n_copy=8, seed=0):
@@ -114,7 +112,8 @@ def memorization(n, seq_len=32, vocab_size=256, n_facts=None, seed=0, fact_seed=
 
 
 TASKS: dict[str, Task] = {
-    "in_context_recall": Task("in_context_recall", in_context_recall, 16, 128, "recall the value of a key seen earlier"),
+    "in_context_recall": Task("in_context_recall", in_context_recall, 16, 128,
+                              "recall the value of a key seen earlier"),
     "fuzzy_recall": Task("fuzzy_recall", fuzzy_in_context_recall, 16, 128, "recall with multi-token keys and values"),
     "noisy_recall": Task("noisy_recall", noisy_in_context_recall, 16, 128, "recall with noise tokens interleaved"),
     "selective_copying": Task("selective_copying", selective_copying, 16, 96, "copy the non-blank tokens in order"),

@@ -1,6 +1,7 @@
 """Wiring specs: the YAML file format, its validation and its expansion into resolved nodes."""
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -8,40 +9,31 @@ from .errors import SpecError, SpecIssue
 from .expand import ExpandedSpec, ResolvedNode, expand_spec
 from .source import SpecSource, parse_yaml, read_source
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "wiring_specs"
+
+def _shipped_dir() -> Path:
+    return Path(str(resources.files("xlstm_metal.wiring_specs")))
 
 
 def shipped_spec_path(name: str) -> Path | None:
     """Path of a spec shipped with the package (``xlstm_tiny`` → wiring_specs/xlstm_tiny.yaml)."""
-    try:
-        from importlib import resources
-
-        candidate = resources.files("xlstm_metal.wiring_specs") / f"{name}.yaml"
-        if candidate.is_file():
-            return Path(str(candidate))
-    except (ModuleNotFoundError, FileNotFoundError):
-        pass
-    local = SHIPPED_DIR / f"{name}.yaml"
-    return local if local.is_file() else None
+    path = _shipped_dir() / f"{name}.yaml"
+    return path if path.is_file() else None
 
 
 def shipped_specs() -> list[str]:
-    try:
-        from importlib import resources
-
-        return sorted(p.name[:-5] for p in resources.files("xlstm_metal.wiring_specs").iterdir() if p.name.endswith(".yaml"))
-    except ModuleNotFoundError:
-        return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in _shipped_dir().glob("*.yaml"))
 
 
 def load_spec(spec: Any) -> ExpandedSpec:
     """Read and expand a wiring spec: a path, a shipped spec name, YAML text, or a dict."""
     if isinstance(spec, ExpandedSpec):
         return spec
-    if isinstance(spec, str) and "\n" not in spec and not spec.endswith((".yaml", ".yml")) and shipped_spec_path(spec):
-        spec = shipped_spec_path(spec)
-    elif isinstance(spec, str) and "\n" not in spec and ":" not in spec and not spec.endswith((".yaml", ".yml")):
-        raise SpecError(f"no spec file or shipped spec named '{spec}'", hint=f"shipped specs: {', '.join(shipped_specs())}; or give a path to a .yaml file")
+    if isinstance(spec, str) and "\n" not in spec and not spec.endswith((".yaml", ".yml")):
+        path = shipped_spec_path(spec)
+        if path is None and ":" not in spec:
+            raise SpecError(f"no spec file or shipped spec named '{spec}'",
+                            hint=f"shipped specs: {', '.join(shipped_specs())}; or give a path to a .yaml file")
+        spec = path or spec
     return expand_spec(read_source(spec))
 
 

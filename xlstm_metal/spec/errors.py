@@ -15,18 +15,10 @@ class SpecIssue:
     hint: str | None = None
 
     def __str__(self) -> str:
-        where = ""
-        if self.file or self.line:
-            where = f"{self.file or '<spec>'}:{self.line}: " if self.line else f"{self.file}: "
-        subject = []
-        if self.node:
-            subject.append(f"node '{self.node}'")
-        if self.field:
-            subject.append(f"field '{self.field}'")
-        text = where + (", ".join(subject) + ": " if subject else "") + self.message
-        if self.hint:
-            text += f"\n    hint: {self.hint}"
-        return text
+        where = f"{self.file or '<spec>'}:{self.line}: " if self.line else (f"{self.file}: " if self.file else "")
+        subject = ", ".join(f"{k} '{v}'" for k, v in (("node", self.node), ("field", self.field)) if v)
+        text = where + (subject + ": " if subject else "") + self.message
+        return text + (f"\n    hint: {self.hint}" if self.hint else "")
 
 
 class SpecError(ValueError):
@@ -53,12 +45,7 @@ class SpecError(ValueError):
         return f"{len(self.issues)} problems in the wiring spec:\n" + "\n".join(f"- {i}" for i in self.issues)
 
 
-def closest(word: str, candidates, n: int = 1) -> str | None:
-    """The closest known name, for 'did you mean' hints."""
-    matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=n, cutoff=0.5)
-    return matches[0] if matches else None
-
-
 def did_you_mean(word: str, candidates) -> str | None:
-    best = closest(word, candidates)
-    return f"did you mean '{best}'?" if best else None
+    """A 'did you mean' hint naming the closest known name, or None."""
+    best = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.5)
+    return f"did you mean '{best[0]}'?" if best else None

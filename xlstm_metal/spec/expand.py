@@ -1,7 +1,5 @@
-"""Expanding a spec: resolve dims, stamp ``repeat`` copies, and resolve every input to a node name.
-
-The result is a flat list of :class:`ResolvedNode` in file order; nothing here knows about MLX.
-"""
+"""Expanding a spec: resolve dims, stamp ``repeat`` copies and resolve every input to a node name, giving a
+flat list of ``ResolvedNode`` in file order."""
 from __future__ import annotations
 
 import ast
@@ -28,8 +26,6 @@ class ResolvedNode:
     kernel: str = "auto"
     chunk_size: int | None = None
     path: tuple = ()  # where the entry is in the YAML document (for line numbers)
-    group: str | None = None  # repeat name pattern this node was stamped from
-    copy_index: int | None = None
 
 
 @dataclass
@@ -43,8 +39,9 @@ class ExpandedSpec:
     source: SpecSource
     groups: dict[str, int] = field(default_factory=dict)  # repeat pattern -> copies
 
-    def issue(self, message: str, *, path: tuple = (), node: str | None = None, field: str | None = None, hint: str | None = None) -> SpecIssue:
-        return SpecIssue(message, file=self.source.file, line=self.source.line(path), node=node, field=field, hint=hint)
+    def node_issue(self, node: ResolvedNode, key: str | None, message: str, hint: str | None = None) -> SpecIssue:
+        """A ``SpecIssue`` about field ``key`` of ``node``, at its line."""
+        return self.source.issue(message, node.path + ((key,) if key else ()), node=node.name, field=key, hint=hint)
 
 
 # ---------------------------------------------------------------- dims and expressions
@@ -84,11 +81,8 @@ def _eval(node: ast.AST, env: dict[str, Any]) -> Any:
 
 
 def resolve_value(value: Any, env: dict[str, Any]) -> Any:
-    """A dim name or arithmetic over dims (``"embedding_dim // num_heads"``) → its value.
-
-    Strings that are not such expressions (``"single"``) are returned unchanged, so the block's
-    own parameter model decides whether they are valid.
-    """
+    """A dim name or arithmetic over dims (``"embedding_dim // num_heads"``) → its value; other strings
+    (``"single"``) come back unchanged, for the block's parameter model to judge."""
     if isinstance(value, list):
         return [resolve_value(v, env) for v in value]
     if not isinstance(value, str):
@@ -117,28 +111,25 @@ def _resolve_dims(raw: dict[str, Any], src: SpecSource) -> dict[str, Any]:
             try:
                 resolved = resolve_value(value, env)
             except ValueError as exc:
-                raise SpecError(str(exc), file=src.file, line=src.line(("dims", key)), field=f"dims.{key}") from None
+                raise SpecError(src.issue(str(exc), ("dims", key), field=f"dims.{key}")) from None
             if isinstance(resolved, str) and isinstance(value, str) and _mentions_unresolved(value, pending, key):
                 continue  # depends on a dim not resolved yet
             env[key] = resolved
             del pending[key]
             progressed = True
         if not progressed:
-            names = ", ".join(pending)
-            raise SpecError(
-                f"dims refer to each other in a cycle or to unknown names: {names}",
-                file=src.file, line=src.line(("dims", next(iter(pending)))), field="dims",
-                hint="every dim must be a number, a string, or arithmetic over other dims",
-            )
+            raise SpecError(src.issue(f"dims refer to each other in a cycle or to unknown names: {', '.join(pending)}",
+                                      ("dims", next(iter(pending))), field="dims",
+                                      hint="every dim must be a number, a string, or arithmetic over other dims"))
     return env
 
 
 def _mentions_unresolved(value: str, pending: dict, own: str) -> bool:
     try:
-        tree = ast.parse(value.strip(), mode="eval")
+        return any(isinstance(n, ast.Name) and n.id in pending and n.id != own
+                   for n in ast.walk(ast.parse(value.strip(), mode="eval")))
     except SyntaxError:
         return False
-    return any(isinstance(n, ast.Name) and n.id in pending and n.id != own for n in ast.walk(tree))
 
 
 # ---------------------------------------------------------------- scopes
@@ -150,7 +141,8 @@ class _Scope:
     env: dict[str, Any]
 
 
-def _validation_issues(exc: ValidationError, src: SpecSource, base: tuple, node: str | None, known: list[str]) -> list[SpecIssue]:
+def _validation_issues(exc: ValidationError, src: SpecSource, base: tuple, node: str | None,
+                       known: list[str]) -> list[SpecIssue]:
     issues = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -163,14 +155,15 @@ def _validation_issues(exc: ValidationError, src: SpecSource, base: tuple, node:
             msg = "required key is missing"
         else:
             msg = f"{err['msg']} (got {err.get('input')!r})"
-        issues.append(SpecIssue(msg, file=src.file, line=src.line(base + loc), node=node, field=fld, hint=hint))
+        issues.append(src.issue(msg, base + loc, node=node, field=fld, hint=hint))
     return issues
 
 
 def expand_spec(src: SpecSource) -> ExpandedSpec:
     data = src.data
     if not isinstance(data, dict):
-        raise SpecError("a wiring spec must be a mapping with keys name, dims, inputs, nodes, outputs", file=src.file, line=1)
+        raise SpecError("a wiring spec must be a mapping with keys name, dims, inputs, nodes, outputs",
+                        file=src.file, line=1)
     try:
         top = WiringSpecFile.model_validate(data)
     except ValidationError as exc:
@@ -184,21 +177,21 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
     issues: list[SpecIssue] = []
     seen: dict[str, tuple] = {}
 
-    def add_node(entry: dict, path: tuple, prefix: str, scope: _Scope, group: str | None, index: int | None) -> str | None:
+    def add_node(entry: dict, path: tuple, prefix: str, scope: _Scope) -> str | None:
         if not isinstance(entry, dict):
-            issues.append(SpecIssue("each node must be a mapping with name, type, inputs", file=src.file, line=src.line(path)))
+            issues.append(src.issue("each node must be a mapping with name, type, inputs", path))
             return None
         try:
             ne = NodeEntry.model_validate(entry)
         except ValidationError as exc:
-            issues.extend(_validation_issues(exc, src, path, entry.get("name") if isinstance(entry.get("name"), str) else None, list(_COMMON_FIELDS)))
+            name = entry.get("name") if isinstance(entry.get("name"), str) else None
+            issues.extend(_validation_issues(exc, src, path, name, list(_COMMON_FIELDS)))
             return None
         full = f"{prefix}{ne.name}"
         if full in seen:
-            issues.append(SpecIssue(
-                f"duplicate node name (first defined at line {src.line(seen[full])})",
-                file=src.file, line=src.line(path + ("name",)), node=full, field="name",
-                hint="node names must be unique; rename one of them"))
+            issues.append(src.issue(f"duplicate node name (first defined at line {src.line(seen[full])})",
+                                    path + ("name",), node=full, field="name",
+                                    hint="node names must be unique; rename one of them"))
             return None
         seen[full] = path
         params = {}
@@ -208,80 +201,68 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
             try:
                 params[key] = resolve_value(value, scope.env)
             except ValueError as exc:
-                issues.append(SpecIssue(str(exc), file=src.file, line=src.line(path + (key,)), node=full, field=key))
+                issues.append(src.issue(str(exc), path + (key,), node=full, field=key))
         chunk = ne.chunk_size
         if isinstance(chunk, str):
             chunk = resolve_value(chunk, scope.env)
             if not isinstance(chunk, int):
-                issues.append(SpecIssue(f"chunk_size must be an integer or a dim name, got {ne.chunk_size!r}",
-                                        file=src.file, line=src.line(path + ("chunk_size",)), node=full, field="chunk_size",
+                issues.append(src.issue(f"chunk_size must be an integer or a dim name, got {ne.chunk_size!r}",
+                                        path + ("chunk_size",), node=full, field="chunk_size",
                                         hint=did_you_mean(ne.chunk_size, scope.env)))
                 chunk = None
-        node = ResolvedNode(full, ne.type, [], params, ne.kernel, chunk, path, group, index)
+        node = ResolvedNode(full, ne.type, [], params, ne.kernel, chunk, path)
         out.nodes.append(node)
         pending_inputs.append((node, list(ne.inputs), scope))
         return full
 
-    def walk(entries: list, path: tuple, prefix: str, scope: _Scope, group: str | None, index: int | None) -> list[str]:
-        names = []
+    def walk(entries: list, path: tuple, prefix: str, scope: _Scope) -> None:
         for idx, entry in enumerate(entries):
-            p = path + (idx,)
             if isinstance(entry, dict) and "repeat" in entry:
-                last = add_repeat(entry, p, prefix, scope)
-                if last:
-                    names.append(last)
-            else:
-                name = add_node(entry, p, prefix, scope, group, index)
-                if name:
-                    names.append(name)
-                    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                        scope.local[entry["name"]] = name
-        return names
+                add_repeat(entry, path + (idx,), prefix, scope)
+            elif (name := add_node(entry, path + (idx,), prefix, scope)) and isinstance(entry.get("name"), str):
+                scope.local[entry["name"]] = name
 
-    def add_repeat(entry: dict, path: tuple, prefix: str, scope: _Scope) -> str | None:
+    def add_repeat(entry: dict, path: tuple, prefix: str, scope: _Scope) -> None:
         try:
             rep = RepeatEntry.model_validate(entry)
         except ValidationError as exc:
             issues.extend(_validation_issues(exc, src, path, None, list(RepeatEntry.model_fields)))
-            return None
+            return
         try:
             count = resolve_value(rep.repeat, scope.env)
         except ValueError:
             count = None
         if not isinstance(count, int) or isinstance(count, bool) or count < 1 or count > MAX_REPEAT:
-            issues.append(SpecIssue(f"repeat count must be a positive integer (at most {MAX_REPEAT}) or a dim name, got {rep.repeat!r}",
-                                    file=src.file, line=src.line(path + ("repeat",)), field="repeat",
+            issues.append(src.issue(f"repeat count must be a positive integer (at most {MAX_REPEAT}) or a dim name, "
+                                    f"got {rep.repeat!r}", path + ("repeat",), field="repeat",
                                     hint=did_you_mean(rep.repeat, scope.env)))
-            return None
+            return
         if "{i}" not in rep.name:
-            issues.append(SpecIssue("a repeat name must contain {i} so that copies get distinct names",
-                                    file=src.file, line=src.line(path + ("name",)), field="name",
-                                    hint=f"e.g. '{rep.name}.{{i}}'"))
-            return None
+            issues.append(src.issue("a repeat name must contain {i} so that copies get distinct names",
+                                    path + ("name",), field="name", hint=f"e.g. '{rep.name}.{{i}}'"))
+            return
         for key, values in rep.vary.items():
             if len(values) != count:
-                issues.append(SpecIssue(f"vary.{key} has {len(values)} values but repeat is {count}",
-                                        file=src.file, line=src.line(path + ("vary", key)), field=f"vary.{key}",
+                issues.append(src.issue(f"vary.{key} has {len(values)} values but repeat is {count}",
+                                        path + ("vary", key), field=f"vary.{key}",
                                         hint="give exactly one value per copy"))
-                return None
+                return
         pattern = prefix + rep.name
         out.groups[pattern] = count
         inner_names = [n.get("name") for n in rep.nodes if isinstance(n, dict)]
         output_local = rep.output or (inner_names[-1] if inner_names else None)
         if rep.output and rep.output not in inner_names:
-            issues.append(SpecIssue(f"output '{rep.output}' is not a node of this repeat",
-                                    file=src.file, line=src.line(path + ("output",)), field="output",
-                                    hint=did_you_mean(rep.output, [n for n in inner_names if n]) or f"inner nodes: {', '.join(map(str, inner_names))}"))
-            return None
+            issues.append(src.issue(f"output '{rep.output}' is not a node of this repeat", path + ("output",),
+                                    field="output", hint=did_you_mean(rep.output, [n for n in inner_names if n])
+                                    or f"inner nodes: {', '.join(map(str, inner_names))}"))
+            return
         prev_output = None
         for i in range(count):
             copy_prefix = pattern.format(i=i) + "."
             env = dict(scope.env, i=i, **{k: v[i] for k, v in rep.vary.items()})
-            bindings = {}
-            for local, ref in rep.inputs.items():
-                bindings[local] = ("outer", ref, scope) if i == 0 else ("node", prev_output)
-            copy_scope = _Scope({}, bindings, scope, env)
-            walk(rep.nodes, path + ("nodes",), copy_prefix, copy_scope, pattern, i)
+            bindings = {local: ("outer", ref, scope) if i == 0 else ("node", prev_output)
+                        for local, ref in rep.inputs.items()}
+            walk(rep.nodes, path + ("nodes",), copy_prefix, _Scope({}, bindings, scope, env))
             prev_output = copy_prefix + str(output_local)
         last_prefix = pattern.format(i=count - 1) + "."
         for local in inner_names:
@@ -290,9 +271,8 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         base = pattern.replace(".{i}", "").replace("{i}", "").strip(".")
         if base:
             aliases[base] = prev_output
-        return prev_output
 
-    walk(top.nodes, ("nodes",), "", global_scope, None, None)
+    walk(top.nodes, ("nodes",), "", global_scope)
 
     all_names = set(seen) | set(out.inputs)
 
@@ -302,13 +282,9 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                 return scope.local[ref]
             if ref in scope.bindings:
                 kind, *rest = scope.bindings[ref]
-                if kind == "node":
-                    return rest[0]
-                return resolve_ref(rest[0], rest[1])
+                return rest[0] if kind == "node" else resolve_ref(*rest)
             scope = scope.parent
-        if ref in all_names:
-            return ref
-        return aliases.get(ref)
+        return ref if ref in all_names else aliases.get(ref)
 
     for node, refs, scope in pending_inputs:
         resolved = []
@@ -320,10 +296,9 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                 while s is not None:
                     visible |= set(s.local) | set(s.bindings)
                     s = s.parent
-                issues.append(SpecIssue(
-                    f"input '{ref}' names no node or graph input",
-                    file=src.file, line=src.line(node.path + ("inputs", k)), node=node.name, field="inputs",
-                    hint=did_you_mean(ref, visible) or "inputs must name a node defined in the spec or a graph input"))
+                hint = did_you_mean(ref, visible) or "inputs must name a node defined in the spec or a graph input"
+                issues.append(src.issue(f"input '{ref}' names no node or graph input", node.path + ("inputs", k),
+                                        node=node.name, field="inputs", hint=hint))
             else:
                 resolved.append(target)
         node.inputs = resolved
@@ -331,7 +306,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
     for k, ref in enumerate(top.outputs):
         target = resolve_ref(ref, global_scope)
         if target is None:
-            issues.append(SpecIssue(f"output '{ref}' names no node", file=src.file, line=src.line(("outputs", k)), field="outputs",
+            issues.append(src.issue(f"output '{ref}' names no node", ("outputs", k), field="outputs",
                                     hint=did_you_mean(ref, set(all_names) | set(aliases))))
         else:
             out.outputs.append(target)

@@ -1,8 +1,5 @@
-"""The wiring-spec file format as pydantic models (the part common to every node).
-
-Block-specific parameters are validated later by each block's own ``Params`` model; here a node
-only needs its name, type, inputs and execution overrides.
-"""
+"""The wiring-spec file format as pydantic models: the keys common to every node (a block's own parameters
+are validated later by its ``Params`` model)."""
 from __future__ import annotations
 
 from typing import Any, Union
@@ -19,11 +16,15 @@ class NodeEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(description="Unique node name; also the parameter key prefix (e.g. backbone.blocks.0.mlstm_layer).")
+    name: str = Field(description="Unique node name; also the parameter key prefix "
+                                  "(e.g. backbone.blocks.0.mlstm_layer).")
     type: str = Field(description="Registered block type, e.g. mlstm, rms_norm, swiglu.")
-    inputs: list[str] = Field(default_factory=list, description="Names of the nodes (or graph inputs) this node reads.")
-    kernel: str = Field("auto", description="Kernel override for kernel-using blocks: auto, chunkwise, sequence, step, or a registered kernel name.")
-    chunk_size: Union[int, str, None] = Field(None, description="Chunk size override for chunkwise kernels (int or dim name).")
+    inputs: list[str] = Field(default_factory=list,
+                              description="Names of the nodes (or graph inputs) this node reads.")
+    kernel: str = Field("auto", description="Kernel override for kernel-using blocks: auto, chunkwise, sequence, "
+                                            "step, or a registered kernel name.")
+    chunk_size: Union[int, str, None] = Field(None, description="Chunk size override for chunkwise kernels "
+                                                                "(int or dim name).")
 
 
 class RepeatEntry(BaseModel):
@@ -33,14 +34,12 @@ class RepeatEntry(BaseModel):
 
     repeat: Union[int, str] = Field(description="Number of copies (int or dim name).")
     name: str = Field(description="Name pattern of a copy, containing {i}, e.g. backbone.blocks.{i}.")
-    inputs: dict[str, str] = Field(
-        default_factory=dict,
-        description="Loop-carried inputs: local name -> outer node for copy 0; copy i>0 gets copy i-1's output.",
-    )
-    output: Union[str, None] = Field(None, description="Inner node that is a copy's output (default: the last inner node).")
-    vary: dict[str, list[Scalar]] = Field(
-        default_factory=dict, description="Per-copy values usable like dims inside the copies: name -> list of length repeat."
-    )
+    inputs: dict[str, str] = Field(default_factory=dict, description="Loop-carried inputs: local name -> outer node "
+                                   "for copy 0; copy i>0 gets copy i-1's output.")
+    output: Union[str, None] = Field(None, description="Inner node that is a copy's output "
+                                                       "(default: the last inner node).")
+    vary: dict[str, list[Scalar]] = Field(default_factory=dict, description="Per-copy values usable like dims "
+                                          "inside the copies: name -> list of length repeat.")
     nodes: list[dict[str, Any]] = Field(description="The nodes of one copy (may include nested repeats).")
 
 
@@ -51,7 +50,8 @@ class WiringSpecFile(BaseModel):
 
     name: str = Field(description="Architecture name.")
     description: str = Field("", description="Free text.")
-    dims: dict[str, Scalar] = Field(default_factory=dict, description="Named dimensions and hyper-parameters, referenced by name (or simple arithmetic) in node parameters.")
+    dims: dict[str, Scalar] = Field(default_factory=dict, description="Named dimensions and hyper-parameters, "
+                                    "referenced by name (or simple arithmetic) in node parameters.")
     inputs: list[str] = Field(default_factory=lambda: ["tokens"], description="Graph inputs (token ids [B, S]).")
     nodes: list[dict[str, Any]] = Field(description="Nodes and repeat groups, in any order.")
     outputs: list[str] = Field(description="Nodes whose values the graph returns; the first one is the logits.")

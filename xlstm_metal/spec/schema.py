@@ -1,8 +1,5 @@
-"""JSON Schema of the wiring-spec format, generated from the registered blocks' parameter models.
-
-Editors (VS Code's YAML extension, for instance) use it to complete and check spec files:
-``# yaml-language-server: $schema=xlstm-spec.schema.json``.
-"""
+"""JSON Schema of the wiring-spec format, generated from the registered blocks' parameter models; editors use it
+to complete and check spec files (``# yaml-language-server: $schema=xlstm-spec.schema.json``)."""
 from __future__ import annotations
 
 import json
@@ -13,9 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from .model import NodeEntry, RepeatEntry, WiringSpecFile
 
 
-def _dim_ref(annotation: Any) -> Any:
-    """Numeric parameters may also be written as a dim name or arithmetic over dims."""
-    return Union[annotation, str]
+def _described(model: type[BaseModel], name: str, **kw) -> Any:
+    return Field(description=model.model_fields[name].description, **kw)
 
 
 def node_models() -> list[type[BaseModel]]:
@@ -24,16 +20,17 @@ def node_models() -> list[type[BaseModel]]:
     models = []
     for type_name, cls in block_types().items():
         fields: dict[str, Any] = {
-            "name": (str, Field(description=NodeEntry.model_fields["name"].description)),
+            "name": (str, _described(NodeEntry, "name")),
             "type": (Literal[type_name], Field(description=cls.summary or (cls.__doc__ or "").strip().split("\n")[0])),
-            "inputs": (list[str], Field(default_factory=list, description=NodeEntry.model_fields["inputs"].description)),
+            "inputs": (list[str], _described(NodeEntry, "inputs", default_factory=list)),
         }
         if cls.kernel_family:
-            fields["kernel"] = (str, Field("auto", description=NodeEntry.model_fields["kernel"].description))
-            fields["chunk_size"] = (Optional[Union[int, str]], Field(None, description=NodeEntry.model_fields["chunk_size"].description))
+            fields["kernel"] = (str, _described(NodeEntry, "kernel", default="auto"))
+            fields["chunk_size"] = (Optional[Union[int, str]], _described(NodeEntry, "chunk_size", default=None))
         for fname, info in cls.Params.model_fields.items():
             default = info.default if not info.is_required() else ...
-            fields[fname] = (_dim_ref(info.annotation), Field(default, description=info.description))
+            # numeric parameters may also be written as a dim name or arithmetic over dims
+            fields[fname] = (Union[info.annotation, str], Field(default, description=info.description))
         models.append(create_model(f"Node_{type_name}", __config__=ConfigDict(extra="forbid"), **fields))
     return models
 
@@ -42,11 +39,11 @@ def spec_json_schema() -> dict[str, Any]:
     nodes = node_models()
     node_union = Union[tuple(nodes)] if nodes else dict  # type: ignore[valid-type]
     repeat = create_model("Repeat", __config__=ConfigDict(extra="forbid"),
-                          **{k: (Any if k == "nodes" else v.annotation, v) for k, v in RepeatEntry.model_fields.items() if k != "nodes"},
-                          nodes=(list[Union[node_union, dict]], Field(description=RepeatEntry.model_fields["nodes"].description)))
+                          **{k: (v.annotation, v) for k, v in RepeatEntry.model_fields.items() if k != "nodes"},
+                          nodes=(list[Union[node_union, dict]], _described(RepeatEntry, "nodes")))
     top = create_model("WiringSpec", __config__=ConfigDict(extra="forbid", title="xlstm_metal wiring spec"),
                        **{k: (v.annotation, v) for k, v in WiringSpecFile.model_fields.items() if k != "nodes"},
-                       nodes=(list[Union[repeat, node_union]], Field(description=WiringSpecFile.model_fields["nodes"].description)))
+                       nodes=(list[Union[repeat, node_union]], _described(WiringSpecFile, "nodes")))
     schema = top.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema

@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
+from .errors import SpecError, SpecIssue
+
 
 @dataclass
 class SpecSource:
@@ -20,20 +21,19 @@ class SpecSource:
     def line(self, path: tuple) -> int | None:
         """Line of ``path`` or of its closest ancestor that has one."""
         path = tuple(path)
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get((), None)
+        return next((self.lines[path[:k]] for k in range(len(path), -1, -1) if path[:k] in self.lines), None)
+
+    def issue(self, message: str, path: tuple = (), **where) -> SpecIssue:
+        """A ``SpecIssue`` in this file at the line of ``path`` (``where``: node, field, hint)."""
+        return SpecIssue(message, file=self.file, line=self.line(path), **where)
 
 
 def _index_lines(node: yaml.Node, path: tuple, out: dict) -> None:
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = key_node.value
-            out[path + (key,)] = key_node.start_mark.line + 1  # a key's own line, not its value's
-            _index_lines(value_node, path + (key,), out)
+            out[path + (key_node.value,)] = key_node.start_mark.line + 1  # a key's own line, not its value's
+            _index_lines(value_node, path + (key_node.value,), out)
     elif isinstance(node, yaml.SequenceNode):
         for idx, item in enumerate(node.value):
             _index_lines(item, path + (idx,), out)
@@ -49,12 +49,8 @@ def parse_yaml(text: str, file: str | None = None) -> SpecSource:
         if line is None and isinstance(getattr(exc, "position", None), int):  # reader errors: bad characters
             line = text[: exc.position].count("\n") + 1
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
-        raise SpecError(
-            f"not valid YAML: {problem}",
-            file=file,
-            line=line,
-            hint="check indentation, colons and brackets around this line",
-        ) from None
+        raise SpecError(f"not valid YAML: {problem}", file=file, line=line,
+                        hint="check indentation, colons and brackets around this line") from None
     lines: dict = {}
     if root is not None:
         _index_lines(root, (), lines)
@@ -67,10 +63,12 @@ def read_source(spec: Any) -> SpecSource:
         return spec
     if isinstance(spec, dict):
         return SpecSource(spec, None, {})
-    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.strip().endswith((".yaml", ".yml"))):
+    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec
+                                  and spec.strip().endswith((".yaml", ".yml"))):
         path = Path(spec)
         if not path.exists():
-            raise SpecError(f"spec file not found: {path}", file=str(path), hint="check the path, or pass a shipped spec name such as 'xlstm_tiny'")
+            raise SpecError(f"spec file not found: {path}", file=str(path),
+                            hint="check the path, or pass a shipped spec name such as 'xlstm_tiny'")
         return parse_yaml(path.read_text(encoding="utf-8"), str(path))
     if isinstance(spec, str):
         return parse_yaml(spec, None)

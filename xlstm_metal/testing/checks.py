@@ -1,9 +1,6 @@
-"""Parity checks for any architecture: the prefill path and the decode path must compute the same function.
-
-Each check builds deterministic random inputs from a seed, runs two paths that must agree
-(chunkwise prefill vs token-by-token decoding, one prefill vs a segmented one, a padded batch vs
-each row alone) and reports the worst difference. ``assert_*`` raise with a readable table;
-``verify`` runs them all for ``xlstm-metal verify``.
+"""Parity checks for any architecture: on seeded random inputs, two paths that must agree (chunkwise prefill vs
+token-by-token decoding, one prefill vs a split one, a padded batch vs each row alone) and their worst difference.
+``assert_*`` raise with a readable table; ``verify`` runs them all for ``xlstm-metal verify``.
 """
 from __future__ import annotations
 
@@ -12,6 +9,8 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+
+from ..graph import format_table
 
 DEFAULT_RTOL = 2e-5  # float32, whole model: relative to the largest |logit| (or state entry)
 
@@ -37,13 +36,11 @@ class VerifyReport:
 
     def __str__(self) -> str:
         rows = [("check", "result", "worst abs", "worst rel", "tolerance", "detail")]
-        for r in self.results:
-            rows.append((r.name, "pass" if r.passed else "FAIL", f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.rtol:.0e}", r.detail))
-        widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]))]
-        lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        rows += [(r.name, "pass" if r.passed else "FAIL", f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.rtol:.0e}",
+                  r.detail) for r in self.results]
         verdict = "PASSED" if self.passed else "FAILED"
-        return f"verify {self.spec}: {verdict} ({sum(r.passed for r in self.results)}/{len(self.results)} checks)\n" + "\n".join(lines)
+        passed = sum(r.passed for r in self.results)
+        return f"verify {self.spec}: {verdict} ({passed}/{len(self.results)} checks)\n" + format_table(rows)
 
 
 def as_runner(spec_or_runner: Any, *, seed: int = 0, dtype: str = "float32"):
@@ -93,28 +90,23 @@ def _compare(name, pairs, rtol, detail="") -> CheckResult:
 
 def _with_overrides(runner, kernel: str | None, chunk_size: int | None):
     """Overrides that force every kernel-using node onto one form / chunk size."""
-    over = {}
-    for n in runner.graph.compute_nodes():
-        if runner.graph.node(n)["block_cls"].kernel_family:
-            o = {}
-            if kernel:
-                o["kernel"] = kernel
-            if chunk_size:
-                o["chunk_size"] = chunk_size
-            over[n] = o
-    return over
+    o = {k: v for k, v in (("kernel", kernel), ("chunk_size", chunk_size)) if v}
+    g = runner.graph
+    return {n: dict(o) for n in g.compute_nodes() if g.node(n)["block_cls"].kernel_family}
 
 
 def decode_token_by_token(runner, tokens: mx.array, state=None):
+    """Feed ``tokens [B, S]`` one at a time: logits ``[B, S, V]`` (None for S = 0) and the final state."""
     logits = []
     for t in range(tokens.shape[1]):
         lg, state = runner(tokens[:, t:t + 1], state)
         logits.append(lg)
-    return mx.concatenate(logits, axis=1), state
+    return (mx.concatenate(logits, axis=1) if logits else None), state
 
 
 def check_chunkwise_matches_step(spec_or_runner, *, batch: int = 2, seq_len: int = 37, chunk_sizes=(1, 5, 16, 64),
-                                 seed: int = 0, rtol: float = DEFAULT_RTOL, with_initial_state: bool = True) -> list[CheckResult]:
+                                 seed: int = 0, rtol: float = DEFAULT_RTOL,
+                                 with_initial_state: bool = True) -> list[CheckResult]:
     runner = as_runner(spec_or_runner, seed=seed)
     tokens = random_tokens(runner, batch, seq_len, seed)
     start = None
@@ -129,8 +121,8 @@ def check_chunkwise_matches_step(spec_or_runner, *, batch: int = 2, seq_len: int
                 runner.set_overrides(_with_overrides(runner, kernel, L))
                 logits, state = runner(tokens, start)
                 label = f"{kernel}{'' if L is None else f' L={L}'} == step"
-                results.append(_compare(label, [(logits, step_logits)] + list(zip(state.arrays(), step_state.arrays())),
-                                        rtol, f"B={batch} S={seq_len} seed={seed}"))
+                pairs = [(logits, step_logits)] + list(zip(state.arrays(), step_state.arrays()))
+                results.append(_compare(label, pairs, rtol, f"B={batch} S={seq_len} seed={seed}"))
     finally:
         runner.set_overrides(saved)
     return results
@@ -153,8 +145,8 @@ def check_state_passing(spec_or_runner, *, batch: int = 2, seq_len: int = 40, sp
     return results
 
 
-def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0, seed: int = 0, decode_steps: int = 3,
-                             rtol: float = DEFAULT_RTOL) -> list[CheckResult]:
+def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0, seed: int = 0,
+                             decode_steps: int = 3, rtol: float = DEFAULT_RTOL) -> list[CheckResult]:
     """Left-pad rows of different lengths into one batch (with a mask): each row's logits, and its
     logits while decoding on from the batch's state, equal that row run alone. Raw states are
     compared too where their layout does not depend on length (not for a KV cache)."""
@@ -166,10 +158,7 @@ def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0
     mask = mx.array(np.array([[False] * (S - n) + [True] * n for n in lengths]))
     logits, state = runner(batch, mask=mask)
     nxt = random_tokens(runner, len(lengths), decode_steps, seed + 99)
-    decoded, st = [], state
-    for t in range(decode_steps):
-        lg, st = runner(nxt[:, t:t + 1], st)
-        decoded.append(lg)
+    decoded, _ = decode_token_by_token(runner, nxt, state)
     fixed = all(runner.graph.node(n)["block_cls"].fixed_size_state for n in runner.graph.stateful_nodes())
     pairs = []
     for k, (r, n) in enumerate(zip(rows, lengths)):
@@ -177,52 +166,44 @@ def check_padding_invariance(spec_or_runner, *, lengths=(5, 12), pad_id: int = 0
         pairs.append((logits[k:k + 1, S - n:], alone))
         if fixed:
             pairs.extend(zip(state.select([k]).arrays(), st_alone.arrays()))
-        for t in range(decode_steps):
-            lg, st_alone = runner(nxt[k:k + 1, t:t + 1], st_alone)
-            pairs.append((decoded[t][k:k + 1], lg))
+        alone_decoded, _ = decode_token_by_token(runner, nxt[k:k + 1], st_alone)
+        pairs += [(decoded[k:k + 1, t:t + 1], alone_decoded[:, t:t + 1]) for t in range(decode_steps)]
     return [_compare("left-padded batch == each row alone", pairs, rtol, f"lengths={list(lengths)} seed={seed}")]
 
 
-def _raise_if_failed(results: list[CheckResult], spec: str) -> None:
-    report = VerifyReport(spec, results)
+def _raise_if_failed(results: list[CheckResult], spec_or_runner) -> list[CheckResult]:
+    g = getattr(spec_or_runner, "graph", None)
+    report = VerifyReport(g.name if g is not None else str(spec_or_runner)[:60], results)
     if not report.passed:
         raise AssertionError(str(report))
+    return results
 
 
 def assert_chunkwise_matches_step(spec_or_runner, **kw) -> list[CheckResult]:
     """Chunkwise (any chunk size) and sequence prefill equal token-by-token decoding: logits and final state."""
-    results = check_chunkwise_matches_step(spec_or_runner, **kw)
-    _raise_if_failed(results, _name(spec_or_runner))
-    return results
+    return _raise_if_failed(check_chunkwise_matches_step(spec_or_runner, **kw), spec_or_runner)
 
 
 def assert_state_passing(spec_or_runner, **kw) -> list[CheckResult]:
     """Splitting a prompt anywhere and carrying the state equals one prefill."""
-    results = check_state_passing(spec_or_runner, **kw)
-    _raise_if_failed(results, _name(spec_or_runner))
-    return results
+    return _raise_if_failed(check_state_passing(spec_or_runner, **kw), spec_or_runner)
 
 
 def assert_padding_invariance(spec_or_runner, **kw) -> list[CheckResult]:
     """Left padding with a mask changes nothing: each row of a padded batch equals that row alone."""
-    results = check_padding_invariance(spec_or_runner, **kw)
-    _raise_if_failed(results, _name(spec_or_runner))
-    return results
+    return _raise_if_failed(check_padding_invariance(spec_or_runner, **kw), spec_or_runner)
 
 
-def _name(spec_or_runner) -> str:
-    g = getattr(spec_or_runner, "graph", None)
-    return g.name if g is not None else str(spec_or_runner)[:60]
-
-
-def verify(spec_or_runner, *, seeds=(0, 1), seq_len: int = 37, chunk_sizes=(1, 5, 16, 64), rtol: float = DEFAULT_RTOL) -> VerifyReport:
+def verify(spec_or_runner, *, seeds=(0, 1), seq_len: int = 37, chunk_sizes=(1, 5, 16, 64),
+           rtol: float = DEFAULT_RTOL) -> VerifyReport:
     """All parity checks on one architecture (what ``xlstm-metal verify SPEC`` runs)."""
     results: list[CheckResult] = []
     name = None
     for seed in seeds:  # each seed: fresh random weights (for a spec) and fresh inputs
         runner = as_runner(spec_or_runner, seed=seed)
         name = runner.graph.name
-        results += check_chunkwise_matches_step(runner, seq_len=seq_len, chunk_sizes=chunk_sizes, seed=seed, rtol=rtol)
+        results += check_chunkwise_matches_step(runner, seq_len=seq_len, chunk_sizes=chunk_sizes, seed=seed,
+                                                rtol=rtol)
         results += check_state_passing(runner, seq_len=seq_len + 3, seed=seed, rtol=rtol)
         results += check_padding_invariance(runner, seed=seed, rtol=rtol)
     return VerifyReport(name or "?", results)

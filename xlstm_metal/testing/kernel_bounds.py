@@ -1,12 +1,9 @@
-"""How close an mLSTM kernel must come to the float64 recurrence: the bounds the property suite and the
-emulated fused kernels' tests apply.
+"""How close an mLSTM kernel must come to the float64 recurrence (the property suite's and kernel tests' bounds).
 
-float32: max |kernel - float64 reference| <= rtol * max(1, max |reference|). Where the inputs are so
-ill-conditioned (|q·n| tiny against its terms, gates at the cap) that float32 itself cannot reach that,
-the bound becomes 10x the "float32 floor": the larger of the error of a plain float32 loop of the
-recurrence and the change that perturbing the inputs by a few float32 ulps causes in exact arithmetic.
-On a GPU, MLX's CUDA/Metal backends evaluate exp/log with fast approximations (relative error ~1e-6 that
-grows with |x| up to the gate cap of 15): there the float32 bound is 1e-4.
+float32: max |kernel - float64 reference| <= rtol * max(1, max |reference|). Where inputs are so ill-conditioned
+(|q·n| tiny against its terms, gates at the cap) that float32 itself cannot reach that, the bound is 10x the
+"float32 floor": the larger of a plain float32 loop's error and the change a few-ulp input perturbation causes in
+exact arithmetic. On a GPU, exp/log are fast approximations (error ~1e-6 growing with |x|): the bound is 1e-4.
 """
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ from ..kernels.mlstm.reference import mlstm_reference
 F32_RTOL = {"cpu": 1e-5, "gpu": 1e-4}
 FLOOR_FACTOR = 10
 BF16_RTOL = 1e-2  # bf16 inputs: output rounding (2^-8 of the largest output) plus float32 math
-BF16_JITTER = 2.0**-8  # a kernel whose inner products take bfloat16 operands perturbs them by up to half of this
+BF16_JITTER = 2.0**-8  # bfloat16 operands of inner products are perturbed by up to half of this
 
 
 def run_kernel(fn, arrays, chunk, dtype=mx.float32):
@@ -52,8 +49,8 @@ def float32_floor(arrays, h_ref, st_ref, rtol: float):
 
 def bfloat16_floor(arrays, h_ref, st_ref, rtol: float = BF16_RTOL):
     """Tolerances (h, [C, n, m]) for a kernel whose inner products take bfloat16 operands (``math_dtype``
-    "bfloat16"): ``rtol``, or 10x the change that moving q, k, v and the incoming state by ~1 bfloat16 ulp causes
-    in exact arithmetic: where |q·n| is small against its terms, that is what rounding operands to 8 bits does."""
+    "bfloat16"): ``rtol``, or 10x the change that moving q, k, v and the incoming state by ~1 bfloat16 ulp
+    causes in exact arithmetic (what rounding operands to 8 bits does where |q·n| is small)."""
     q, k, v, i, f, state, mask = arrays
     rng = np.random.default_rng(1)
     h_floor, st_floor = 0.0, [0.0, 0.0, 0.0]
@@ -68,13 +65,16 @@ def bfloat16_floor(arrays, h_ref, st_ref, rtol: float = BF16_RTOL):
 
 def bfloat16_rounded(arrays):
     """``arrays`` with q, k, v, i, f rounded to bfloat16 (what a kernel given bfloat16 inputs sees)."""
-    rnd = lambda a: np.array(mx.array(np.asarray(a, np.float32)).astype(mx.bfloat16).astype(mx.float32), np.float64)  # noqa: E731
+    def rnd(a):
+        return np.array(mx.array(np.asarray(a, np.float32)).astype(mx.bfloat16).astype(mx.float32), np.float64)
+
     return (*[rnd(a) for a in arrays[:5]], *arrays[5:])
 
 
 def expected_bfloat16(arrays, math_dtype: str, f32_rtol: float):
     """The float64 reference on ``arrays`` (already bfloat16-rounded) and the bounds ``[h, C, n, m]`` for a kernel
-    given bfloat16 inputs: float32 math (``max(BF16_RTOL, float32 floor)``), or bfloat16 operands (``bfloat16_floor``)."""
+    given bfloat16 inputs: float32 math (``max(BF16_RTOL, float32 floor)``) or bfloat16 operands (``bfloat16_floor``).
+    """
     h_ref, st_ref = mlstm_reference(*arrays[:5], arrays[5], mask=arrays[6])
     if math_dtype == "bfloat16":
         tol, st_tol = bfloat16_floor(arrays, h_ref, st_ref)
@@ -85,17 +85,17 @@ def expected_bfloat16(arrays, math_dtype: str, f32_rtol: float):
 
 
 def expected(arrays, rtol: float):
-    """The float64 reference ``(h, (C, n, m))`` for these inputs and the bounds ``[h, C, n, m]`` a float32 kernel
-    must meet: computed once per input set, however many kernels are checked against it."""
+    """The float64 reference ``(h, (C, n, m))`` and the bounds ``[h, C, n, m]`` a float32 kernel must meet on these
+    inputs (computed once per input set, however many kernels are checked against it)."""
     h_ref, st_ref = mlstm_reference(*arrays[:5], arrays[5], mask=arrays[6])
     tol, st_tol = float32_floor(arrays, h_ref, st_ref, rtol)
     return h_ref, st_ref, [tol, *st_tol]
 
 
-def parity_errors(fn, arrays, chunk, rtol: float, reference=None, dtype=mx.float32) -> tuple[bool, list[float], list[float]]:
-    """Whether ``fn`` meets the bound on these inputs, its errors (h, C, n, m) and their bounds;
-    ``reference`` is ``expected(arrays, rtol)`` (or ``expected_bfloat16``) when the caller already has it;
-    ``dtype`` is what q, k, v, i, f are given to the kernel as."""
+def parity_errors(fn, arrays, chunk, rtol: float, reference=None,
+                  dtype=mx.float32) -> tuple[bool, list[float], list[float]]:
+    """Whether ``fn`` meets the bound on these inputs, its errors (h, C, n, m) and their bounds; ``reference`` is
+    ``expected(arrays, rtol)`` (or ``expected_bfloat16``) if already computed; ``dtype``: q, k, v, i, f's dtype."""
     h_ref, st_ref, tols = reference or expected(arrays, rtol)
     h, st = run_kernel(fn, arrays, chunk, dtype)
     errs = [worst(h, h_ref)] + [worst(a, b) for a, b in zip(st, st_ref)]

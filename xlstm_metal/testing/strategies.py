@@ -1,7 +1,6 @@
 """Hypothesis strategies: mLSTM kernel inputs, valid wiring specs, and invalid (mutated) specs.
 
-Values are generated from a drawn seed with numpy, so a shrunk counterexample prints as a few
-small numbers (shapes, seed) that reproduce it exactly.
+Kernel inputs come from a drawn seed with numpy, so a shrunk counterexample is a few numbers that reproduce it.
 """
 from __future__ import annotations
 
@@ -43,7 +42,8 @@ class MLSTMCase:
             i, f = rng.normal(size=(B, NH, S)) - 5, rng.normal(size=(B, NH, S)) - 6
         state = None
         if self.with_state:
-            state = (rng.normal(size=(B, NH, self.dk, self.dv)), rng.normal(size=(B, NH, self.dk)), rng.normal(size=(B, NH)) * 3)
+            state = (rng.normal(size=(B, NH, self.dk, self.dv)), rng.normal(size=(B, NH, self.dk)),
+                     rng.normal(size=(B, NH)) * 3)
         mask = None
         if self.with_mask:
             mask = rng.random((B, S)) > 0.3
@@ -53,18 +53,20 @@ class MLSTMCase:
                 None if state is None else tuple(to32(a) for a in state), mask)
 
     def __repr__(self) -> str:
-        return (f"MLSTMCase(B={self.batch}, NH={self.heads}, S={self.seq_len}, DK={self.dk}, DV={self.dv}, seed={self.seed}, "
-                f"gates={self.gate_style}, state={self.with_state}, mask={self.with_mask}, dtype={self.dtype})")
+        return (f"MLSTMCase(B={self.batch}, NH={self.heads}, S={self.seq_len}, DK={self.dk}, DV={self.dv}, "
+                f"seed={self.seed}, gates={self.gate_style}, state={self.with_state}, mask={self.with_mask}, "
+                f"dtype={self.dtype})")
 
 
 @st.composite
-def mlstm_inputs(draw, max_batch: int = 2, max_heads: int = 3, max_dk: int = 16, max_dv: int = 16, max_len: int = 300,
-                 dtypes=("float32",), masks: bool = True) -> MLSTMCase:
+def mlstm_inputs(draw, max_batch: int = 2, max_heads: int = 3, max_dk: int = 16, max_dv: int = 16,
+                 max_len: int = 300, dtypes=("float32",), masks: bool = True) -> MLSTMCase:
     return MLSTMCase(
         batch=draw(st.integers(1, max_batch)), heads=draw(st.integers(1, max_heads)),
         seq_len=draw(st.integers(1, max_len)), dk=draw(st.integers(1, max_dk)), dv=draw(st.integers(1, max_dv)),
         seed=draw(st.integers(0, 2**31 - 1)), gate_style=draw(st.sampled_from(["normal", "extreme", "forgetful"])),
-        with_state=draw(st.booleans()), with_mask=masks and draw(st.booleans()), dtype=draw(st.sampled_from(list(dtypes))))
+        with_state=draw(st.booleans()), with_mask=masks and draw(st.booleans()),
+        dtype=draw(st.sampled_from(list(dtypes))))
 
 
 def chunk_sizes(max_size: int = 256):
@@ -75,6 +77,10 @@ def chunk_sizes(max_size: int = 256):
 BLOCK_PATTERNS = ("prenorm", "parallel", "mlstm_only", "ffn_only", "skip_two", "attention", "slstm", "conv_mlp")
 
 
+def _node(name: str, type_: str, inputs: list[str], **params) -> dict[str, Any]:
+    return {"name": name, "type": type_, "inputs": inputs, **params}
+
+
 @st.composite
 def wiring_specs(draw, max_depth: int = 3, dims=(8, 12, 16, 24), max_vocab: int = 40, patterns=BLOCK_PATTERNS,
                  use_repeat: bool | None = None) -> dict[str, Any]:
@@ -82,58 +88,55 @@ def wiring_specs(draw, max_depth: int = 3, dims=(8, 12, 16, 24), max_vocab: int 
     d = draw(st.sampled_from(list(dims)))
     vocab = draw(st.integers(5, max_vocab))
     depth = draw(st.integers(1, max_depth))
-    nodes: list[dict[str, Any]] = [{"name": "emb", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab", "dim": "d"}]
+    nodes = [_node("emb", "embedding", ["tokens"], num_embeddings="vocab", dim="d")]
     if use_repeat is None:
         use_repeat = draw(st.booleans())
+    modes = st.sampled_from(["single", "fused"])
 
     def mlstm_node(name, inp):
         qk = draw(st.sampled_from([0.5, 1.0]))
         v = draw(st.sampled_from([0.5, 1.0, 2.0]))
         common = [h for h in range(1, 9) if int(d * qk) % h == 0 and int(d * v) % h == 0]
-        return {"name": name, "type": "mlstm", "inputs": [inp], "num_heads": draw(st.sampled_from(common)),
-                "qk_dim_factor": qk, "v_dim_factor": v, "chunk_size": draw(st.integers(1, 24)),
-                "gate_soft_cap": draw(st.sampled_from([15.0, 5.0, None])), "weight_mode": draw(st.sampled_from(["single", "fused"]))}
+        return _node(name, "mlstm", [inp], num_heads=draw(st.sampled_from(common)), qk_dim_factor=qk,
+                     v_dim_factor=v, chunk_size=draw(st.integers(1, 24)),
+                     gate_soft_cap=draw(st.sampled_from([15.0, 5.0, None])), weight_mode=draw(modes))
 
     def ffn_node(name, inp):
-        return {"name": name, "type": "swiglu", "inputs": [inp], "proj_factor": draw(st.sampled_from([1.0, 1.5, 2.667])),
-                "round_up_to": draw(st.sampled_from([4, 8, 16])), "weight_mode": draw(st.sampled_from(["single", "fused"]))}
+        return _node(name, "swiglu", [inp], proj_factor=draw(st.sampled_from([1.0, 1.5, 2.667])),
+                     round_up_to=draw(st.sampled_from([4, 8, 16])), weight_mode=draw(modes))
 
-    def block(prefix, x):
+    def block(p, x):
         pattern = draw(st.sampled_from(list(patterns)))
-        p = prefix
+
+        def residual(*body, norm="rms_norm", **norm_params):  # x + body(norm(x))
+            return [_node(f"{p}n", norm, [x], **norm_params), *body, _node(f"{p}out", "add", [x, body[-1]["name"]])]
+
         if pattern == "prenorm":
-            return [{"name": f"{p}n1", "type": "rms_norm", "inputs": [x]}, mlstm_node(f"{p}m", f"{p}n1"),
-                    {"name": f"{p}r1", "type": "add", "inputs": [x, f"{p}m"]},
-                    {"name": f"{p}n2", "type": "rms_norm", "inputs": [f"{p}r1"]}, ffn_node(f"{p}f", f"{p}n2"),
-                    {"name": f"{p}out", "type": "add", "inputs": [f"{p}r1", f"{p}f"]}]
+            return [_node(f"{p}n1", "rms_norm", [x]), mlstm_node(f"{p}m", f"{p}n1"),
+                    _node(f"{p}r1", "add", [x, f"{p}m"]), _node(f"{p}n2", "rms_norm", [f"{p}r1"]),
+                    ffn_node(f"{p}f", f"{p}n2"), _node(f"{p}out", "add", [f"{p}r1", f"{p}f"])]
         if pattern == "parallel":
-            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, mlstm_node(f"{p}m", f"{p}n"), ffn_node(f"{p}f", f"{p}n"),
-                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}m", f"{p}f"]}]
+            return [_node(f"{p}n", "rms_norm", [x]), mlstm_node(f"{p}m", f"{p}n"), ffn_node(f"{p}f", f"{p}n"),
+                    _node(f"{p}out", "add", [x, f"{p}m", f"{p}f"])]
         if pattern == "mlstm_only":
-            return [{"name": f"{p}n", "type": "multihead_layer_norm", "inputs": [x], "num_heads": 2 if d % 2 == 0 else 1},
-                    mlstm_node(f"{p}m", f"{p}n"), {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}m"]}]
+            return residual(mlstm_node(f"{p}m", f"{p}n"), norm="multihead_layer_norm",
+                            num_heads=2 if d % 2 == 0 else 1)
         if pattern == "ffn_only":
-            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, ffn_node(f"{p}f", f"{p}n"),
-                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}f"]}]
+            return residual(ffn_node(f"{p}f", f"{p}n"))
         heads = draw(st.sampled_from([h for h in (1, 2, 4) if d % h == 0]))
         if pattern == "attention":
-            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]},
-                    {"name": f"{p}a", "type": "attention", "inputs": [f"{p}n"], "num_heads": heads,
-                     "window": draw(st.sampled_from([None, 3, 8])), "rope_theta": draw(st.sampled_from([10000.0, None]))},
-                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}a"]}]
+            return residual(_node(f"{p}a", "attention", [f"{p}n"], num_heads=heads,
+                                  window=draw(st.sampled_from([None, 3, 8])),
+                                  rope_theta=draw(st.sampled_from([10000.0, None]))))
         if pattern == "slstm":
-            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]},
-                    {"name": f"{p}s", "type": "slstm", "inputs": [f"{p}n"], "num_heads": heads},
-                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}s"]}]
+            return residual(_node(f"{p}s", "slstm", [f"{p}n"], num_heads=heads))
         if pattern == "conv_mlp":
-            return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]},
-                    {"name": f"{p}c", "type": "causal_conv1d", "inputs": [f"{p}n"], "kernel_size": draw(st.integers(1, 4))},
-                    {"name": f"{p}g", "type": "gated_mlp", "inputs": [f"{p}c"], "activation": draw(st.sampled_from(["gelu", "relu", "silu"])),
-                     "proj_factor": 2.0, "round_up_to": 4},
-                    {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}g"]}]
+            return residual(_node(f"{p}c", "causal_conv1d", [f"{p}n"], kernel_size=draw(st.integers(1, 4))),
+                            _node(f"{p}g", "gated_mlp", [f"{p}c"],
+                                  activation=draw(st.sampled_from(["gelu", "relu", "silu"])),
+                                  proj_factor=2.0, round_up_to=4))
         # skip_two: two stacked mLSTMs, the residual skips both
-        return [{"name": f"{p}n", "type": "rms_norm", "inputs": [x]}, mlstm_node(f"{p}m1", f"{p}n"), mlstm_node(f"{p}m2", f"{p}m1"),
-                {"name": f"{p}out", "type": "add", "inputs": [x, f"{p}m2"]}]
+        return residual(mlstm_node(f"{p}m1", f"{p}n"), mlstm_node(f"{p}m2", f"{p}m1"))
 
     last = "emb"
     if use_repeat:
@@ -145,22 +148,16 @@ def wiring_specs(draw, max_depth: int = 3, dims=(8, 12, 16, 24), max_vocab: int 
             nodes += block(f"b{b}.", last)
             last = f"b{b}.out"
     if draw(st.booleans()):
-        nodes.append({"name": "out_norm", "type": "rms_norm", "inputs": [last]})
+        nodes.append(_node("out_norm", "rms_norm", [last]))
         last = "out_norm"
-    nodes.append({"name": "lm_head", "type": "lm_head", "inputs": [last], "vocab_size": "vocab",
-                  "soft_cap": draw(st.sampled_from([30.0, None]))})
-    return {"name": "drawn", "dims": {"d": d, "vocab": vocab}, "inputs": ["tokens"], "nodes": nodes, "outputs": ["lm_head"]}
+    nodes.append(_node("lm_head", "lm_head", [last], vocab_size="vocab", soft_cap=draw(st.sampled_from([30.0, None]))))
+    return {"name": "drawn", "dims": {"d": d, "vocab": vocab}, "inputs": ["tokens"], "nodes": nodes,
+            "outputs": ["lm_head"]}
 
 
 # ----------------------------------------------------------------------------- invalid specs
 def _flat_nodes(spec):
-    out = []
-    for n in spec["nodes"]:
-        if "repeat" in n:
-            out.extend(n["nodes"])
-        else:
-            out.append(n)
-    return out
+    return [m for n in spec["nodes"] for m in (n["nodes"] if "repeat" in n else [n])]
 
 
 MUTATIONS = ("dangling_input", "cycle", "wrong_type", "bad_heads", "unknown_block", "unknown_param", "missing_param",
@@ -221,14 +218,15 @@ def invalid_specs(draw, base=None, mutations=MUTATIONS):
     elif kind == "not_a_mapping":
         return draw(st.sampled_from([[], [1, 2], "just text", 42, None, {"nodes": "x"}])), kind
     elif kind == "bad_repeat":
-        spec["nodes"].insert(1, {"repeat": draw(st.sampled_from([0, -1, "nope", 1.5, 10**9])), "name": "r.{i}", "nodes": []})
+        repeat = draw(st.sampled_from([0, -1, "nope", 1.5, 10**9]))
+        spec["nodes"].insert(1, {"repeat": repeat, "name": "r.{i}", "nodes": []})
     elif kind == "width_mismatch":
-        spec["nodes"].insert(1, {"name": "other", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab",
-                                 "dim": spec["dims"]["d"] + 4})
+        other = _node("other", "embedding", ["tokens"], num_embeddings="vocab", dim=spec["dims"]["d"] + 4)
+        spec["nodes"].insert(1, other)
         adds = [n for n in nodes if n["type"] == "add"]
         target = pick(adds) if adds else nodes[-1]
         target["inputs"] = ["other"] + target["inputs"][1:] if target["type"] == "add" else ["other"]
         if target["type"] != "add":  # lm_head then reads a d+4 input: fine, so break an add we insert
-            spec["nodes"].append({"name": "mismatch", "type": "add", "inputs": ["other", "emb"]})
+            spec["nodes"].append(_node("mismatch", "add", ["other", "emb"]))
             spec["outputs"].append("mismatch")
     return spec, kind

@@ -1,7 +1,6 @@
 """Training data: text files → a token stream → deterministic batches.
 
-Batch ``t`` is a pure function of (seed, t), so an interrupted run resumed at step t sees exactly
-the batches an uninterrupted run would have seen.
+Batch ``t`` is a pure function of (seed, t), so a run resumed at step t sees the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -10,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
+TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".json")  # what a directory given as data contributes
+EOS = "<|endoftext|>"  # the end-of-text token of a tokenizer trained here
+
 
 def expand_files(patterns: list[str]) -> list[Path]:
     files: list[Path] = []
     for pat in patterns:
         p = Path(pat)
         if p.is_dir():
-            files += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".py", ".txt", ".md", ".rst", ".json"))
+            files += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in TEXT_SUFFIXES)
         else:
             files += sorted(Path(f) for f in glob.glob(pat, recursive=True) if Path(f).is_file())
     if not files:
@@ -38,27 +40,22 @@ def read_texts(files: list[Path], max_bytes: int | None = None) -> list[str]:
     return texts
 
 
-def train_bpe_tokenizer(texts: list[str], vocab_size: int, out_path: Path | None = None, eos: str = "<|endoftext|>"):
+def train_bpe_tokenizer(texts: list[str], vocab_size: int):
     """A byte-level BPE tokenizer (GPT-2 style) trained on ``texts``; id 0 is the end-of-text token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[eos], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
-    if out_path is not None:
-        tok.save(str(out_path))
     return tok
 
 
 def encode_texts(tokenizer, texts: list[str], eos_id: int) -> np.ndarray:
-    ids: list[int] = []
-    for enc in tokenizer.encode_batch(texts):
-        ids.extend(enc.ids)
-        ids.append(eos_id)
-    return np.asarray(ids, dtype=np.int32)
+    """Every text's ids followed by ``eos_id``, concatenated."""
+    return np.asarray([i for enc in tokenizer.encode_batch(texts) for i in (*enc.ids, eos_id)], dtype=np.int32)
 
 
 class TokenBatches:

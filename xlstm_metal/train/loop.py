@@ -1,8 +1,5 @@
-"""Next-token training with MLX autograd through the kernels the plan selects.
-
-AdamW with linear warmup and cosine decay, global-norm gradient clipping, float32 or bfloat16,
-checkpoints in the layout ``from_pretrained`` loads (plus the optimizer state), and exact resume:
-batches are a function of (seed, step) and the optimizer state is saved with the weights.
+"""Next-token training with MLX autograd: AdamW, warmup + cosine decay, gradient clipping, checkpoints that
+``from_pretrained`` loads, and exact resume (batches are a function of (seed, step); the optimizer state is saved).
 """
 from __future__ import annotations
 
@@ -64,6 +61,27 @@ def lr_schedule(lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1):
     return optim.join_schedules([optim.linear_schedule(lr / warm, lr, warm), decay], [warm])
 
 
+def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool = True):
+    """``step(x, y) -> loss``: gradients of ``loss_fn(model, x, y)`` (averaged over ``group`` when data parallel),
+    clipped to global norm ``grad_clip`` (0: off), applied by ``opt``; compiled unless data parallel."""
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+    def step(x, y):
+        loss, grads = loss_and_grad(model, x, y)
+        if group is not None:  # every rank saw an equal slice: the global gradient is the mean
+            grads = nn.average_gradients(grads, group=group)
+            loss = mx.distributed.all_sum(loss, group=group) / group.size()
+        if grad_clip:
+            grads, _ = optim.clip_grad_norm(grads, grad_clip)
+        opt.update(model, grads)
+        return loss
+
+    if compile and group is None:
+        state = [model.state, opt.state]
+        return mx.compile(step, inputs=state, outputs=state)
+    return step
+
+
 class Trainer:
     def __init__(self, runner, batches: TokenBatches, cfg: TrainConfig, out_dir: str | Path, *,
                  val_batches: TokenBatches | None = None, tokenizer_dir: str | Path | None = None,
@@ -73,7 +91,8 @@ class Trainer:
         self.group = group or world()
         self.rank, self.world_size = self.group.rank(), self.group.size()
         if batches.batch_size % self.world_size:
-            raise ValueError(f"the global batch of {batches.batch_size} does not split over {self.world_size} ranks")
+            raise ValueError(f"the global batch of {batches.batch_size} does not split over "
+                             f"{self.world_size} ranks")
         progress = progress and self.rank == 0
         self.runner, self.batches, self.cfg = runner, batches, cfg
         self.val_batches = val_batches
@@ -91,34 +110,14 @@ class Trainer:
                               segment_len=None, training=True)
         self._step_fn = self._build_step()
 
-    # ------------------------------------------------------------------ the step
     def loss(self, model, x, y):
         outs, _ = execute(self.runner.graph, self.plan, x, training=True)
         logits = outs[self.runner.graph.outputs[0]].astype(mx.float32)
         return nn.losses.cross_entropy(logits, y, reduction="mean")
 
     def _build_step(self):
-        model, opt = self.runner.model, self.optimizer
-        loss_and_grad = nn.value_and_grad(model, self.loss)
-        clip = self.cfg.grad_clip
-
-        data_parallel = self.world_size > 1
-        group = self.group
-
-        def step(x, y):
-            loss, grads = loss_and_grad(model, x, y)
-            if data_parallel:  # every rank saw an equal slice: the global gradient is the mean
-                grads = nn.average_gradients(grads, group=group)
-                loss = mx.distributed.all_sum(loss, group=group) / group.size()
-            if clip:
-                grads, _ = optim.clip_grad_norm(grads, clip)
-            opt.update(model, grads)
-            return loss
-
-        if self.cfg.compile and not data_parallel:
-            state = [model.state, opt.state]
-            return mx.compile(step, inputs=state, outputs=state)
-        return step
+        group = self.group if self.world_size > 1 else None
+        return make_step(self.runner.model, self.loss, self.optimizer, self.cfg.grad_clip, group, self.cfg.compile)
 
     def evaluate(self) -> float:
         if self.val_batches is None:
@@ -129,7 +128,6 @@ class Trainer:
             losses.append(float(self.loss(self.runner.model, mx.array(x), mx.array(y)).item()))
         return float(np.mean(losses))
 
-    # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
         if self.rank != 0:  # one writer; every rank holds identical weights
             return
@@ -159,16 +157,14 @@ class Trainer:
         state = mx.load(str(self.out / TRAINER_STATE))
         self.optimizer.state = tree_unflatten(list(state.items()))
         self.step = int(info["step"])
-        log = info["log"]
-        self.log = TrainLog(log["steps"], log["losses"], [tuple(v) for v in log["val"]], log.get("tokens_per_s", 0.0))
+        self.log = TrainLog(**dict(info["log"], val=[tuple(v) for v in info["log"]["val"]]))
         self._step_fn = self._build_step()
         return True
 
-    # ------------------------------------------------------------------ the loop
     def train(self, *, resume: bool = True, stop_after: int | None = None) -> TrainLog:
         cfg = self.cfg
-        if resume and self.try_resume():
-            self._say(f"resumed at step {self.step}")
+        if resume and self.try_resume() and self.progress:
+            print(f"resumed at step {self.step}", file=sys.stderr)
         t_last, tokens_since = time.perf_counter(), 0
         while self.step < cfg.steps:
             x, y = self.batches.batch(self.step)
@@ -207,7 +203,3 @@ class Trainer:
         val = f" val {self.log.val[-1][1]:.3f}" if self.log.val else ""
         print(f"\rstep {self.step}/{self.cfg.steps} [{'#' * done}{'.' * (width - done)}] loss {loss:.3f}{val} "
               f"{self.log.tokens_per_s:,.0f} tok/s", end="", file=sys.stderr, flush=True)
-
-    def _say(self, text: str) -> None:
-        if self.progress:
-            print(text, file=sys.stderr)

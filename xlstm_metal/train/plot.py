@@ -1,7 +1,16 @@
-"""A loss curve as an SVG image, with no plotting dependency."""
+"""Loss curves and bar charts as SVG images, with no plotting dependency."""
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def svg_page(width: int, height: int, title: str, body: list[str]) -> str:
+    """An SVG document: white background, ``title`` centred on top, then the ``body`` elements."""
+    return "\n".join([f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                      f'font-family="sans-serif" font-size="12">',
+                      f'<rect width="{width}" height="{height}" fill="white"/>',
+                      f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+                      *body, "</svg>"])
 
 
 def loss_curve_svg(steps: list[int], losses: list[float], path: Path, title: str = "training loss",
@@ -15,10 +24,7 @@ def loss_curve_svg(steps: list[int], losses: list[float], path: Path, title: str
     sx = lambda s: pad + (s - x0) / (x1 - x0) * (width - 2 * pad)  # noqa: E731
     sy = lambda v: height - pad - (v - lo) / (hi - lo) * (height - 2 * pad)  # noqa: E731
     pts = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in zip(steps, losses))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
+    parts = [f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
              f'<text x="{pad}" y="{height - pad + 16}">{x0}</text>',
              f'<text x="{width - pad}" y="{height - pad + 16}" text-anchor="end">{x1} steps</text>',
@@ -29,5 +35,4 @@ def loss_curve_svg(steps: list[int], losses: list[float], path: Path, title: str
         vpts = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in val)
         parts.append(f'<polyline fill="none" stroke="#d62728" stroke-width="2" points="{vpts}"/>')
         parts.append(f'<text x="{width - pad}" y="{pad}" text-anchor="end" fill="#d62728">validation</text>')
-    parts.append("</svg>")
-    Path(path).write_text("\n".join(parts))
+    Path(path).write_text(svg_page(width, height, title, parts))
