@@ -100,7 +100,8 @@ def emulated_fusion_kernels(monkeypatch):
         monkeypatch.setitem(registry._KERNELS, (family, info.name), info)
 
 
-@pytest.mark.parametrize("seq_len", [1, 12])  # 12: chunkwise (emulated rows are slow: 1024 threads each)
+@pytest.mark.parametrize("seq_len", [1, pytest.param(12, marks=pytest.mark.slow)])  # 12: chunkwise prefill; its
+# emulated rows are slow (1024 threads each), so it runs in the slow tier
 def test_a_model_planned_with_the_fused_kernels_computes_what_the_native_plan_does(seq_len, emulated_fusion_kernels):
     runner = xLSTMRunner.from_spec("xlstm_tiny", seed=0, compile=False)  # the emulator cannot run under mx.compile
     plan = runner.plan(seq_len)
