@@ -64,15 +64,17 @@ class ExecutionPlan:
     device: str
     dtype: str
     steps: list[PlanStep]
-    segments: list[tuple[int, int]] = field(default_factory=list)
     sharding: dict[str, str] = field(default_factory=dict)  # node -> what this rank owns
     segment_len: int | None = None  # the longest segment (None: any input runs in one piece)
     segment_why: str = ""
 
+    @property
+    def segments(self) -> list[tuple[int, int]]:
+        """The segments the planned length runs in."""
+        return self.cut(self.seq_len)
+
     def cut(self, seq_len: int) -> list[tuple[int, int]]:
-        """The segments ``seq_len`` tokens run in (``segments`` for the planned length)."""
-        if seq_len == self.seq_len and self.segments:
-            return self.segments
+        """The segments ``seq_len`` tokens run in."""
         return segment_bounds(seq_len, self.segment_len)
 
     def step(self, node: str) -> PlanStep:
@@ -164,8 +166,7 @@ def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dty
                               aux))
     steps = _fuse(graph, steps, device=device, dtype=dtype, training=training)
     cut, why = _segment_len(steps, segment_len)
-    return ExecutionPlan(graph, seq_len, device, dtype, steps, segment_bounds(seq_len, cut), segment_len=cut,
-                         segment_why=why)
+    return ExecutionPlan(graph, seq_len, device, dtype, steps, segment_len=cut, segment_why=why)
 
 
 def _fuse(graph: ModelGraph, steps: list[PlanStep], **where) -> list[PlanStep]:
