@@ -41,7 +41,8 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
     if eval_every not in (None, "stateful"):
         raise ValueError(f"eval_every must be None or 'stateful', got {eval_every!r}")
-    evaluates = eval_every == "stateful" and any(graph.block(s.node).stateful for s in plan.steps)
+    last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
+    evaluates = eval_every == "stateful" and last_stateful >= 0
     segments = plan.cut(int(tokens.shape[1]))
     state = State() if state is None else state
     pieces: dict[str, list[mx.array]] = {o: [] for o in graph.outputs}
@@ -50,7 +51,7 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
     with inference_mode() if evaluates else contextlib.nullcontext():
         for a, b in segments:
             outs, state = _execute(graph, plan, tokens[:, a:b], state, None if mask is None else mask[:, a:b],
-                                   training, eval_every, eval_ahead, last_only)
+                                   training, eval_every, eval_ahead, last_only, last_stateful)
             for o, v in outs.items():
                 pieces[o].append(v)
             if eval_every and len(segments) > 1:  # bound memory per segment
@@ -61,13 +62,13 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
 
 
 def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State, mask, training: bool,
-             eval_every: str | None, eval_ahead: int, last_only: bool) -> tuple[dict[str, mx.array], State]:
-    """``execute`` over one segment."""
+             eval_every: str | None, eval_ahead: int, last_only: bool,
+             last_stateful: int) -> tuple[dict[str, mx.array], State]:
+    """``execute`` over one segment; ``last_stateful``: the index of the plan's last stateful step (-1: none)."""
     values: dict[str, mx.array] = {name: tokens for name in graph.inputs}
     remaining = Counter(src for step in plan.steps for src in step.inputs)
     keep = set(graph.outputs)
     new_entries = dict(state.entries)
-    last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
     in_flight: deque = deque()
     for k, step in enumerate(plan.steps):
         block = graph.block(step.node)
