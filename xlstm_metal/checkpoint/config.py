@@ -9,12 +9,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
+
 # transformers' xLSTMConfig accepts these aliases next to the official names.
 _ALIASES = {"hidden_size": "embedding_dim", "num_hidden_layers": "num_blocks"}
 REQUIRED = ("embedding_dim", "num_heads", "num_blocks", "vocab_size")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """config.json asks for something this implementation cannot run."""
 
 

@@ -5,8 +5,10 @@ import json
 import struct
 from pathlib import Path
 
+from ..errors import InputError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(InputError):
     """The checkpoint directory is incomplete or damaged; the message says which file and how."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class SpecIssue:
@@ -21,7 +23,7 @@ class SpecIssue:
         return text + (f"\n    hint: {self.hint}" if self.hint else "")
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A wiring spec is invalid. ``issues`` lists every problem found, each with file/line/node/field."""
 
     def __init__(self, issues: SpecIssue | list[SpecIssue] | str, **where):
