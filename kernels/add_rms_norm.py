@@ -3,11 +3,10 @@ and ``y = rms_norm(s) * weight`` (float32 sum of squares, as ``mx.fast.rms_norm`
 from __future__ import annotations
 
 import mlx.core as mx
-import numpy as np
 
-from .gpu import array_error, check_once, constant, worst
+from .gpu import Fused, constant, native_on_cpu, random_normal, relative_error
 from .registry import FusionRule, register_fusion
-from .row_kernels import RowKernel, register_row_family
+from .row_kernels import register_row_family, row_kernel
 
 # One threadgroup per row of D features; thread t holds elements t, t + THREADS, ... in registers.
 _BODY = """
@@ -39,7 +38,8 @@ _BODY = """
         if (e < D) norm_out[base + e] = static_cast<T>(s[u] * inv * static_cast<float>(w_[e]));
     }
 """
-KERNEL = RowKernel("xlstm_add_rms_norm", _BODY, ["a_", "b_", "w_", "eps_"], ["sum_out", "norm_out"], threads=1024)
+THREADS = 1024
+KERNEL = row_kernel("xlstm_add_rms_norm", _BODY, ["a_", "b_", "w_", "eps_"], ["sum_out", "norm_out"], THREADS)
 
 
 def add_rms_norm_native(a: mx.array, b: mx.array, weight: mx.array, eps: float):
@@ -48,46 +48,30 @@ def add_rms_norm_native(a: mx.array, b: mx.array, weight: mx.array, eps: float):
     return s, mx.fast.rms_norm(s, weight, eps)
 
 
-def _make(backend: str, make_kernel=None):
-    make_kernel = make_kernel or (lambda: KERNEL.compiled(backend))
-
+def _make(backend: str, kernel=None):
     def add_rms_norm(a, b, weight, eps):
         if a.shape != b.shape or a.dtype != b.dtype or weight.shape != (a.shape[-1],) or a.size == 0:
             return add_rms_norm_native(a, b, weight, eps)  # broadcasting or mixed dtypes: the plain ops
         D = a.shape[-1]
-        s, y = KERNEL.launch(make_kernel(), a.size // D, inputs=[a, b, weight, constant((float(eps),), mx.float32)],
-                             template=[("T", a.dtype), ("D", D)], output_shapes=[a.shape, a.shape],
-                             output_dtypes=[a.dtype, a.dtype])
+        s, y = (kernel or KERNEL.compiled(backend))(
+            inputs=[a, b, weight, constant((float(eps),), mx.float32)], template=[("T", a.dtype), ("D", D)],
+            grid=(a.size // D * THREADS, 1, 1), threadgroup=(THREADS, 1, 1), output_shapes=[a.shape, a.shape],
+            output_dtypes=[a.dtype, a.dtype])
         return s, y
 
     return add_rms_norm
 
 
-# bfloat16 outputs: one rounding of y (2^-8 relative) against the native two roundings (x·inv, then ·weight)
-TOLERANCE = 2e-2
-NAME = "residual add + RMSNorm"  # its first-use verdict's name (kernels/gpu.py)
-
-
 def check_errors(fn, dtype=mx.bfloat16) -> float:
     """Worst relative error of ``fn`` on the CPU (row widths not a multiple of the threadgroup)."""
-    rng = np.random.default_rng(0)
-    errs = []
-    for shape in ((3, 2, 300), (1, 1, 64)):
-        a, b = (mx.array(rng.normal(size=shape).astype(np.float32)).astype(dtype) for _ in range(2))
-        w = mx.array(rng.normal(size=shape[-1:]).astype(np.float32)).astype(dtype)
-        got = fn(a, b, w, 1e-6)
-        with mx.stream(mx.cpu):
-            want = add_rms_norm_native(a, b, w, 1e-6)
-        errs += [array_error(g, t) for g, t in zip(got, want)]
-    return worst(errs)
+    normal = random_normal(dtype)
+    args = [(normal(*shape), normal(*shape), normal(shape[-1]), 1e-6) for shape in ((3, 2, 300), (1, 1, 64))]
+    return relative_error([fn(*a) for a in args], [native_on_cpu(add_rms_norm_native, *a) for a in args])
 
 
-def self_check(backend: str, make_kernel=None, dtype=mx.bfloat16) -> bool:
-    fn = _make(backend, make_kernel)
-    return check_once(NAME, backend, lambda: check_errors(fn, dtype), tolerance=TOLERANCE)
-
-
-register_row_family("add_rms_norm", add_rms_norm_native, _make, self_check,
+# bfloat16 outputs: one rounding of y (2^-8 relative) against the native two roundings (x·inv, then ·weight)
+FUSED = Fused("residual add + RMSNorm", _make, check_errors, tolerance=2e-2)
+register_row_family("add_rms_norm", add_rms_norm_native, FUSED,
                     "residual add, then mx.fast.rms_norm (two launches)", "residual add + RMSNorm (one launch)")
 
 

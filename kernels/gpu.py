@@ -7,9 +7,14 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable
 
 import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+from .registry import KernelInfo, register_kernel
 
 IDIOMS = {
     "cuda": {"SHARED": "__shared__ __align__(16)", "BARRIER": "__syncthreads()", "UNROLL": "_Pragma(\"unroll\")",
@@ -31,17 +36,25 @@ def source(body: str, backend: str | dict) -> str:
 _compiled: dict[tuple[str, str], object] = {}
 
 
-def gpu_kernel(backend: str, name: str, inputs: Sequence[str], outputs: Sequence[str],
-               text: str | Callable[[], str], header: str = ""):
-    """Kernel ``name`` for ``backend`` ("cuda" or "metal"), compiled once per process from ``text`` (or ``text()``)."""
-    key = (backend, name)
-    if key not in _compiled:
-        if backend not in ("cuda", "metal"):
-            raise ValueError(f"no GPU kernel language for backend {backend!r}: expected 'cuda' or 'metal'")
-        make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
-        _compiled[key] = make(name=name, input_names=list(inputs), output_names=list(outputs),
-                              source=text() if callable(text) else text, header=header)
-    return _compiled[key]
+@dataclass(frozen=True)
+class GpuKernel:
+    """One kernel text with its argument names; ``header``: helpers placed before it (CUDA-only for some)."""
+    name: str
+    body: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    header: str = ""
+
+    def compiled(self, backend: str):
+        """The kernel for ``backend`` ("cuda" or "metal"), compiled once per process."""
+        key = (backend, self.name)
+        if key not in _compiled:
+            if backend not in ("cuda", "metal"):
+                raise ValueError(f"no GPU kernel language for backend {backend!r}: expected 'cuda' or 'metal'")
+            make = mx.fast.cuda_kernel if backend == "cuda" else mx.fast.metal_kernel
+            _compiled[key] = make(name=self.name, input_names=list(self.inputs), output_names=list(self.outputs),
+                                  source=source(self.body, backend), header=self.header)
+        return _compiled[key]
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,24 +79,33 @@ def native_on_cpu(fn: Callable, *args, **kw):
     return out
 
 
-def worst(errors) -> float:
-    """The largest of ``errors``, or NaN if any is NaN (Python's ``max`` may drop a NaN)."""
-    errors = list(errors)
-    return float("nan") if any(e != e for e in errors) else max(errors, default=0.0)
-
-
-def array_error(got: mx.array, want: mx.array) -> float:
-    """``max |got - want| / max(1, max |want|)``, both taken as float32, computed on the CPU."""
-    if got.shape != want.shape:
-        raise ValueError(f"shape {got.shape} instead of {want.shape}")
-    with mx.stream(mx.cpu):
-        g, w = got.astype(mx.float32), want.astype(mx.float32)
-        return float(mx.abs(g - w).max()) / max(1.0, float(mx.abs(w).max()))
+def max_error(got, want) -> tuple[float, float]:
+    """``(max |got - want|, that / max(1, max |want|))`` in float64, the worst over the arrays of two results of one
+    structure (arrays, numpy arrays, or tuples of them, e.g. a kernel's ``(h, (C, n, m))``): NaN where either holds
+    a NaN or infinity, infinity where shapes differ, 0 for empty arrays."""
+    worst_abs = worst_rel = 0.0
+    for (_, g), (_, w) in zip(tree_flatten(got), tree_flatten(want), strict=True):
+        g, w = (np.asarray(x.astype(mx.float32) if isinstance(x, mx.array) else x, np.float64) for x in (g, w))
+        if g.shape != w.shape:
+            return float("inf"), float("inf")
+        if not (np.isfinite(g).all() and np.isfinite(w).all()):
+            return float("nan"), float("nan")
+        if g.size:
+            err = float(np.abs(g - w).max())
+            worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, err / max(1.0, float(np.abs(w).max())))
+    return worst_abs, worst_rel
 
 
 def relative_error(got, want) -> float:
-    """Worst ``array_error`` over an mLSTM kernel's ``(h, (C, n, m))``; NaN if any output is NaN."""
-    return worst(array_error(a, b) for a, b in zip([got[0], *got[1]], [want[0], *want[1]]))
+    """``max_error``'s relative part: ``max |got - want| / max(1, max |want|)``, NaN for non-finite values."""
+    return max_error(got, want)[1]
+
+
+def random_normal(dtype, seed: int = 0) -> Callable:
+    """``normal(*shape, scale=1, shift=0)``: seeded normal arrays in ``dtype`` (first-use check inputs)."""
+    rng = np.random.default_rng(seed)
+    return lambda *shape, scale=1.0, shift=0.0: mx.array(
+        (rng.normal(size=shape) * scale + shift).astype(np.float32)).astype(dtype)
 
 
 _VERDICTS: dict[tuple[str, str], bool] = {}
@@ -114,3 +136,26 @@ def set_verdict(kernel: str, backend: str, ok: bool | None) -> None:
         _VERDICTS.pop((kernel, backend), None)
     else:
         _VERDICTS[(kernel, backend)] = bool(ok)
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A fused GPU kernel's first-use contract: ``make(backend)`` gives its function, ``errors(fn, dtype=...)``
+    ``fn``'s worst relative error against the native reference on the CPU; above ``tolerance`` it refuses itself.
+    (``make``'s further arguments let the tests run the same function on the CPU emulator.)"""
+    name: str  # its first-use verdict's name
+    make: Callable
+    errors: Callable
+    tolerance: float = TOLERANCE
+
+    def check(self, backend: str, fn: Callable | None = None, **kw) -> bool:
+        """Whether ``fn`` (default ``make(backend)``) passes on ``backend``, checked once per process."""
+        return check_once(self.name, backend, lambda: self.errors(fn or self.make(backend), **kw), self.tolerance)
+
+    def register(self, family: str, form: str, name: str, doc: str, backends=("cuda", "metal"), **info) -> None:
+        """Register the kernel as ``{backend}_{name}`` for each backend: GPU only, where the backend is present and
+        the check passes; no gradient of its own (``info["reference"]``'s is used)."""
+        for b in backends:
+            register_kernel(KernelInfo(
+                family, form, f"{b}_{name}", self.make(b), backend=b, devices=frozenset({"gpu"}), differentiable=False,
+                is_available=lambda b=b: backend_present(b) and self.check(b), doc=f"fused {b.upper()} {doc}", **info))

@@ -4,11 +4,10 @@ normalising in float32 (two-pass mean and biased variance, as the official norm)
 from __future__ import annotations
 
 import mlx.core as mx
-import numpy as np
 
-from .gpu import array_error, check_once, constant, worst
+from .gpu import Fused, constant, native_on_cpu, random_normal, relative_error
 from .ops import multihead_layer_norm, sigmoid_gate
-from .row_kernels import RowKernel, register_row_family
+from .row_kernels import register_row_family, row_kernel
 
 # A threadgroup per (b, s, head) row in output order; S is an input, so a new prompt length compiles no new kernel.
 _BODY = """
@@ -53,7 +52,8 @@ _BODY = """
         }
     }
 """
-KERNEL = RowKernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_", "meta_"], ["out"], threads=256)
+THREADS = 256
+KERNEL = row_kernel("xlstm_head_norm_gate", _BODY, ["h_", "o_", "w_", "b_", "eps_", "meta_"], ["out"], THREADS)
 
 
 def head_norm_gate_native(h: mx.array, o: mx.array, weight: mx.array, bias: mx.array | None, eps: float) -> mx.array:
@@ -61,48 +61,32 @@ def head_norm_gate_native(h: mx.array, o: mx.array, weight: mx.array, bias: mx.a
     return sigmoid_gate(o, multihead_layer_norm(h.transpose(0, 2, 1, 3), weight, bias, eps, True))
 
 
-def _make(backend: str, make_kernel=None):
-    make_kernel = make_kernel or (lambda: KERNEL.compiled(backend))
-
+def _make(backend: str, kernel=None):
     def head_norm_gate(h, o, weight, bias, eps):
         B, NH, S, DV = h.shape
         if o.shape != (B, S, NH * DV) or o.dtype != h.dtype or h.size == 0 or weight.shape != (NH * DV,):
             return head_norm_gate_native(h, o, weight, bias, eps)
-        out_dtype = h.dtype
-        (y,) = KERNEL.launch(make_kernel(), B * S * NH,
-                             inputs=[h, o, weight, bias if bias is not None else weight,
-                                     constant((float(eps),), mx.float32), constant((S,), mx.int32)],
-                             template=[("T", out_dtype), ("NH", NH), ("DV", DV), ("HAS_BIAS", int(bias is not None))],
-                             output_shapes=[o.shape], output_dtypes=[out_dtype])
+        (y,) = (kernel or KERNEL.compiled(backend))(
+            inputs=[h, o, weight, bias if bias is not None else weight, constant((float(eps),), mx.float32),
+                    constant((S,), mx.int32)],
+            template=[("T", h.dtype), ("NH", NH), ("DV", DV), ("HAS_BIAS", int(bias is not None))],
+            grid=(B * S * NH * THREADS, 1, 1), threadgroup=(THREADS, 1, 1), output_shapes=[o.shape],
+            output_dtypes=[h.dtype])
         return y
 
     return head_norm_gate
 
 
-TOLERANCE = 2e-2  # bfloat16 outputs: one rounding against the native chain's several
-NAME = "head norm + output gate"  # its first-use verdict's name (kernels/gpu.py)
-
-
 def check_errors(fn, dtype=mx.bfloat16) -> float:
     """Worst relative error of ``fn`` against the native ops on the CPU (odd head widths, with and without bias)."""
-    rng = np.random.default_rng(0)
-    arr = lambda *s: mx.array(rng.normal(size=s).astype(np.float32)).astype(dtype)  # noqa: E731
-    errs = []
-    for B, NH, S, DV, bias in ((2, 3, 5, 300, True), (1, 2, 1, 64, False)):
-        h, o, w = arr(B, NH, S, DV) * 3.0 + 1.0, arr(B, S, NH * DV), arr(NH * DV)
-        b = arr(NH * DV) if bias else None
-        got = fn(h, o, w, b, 1e-6)
-        with mx.stream(mx.cpu):
-            want = head_norm_gate_native(h, o, w, b, 1e-6)
-        errs.append(array_error(got, want))
-    return worst(errs)
+    normal = random_normal(dtype)
+    shapes = ((2, 3, 5, 300, True), (1, 2, 1, 64, False))
+    args = [(normal(B, NH, S, DV, scale=3.0, shift=1.0), normal(B, S, NH * DV), normal(NH * DV),
+             normal(NH * DV) if bias else None, 1e-6) for B, NH, S, DV, bias in shapes]
+    return relative_error([fn(*a) for a in args], [native_on_cpu(head_norm_gate_native, *a) for a in args])
 
 
-def self_check(backend: str, make_kernel=None, dtype=mx.bfloat16) -> bool:
-    fn = _make(backend, make_kernel)
-    return check_once(NAME, backend, lambda: check_errors(fn, dtype), tolerance=TOLERANCE)
-
-
-register_row_family("head_norm_gate", head_norm_gate_native, _make, self_check,
+FUSED = Fused("head norm + output gate", _make, check_errors, tolerance=2e-2)  # bfloat16: one rounding, not several
+register_row_family("head_norm_gate", head_norm_gate_native, FUSED,
                     "per-head mx.fast.layer_norm, then the compiled sigmoid gate",
                     "per-head layer norm + output gate (one launch)")

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import mlx.core as mx
-import numpy as np
 
-from ..gpu import (backend_present, check_once, constant, gpu_kernel, native_on_cpu, relative_error,
-                   source)
-from ..registry import KernelInfo, register_kernel
+from ..gpu import Fused, GpuKernel, constant, native_on_cpu, random_normal, relative_error
 from .native import mlstm_step_native, mlstm_step_native_capping_gates
 
 # A threadgroup per (batch·head, 32 value columns x): thread (x, y) updates rows y, y + RY, ... of column j, loading
@@ -87,23 +84,14 @@ _BODY = """
         if (j == 0) m_out[bh] = m_new;
     }
 """
-_INPUTS = ["q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_", "bi_", "bf_"]
-_OUTPUTS = ["h_out", "C_out", "n_out", "m_out"]
+KERNEL = GpuKernel("xlstm_mlstm_step", _BODY,
+                   ("q_", "k_", "v_", "i_", "f_", "C_", "n_", "m_", "keep_", "eps_", "cap_", "bi_", "bf_"),
+                   ("h_out", "C_out", "n_out", "m_out"))
 THREADS = 32 * 8  # 32 value columns x the text's RY row slices
 
 
-def _source(backend: str | dict) -> str:
-    """The algorithm in ``backend``'s language (or with an explicit idiom mapping)."""
-    return source(_BODY, backend)
-
-
-def _kernel(backend: str):
-    return gpu_kernel(backend, "xlstm_mlstm_step", _INPUTS, _OUTPUTS, lambda: _source(backend))
-
-
-def _make_step(backend: str, make_kernel=None):
-    """The step kernel for ``backend``; tests pass ``make_kernel()`` to run the same text on the CPU."""
-    make_kernel = make_kernel or (lambda: _kernel(backend))
+def _make(backend: str, kernel=None):
+    """The step kernel for ``backend``; tests pass ``kernel`` to run the same text on the CPU."""
 
     def step(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None, gate_soft_cap=None, gate_bias=None):
         """``gate_soft_cap``: i and f are raw pre-activations, capped here (two launches fewer per block);
@@ -118,7 +106,7 @@ def _make_step(backend: str, make_kernel=None):
         dt = v.dtype
         keep = mx.ones((B,), mx.float32) if mask is None else mask.reshape(B).astype(mx.float32)
         bias = (keep, keep) if gate_bias is None else tuple(g.astype(dt).reshape(NH) for g in gate_bias)
-        h, C, n, m = make_kernel()(
+        h, C, n, m = (kernel or KERNEL.compiled(backend))(
             inputs=[q.astype(dt).reshape(B * NH, DK), k.astype(dt).reshape(B * NH, DK), v.reshape(B * NH, DV),
                     i.astype(dt).reshape(B * NH), f.astype(dt).reshape(B * NH), C, n, m, keep,
                     constant((float(eps),), mx.float32), constant((float(gate_soft_cap or 0.0),), mx.float32), *bias],
@@ -130,31 +118,19 @@ def _make_step(backend: str, make_kernel=None):
     return step
 
 
-NAME = "mLSTM step"  # its first-use verdict's name (kernels/gpu.py)
+def check_errors(fn, dtype=mx.float32) -> float:
+    """Worst relative error of ``fn`` against the native step on the CPU (a random state, one row masked)."""
+    normal = random_normal(dtype)
+    B, NH, DK, DV = 2, 3, 8, 20
+    q, k, v = normal(B, NH, 1, DK), normal(B, NH, 1, DK), normal(B, NH, 1, DV)
+    i, f = normal(B, NH, 1, scale=3.0), normal(B, NH, 1, scale=3.0)
+    state = (normal(B, NH, DK, DV), normal(B, NH, DK), normal(B, NH))
+    mask = mx.array([[True], [False]])
+    return relative_error(fn(q, k, v, i, f, state, mask=mask),
+                          native_on_cpu(mlstm_step_native, q, k, v, i, f, state, mask=mask))
 
 
-def self_check(backend: str, fn=None) -> bool:
-    """Run the fused step and the native step on a small random input; True when they agree."""
-    fn = fn or _make_step(backend)
-
-    def errors():
-        rng = np.random.default_rng(0)
-        B, NH, DK, DV = 2, 3, 8, 20
-        arr = lambda *s, scale=1.0: mx.array((rng.normal(size=s) * scale).astype(np.float32))  # noqa: E731
-        q, k, v = arr(B, NH, 1, DK), arr(B, NH, 1, DK), arr(B, NH, 1, DV)
-        i, f = arr(B, NH, 1, scale=3.0), arr(B, NH, 1, scale=3.0)
-        state = (arr(B, NH, DK, DV), arr(B, NH, DK), arr(B, NH))
-        mask = mx.array([[True], [False]])
-        return relative_error(fn(q, k, v, i, f, state, mask=mask),
-                              native_on_cpu(mlstm_step_native, q, k, v, i, f, state, mask=mask))
-
-    return check_once(NAME, backend, errors)
-
-
-for _backend in ("cuda", "metal"):
-    register_kernel(KernelInfo(
-        "mlstm", "step", f"{_backend}_step", _make_step(_backend), backend=_backend, devices=frozenset({"gpu"}),
-        dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10, differentiable=False, caps_gates=True,
-        reference=mlstm_step_native_capping_gates,
-        is_available=(lambda b=_backend: backend_present(b) and self_check(b)),
-        doc=f"fused {_backend.upper()} decode step (gates + state update + readout in one launch)"))
+FUSED = Fused("mLSTM step", _make, check_errors)
+FUSED.register("mlstm", "step", "step", "decode step (gates + state update + readout in one launch)",
+               dtypes=frozenset({"float32", "bfloat16", "float16"}), priority=10, caps_gates=True,
+               reference=mlstm_step_native_capping_gates)

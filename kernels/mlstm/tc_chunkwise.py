@@ -15,11 +15,8 @@ entry-state buffer grows with the input). CUDA only: Metal's ``simdgroup_matrix`
 from __future__ import annotations
 
 import mlx.core as mx
-import numpy as np
 
-from ..gpu import (backend_present, check_once, constant, gpu_kernel, native_on_cpu, relative_error, source,
-                   worst)
-from ..registry import KernelInfo, register_kernel
+from ..gpu import Fused, GpuKernel, constant, native_on_cpu, random_normal, relative_error
 from .native import mlstm_chunkwise_native
 from .tc_chunkwise_source import COMMON, SOURCES
 
@@ -86,30 +83,16 @@ __device__ __forceinline__ float quad_sum(float x) {
 }
 """
 
-# 8 consecutive bfloat16 (16 bytes, aligned) as floats
-LOAD8_CUDA = r"""
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[r]));
-        x[2 * r] = f.x;
-        x[2 * r + 1] = f.y;
-    }
-}
-"""
-HEADER = HEADER_CUDA + LOAD8_CUDA + "#define XL_FN __device__ __forceinline__\n" + COMMON
+HEADER = HEADER_CUDA + "#define XL_FN __device__ __forceinline__\n" + COMMON
+KERNELS = {which: GpuKernel(f"xlstm_mlstm_tc_{which}", body, tuple(ins), tuple(outs), HEADER)
+           for which, (body, ins, outs) in SOURCES.items()}
 
 
-def _cuda_kernel(which: str):
-    body, ins, outs = SOURCES[which]
-    return gpu_kernel("cuda", f"xlstm_mlstm_tc_{which}", ins, outs, lambda: source(body, "cuda"), header=HEADER)
-
-
-def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16):
-    """The four-launch kernel; tests pass ``make_kernel`` and float32 dtypes to run the same texts on the CPU."""
-    make_kernel = make_kernel or _cuda_kernel
+def _make(backend: str = "cuda", kernels=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16):
+    """The four-launch kernel; tests pass ``kernels`` (launch name -> kernel) and float32 dtypes to run the same
+    texts on the CPU."""
+    def launch(which: str):
+        return kernels[which] if kernels is not None else KERNELS[which].compiled(backend)
 
     def chunkwise(q, k, v, i, f, state=None, *, chunk_size=64, eps=1e-6, mask=None):
         B, NH, S, DK = q.shape
@@ -129,22 +112,22 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
         k, v = k.reshape(BH, S, DK), v.reshape(BH, S, DV)
         meta = constant((S, NC, DK, DV, NH), mx.int32)
         keep = constant((0.0,), mx.float32) if mask is None else mask.astype(mx.float32)
-        b, ig, wend, u, gm = make_kernel("gates")(
+        b, ig, wend, u, gm = launch("gates")(
             inputs=[i.reshape(BH, S), f.reshape(BH, S), keep, meta], template=[("HAS_MASK", int(mask is not None))],
             grid=(CHUNK * NC, BH, 1), threadgroup=(CHUNK, 1, 1),
             output_shapes=[(BH, NC * CHUNK)] * 4 + [(BH, NC, 2)], output_dtypes=[mx.float32] * 5)
-        (LT,) = make_kernel("local")(
+        (LT,) = launch("local")(
             inputs=[k, v, wend, gm, meta], template=[("T", io_dtype)],
             grid=(THREADS * -(-(DV + 1) // TILE), NC * -(-DK // TILE), BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(BH, NC, DV + 1, DK)], output_dtypes=[entry_dtype])
         has_state = state is not None
         C0, n0, m0 = state if has_state else (constant((0.0,), mx.float32),) * 3
-        CT, mE, C, n, m = make_kernel("scan")(
+        CT, mE, C, n, m = launch("scan")(
             inputs=[LT, gm, C0, n0, m0, meta], template=[("HAS_STATE", int(has_state))],
             grid=(THREADS * -(-((DV + 1) * DK // 8) // THREADS), BH, 1), threadgroup=(THREADS, 1, 1),
             output_shapes=[(BH, NC, DV + 1, DK), (BH, NC), (B, NH, DK, DV), (B, NH, DK), (B, NH)],
             output_dtypes=[entry_dtype, mx.float32, mx.float32, mx.float32, mx.float32])
-        (h,) = make_kernel("outputs")(
+        (h,) = launch("outputs")(
             inputs=[q.reshape(BH, S, DK), k, v, b, ig, u, CT, mE, meta, constant((float(eps),), mx.float32)],
             template=[("T", io_dtype)], grid=(THREADS * -(-DV // TILE), NC, BH), threadgroup=(THREADS, 1, 1),
             output_shapes=[(B, NH, S, DV)], output_dtypes=[io_dtype])
@@ -157,40 +140,27 @@ def _make_chunkwise(make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloa
     return chunkwise
 
 
+def check_errors(fn, dtype=mx.bfloat16) -> float:
+    """Worst relative error of ``fn`` (given ``dtype`` q, k, v, i, f) against the native kernel on the CPU: partial
+    tiles, padding, mask, state."""
+    bf, got, want = random_normal(mx.bfloat16), [], []
+    for B, NH, S, DK, DV in ((2, 2, 37, 48, 40), (1, 1, 200, 64, 64), (1, 2, 130, 72, 136)):
+        x = (bf(B, NH, S, DK), bf(B, NH, S, DK), bf(B, NH, S, DV), bf(B, NH, S, scale=3.0),
+             bf(B, NH, S, scale=3.0, shift=2.0))
+        state = tuple(bf(*shape).astype(mx.float32) for shape in ((B, NH, DK, DV), (B, NH, DK), (B, NH)))
+        mask = bf(B, S) > -0.84  # about a fifth of the tokens masked
+        for st, mk in ((None, None), (state, mask)):
+            got.append(fn(*(a.astype(dtype) for a in x), st, chunk_size=64, mask=mk))
+            want.append(native_on_cpu(mlstm_chunkwise_native, *(a.astype(mx.float32) for a in x), st, chunk_size=64,
+                                      mask=mk))
+    return relative_error(got, want)
+
+
 # First-use bound relative to max(1, max |native|): bfloat16 operands (2^-9) and outputs divided by small
 # normalisers; a wrong index or weight errs by order 1.
-TOLERANCE = 3e-2
-NAME = "mLSTM chunkwise (bf16 tensor cores)"  # its first-use verdict's name (kernels/gpu.py)
-
-
-def check_errors(fn, io_dtype=mx.bfloat16) -> float:
-    """Worst relative error of ``fn`` against the native kernel on the CPU: partial tiles, padding, mask, state."""
-    rng = np.random.default_rng(0)
-    errors = []
-    for B, NH, S, DK, DV in ((2, 2, 37, 48, 40), (1, 1, 200, 64, 64), (1, 2, 130, 72, 136)):
-        def bf(*s, scale=1.0, shift=0.0):
-            return mx.array((rng.normal(size=s) * scale + shift).astype(np.float32)).astype(mx.bfloat16)
-        q, k, v = bf(B, NH, S, DK), bf(B, NH, S, DK), bf(B, NH, S, DV)
-        i, f = bf(B, NH, S, scale=3.0), bf(B, NH, S, scale=3.0, shift=2.0)
-        f32 = lambda a: mx.array(np.asarray(a.astype(mx.float32)))  # noqa: E731
-        state = (f32(bf(B, NH, DK, DV)), f32(bf(B, NH, DK)), f32(bf(B, NH)))
-        mask = mx.array(rng.random((B, S)) > 0.2)
-        for st, mk in ((None, None), (state, mask)):
-            got = fn(*(a.astype(io_dtype) for a in (q, k, v, i, f)), st, chunk_size=64, mask=mk)
-            want = native_on_cpu(mlstm_chunkwise_native, *(f32(a) for a in (q, k, v, i, f)), st, chunk_size=64,
-                                 mask=mk)
-            errors.append(relative_error(got, want))
-    return worst(errors)
-
-
-def self_check(backend: str = "cuda", make_kernel=None, io_dtype=mx.bfloat16, entry_dtype=mx.bfloat16) -> bool:
-    fn = _make_chunkwise(make_kernel, io_dtype, entry_dtype)
-    return check_once(NAME, backend, lambda: check_errors(fn, io_dtype), tolerance=TOLERANCE)
-
-
-register_kernel(KernelInfo(
-    "mlstm", "chunkwise", "cuda_tc_chunkwise", _make_chunkwise(), backend="cuda", devices=frozenset({"gpu"}),
-    dtypes=frozenset({"bfloat16"}), head_dim_multiple=ROW_MULTIPLE, max_chunks=MAX_CHUNKS, chunk=CHUNK,
-    math_dtype="bfloat16", priority=8, differentiable=False, reference=mlstm_chunkwise_native,
-    is_available=lambda: backend_present("cuda") and self_check("cuda"),
-    doc="CUDA bf16 tensor-core chunkwise forward (gates, local states, scan, outputs; bf16 operands, f32 sums)"))
+FUSED = Fused("mLSTM chunkwise (bf16 tensor cores)", _make, check_errors, tolerance=3e-2)
+FUSED.register("mlstm", "chunkwise", "tc_chunkwise",
+               "bf16 tensor-core chunkwise forward (gates, local states, scan, outputs; bf16 operands, f32 sums)",
+               backends=("cuda",), dtypes=frozenset({"bfloat16"}), head_dim_multiple=ROW_MULTIPLE,
+               max_chunks=MAX_CHUNKS, chunk=CHUNK, math_dtype="bfloat16", priority=8,
+               reference=mlstm_chunkwise_native)

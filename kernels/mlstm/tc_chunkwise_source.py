@@ -13,8 +13,8 @@ XL_FN void stage_pair(bf2* tile, int o, int p, const P* rows, long ta, long tb, 
     float xa[8] = {};
     float xb[8] = {};
     if (col + 8 <= W) {
-        if (ta < S) load8(rows + ta * W + col, xa);
-        if (tb < S) load8(rows + tb * W + col, xb);
+        if (ta < S) unpack8(ld_row8(rows + ta * W + col), xa);
+        if (tb < S) unpack8(ld_row8(rows + tb * W + col), xb);
     } else if (col == ones) {
         xa[0] = 1.0f;
         xb[0] = 1.0f;

@@ -67,7 +67,6 @@ static inline void copy8(bf2* dst, const float* src) {
     for (int r = 0; r < 4; ++r) dst[r] = pack2(src[2 * r], src[2 * r + 1]);
 }
 static inline void zero8(bf2* dst) { for (int r = 0; r < 4; ++r) dst[r] = pack2(0.0f, 0.0f); }
-static inline void load8(const float* p, float* x) { for (int e = 0; e < 8; ++e) x[e] = p[e]; }
 struct row8 { float x[8]; };
 static inline row8 ld_row8(const float* p) { row8 r; for (int e = 0; e < 8; ++e) r.x[e] = p[e]; return r; }
 static inline void unpack8(const row8& r, float* x) { for (int e = 0; e < 8; ++e) x[e] = r.x[e]; }

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cpu_emulator import IDIOMS, CpuKernel, compiler_available
+from xlstm_metal.kernels import gpu
 from xlstm_metal.kernels.gpu import native_on_cpu as native
 from xlstm_metal.kernels.mlstm import fused_step
 from xlstm_metal.kernels.mlstm.native import mlstm_step_native
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ co
 
 
 def emulated_step():
-    kernel = CpuKernel("step", fused_step._INPUTS, fused_step._OUTPUTS, fused_step._source(IDIOMS))
-    return fused_step._make_step("cpu", lambda: kernel)
+    k = fused_step.KERNEL
+    return fused_step._make("cpu", CpuKernel("step", k.inputs, k.outputs, gpu.source(k.body, IDIOMS)))
 
 
 def inputs(seed, B, NH, S, DK, DV, with_state, masked):
@@ -50,7 +51,7 @@ def test_the_fused_step_algorithm_computes_the_native_step(masked):
 def test_several_passes_over_the_rows_compute_the_same_step():
     """72 key rows: two passes of 8 * RY rows, the second partial; 70 value columns: three groups, one partial.
     The launch's threadgroup is the text's 32 x RY threads."""
-    assert f"constexpr int RY = {fused_step.THREADS // 32};" in fused_step._BODY
+    assert f"constexpr int RY = {fused_step.THREADS // 32};" in fused_step.KERNEL.body
     step = emulated_step()
     x, state, mask = inputs(5, 1, 2, 1, 72, 70, True, True)
     assert_close(step(*x, state, mask=mask), native(mlstm_step_native, *x, state, mask=mask))
@@ -58,14 +59,15 @@ def test_several_passes_over_the_rows_compute_the_same_step():
 
 def test_a_new_batch_size_reuses_the_compiled_step_kernel():
     """The batch size is no template argument (a new one would compile a new kernel, seconds on a GPU)."""
-    kernel = CpuKernel("step", fused_step._INPUTS, fused_step._OUTPUTS, fused_step._source(IDIOMS))
+    k = fused_step.KERNEL
+    kernel = CpuKernel("step", k.inputs, k.outputs, gpu.source(k.body, IDIOMS))
     templates = []
 
     def recording(**kw):
         templates.append(kw["template"])
         return kernel(**kw)
 
-    step = fused_step._make_step("cpu", lambda: recording)
+    step = fused_step._make("cpu", recording)
     for B in (1, 3):
         x, state, _ = inputs(6, B, 2, 1, 8, 20, True, False)
         assert_close(step(*x, state), native(mlstm_step_native, *x, state))

@@ -410,14 +410,14 @@ def test_fused_step_kernels_share_one_algorithm_and_refuse_themselves_when_wrong
 
     from xlstm_metal.kernels.mlstm import fused_step
 
-    cuda, metal = fused_step._source("cuda"), fused_step._source("metal")
+    cuda, metal = gpu.source(fused_step.KERNEL.body, "cuda"), gpu.source(fused_step.KERNEL.body, "metal")
     def strip(src, backend):
         return [line for line in src.splitlines() if not any(v in line for v in gpu.IDIOMS[backend].values())]
     assert strip(cuda, "cuda") == strip(metal, "metal")  # only the thread indexing differs
     # the first-use check accepts a correct kernel and refuses (with a warning) a wrong one
-    gpu.set_verdict(fused_step.NAME, "test-good", None)
-    gpu.set_verdict(fused_step.NAME, "test-bad", None)
-    assert fused_step.self_check("test-good", mlstm_step_native)
+    gpu.set_verdict(fused_step.FUSED.name, "test-good", None)
+    gpu.set_verdict(fused_step.FUSED.name, "test-bad", None)
+    assert fused_step.FUSED.check("test-good", mlstm_step_native)
 
     def wrong(q, k, v, i, f, state=None, **kw):
         h, st = mlstm_step_native(q, k, v, i, f, state, **kw)
@@ -425,17 +425,17 @@ def test_fused_step_kernels_share_one_algorithm_and_refuse_themselves_when_wrong
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not fused_step.self_check("test-bad", wrong)
+        assert not fused_step.FUSED.check("test-bad", wrong)
     assert any("disabled" in str(w.message) for w in caught)
 
     def nan_state(q, k, v, i, f, state=None, **kw):  # a NaN after a finite output must not be lost
         h, (C, n, m) = mlstm_step_native(q, k, v, i, f, state, **kw)
         return h, (C, n * float("nan"), m)
 
-    gpu.set_verdict(fused_step.NAME, "test-nan", None)
+    gpu.set_verdict(fused_step.FUSED.name, "test-nan", None)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        assert not fused_step.self_check("test-nan", nan_state)
+        assert not fused_step.FUSED.check("test-nan", nan_state)
 
 
 def test_fused_kernels_are_registered_but_not_selected_without_their_gpu():

@@ -12,7 +12,6 @@ import pytest
 from cpu_emulator import IDIOMS, CpuKernel, compiler_available
 from xlstm_metal import xLSTMRunner
 from xlstm_metal.kernels import KernelInfo, add_rms_norm, gpu, head_norm_gate, registry
-from xlstm_metal.kernels.row_kernels import row_source
 from xlstm_metal.plan import make_plan
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
@@ -20,14 +19,13 @@ pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ co
 
 def emulated(module, edit=lambda body: body):
     k = module.KERNEL
-    kernel = CpuKernel(k.name, k.inputs, k.outputs, row_source(edit(k.body), IDIOMS, k.threads))
-    return lambda: kernel
+    return CpuKernel(k.name, k.inputs, k.outputs, gpu.source(edit(k.body), IDIOMS))
 
 
 @pytest.mark.parametrize("module", [add_rms_norm, head_norm_gate], ids=["add_rms_norm", "head_norm_gate"])
 def test_each_algorithm_passes_its_first_use_check_and_is_float32_exact(module):
-    gpu.set_verdict(module.NAME, "cpu-emulated", None)
-    assert module.self_check("cpu-emulated", emulated(module), dtype=mx.float32)
+    gpu.set_verdict(module.FUSED.name, "cpu-emulated", None)
+    assert module.FUSED.check("cpu-emulated", module._make("cpu-emulated", emulated(module)), dtype=mx.float32)
     # float32 arrays: only the order of the float32 sums differs from the native ops
     assert module.check_errors(module._make("cpu-emulated", emulated(module)), mx.float32) <= 1e-5
 
@@ -38,9 +36,10 @@ def test_each_algorithm_passes_its_first_use_check_and_is_float32_exact(module):
 ], ids=["add_rms_norm", "head_norm_gate"])
 def test_a_kernel_that_computes_something_else_refuses_itself_with_a_warning(module, edit):
     assert edit(module.KERNEL.body) != module.KERNEL.body
-    gpu.set_verdict(module.NAME, "cpu-broken", None)
+    gpu.set_verdict(module.FUSED.name, "cpu-broken", None)
     with pytest.warns(RuntimeWarning, match="kernel disabled"):
-        assert not module.self_check("cpu-broken", emulated(module, edit), dtype=mx.float32)
+        assert not module.FUSED.check("cpu-broken", module._make("cpu-broken", emulated(module, edit)),
+                                      dtype=mx.float32)
 
 
 def test_add_rms_norm_writes_the_sum_as_the_add_rounds_it_and_the_norm_of_that_sum():
@@ -56,14 +55,14 @@ def test_add_rms_norm_writes_the_sum_as_the_add_rounds_it_and_the_norm_of_that_s
 def test_a_new_prompt_length_reuses_the_compiled_head_norm_kernel():
     """Template arguments pick a compiled specialisation: the sequence length must not be one (every new prompt
     length would compile a new kernel, seconds on a GPU); it is read at run time."""
-    run = emulated(head_norm_gate)()
+    run = emulated(head_norm_gate)
     templates = []
 
     def recording(**kw):
         templates.append(kw["template"])
         return run(**kw)
 
-    fn = head_norm_gate._make("cpu-emulated", lambda: recording)
+    fn = head_norm_gate._make("cpu-emulated", recording)
     rng = np.random.default_rng(3)
     for S in (1, 5, 12):
         h = mx.array(rng.normal(size=(1, 2, S, 16)).astype(np.float32))
@@ -135,7 +134,7 @@ def test_cuda_and_metal_sources_differ_only_in_idioms(module):
     k = module.KERNEL
 
     def strip(backend):
-        src = row_source(k.body, backend, k.threads)
+        src = gpu.source(k.body, backend)
         return [line for line in src.splitlines() if not any(v in line for v in gpu.IDIOMS[backend].values())]
 
     assert strip("cuda") == strip("metal") and len(strip("cuda")) > 20

@@ -34,11 +34,13 @@ EXACT = HEADER.replace("static inline float bf16_round(float x) {",
 @cache
 def emulated(header=HEADER):
     """The kernel with its launches run on the CPU (float32 arrays holding bfloat16 values)."""
-    def make(which):
-        body, ins, outs = tc_chunkwise.SOURCES[which]
-        return CpuKernel(f"tc_{which}", ins, outs, gpu.source(body, IDIOMS), header=header)
-    launches = {w: make(w) for w in tc_chunkwise.SOURCES}
-    return tc_chunkwise._make_chunkwise(lambda w: launches[w], io_dtype=mx.float32, entry_dtype=mx.float32)
+    return tc_chunkwise._make("cpu", launches(header), io_dtype=mx.float32, entry_dtype=mx.float32)
+
+
+def launches(header=HEADER):
+    """The four kernel texts compiled for the CPU, by launch name."""
+    return {w: CpuKernel(k.name, k.inputs, k.outputs, gpu.source(k.body, IDIOMS), header=header)
+            for w, k in tc_chunkwise.KERNELS.items()}
 
 
 def inputs(seed, B, NH, S, DK, DV, with_state, masked):
@@ -54,14 +56,10 @@ def inputs(seed, B, NH, S, DK, DV, with_state, masked):
 
 
 def test_the_algorithm_passes_its_own_first_use_check():
-    gpu.set_verdict(tc_chunkwise.NAME, "cpu-emulated", None)
-    launches = {}
-
-    def make(which):
-        body, ins, outs = tc_chunkwise.SOURCES[which]
-        return launches.setdefault(which, CpuKernel(f"tc_{which}", ins, outs, gpu.source(body, IDIOMS), header=HEADER))
-    assert tc_chunkwise.self_check("cpu-emulated", make, io_dtype=mx.float32, entry_dtype=mx.float32)
-    gpu.set_verdict(tc_chunkwise.NAME, "cpu-emulated", None)
+    gpu.set_verdict(tc_chunkwise.FUSED.name, "cpu-emulated", None)
+    fn = tc_chunkwise._make("cpu", launches(), io_dtype=mx.float32, entry_dtype=mx.float32)
+    assert tc_chunkwise.FUSED.check("cpu-emulated", fn, dtype=mx.float32)
+    gpu.set_verdict(tc_chunkwise.FUSED.name, "cpu-emulated", None)
 
 
 @pytest.mark.parametrize("B, NH, S, DK, DV",
@@ -80,7 +78,7 @@ def test_with_bfloat16_operands_it_stays_within_its_first_use_bound_and_really_r
     x, state, mask = inputs(5, 1, 2, 150, 64, 72, True, True)
     want = native_on_cpu(mlstm_chunkwise_native, *x, state, chunk_size=64, mask=mask)
     err = relative_error(emulated()(*x, state, chunk_size=64, mask=mask), want)
-    assert 1e-5 < err <= tc_chunkwise.TOLERANCE
+    assert 1e-5 < err <= tc_chunkwise.FUSED.tolerance
 
 
 def test_a_fully_masked_input_leaves_the_state_exactly_unchanged_and_outputs_zeros():
@@ -102,8 +100,8 @@ def test_segments_that_carry_the_state_compute_the_whole_input():
         hs.append(h)
     parts = (mx.concatenate(hs, axis=2), st)
     want = native_on_cpu(mlstm_chunkwise_native, *x, state, chunk_size=64, mask=mask)
-    assert relative_error(parts, want) <= tc_chunkwise.TOLERANCE
-    assert relative_error(parts, whole) <= tc_chunkwise.TOLERANCE
+    assert relative_error(parts, want) <= tc_chunkwise.FUSED.tolerance
+    assert relative_error(parts, whole) <= tc_chunkwise.FUSED.tolerance
 
 
 def test_inputs_it_does_not_cover_are_refused_by_the_registry_and_the_kernel():
@@ -112,7 +110,7 @@ def test_inputs_it_does_not_cover_are_refused_by_the_registry_and_the_kernel():
     info = dataclasses.replace(get_kernel("mlstm", "cuda_tc_chunkwise"), is_available=lambda: True)  # as on CUDA
     assert "not multiples of 8" in info.supports(device="gpu", dtype="bfloat16", head_dims=(12, 8))
     assert "dtypes" in info.supports(device="gpu", dtype="float32", head_dims=(16, 8))
-    fn = tc_chunkwise._make_chunkwise(lambda w: pytest.fail("no launch expected"))
+    fn = tc_chunkwise._make("cpu", {})  # no launch expected
     x, state, mask = inputs(4, 1, 1, 20, 12, 8, True, True)
     for args in (x, tuple(a.astype(mx.bfloat16) if a.ndim == 4 else a for a in x)):  # float32; DK 12
         with pytest.raises(ValueError, match="multiples of 8"):
@@ -166,7 +164,8 @@ def test_keys_and_values_are_laid_out_per_head_once_for_all_launches():
             return [mx.zeros(s, d) for s, d in zip(output_shapes, output_dtypes)]
         return launch
 
-    fn = tc_chunkwise._make_chunkwise(make, io_dtype=mx.float32, entry_dtype=mx.float32)
+    fn = tc_chunkwise._make("cpu", {w: make(w) for w in tc_chunkwise.KERNELS}, io_dtype=mx.float32,
+                            entry_dtype=mx.float32)
     (q, k, v, i, f), _, _ = inputs(0, 1, 2, 70, 16, 24, False, False)
     heads = lambda t: t.transpose(0, 2, 1, 3).reshape(1, 70, 2, -1).transpose(0, 2, 1, 3)  # noqa: E731  a strided view
     fn(heads(q), heads(k), heads(v), i, f, None, chunk_size=64)
