@@ -21,7 +21,7 @@ from xlstm_metal.kernels import get_kernel, gpu
 from xlstm_metal.kernels.gpu import native_on_cpu, relative_error
 from xlstm_metal.kernels.mlstm import tc_chunkwise
 from xlstm_metal.kernels.mlstm.native import mlstm_chunkwise_native
-from xlstm_metal.testing.kernel_bounds import bfloat16_rounded, expected_bfloat16, parity_errors
+from xlstm_metal.testing.kernel_bounds import bfloat16_rounded, expected, parity_errors
 from xlstm_metal.testing.strategies import chunk_sizes, mlstm_inputs
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler with OpenMP (g++)")
@@ -131,7 +131,7 @@ def test_emulated_kernel_holds_the_bfloat16_bound_of_the_property_suite(case, ch
     over random shapes (key and value dims rounded up to whole 16-byte rows), gates at the soft cap, states, masks."""
     case = dataclasses.replace(case, dk=-(-case.dk // 8) * 8, dv=-(-case.dv // 8) * 8)
     arrays = bfloat16_rounded(case.arrays())
-    reference = expected_bfloat16(arrays, "bfloat16", 1e-4)
+    reference = expected(arrays, 1e-4, "bfloat16")
     ok, errs, tols = parity_errors(emulated(), arrays, chunk, 1e-4, reference)
     note(f"errors h, C, n, m {[f'{e:.1e}' for e in errs]} against {[f'{t:.1e}' for t in tols]}")
     assert ok

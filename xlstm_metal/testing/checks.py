@@ -11,6 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..graph import format_table
+from ..kernels.gpu import max_error
 
 DEFAULT_RTOL = 2e-5  # float32, whole model: relative to the largest |logit| (or state entry)
 
@@ -67,24 +68,12 @@ def random_tokens(runner, batch: int, seq_len: int, seed: int) -> mx.array:
     return mx.array(rng.integers(0, input_vocab(runner), size=(batch, seq_len)), dtype=mx.int32)
 
 
-def _diff(a, b) -> tuple[float, float]:
-    a = np.array(a.astype(mx.float32) if isinstance(a, mx.array) else a, dtype=np.float64)
-    b = np.array(b.astype(mx.float32) if isinstance(b, mx.array) else b, dtype=np.float64)
-    if a.shape != b.shape:
-        return float("inf"), float("inf")
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        return float("nan"), float("nan")
-    err = float(np.abs(a - b).max()) if a.size else 0.0
-    return err, err / max(1.0, float(np.abs(b).max()) if b.size else 1.0)
-
-
 def _compare(name, pairs, rtol, detail="") -> CheckResult:
-    worst_abs = worst_rel = 0.0
-    for a, b in pairs:
-        ab, rel = _diff(a, b)
-        if not np.isfinite(rel):
-            return CheckResult(name, False, ab, rel, rtol, (detail + " NaN/inf or shape mismatch").strip())
-        worst_abs, worst_rel = max(worst_abs, ab), max(worst_rel, rel)
+    """``pairs`` of results that must agree, within ``rtol`` (``kernels.gpu.max_error``: NaN/inf never pass)."""
+    got, want = zip(*pairs)
+    worst_abs, worst_rel = max_error(list(got), list(want))
+    if not np.isfinite(worst_rel):
+        return CheckResult(name, False, worst_abs, worst_rel, rtol, (detail + " NaN/inf or shape mismatch").strip())
     return CheckResult(name, worst_rel <= rtol, worst_abs, worst_rel, rtol, detail)
 
 
