@@ -11,7 +11,7 @@ from xlstm_metal.blocks import NodeContext
 from xlstm_metal.modes import inference_mode
 
 from .graph import ModelGraph
-from .plan import ExecutionPlan
+from .plan import ExecutionPlan, PlanStep
 from .state import State
 
 
@@ -43,75 +43,73 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
         raise ValueError(f"eval_every must be None or 'stateful', got {eval_every!r}")
     last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
     evaluates = eval_every == "stateful" and last_stateful >= 0
+    reads = Counter(src for step in plan.steps for src in step.inputs)  # steps reading each value
+
+    def run(steps: list[PlanStep], tokens: mx.array, state: State, mask) -> tuple[dict[str, mx.array], State]:
+        """One segment through ``steps``; returns the outputs they compute and the new state."""
+        values: dict[str, mx.array] = {name: tokens for name in graph.inputs}
+        remaining, new_entries, in_flight = Counter(reads), dict(state.entries), deque()
+        for k, step in enumerate(steps):
+            block = graph.block(step.node)
+            ctx = NodeContext(step.node, step.kernel, step.chunk_size, mask, training,
+                              aux={a.family: a for a in step.aux})
+            inputs = [values[s] for s in step.inputs]
+            if last_only and k > last_stateful:
+                inputs = [x[:, -1:] for x in inputs]
+                ctx.mask = None
+            new = None
+            try:
+                if step.computed_by:  # its fusing step has computed it
+                    out = values[step.node]
+                elif step.fuses:
+                    out, values[step.fuses] = step.fusion.run(step.fusion_kernel, block, graph.block(step.fuses),
+                                                              inputs)
+                else:
+                    out, new = block(inputs, new_entries.get(step.node), ctx)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the node named
+                name = f"{step.node} (fused with {step.fuses})" if step.fuses else step.node
+                raise NodeExecutionError(name, step.type, exc) from exc
+            values[step.node] = out
+            if block.stateful:
+                new_entries[step.node] = new
+                if evaluates and eval_ahead <= 0:
+                    mx.eval(out, new)
+                elif evaluates:
+                    mx.async_eval(out, new)
+                    in_flight.append((out, new))
+                    if len(in_flight) > eval_ahead:
+                        mx.eval(in_flight.popleft())
+            for s in step.inputs:  # free what no later step reads
+                remaining[s] -= 1
+                if remaining[s] == 0 and s not in graph.outputs:
+                    values.pop(s, None)
+        outs = {o: values[o][:, -1:] if last_only else values[o] for o in graph.outputs if o in values}
+        return outs, State(new_entries, state.tokens_seen + int(tokens.shape[1]), dict(state.metadata))
+
     segments = plan.cut(int(tokens.shape[1]))
     state = State() if state is None else state
     pieces: dict[str, list[mx.array]] = {o: [] for o in graph.outputs}
     # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused kernels
     # run without their gradient wrapper
-    with inference_mode() if evaluates else contextlib.nullcontext():
-        for a, b in segments:
-            outs, state = _execute(graph, plan, tokens[:, a:b], state, None if mask is None else mask[:, a:b],
-                                   training, eval_every, eval_ahead, last_only, last_stateful)
-            for o, v in outs.items():
-                pieces[o].append(v)
-            if eval_every and len(segments) > 1:  # bound memory per segment
-                mx.eval(list(outs.values()), state.arrays())
+    try:
+        with inference_mode() if evaluates else contextlib.nullcontext():
+            for n, (a, b) in enumerate(segments):
+                # with last_only, a segment before the last only carries the state: the steps after the last
+                # stateful one (position-wise, their outputs dropped) do not run
+                tail = last_only and n < len(segments) - 1
+                outs, state = run(plan.steps[:last_stateful + 1] if tail else plan.steps, tokens[:, a:b], state,
+                                  None if mask is None else mask[:, a:b])
+                for o, v in outs.items():
+                    pieces[o].append(v)
+                if eval_every and len(segments) > 1:  # bound memory per segment
+                    mx.eval(list(outs.values()), state.arrays())
+    except ValueError as exc:
+        if not evaluates or "graph transformation" not in str(exc):
+            raise
+        raise ValueError(
+            f"execute(eval_every={eval_every!r}) evaluates layer by layer (the runner's prefill does, to bound "
+            f"memory), which MLX forbids under mx.grad / vjp / compile: differentiate execute(runner.graph, "
+            f"runner.plan(seq_len), tokens) without eval_every (or train with xlstm_metal.train.Trainer)") from None
     if last_only or len(segments) == 1:
         return {o: p[-1] for o, p in pieces.items()}, state
     return {o: mx.concatenate(p, axis=1) for o, p in pieces.items()}, state
-
-
-def _execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State, mask, training: bool,
-             eval_every: str | None, eval_ahead: int, last_only: bool,
-             last_stateful: int) -> tuple[dict[str, mx.array], State]:
-    """``execute`` over one segment; ``last_stateful``: the index of the plan's last stateful step (-1: none)."""
-    values: dict[str, mx.array] = {name: tokens for name in graph.inputs}
-    remaining = Counter(src for step in plan.steps for src in step.inputs)
-    keep = set(graph.outputs)
-    new_entries = dict(state.entries)
-    in_flight: deque = deque()
-    for k, step in enumerate(plan.steps):
-        block = graph.block(step.node)
-        ctx = NodeContext(step.node, step.kernel, step.chunk_size, mask, training,
-                          aux={a.family: a for a in step.aux})
-        inputs = [values[s] for s in step.inputs]
-        if last_only and k > last_stateful:
-            inputs = [x[:, -1:] for x in inputs]
-            ctx.mask = None
-        new = None
-        try:
-            if step.computed_by:  # its fusing step has computed it
-                out = values[step.node]
-            elif step.fuses:
-                out, values[step.fuses] = step.fusion.run(step.fusion_kernel, block, graph.block(step.fuses), inputs)
-            else:
-                out, new = block(inputs, new_entries.get(step.node), ctx)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the node named
-            name = f"{step.node} (fused with {step.fuses})" if step.fuses else step.node
-            raise NodeExecutionError(name, step.type, exc) from exc
-        values[step.node] = out
-        if block.stateful:
-            new_entries[step.node] = new
-        if eval_every == "stateful" and block.stateful:
-            try:
-                if eval_ahead <= 0:
-                    mx.eval(out, new)
-                else:
-                    mx.async_eval(out, new)
-                    in_flight.append((out, new))
-                    if len(in_flight) > eval_ahead:
-                        mx.eval(in_flight.popleft())
-            except ValueError as exc:
-                if "graph transformation" not in str(exc):
-                    raise
-                raise ValueError(
-                    f"execute(eval_every={eval_every!r}) evaluates layer by layer (the runner's prefill does, to bound "
-                    f"memory), which MLX forbids under mx.grad / vjp / compile: differentiate execute(runner.graph, "
-                    f"runner.plan(seq_len), tokens) without eval_every (or train with xlstm_metal.train.Trainer)"
-                ) from None
-        for s in step.inputs:  # free what no later step reads
-            remaining[s] -= 1
-            if remaining[s] == 0 and s not in keep:
-                values.pop(s, None)
-    outs = {o: values[o][:, -1:] if last_only else values[o] for o in graph.outputs}
-    return outs, State(new_entries, state.tokens_seen + int(tokens.shape[1]), dict(state.metadata))

@@ -76,6 +76,23 @@ def test_execute_runs_the_segments_and_equals_one_piece_across_every_border(runn
     assert close(last, want["lm_head"][:, -1:])
 
 
+def test_a_last_position_prefill_runs_the_blocks_after_the_last_cell_once(runner, monkeypatch):
+    """With ``last_only``, segments before the last only carry the state: the position-wise blocks after the last
+    stateful one run on the last segment alone, on its last position."""
+    g = runner.graph
+    plan = make_plan(g, 514, segment_len=None, overrides=small_chunks(g))
+    assert len(plan.segments) == 3
+    head = g.block(g.outputs[0])
+    seen = []
+    forward = head.forward
+    monkeypatch.setattr(head, "forward", lambda inputs, state, ctx: seen.append(inputs[0].shape) or forward(
+        inputs, state, ctx))
+    tokens = mx.array(np.random.default_rng(1).integers(0, 512, size=(2, 514)))
+    last, _ = execute(g, plan, tokens, last_only=True)
+    assert len(seen) == 1 and seen[0][:2] == (2, 1)
+    assert close(last[g.outputs[0]], execute(g, whole(plan), tokens)[0][g.outputs[0]][:, -1:])
+
+
 def test_gradients_flow_through_the_segments_of_a_training_plan(runner):
     g = runner.graph
     S = 300
