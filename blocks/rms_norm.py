@@ -15,11 +15,6 @@ class RMSNormParams(BlockParams):
     force_float32_reductions: bool = Field(True, description="Reduce in float32 even for bf16/f16 inputs.")
 
 
-def rms_normalize(x: mx.array, eps: float) -> mx.array:
-    """``x / rms(x)`` in x's own dtype."""
-    return (x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + eps)).astype(x.dtype)
-
-
 @register_block
 class RMSNorm(Block):
     type_name = "rms_norm"
@@ -42,7 +37,7 @@ class RMSNorm(Block):
             # one fused kernel accumulating in float32; the weight is applied before rounding to x's dtype
             y = mx.fast.rms_norm(x, self.weight if p.use_weight else None, p.eps)
         else:
-            y = rms_normalize(x, p.eps)
+            y = (x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + p.eps)).astype(x.dtype)  # in x's dtype
             if p.use_weight:
                 y = y * self.weight
         if p.use_bias:

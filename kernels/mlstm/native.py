@@ -65,11 +65,6 @@ def _running_sum(x: mx.array, inclusive: bool = True, reverse: bool = False) -> 
     return mx.cumsum(mx.contiguous(x), axis=-1, inclusive=inclusive, reverse=reverse)
 
 
-def _entry_log_decay(g: mx.array) -> mx.array:
-    """``out[..., c] = sum(g[..., :c])``: the log decay of a group's incoming state on entering chunk c."""
-    return _running_sum(g, inclusive=False)
-
-
 # Chunks one call takes: entry states come from one matmul over all earlier chunks, quadratic in their number.
 MAX_CHUNKS = 128
 
@@ -92,7 +87,7 @@ def _chunks(q, k, v, i, b, seg_in, state, eps, state_is_zero):
     n_loc = mx.sum(ke, axis=-2)  # [B,NH,G,DK]
 
     # Log weights, in the state entering chunk c, of the incoming state (w0) and of chunk j < c (w).
-    w0 = _entry_log_decay(g) + m[..., None]
+    w0 = _running_sum(g, inclusive=False) + m[..., None]  # sum(g[..., :c]): the incoming state's decay so far
     if G > 1:
         seg = _segment_sums(g)  # [B,NH,G,G]: sum of g over chunks j+1..c, -inf for j > c
         w = mx.concatenate([mx.full(seg.shape[:-2] + (1, G), -mx.inf), seg[..., :-1, :] + m_loc[..., None, :]], axis=-2)

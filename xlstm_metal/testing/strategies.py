@@ -52,11 +52,6 @@ class MLSTMCase:
         return (to32(q), to32(k), to32(v), to32(i), to32(f),
                 None if state is None else tuple(to32(a) for a in state), mask)
 
-    def __repr__(self) -> str:
-        return (f"MLSTMCase(B={self.batch}, NH={self.heads}, S={self.seq_len}, DK={self.dk}, DV={self.dv}, "
-                f"seed={self.seed}, gates={self.gate_style}, state={self.with_state}, mask={self.with_mask}, "
-                f"dtype={self.dtype})")
-
 
 @st.composite
 def mlstm_inputs(draw, max_batch: int = 2, max_heads: int = 3, max_dk: int = 16, max_dv: int = 16,
