@@ -160,6 +160,9 @@ def test_sharding_keeps_this_ranks_rows_of_each_segment_and_loading_reads_only_t
     assert np.array_equal(np.array(m.proj_in.weight), np.concatenate(rows))
     gates = np.array(full["backbone.blocks.0.mlstm_layer.gate_bias"])
     assert np.array_equal(np.array(m.gate_bias), gates[[2, 3, 6, 7]])
+    norm_bias = np.array(full["backbone.blocks.0.mlstm_layer.multihead_norm.bias"])
+    assert np.array_equal(np.array(m.multihead_norm.bias), norm_bias[32:64])  # a bias follows its weight's rows
+    assert not np.array(m.out_proj.bias).any()  # a partial output's bias: added by rank 0 alone
     loaded = xLSTMRunner.from_pretrained(tmp_path / "m", shard=Group(1, 2))
     got = dict(tree_flatten(loaded.model.parameters()))
     for key, a in tree_flatten(r.model.parameters()):

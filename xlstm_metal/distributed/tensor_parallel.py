@@ -68,8 +68,6 @@ def _shard_mlstm(block, rank: int, size: int) -> tuple[dict[str, Segments], Shar
                                  "out_proj.weight": [(1, h0 * dv, h1 * dv)]}
     if "qkvo_bias" in block:
         segs["qkvo_bias"] = _rows(rows[:4], nh, h0, h1)
-    if "bias" in block.multihead_norm:
-        segs["multihead_norm.bias"] = segs["multihead_norm.weight"]
     _apply(block, segs, rank)
     (dk, dv), n = block.head_dims, h1 - h0
     block.qk_dim, block.v_dim, block.local_heads = n * dk, n * dv, n
@@ -81,18 +79,22 @@ def _shard_ffn(block, rank: int, size: int) -> tuple[dict[str, Segments], ShardI
     a, b = split(hidden, size, rank)
     segs: dict[str, Segments] = {"proj_up_gate_z.weight": _rows((hidden, hidden), hidden, a, b),
                                  "proj_down.weight": [(1, a, b)]}
-    if "bias" in block.proj_up_gate_z:
-        segs["proj_up_gate_z.bias"] = segs["proj_up_gate_z.weight"]
     _apply(block, segs, rank)
     block.hidden = b - a
     return segs, ShardInfo(rank, size, a, b, "hidden")
 
 
 def _apply(block, segs: dict[str, Segments], rank: int) -> None:
+    """Keep this rank's pieces of the parameters ``segs`` names, and of their layers' biases."""
     params = dict(tree_flatten(block.parameters()))
-    for proj in ("out_proj", "proj_down"):  # an output bias is added once, by rank 0; no pieces: zeros, not read
-        if f"{proj}.bias" in params and rank != 0:
-            segs[f"{proj}.bias"] = []
+    for key, sg in list(segs.items()):
+        bias = key.removesuffix("weight") + "bias"
+        if not key.endswith(".weight") or bias not in params:
+            continue
+        if sg[0][0] == 0:  # split by rows: the bias follows them
+            segs[bias] = sg
+        elif rank != 0:  # split by columns, a partial output: rank 0 alone adds the bias (zeros here, not read)
+            segs[bias] = []
     new = [(k, take(params[k], sg) if sg else mx.zeros_like(params[k])) for k, sg in segs.items()]
     block.update(tree_unflatten(new), strict=False)
 
