@@ -18,6 +18,7 @@ from xlstm_metal.kernels import kernels as registered_kernels
 
 from .spec import ExpandedSpec, ResolvedNode, SpecError, SpecIssue, load_spec
 from .spec.errors import collapse_unions, did_you_mean, short_repr
+from .spec.expand import MAX_EXPRESSION
 from .spec.model import KERNEL_CHOICES
 
 MAX_DIM = 2**31 - 1  # MLX array sizes are 32-bit integers
@@ -186,9 +187,11 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
                 hint = f"{fld}: {info.description}"
         else:
             msg = f"{err['msg']} (got {short_repr(raw)})"
-            if isinstance(raw, str):
+            if isinstance(raw, str) and len(raw) > MAX_EXPRESSION:
+                hint = f"a dim expression has at most {MAX_EXPRESSION} characters"
+            elif isinstance(raw, str):
                 hint = did_you_mean(raw, spec.dims) or (
-                    f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
+                    f"{short_repr(raw)} is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
         issues.append(spec.node_issue(node, fld, msg, hint))
     return issues
 

@@ -43,14 +43,34 @@ MAX_YAML_NODES = 200_000  # scalars, lists and mappings once aliases are expande
 MAX_YAML_DEPTH = 64  # nesting of lists and mappings
 
 
+class _TooLarge(ValueError):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that stops composing past ``MAX_YAML_DEPTH`` levels (before Python's recursion limit)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise _TooLarge(f"lists and mappings are nested more than {MAX_YAML_DEPTH} deep",
+                            self.peek_event().start_mark.line + 1)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def _expanded_size(node: yaml.Node, sizes: dict, depth: int = 0) -> int:
     """How many nodes ``node`` becomes once its aliases are expanded (memoised, so a bomb is counted, not built)."""
     if id(node) in sizes:
         if sizes[id(node)] is None:
-            raise ValueError("an alias refers to a list or mapping that contains it")
+            raise _TooLarge("an alias refers to a list or mapping that contains it", node.start_mark.line + 1)
         return sizes[id(node)]
     if depth > MAX_YAML_DEPTH:
-        raise ValueError(f"lists and mappings are nested more than {MAX_YAML_DEPTH} deep")
+        raise _TooLarge(f"lists and mappings are nested more than {MAX_YAML_DEPTH} deep", node.start_mark.line + 1)
     sizes[id(node)] = None  # in progress
     children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
         node.value if isinstance(node, yaml.SequenceNode) else [])
@@ -58,7 +78,8 @@ def _expanded_size(node: yaml.Node, sizes: dict, depth: int = 0) -> int:
     for child in children:
         total += _expanded_size(child, sizes, depth + 1)
         if total > MAX_YAML_NODES:
-            raise ValueError(f"the document expands to more than {MAX_YAML_NODES:,} values (aliases included)")
+            raise _TooLarge(f"the document expands to more than {MAX_YAML_NODES:,} values (aliases included)",
+                            node.start_mark.line + 1)
     sizes[id(node)] = total
     return total
 
@@ -78,17 +99,18 @@ def parse_yaml(text: str, file: str | None = None) -> SpecSource:
     past ``MAX_YAML_NODES`` values, or nesting deeper than ``MAX_YAML_DEPTH``, are refused."""
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
         root = loader.get_single_node()
         if root is not None:
             _expanded_size(root, {})
         data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, text, file) from None
-    except (ValueError, RecursionError) as exc:
-        message = str(exc) if isinstance(exc, ValueError) else "lists and mappings are nested too deeply"
-        raise SpecError(f"refused: {message}", file=file, line=1,
+    except _TooLarge as exc:
+        raise SpecError(f"refused: {exc.args[0]}", file=file, line=exc.args[1],
                         hint="a wiring spec is a short list of nodes; write copies with repeat") from None
+    except (ValueError, OverflowError) as exc:  # a scalar the YAML constructors reject, e.g. a date 2024-13-01
+        raise SpecError(f"not valid YAML: {exc}", file=file) from None
     finally:
         if loader is not None:
             loader.dispose()
