@@ -302,9 +302,9 @@ def _check_overrides(spec: ExpandedSpec, node: ResolvedNode, cls) -> list[SpecIs
         if family is None:
             issues.append(spec.node_issue(node, "chunk_size", f"block type '{node.type}' is not chunked, so "
                                           "chunk_size has no effect", "remove chunk_size"))
-        elif not isinstance(node.chunk_size, int) or node.chunk_size < 1:
-            issues.append(spec.node_issue(node, "chunk_size",
-                                          f"chunk_size must be a positive integer, got {node.chunk_size!r}"))
+        elif not isinstance(node.chunk_size, int) or not 1 <= node.chunk_size <= MAX_DIM:
+            issues.append(spec.node_issue(node, "chunk_size", f"chunk_size must be a positive integer of at most "
+                                          f"{MAX_DIM:,}, got {short_repr(node.chunk_size)}"))
     return issues
 
 

@@ -46,7 +46,9 @@ class SpecError(InputError):
             return str(self.issues[0])
         shown = "\n".join(f"- {i}" for i in self.issues[:MAX_SHOWN])
         more = f"\n- ... and {len(self.issues) - MAX_SHOWN} more" if len(self.issues) > MAX_SHOWN else ""
-        return f"{len(self.issues)} problems in the wiring spec:\n{shown}{more}"
+        files = {i.file for i in self.issues}
+        where = next(iter(files)) if len(files) == 1 and None not in files else "the wiring spec"
+        return f"{len(self.issues)} problems in {where}:\n{shown}{more}"
 
 
 MAX_SHOWN = 20  # problems listed in the message (``issues`` keeps all)
