@@ -81,3 +81,9 @@ def test_load_spec_accepts_a_spec_source_and_keeps_its_lines(tmp_path):
     err = error_of(load_spec(with_vocab(str(path), 10)))
     assert (err.file, err.line, err.node) == (str(path), 24, "backbone.blocks.0.mlstm_layer")
     assert [n.params.get("vocab_size") for n in load_spec(with_vocab("xlstm_tiny", 10)).nodes][-1] == 10
+
+
+def test_a_node_that_fails_validation_is_not_reported_again_where_it_is_used():
+    err = error_of(TINY.replace("inputs: [tokens], num_embeddings", "inputs: tokens, num_embeddings"))
+    assert len(err.issues) == 1, str(err)
+    assert (err.node, err.field, err.line) == ("backbone.embeddings", "inputs", 14)

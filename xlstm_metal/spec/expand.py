@@ -187,7 +187,11 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
     aliases: dict[str, str] = {}
     issues: list[SpecIssue] = []
     seen: dict[str, tuple] = {}
-    failed: set[str] = set()  # base names of repeats that could not be stamped
+    failed: set[str] = set()  # nodes and repeat groups already reported as broken: their users are not reported
+
+    def is_failed(name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[:k]) in failed for k in range(1, len(parts) + 1))
 
     def add_node(entry: dict, path: tuple, prefix: str, scope: _Scope) -> str | None:
         if not isinstance(entry, dict):
@@ -198,6 +202,9 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         except ValidationError as exc:
             name = entry.get("name") if isinstance(entry.get("name"), str) else None
             issues.extend(_validation_issues(exc, src, path, name, list(_COMMON_FIELDS)))
+            if name:
+                failed.add(prefix + name)
+                scope.local[name] = prefix + name
             return None
         full = f"{prefix}{ne.name}"
         if len(out.nodes) >= MAX_NODES:
@@ -307,14 +314,14 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                 kind, *rest = scope.bindings[ref]
                 return rest[0] if kind == "node" else resolve_ref(*rest)
             scope = scope.parent
-        return ref if ref in all_names else aliases.get(ref)
+        return ref if ref in all_names or is_failed(ref) else aliases.get(ref)
 
     for node, refs, scope in pending_inputs:
         resolved = []
         for k, ref in enumerate(refs):
             target = resolve_ref(ref, scope)
-            if target is None and any(ref == f or ref.startswith(f + ".") for f in failed):
-                continue  # a name from a repeat already reported as broken
+            if target is not None and is_failed(target):
+                continue  # a node or repeat already reported as broken
             if target is None:
                 visible = set(all_names) | set(aliases)
                 s = scope
