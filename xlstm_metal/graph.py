@@ -5,6 +5,8 @@ lazily), ``in_types`` / ``out_type`` and ``spec``, the ``ResolvedNode`` it came 
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +17,11 @@ from xlstm_metal.blocks import Block, ShapeError, TensorType, block_types
 from xlstm_metal.kernels import kernels as registered_kernels
 
 from .spec import ExpandedSpec, ResolvedNode, SpecError, SpecIssue, load_spec
-from .spec.errors import did_you_mean
+from .spec.errors import collapse_unions, did_you_mean, short_repr
+from .spec.expand import MAX_EXPRESSION
 from .spec.model import KERNEL_CHOICES
+
+MAX_DIM = 2**31 - 1  # MLX array sizes are 32-bit integers
 
 
 @dataclass
@@ -66,15 +71,56 @@ class ModelGraph:
                 problems.append(f"output '{o}' is not in the graph")
         if not nx.is_directed_acyclic_graph(self.graph):
             problems.append("graph has a cycle")
-        dead = [n for n in self.compute_nodes() if not any(nx.has_path(self.graph, n, o) for o in self.outputs)]
+        used = set(self.outputs).union(*(nx.ancestors(self.graph, o) for o in self.outputs if o in self.graph))
+        dead = [n for n in self.compute_nodes() if n not in used]
         if dead:
             problems.append(f"nodes that reach no output: {', '.join(dead)}")
+        problems.extend(self._vocab_mismatches())
         return problems
 
-    def num_parameters(self) -> int:
-        from mlx.utils import tree_flatten
+    def _vocab_mismatches(self) -> list[str]:
+        """An lm_head whose vocabulary differs from the embedding's predicts ids the model cannot read (or misses
+        ids it can)."""
+        def sizes(type_name, key):
+            return {n: getattr(self.node(n)["params"], key) for n in self.compute_nodes()
+                    if self.node(n)["type"] == type_name}
 
-        return sum(v.size for n in self.compute_nodes() for _, v in tree_flatten(self.block(n).parameters()))
+        embeddings = sizes("embedding", "num_embeddings")
+        return [f"lm_head '{h}' has vocab_size {v:,} but embedding '{e}' has num_embeddings {w:,}"
+                for h, v in sizes("lm_head", "vocab_size").items() for e, w in embeddings.items() if v != w]
+
+    def num_parameters(self) -> int:
+        return sum(math.prod(shape) for n in self.compute_nodes() for shape, _ in _parameter_shapes(self.block(n)))
+
+    def parameter_bytes(self, dtype: Any = "float32") -> dict[str, int]:
+        """Bytes of each node's parameters once cast to ``dtype``, from their shapes (nothing is evaluated)."""
+        import mlx.core as mx
+
+        itemsize = (getattr(mx, dtype) if isinstance(dtype, str) else dtype).size
+        return {n: sum(math.prod(shape) * (itemsize if mx.issubdtype(dt, mx.floating) else dt.size)
+                       for shape, dt in _parameter_shapes(self.block(n))) for n in self.compute_nodes()}
+
+    def memory_issue(self, dtype: Any = "float32", limit: int | None = None) -> SpecIssue | None:
+        """Why the parameters in ``dtype`` cannot be held (more bytes than ``limit``, default this machine's
+        memory), naming the largest node and its largest size field; None when they fit."""
+        limit = limit or physical_memory()
+        sizes = self.parameter_bytes(dtype)
+        total = sum(sizes.values())
+        if not limit or total <= limit:
+            return None
+        name = max(sizes, key=sizes.get)
+        field, value = max(_int_fields(self.node(name)["params"]), key=lambda kv: kv[1], default=(None, 0))
+        return self.spec.node_issue(
+            self.node(name)["spec"], field,
+            f"the parameters need {_gb(total)} in {str(dtype).split('.')[-1]}, more than the {_gb(limit)} of memory "
+            f"here; this node holds {_gb(sizes[name])}" + (f" ({field} = {value:,})" if field else ""),
+            "lower the sizes, or use a smaller dtype (--dtype bfloat16)")
+
+    def require_memory(self, dtype: Any = "float32", limit: int | None = None) -> None:
+        """Raise ``SpecError`` (before MLX allocates anything) when the parameters cannot fit in memory."""
+        issue = self.memory_issue(dtype, limit)
+        if issue is not None:
+            raise SpecError(issue)
 
     def __str__(self) -> str:
         rows = [("node", "type", "inputs", "output")]
@@ -83,6 +129,34 @@ class ModelGraph:
             inputs = ", ".join(d["spec"].inputs) if d.get("spec") else ""
             rows.append((n, d.get("type", "input"), inputs, str(d["out_type"])))
         return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + format_table(rows)
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def _parameter_shapes(block) -> list[tuple[tuple, Any]]:
+    from mlx.utils import tree_flatten
+
+    return [(tuple(v.shape), v.dtype) for _, v in tree_flatten(block.parameters())]
+
+
+def _int_fields(params) -> list[tuple[str, int]]:
+    """``(field, value)`` for every integer parameter (and integer list item) of a block."""
+    out = []
+    for key in type(params).model_fields:
+        value = getattr(params, key)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and not isinstance(v, bool):
+                out.append((key, v))
+    return out
 
 
 def format_table(rows: list[tuple]) -> str:
@@ -97,7 +171,7 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
     issues = []
     known = list(params_cls.model_fields)
     # A misspelt name shows up as "unknown" plus "missing": report the unknown one (with its hint) first.
-    for err in sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden"):
+    for err in sorted(collapse_unions(exc.errors()), key=lambda e: e["type"] != "extra_forbidden"):
         loc = tuple(err["loc"])
         fld = str(loc[0]) if loc else None
         raw = node.params.get(fld) if fld else None
@@ -112,10 +186,12 @@ def _param_issue(exc: ValidationError, spec: ExpandedSpec, node: ResolvedNode, p
             if info is not None and info.description:
                 hint = f"{fld}: {info.description}"
         else:
-            msg = f"{err['msg']} (got {raw!r})"
-            if isinstance(raw, str):
+            msg = f"{err['msg']} (got {short_repr(raw)})"
+            if isinstance(raw, str) and len(raw) > MAX_EXPRESSION:
+                hint = f"a dim expression has at most {MAX_EXPRESSION} characters"
+            elif isinstance(raw, str):
                 hint = did_you_mean(raw, spec.dims) or (
-                    f"'{raw}' is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
+                    f"{short_repr(raw)} is not a known dim; dims: {', '.join(spec.dims)}" if spec.dims else None)
         issues.append(spec.node_issue(node, fld, msg, hint))
     return issues
 
@@ -146,6 +222,8 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         except ValidationError as exc:
             issues.extend(_param_issue(exc, spec, node, cls.Params))
             continue
+        issues.extend(spec.node_issue(node, key, f"{value:,} is too large: a size is at most {MAX_DIM:,}")
+                      for key, value in _int_fields(params) if abs(value) > MAX_DIM)
         arity = cls.num_inputs
         if (arity is not None and len(node.inputs) != arity) or (arity is None and len(node.inputs) < 2):
             want = f"exactly {arity}" if arity is not None else "at least 2"
@@ -168,6 +246,7 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
                                         f"the graph has a cycle: {' -> '.join(names)}", "a node cannot depend on its "
                                         "own output; carry state through a recurrent block instead"))
     order = list(nx.lexicographical_topological_sort(g, key=lambda n: index[n]))
+    failed: set[str] = set()  # nodes whose type is unknown: what reads them is not checked (no cascade)
     for name in order:
         data = g.nodes[name]
         if data["type"] == "input":
@@ -175,12 +254,19 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
         node: ResolvedNode = data["spec"]
         in_types = [g.nodes[s]["out_type"] for s in node.inputs]
         data["in_types"] = in_types
+        data["out_type"] = TensorType("unknown")
+        if failed.intersection(node.inputs):
+            failed.add(name)
+            continue
         try:
-            data["out_type"] = data["block_cls"].infer(data["params"], in_types)
+            out_type = data["block_cls"].infer(data["params"], in_types)
+            if out_type.dim is not None and out_type.dim > MAX_DIM:
+                raise ShapeError(f"output width {out_type.dim:,} is too large: a size is at most {MAX_DIM:,}", None)
+            data["out_type"] = out_type
         except ShapeError as exc:
             detail = ", ".join(f"{s}: {t}" for s, t in zip(node.inputs, in_types))
             issues.append(spec.node_issue(node, exc.field or "inputs", f"{exc} (inputs: {detail})"))
-            data["out_type"] = TensorType("unknown")
+            failed.add(name)
     for o in spec.outputs:
         if o in spec.inputs:
             issues.append(spec.source.issue(f"output '{o}' is a graph input, not a node", ("outputs",),
@@ -192,7 +278,12 @@ def build_graph(spec_or_path: Any, *, materialize: bool = True) -> ModelGraph:
     if materialize:
         for name in mg.compute_nodes():
             d = g.nodes[name]
-            d["block"] = d["block_cls"](d["params"], d["in_types"])
+            try:
+                d["block"] = d["block_cls"](d["params"], d["in_types"])
+            except (OverflowError, MemoryError) as exc:  # a size derived from the parameters is too large for MLX
+                field = max(_int_fields(d["params"]), key=lambda kv: kv[1], default=(None,))[0]
+                raise SpecError(spec.node_issue(d["spec"], field, f"cannot create its parameters: {exc}",
+                                                "lower the sizes or factors of this node")) from None
     return mg
 
 
@@ -211,9 +302,9 @@ def _check_overrides(spec: ExpandedSpec, node: ResolvedNode, cls) -> list[SpecIs
         if family is None:
             issues.append(spec.node_issue(node, "chunk_size", f"block type '{node.type}' is not chunked, so "
                                           "chunk_size has no effect", "remove chunk_size"))
-        elif not isinstance(node.chunk_size, int) or node.chunk_size < 1:
-            issues.append(spec.node_issue(node, "chunk_size",
-                                          f"chunk_size must be a positive integer, got {node.chunk_size!r}"))
+        elif not isinstance(node.chunk_size, int) or not 1 <= node.chunk_size <= MAX_DIM:
+            issues.append(spec.node_issue(node, "chunk_size", f"chunk_size must be a positive integer of at most "
+                                          f"{MAX_DIM:,}, got {short_repr(node.chunk_size)}"))
     return issues
 
 

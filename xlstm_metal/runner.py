@@ -64,7 +64,9 @@ class xLSTMRunner:
         """Build a model with freshly initialised weights from a spec (path, shipped name, YAML, dict)."""
         if seed is not None:
             mx.random.seed(seed)
-        return cls(build_graph(spec), dtype=dtype, **kw)
+        graph = build_graph(spec)
+        graph.require_memory(as_dtype(dtype))  # refuse sizes MLX cannot allocate before it tries (it would crash)
+        return cls(graph, dtype=dtype, **kw)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = None, shard: Any = False, progress: bool | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import architecture, checkpoint, generate, train, verify  # noqa: F401  (each registers its commands)
@@ -25,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args._fn(args) or 0)
+    except BrokenPipeError:  # the reader went away (`xlstm-metal plan ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail
+        return 0
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (NodeExecutionError, FileNotFoundError, ValueError, LookupError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return 0

@@ -44,7 +44,9 @@ def _plan_args(p):
     p.add_argument("--device", choices=["cpu", "gpu"], help="plan for this device (default: MLX's default)")
 
 
-@command("plan", "print the execution plan (or a picture of the graph) for a spec", _plan_args)
+@command("plan", "print the execution plan (or a picture of the graph) for a spec, then warnings from the graph's "
+                 "lint (nodes that reach no output, lm_head/embedding vocabularies that differ) and its memory need",
+         _plan_args)
 def cmd_plan(args) -> int:
     from ..graph import build_graph
     from ..plan import make_plan
@@ -61,6 +63,9 @@ def cmd_plan(args) -> int:
         print(to_dot(graph, plan), end="")
     else:
         print(json.dumps(plan.to_dict(), indent=2))
+    memory = graph.memory_issue(args.dtype)
+    for finding in graph.lint() + ([str(memory).replace("\n    hint:", ";")] if memory else []):
+        print(f"warning: {finding}", file=sys.stderr)
     return 0
 
 

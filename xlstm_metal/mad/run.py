@@ -14,7 +14,7 @@ import numpy as np
 
 from ..plan import make_plan
 from ..runtime import execute
-from ..spec import read_source, shipped_spec_path
+from ..spec import SpecSource, read_source, shipped_spec_path
 from ..graph import format_table
 from ..train.loop import lr_schedule, make_step
 from ..train.plot import svg_page
@@ -44,22 +44,26 @@ class MadResult:
     extra: dict = field(default_factory=dict)
 
 
-def with_vocab(spec, vocab: int) -> dict:
-    """The spec with every embedding and lm_head resized to the task's vocabulary."""
+def with_vocab(spec, vocab: int) -> SpecSource:
+    """The spec with every embedding and lm_head resized to the task's vocabulary (file and lines kept, so a
+    mistake in the spec is still reported at its file:line)."""
     if isinstance(spec, str) and "\n" not in spec and shipped_spec_path(spec):
         spec = shipped_spec_path(spec)
-    data = copy.deepcopy(read_source(spec).data)
+    src = read_source(spec)
+    data = copy.deepcopy(src.data)
 
     def visit(nodes):
-        for n in nodes:
+        for n in nodes if isinstance(nodes, list) else []:  # a malformed spec is left for load_spec to report
+            if not isinstance(n, dict):
+                continue
             if "repeat" in n:
                 visit(n.get("nodes", []))
             elif n.get("type") == "embedding":
                 n["num_embeddings"] = vocab
             elif n.get("type") == "lm_head":
                 n["vocab_size"] = vocab
-    visit(data["nodes"])
-    return data
+    visit(data.get("nodes") if isinstance(data, dict) else None)
+    return SpecSource(data, src.file, src.lines)
 
 
 def run_task(spec, task_name: str, budget: MadBudget) -> MadResult:

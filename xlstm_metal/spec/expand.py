@@ -9,12 +9,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import SpecError, SpecIssue, did_you_mean
+from .errors import SpecError, SpecIssue, collapse_unions, did_you_mean, short_repr
 from .model import NodeEntry, RepeatEntry, WiringSpecFile
 from .source import SpecSource
 
 _COMMON_FIELDS = set(NodeEntry.model_fields)
 MAX_REPEAT = 10_000  # copies per repeat: far above any real model, low enough to fail fast on a typo
+MAX_NODES = 100_000  # nodes of the expanded spec, nested repeats included
+MAX_EXPRESSION = 256  # characters of a dim expression; longer strings are plain strings
 
 
 @dataclass
@@ -85,11 +87,8 @@ def resolve_value(value: Any, env: dict[str, Any]) -> Any:
     (``"single"``) come back unchanged, for the block's parameter model to judge."""
     if isinstance(value, list):
         return [resolve_value(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-    try:
-        tree = ast.parse(value.strip(), mode="eval")
-    except SyntaxError:
+    tree = _parse_expression(value)
+    if tree is None:
         return value
     try:
         result = _eval(tree, env)
@@ -100,6 +99,20 @@ def resolve_value(value: Any, env: dict[str, Any]) -> Any:
     if isinstance(result, float) and result.is_integer() and not any(c in value for c in "./e"):
         result = int(result)
     return result
+
+
+def _parse_expression(value: Any) -> ast.Expression | None:
+    if not isinstance(value, str) or len(value) > MAX_EXPRESSION:
+        return None
+    try:
+        return ast.parse(value.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL character
+        return None
+
+
+def _dim_hint(word: Any, env: dict[str, Any]) -> str | None:
+    """What a name that should be an integer dim is: its value when it is a dim, else the closest dim name."""
+    return f"dim '{word}' is {short_repr(env[word])}" if word in env else did_you_mean(word, env)
 
 
 def _resolve_dims(raw: dict[str, Any], src: SpecSource) -> dict[str, Any]:
@@ -125,11 +138,9 @@ def _resolve_dims(raw: dict[str, Any], src: SpecSource) -> dict[str, Any]:
 
 
 def _mentions_unresolved(value: str, pending: dict, own: str) -> bool:
-    try:
-        return any(isinstance(n, ast.Name) and n.id in pending and n.id != own
-                   for n in ast.walk(ast.parse(value.strip(), mode="eval")))
-    except SyntaxError:
-        return False
+    tree = _parse_expression(value)
+    return tree is not None and any(isinstance(n, ast.Name) and n.id in pending and n.id != own
+                                    for n in ast.walk(tree))
 
 
 # ---------------------------------------------------------------- scopes
@@ -144,7 +155,7 @@ class _Scope:
 def _validation_issues(exc: ValidationError, src: SpecSource, base: tuple, node: str | None,
                        known: list[str]) -> list[SpecIssue]:
     issues = []
-    for err in exc.errors():
+    for err in collapse_unions(exc.errors()):
         loc = tuple(err["loc"])
         fld = ".".join(str(p) for p in loc) or None
         hint = None
@@ -154,7 +165,7 @@ def _validation_issues(exc: ValidationError, src: SpecSource, base: tuple, node:
         elif err["type"] == "missing":
             msg = "required key is missing"
         else:
-            msg = f"{err['msg']} (got {err.get('input')!r})"
+            msg = f"{err['msg']} (got {short_repr(err.get('input'))})"
         issues.append(src.issue(msg, base + loc, node=node, field=fld, hint=hint))
     return issues
 
@@ -176,6 +187,11 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
     aliases: dict[str, str] = {}
     issues: list[SpecIssue] = []
     seen: dict[str, tuple] = {}
+    failed: set[str] = set()  # nodes and repeat groups already reported as broken: their users are not reported
+
+    def is_failed(name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[:k]) in failed for k in range(1, len(parts) + 1))
 
     def add_node(entry: dict, path: tuple, prefix: str, scope: _Scope) -> str | None:
         if not isinstance(entry, dict):
@@ -186,8 +202,14 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         except ValidationError as exc:
             name = entry.get("name") if isinstance(entry.get("name"), str) else None
             issues.extend(_validation_issues(exc, src, path, name, list(_COMMON_FIELDS)))
+            if name:
+                failed.add(prefix + name)
+                scope.local[name] = prefix + name
             return None
         full = f"{prefix}{ne.name}"
+        if len(out.nodes) >= MAX_NODES:
+            raise SpecError(src.issue(f"the spec expands to more than {MAX_NODES:,} nodes", path, node=full,
+                                      hint="check the repeat counts (nested repeats multiply)"))
         if full in seen:
             issues.append(src.issue(f"duplicate node name (first defined at line {src.line(seen[full])})",
                                     path + ("name",), node=full, field="name",
@@ -208,7 +230,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
             if not isinstance(chunk, int):
                 issues.append(src.issue(f"chunk_size must be an integer or a dim name, got {ne.chunk_size!r}",
                                         path + ("chunk_size",), node=full, field="chunk_size",
-                                        hint=did_you_mean(ne.chunk_size, scope.env)))
+                                        hint=_dim_hint(ne.chunk_size, scope.env)))
                 chunk = None
         node = ResolvedNode(full, ne.type, [], params, ne.kernel, chunk, path)
         out.nodes.append(node)
@@ -223,6 +245,8 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                 scope.local[entry["name"]] = name
 
     def add_repeat(entry: dict, path: tuple, prefix: str, scope: _Scope) -> None:
+        if isinstance(entry.get("name"), str):  # until the copies are stamped: its names are not reported as unknown
+            failed.add((prefix + entry["name"]).replace(".{i}", "").replace("{i}", "").strip("."))
         try:
             rep = RepeatEntry.model_validate(entry)
         except ValidationError as exc:
@@ -235,7 +259,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         if not isinstance(count, int) or isinstance(count, bool) or count < 1 or count > MAX_REPEAT:
             issues.append(src.issue(f"repeat count must be a positive integer (at most {MAX_REPEAT}) or a dim name, "
                                     f"got {rep.repeat!r}", path + ("repeat",), field="repeat",
-                                    hint=did_you_mean(rep.repeat, scope.env)))
+                                    hint=_dim_hint(rep.repeat, scope.env)))
             return
         if "{i}" not in rep.name:
             issues.append(src.issue("a repeat name must contain {i} so that copies get distinct names",
@@ -257,7 +281,12 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                                     or f"inner nodes: {', '.join(map(str, inner_names))}"))
             return
         prev_output = None
+        before = len(out.nodes)
         for i in range(count):
+            if i == 1 and before + (len(out.nodes) - before) * count > MAX_NODES:
+                raise SpecError(src.issue(f"repeat makes {count:,} copies of {len(out.nodes) - before:,} nodes: more "
+                                          f"than {MAX_NODES:,} nodes in all", path + ("repeat",), field="repeat",
+                                          hint="nested repeats multiply; lower the counts"))
             copy_prefix = pattern.format(i=i) + "."
             env = dict(scope.env, i=i, **{k: v[i] for k, v in rep.vary.items()})
             bindings = {local: ("outer", ref, scope) if i == 0 else ("node", prev_output)
@@ -271,6 +300,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         base = pattern.replace(".{i}", "").replace("{i}", "").strip(".")
         if base:
             aliases[base] = prev_output
+        failed.discard(base)
 
     walk(top.nodes, ("nodes",), "", global_scope)
 
@@ -284,12 +314,14 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                 kind, *rest = scope.bindings[ref]
                 return rest[0] if kind == "node" else resolve_ref(*rest)
             scope = scope.parent
-        return ref if ref in all_names else aliases.get(ref)
+        return ref if ref in all_names or is_failed(ref) else aliases.get(ref)
 
     for node, refs, scope in pending_inputs:
         resolved = []
         for k, ref in enumerate(refs):
             target = resolve_ref(ref, scope)
+            if target is not None and is_failed(target):
+                continue  # a node or repeat already reported as broken
             if target is None:
                 visible = set(all_names) | set(aliases)
                 s = scope
