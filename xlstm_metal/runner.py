@@ -75,6 +75,12 @@ class xLSTMRunner:
         ``dtype``: None keeps the checkpoint's. ``shard``: a distributed group (or True for the launched
         world): each rank keeps, and reads, only its heads / FFN columns of every tensor.
         """
+        from .checkpoint.load import consistently
+
+        return consistently(path, lambda: cls._from_checkpoint(path, dtype, shard, progress, tokenizer, **kw))
+
+    @classmethod
+    def _from_checkpoint(cls, path, dtype, shard, progress, tokenizer, **kw) -> "xLSTMRunner":
         from .checkpoint import load_tokenizer, open_checkpoint
 
         ckpt = open_checkpoint(path)
@@ -90,6 +96,7 @@ class xLSTMRunner:
         ckpt.read(runner.model, index, dtype=runner.dtype, slices=runner.shard_slices, progress=progress)
         if tokenizer:
             runner.tokenizer = load_tokenizer(ckpt.directory)
+        ckpt.unchanged()  # config, weights and tokenizer are of one version
         return runner
 
     # ------------------------------------------------------------------ planning

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -17,6 +18,9 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..errors import InputError
+from ..files import recover_dir, writer_lock
+from ..fingerprint import architecture, describe
 from ..modules import dtype_name
 from ..plan import make_plan
 from ..runtime import execute
@@ -85,7 +89,7 @@ def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool =
 class Trainer:
     def __init__(self, runner, batches: TokenBatches, cfg: TrainConfig, out_dir: str | Path, *,
                  val_batches: TokenBatches | None = None, tokenizer_dir: str | Path | None = None,
-                 config: dict[str, Any] | None = None, progress: bool = True, group=None):
+                 config: dict[str, Any] | None = None, progress: bool = True, group=None, overwrite: bool = False):
         from ..distributed import world
 
         self.group = group or world()
@@ -98,6 +102,7 @@ class Trainer:
         self.val_batches = val_batches
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
+        self.overwrite = overwrite  # replace whatever ``out_dir`` holds (another run, or files that are no run)
         schedule = lr_schedule(cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
         self.log = TrainLog()
@@ -144,14 +149,43 @@ class Trainer:
         self.runner.save_pretrained(self.out, config=self.config, tokenizer_dir=self.tokenizer_dir, overwrite=True,
                                     extra=write_trainer)
 
-    def try_resume(self) -> bool:
-        """Continue from ``out_dir`` if it holds a checkpoint of this run."""
-        log_path = self.out / TRAINER_LOG
-        if not log_path.exists():
+    def holds_this_run(self) -> bool:
+        """Whether ``out_dir`` holds a training run of this architecture (to resume). A new or empty directory
+        holds none; anything else (files that are no run, a run of another architecture) is refused unless
+        ``overwrite``, so training never replaces what it did not write."""
+        out = self.out
+        if self.rank == 0:
+            recover_dir(out)  # finish a save that a crash interrupted
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} is a file, not a directory; choose a directory for the checkpoint")
+        if not out.exists() or not any(out.iterdir()):
+            return False
+        if not (out / TRAINER_LOG).is_file():
+            if self.overwrite:
+                return False
+            raise InputError(f"--out {out} is not empty and holds no training run (no {TRAINER_LOG}); choose a new "
+                             "or empty directory, or pass --overwrite to replace its contents")
+        if self.overwrite:
             return False
         from ..checkpoint import open_checkpoint
 
-        info = json.loads(log_path.read_text())
+        theirs, ours = architecture(open_checkpoint(out).graph), architecture(self.runner.graph)
+        if theirs != ours:
+            raise InputError(f"--out {out} holds a training run of {describe(theirs)}, not of {describe(ours)}; "
+                             "choose another --out, or pass --overwrite to replace that run")
+        return True
+
+    def try_resume(self) -> bool:
+        """Continue from ``out_dir`` if it holds a checkpoint of this run."""
+        if not self.holds_this_run():
+            return False
+        from ..checkpoint import open_checkpoint
+        from ..checkpoint.files import read_json
+
+        log_path = self.out / TRAINER_LOG
+        info = read_json(log_path, InputError)
+        if not (isinstance(info, dict) and isinstance(info.get("step"), int) and isinstance(info.get("log"), dict)):
+            raise InputError(f"{log_path} is damaged (needs 'step' and 'log'); pass --overwrite to start over")
         ckpt = open_checkpoint(self.out)
         ckpt.read(self.runner.model, ckpt.index(self.runner.model), dtype=self.runner.dtype, progress=False)
         state = mx.load(str(self.out / TRAINER_STATE))
@@ -162,9 +196,16 @@ class Trainer:
         return True
 
     def train(self, *, resume: bool = True, stop_after: int | None = None) -> TrainLog:
+        with writer_lock(self.out) if self.rank == 0 else contextlib.nullcontext():
+            return self._train(resume, stop_after)
+
+    def _train(self, resume: bool, stop_after: int | None) -> TrainLog:
         cfg = self.cfg
-        if resume and self.try_resume() and self.progress:
-            print(f"resumed at step {self.step}", file=sys.stderr)
+        if resume and self.try_resume():
+            if self.progress:
+                print(f"resumed at step {self.step}", file=sys.stderr)
+        elif not resume:
+            self.holds_this_run()  # refuses a directory this run may not replace
         t_last, tokens_since = time.perf_counter(), 0
         while self.step < cfg.steps:
             x, y = self.batches.batch(self.step)
