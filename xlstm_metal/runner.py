@@ -145,6 +145,7 @@ class xLSTMRunner:
             if tuple(mask.shape) != (B, S):
                 raise ValueError(f"mask must have the tokens' shape {(B, S)}, got {tuple(mask.shape)}")
             mask = mask.astype(mx.bool_)
+        state = state.checked_for(self.graph) if state is not None else None
         if state is not None and state.batch_size not in (None, B):
             raise ValueError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
         if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1 and self._compilable():
