@@ -151,3 +151,31 @@ def test_a_non_utf8_config_names_the_file(tmp_path):
     (tmp_path / "c" / "config.json").write_bytes(b'{"name": "\xff\xfe"}')
     with pytest.raises(CheckpointError, match=f"{tmp_path / 'c' / 'config.json'} is not UTF-8"):
         xLSTMRunner.from_pretrained(tmp_path / "c")
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("gate_soft_cap", "15", "must be a finite number"),
+    ("num_heads", 2.0, "must be an integer"),
+    ("use_bias", "false", "must be true or false"),
+    ("eos_token_id", [2, "3"], "must be an integer or a list of integers"),
+    ("norm_eps", float("nan"), "must be a finite number"),
+    ("quantization", {"bits": 4}, "expected {'bits'"),
+])
+def test_config_values_of_the_wrong_type_name_file_and_field(tmp_path, field, value, fragment):
+    from xlstm_metal.checkpoint import ConfigError
+
+    make_checkpoint(tmp_path / "c")
+    (tmp_path / "c" / "config.json").write_text(json.dumps(dict(CONFIG, **{field: value})))
+    with pytest.raises(ConfigError) as info:
+        xLSTMRunner.from_pretrained(tmp_path / "c")
+    assert f"{tmp_path / 'c' / 'config.json'} field '{field}'" in str(info.value) and fragment in str(info.value)
+
+
+def test_a_custom_spec_checkpoint_with_a_bad_quantization_names_the_field(tmp_path):
+    from xlstm_metal.checkpoint import ConfigError
+
+    xLSTMRunner.from_spec("xlstm_tiny", seed=0).save_pretrained(tmp_path / "c")
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    (tmp_path / "c" / "config.json").write_text(json.dumps(dict(cfg, quantization={"bits": 4})))
+    with pytest.raises(ConfigError, match="config.json field 'quantization'"):
+        xLSTMRunner.from_pretrained(tmp_path / "c")

@@ -22,7 +22,7 @@ from ..distributed.tensor_parallel import take, within
 from ..files import current_dir
 from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
-from .config import ConfigError, config_to_spec, xLSTMConfig
+from .config import ConfigError, check_quantization, config_to_spec, xLSTMConfig
 from .files import CheckpointError, check_safetensors, read_json, weight_files
 from ..tensorfile import FLOAT_DTYPES
 from .sanitize import official_keys, sanitize
@@ -177,6 +177,10 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         graph = build_graph(spec_path)
         cfg: Any = raw
         quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
+        try:
+            check_quantization(quant)
+        except ConfigError as exc:
+            raise ConfigError(f"{directory}{os.sep}{exc}") from None
     else:
         try:
             cfg = xLSTMConfig.from_dict(raw)
