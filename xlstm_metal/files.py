@@ -1,4 +1,5 @@
-"""Writing user files safely: atomic file writes, crash-safe directory swaps, and one writer per target.
+"""Reading and writing user files safely: JSON read with the file named in every error, atomic file writes,
+crash-safe directory swaps, and one writer per target.
 
 A directory ``out`` is written as ``.out.tmp-<pid>-<random>``, renamed ``.out.new-…`` once complete, and then
 swapped in (``out`` → ``.out.old-…``, ``.out.new-…`` → ``out``, the old one removed). At every instant a complete
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -22,6 +24,18 @@ from .errors import InputError
 
 class LockedError(InputError):
     """Another process is writing the same target."""
+
+
+def read_json(path: Path, error: type[InputError] = InputError):
+    """A JSON file's content; an unreadable, non-UTF-8 or invalid file raises ``error`` naming it."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{path} is not UTF-8 text (byte {exc.start}); the file is damaged") from None
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise error(f"{path} could not be read: {exc.strerror or exc}") from None
 
 
 def _sync(path: Path) -> None:

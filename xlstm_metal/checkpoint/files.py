@@ -1,9 +1,9 @@
 """Finding and checking a checkpoint's safetensors files before MLX reads them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from .. import files
 from ..errors import InputError
 from ..tensorfile import read_header
 
@@ -15,15 +15,7 @@ class CheckpointError(InputError):
 
 
 def read_json(path: Path, error: type[InputError] = CheckpointError):
-    """A JSON file's content; a missing, non-UTF-8 or invalid file raises ``error`` naming it."""
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise error(f"{path} is not UTF-8 text (byte {exc.start}); the file is damaged") from None
-    except (ValueError, RecursionError) as exc:
-        raise error(f"{path} is not valid JSON: {exc}") from None
-    except OSError as exc:
-        raise error(f"{path} could not be read: {exc.strerror or exc}") from None
+    return files.read_json(path, error)
 
 
 def _shard_names(index: Path) -> list[str]:

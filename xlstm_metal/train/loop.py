@@ -86,6 +86,31 @@ def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool =
     return step
 
 
+def resumable_run(out: Path, graph, overwrite: bool = False) -> bool:
+    """Whether ``out`` holds a training run of ``graph``'s architecture (to resume). A new or empty directory
+    holds none; anything else (files that are no run, a run of another architecture) is refused unless
+    ``overwrite`` (then: False, start over), so training never replaces what it did not write."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a directory; choose a directory for the checkpoint")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not (out / TRAINER_LOG).is_file():
+        if overwrite:
+            return False
+        raise InputError(f"--out {out} is not empty and holds no training run (no {TRAINER_LOG}); choose a new "
+                         "or empty directory, or pass --overwrite to replace its contents")
+    if overwrite:
+        return False
+    from ..checkpoint import open_checkpoint
+
+    theirs, ours = architecture(open_checkpoint(out).graph), architecture(graph)
+    if theirs != ours:
+        raise InputError(f"--out {out} holds a training run of {describe(theirs)}, not of {describe(ours)}; "
+                         "choose another --out, or pass --overwrite to replace that run")
+    return True
+
+
 class Trainer:
     def __init__(self, runner, batches: TokenBatches, cfg: TrainConfig, out_dir: str | Path, *,
                  val_batches: TokenBatches | None = None, tokenizer_dir: str | Path | None = None,
@@ -150,30 +175,10 @@ class Trainer:
                                     extra=write_trainer)
 
     def holds_this_run(self) -> bool:
-        """Whether ``out_dir`` holds a training run of this architecture (to resume). A new or empty directory
-        holds none; anything else (files that are no run, a run of another architecture) is refused unless
-        ``overwrite``, so training never replaces what it did not write."""
-        out = self.out
+        """Whether ``out_dir`` holds a training run of this architecture to resume (see ``resumable_run``)."""
         if self.rank == 0:
-            recover_dir(out)  # finish a save that a crash interrupted
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out {out} is a file, not a directory; choose a directory for the checkpoint")
-        if not out.exists() or not any(out.iterdir()):
-            return False
-        if not (out / TRAINER_LOG).is_file():
-            if self.overwrite:
-                return False
-            raise InputError(f"--out {out} is not empty and holds no training run (no {TRAINER_LOG}); choose a new "
-                             "or empty directory, or pass --overwrite to replace its contents")
-        if self.overwrite:
-            return False
-        from ..checkpoint import open_checkpoint
-
-        theirs, ours = architecture(open_checkpoint(out).graph), architecture(self.runner.graph)
-        if theirs != ours:
-            raise InputError(f"--out {out} holds a training run of {describe(theirs)}, not of {describe(ours)}; "
-                             "choose another --out, or pass --overwrite to replace that run")
-        return True
+            recover_dir(self.out)  # finish a save that a crash interrupted
+        return resumable_run(self.out, self.runner.graph, self.overwrite)
 
     def try_resume(self) -> bool:
         """Continue from ``out_dir`` if it holds a checkpoint of this run."""
