@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from .errors import shown
+
 EXECUTION_CHOICES = {"kernel", "chunk_size"}
 
 
@@ -25,5 +27,8 @@ def architecture(graph) -> dict[str, str]:
     return dict(cached)
 
 
-def describe(arch: dict) -> str:
-    return f"'{arch.get('name')}' (architecture {arch.get('fingerprint')})"
+def describe(arch) -> str:
+    """How an architecture (``architecture()``'s dict, or whatever a file recorded) is named in messages."""
+    if not isinstance(arch, dict):
+        return f"an unknown architecture ({shown(arch)})"
+    return f"'{shown(arch.get('name'))}' (architecture {shown(arch.get('fingerprint'))})"

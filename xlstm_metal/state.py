@@ -9,7 +9,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .errors import InputError
+from .errors import InputError, shown
 from .files import atomic_write
 from .fingerprint import architecture, describe
 from .tensorfile import FLOAT_DTYPES, read_header
@@ -68,13 +68,13 @@ class State:
         only some of its stateful nodes, and stamped with ``graph``'s architecture (which ``save`` records)."""
         ours, theirs = architecture(graph), self.metadata.get("architecture")
         if theirs is not None and theirs != ours:
-            raise StateError(f"{source} belongs to {describe(theirs) if isinstance(theirs, dict) else theirs}, but "
+            raise StateError(f"{source} belongs to {describe(theirs)}, but "
                              f"the model is {describe(ours)}; use a state saved from this model")
         if self.entries and set(self.entries) != set(graph.stateful_nodes()):
             missing = sorted(set(graph.stateful_nodes()) - set(self.entries))
             extra = sorted(set(self.entries) - set(graph.stateful_nodes()))
             raise StateError(f"{source} does not fit the model {describe(ours)}: "
-                             + "; ".join(f"{what}: {', '.join(names[:5])}" for what, names in
+                             + "; ".join(f"{what}: {', '.join(map(shown, names[:5]))}" for what, names in
                                          (("nodes missing", missing), ("unknown nodes", extra)) if names))
         if theirs == ours:
             return self
@@ -114,15 +114,15 @@ class State:
         if keys != stored:
             gone, extra = sorted(keys - stored), sorted(stored - keys)
             raise StateError(f"{path} is partial or damaged: " + "; ".join(
-                f"{what}: {', '.join(names[:5])}" for what, names in (("arrays missing", gone),
+                f"{what}: {', '.join(map(shown, names[:5]))}" for what, names in (("arrays missing", gone),
                                                                        ("unknown arrays", extra)) if names))
         for key in sorted(keys):
             if header[key]["dtype"] not in FLOAT_DTYPES:
-                raise StateError(f"{path} array '{key}' is {header[key]['dtype']}; a state holds float arrays")
+                raise StateError(f"{path} array '{shown(key)}' is {header[key]['dtype']}; a state holds float arrays")
         arrays = mx.load(str(path))
         for key in sorted(keys):
             if not mx.all(mx.isfinite(arrays[key])).item():
-                raise StateError(f"{path} array '{key}' holds NaN or Inf values; the state is damaged")
+                raise StateError(f"{path} array '{shown(key)}' holds NaN or Inf values; the state is damaged")
         entries = {n: tuple(arrays[f"{n}.{k}"] for k in range(count)) for n, count in nodes.items()}
         state = cls(entries, int(tokens_seen), metadata)
         if graph is not None:
@@ -136,7 +136,7 @@ class State:
             want = graph.block(node).init_state(batch)
             if len(arrays) != len(want) or any(tuple(a.shape) != tuple(w.shape) for a, w in zip(arrays, want)):
                 got = [tuple(a.shape) for a in arrays]
-                raise StateError(f"{path} node '{node}' holds arrays of shapes {got}, but the model's state there is "
+                raise StateError(f"{path} node '{shown(node)}' holds arrays of shapes {got}, but the model's state there is "
                                  f"{[tuple(w.shape) for w in want]}; use a state saved from this model")
 
 

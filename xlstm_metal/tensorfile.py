@@ -7,7 +7,7 @@ import math
 import struct
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, shown
 
 # the dtypes MLX reads, with their item sizes; others are valid safetensors that MLX cannot load
 MLX_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "U64": 8, "I64": 8,
@@ -50,7 +50,7 @@ def read_header(path: Path, error: type[InputError] = InputError) -> dict:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        where = f"{path} tensor '{name}'"
+        where = f"{path} tensor '{shown(name)}'"
         if not isinstance(entry, dict):
             raise error(f"{where}: header entry must be an object with dtype, shape and data_offsets")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
@@ -68,7 +68,7 @@ def read_header(path: Path, error: type[InputError] = InputError) -> dict:
             raise error(f"{where}: 'data_offsets' {offsets} do not hold a {dtype} tensor of shape {shape}; "
                         "the file is damaged")
         if offsets[1] > data:
-            raise error(f"{path} is truncated: tensor '{name}' needs {8 + n + offsets[1]} bytes, the file has "
+            raise error(f"{path} is truncated: tensor '{shown(name)}' needs {8 + n + offsets[1]} bytes, the file has "
                         f"{size} (re-download it)")
         spans.append(offsets)
     spans.sort()

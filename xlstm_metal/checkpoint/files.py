@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .. import files
-from ..errors import InputError
+from ..errors import InputError, shown
 from ..tensorfile import read_header
 
 INDEX = "model.safetensors.index.json"
@@ -27,10 +27,10 @@ def _shard_names(index: Path) -> list[str]:
                               "(tensor name -> shard file)")
     for key, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
-            raise CheckpointError(f"{index} 'weight_map' entry '{key}': the shard must be a file name, got {shard!r}")
+            raise CheckpointError(f"{index} 'weight_map' entry '{shown(key)}': the shard must be a file name, got {shard!r}")
         if (PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).is_absolute() or "\\" in shard
                 or ".." in PurePosixPath(shard).parts or "\0" in shard):
-            raise CheckpointError(f"{index} 'weight_map' entry '{key}' points outside the checkpoint directory "
+            raise CheckpointError(f"{index} 'weight_map' entry '{shown(key)}' points outside the checkpoint directory "
                                   f"({shard!r}); shards must be files inside it")
     return sorted(set(weight_map.values()))
 
@@ -43,7 +43,7 @@ def weight_files(directory: Path) -> list[Path]:
         shards = _shard_names(index)
         missing = [s for s in shards if not (directory / s).is_file()]
         if missing:
-            raise CheckpointError(f"missing shard(s) listed in {index.name}: {', '.join(missing)}")
+            raise CheckpointError(f"missing shard(s) listed in {index.name}: {', '.join(map(shown, missing))}")
         return [directory / s for s in shards]
     if single.exists():
         return [single]

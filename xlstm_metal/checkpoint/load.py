@@ -19,6 +19,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..distributed.tensor_parallel import take, within
+from ..errors import shown
 from ..files import current_dir
 from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
@@ -74,7 +75,7 @@ class Checkpoint:
         self._quantize_full_precision_pieces(found, names, expected)
         missing, unexpected = sorted(set(names) - set(found)), sorted(set(found) - set(names))
         if missing or unexpected:
-            parts = [f"{what} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+            parts = [f"{what} ({len(keys)}): {', '.join(map(shown, keys[:20]))}{' ...' if len(keys) > 20 else ''}"
                      for what, keys in (("missing tensor(s)", missing), ("unknown tensor(s)", unexpected)) if keys]
             raise CheckpointError(f"the weights in {self.directory} do not match config.json: " + "; ".join(parts))
         for name, (f, stored, shape, part) in sorted(found.items()):
@@ -83,7 +84,7 @@ class Checkpoint:
             want = tuple(expected[key].shape)
             want = want if rows is None else (rows,) + want[1:]
             if shape != want:
-                raise CheckpointError(f"shape mismatch for '{name}' in {f.name}: config.json implies {want}, "
+                raise CheckpointError(f"shape mismatch for '{shown(name)}' in {f.name}: config.json implies {want}, "
                                       f"file has {shape}")
         return {key: [found[name][:2] + (rows, found[name][3]) for name, rows in pieces]
                 for key, pieces in wanted.items()}
@@ -94,7 +95,7 @@ class Checkpoint:
         ok = have in FLOAT_DTYPES if mx.issubdtype(want, mx.floating) else _same_int(have, want)
         if not ok:
             kind = "a float tensor (F32, F16 or BF16)" if mx.issubdtype(want, mx.floating) else f"{want}"
-            raise CheckpointError(f"{f} tensor '{name}' is {have}, but this slot needs {kind}; the file does not "
+            raise CheckpointError(f"{f} tensor '{shown(name)}' is {have}, but this slot needs {kind}; the file does not "
                                   "match config.json")
 
     def _quantize_full_precision_pieces(self, found: dict, names: dict, expected: dict) -> None:
@@ -145,7 +146,7 @@ class Checkpoint:
                 if mx.issubdtype(a.dtype, mx.floating):
                     if not mx.all(mx.isfinite(a)).item():
                         self.unchanged()
-                        raise CheckpointError(f"{f} tensor '{name}' holds NaN or Inf values; the checkpoint is "
+                        raise CheckpointError(f"{f} tensor '{shown(name)}' holds NaN or Inf values; the checkpoint is "
                                               "damaged (or was saved after training diverged)")
                     if a.dtype != dtype:
                         a = a.astype(dtype)
