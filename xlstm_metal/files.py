@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -135,7 +136,7 @@ def current_dir(out: Path) -> Path:
     return out
 
 
-_held: dict[Path, list] = {}  # lock file -> [fd]: a process that holds a lock may take it again
+_held: dict[tuple, int] = {}  # (lock file, thread) -> fd: the thread that holds a lock may take it again
 
 
 @contextlib.contextmanager
@@ -146,7 +147,8 @@ def writer_lock(out: Path) -> Iterator[None]:
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = out.parent / f".{out.name}.lock"
-    if lock in _held:
+    key = (lock, threading.get_ident())
+    if key in _held:
         yield
         return
     while True:
@@ -166,10 +168,10 @@ def writer_lock(out: Path) -> Iterator[None]:
         os.close(fd)
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
-    _held[lock] = [fd]
+    _held[key] = fd
     try:
         yield
     finally:
-        _held.pop(lock)
+        _held.pop(key)
         lock.unlink(missing_ok=True)  # removed while still held, so no one locks a file about to vanish
         os.close(fd)

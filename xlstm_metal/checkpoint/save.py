@@ -19,7 +19,7 @@ from ..files import new_dir, publish_dir, recover_dir, writer_lock
 from ..modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
 from .config import is_large_config
 from .files import CheckpointError
-from .load import SPEC_FILE, open_checkpoint
+from .load import SPEC_FILE, consistently, open_checkpoint
 from .sanitize import official_keys, to_official
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
@@ -101,16 +101,20 @@ def _write(tmp: Path, model, graph, dtype, config, quantization, tokenizer_dir, 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,
             q_group_size: int = 64, overwrite: bool = False) -> Path:
     """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
-    ckpt = open_checkpoint(src)
-    if q_bits and ckpt.quantization:
-        raise CheckpointError(f"{src} is already quantized ({ckpt.quantization}); "
-                              "convert from the full-precision checkpoint")
-    target = as_dtype(dtype or ckpt.dtype)
-    model = GraphModule(ckpt.graph)
-    cast_parameters(model, target)
-    if ckpt.quantization:
-        quantize_model(model, ckpt.quantization)
-    ckpt.read(model, ckpt.index(model), dtype=target, progress=False)
+    def read():
+        ckpt = open_checkpoint(src)
+        if q_bits and ckpt.quantization:
+            raise CheckpointError(f"{src} is already quantized ({ckpt.quantization}); "
+                                  "convert from the full-precision checkpoint")
+        target = as_dtype(dtype or ckpt.dtype)
+        model = GraphModule(ckpt.graph)
+        cast_parameters(model, target)
+        if ckpt.quantization:
+            quantize_model(model, ckpt.quantization)
+        ckpt.read(model, ckpt.index(model), dtype=target, progress=False)
+        return ckpt, model, target
+
+    ckpt, model, target = consistently(src, read)  # one version of src, even while it is being rewritten
     q = ckpt.quantization
     if q_bits:
         q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}

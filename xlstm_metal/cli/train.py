@@ -48,7 +48,9 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
-    resumable_run(out, runner.graph, args.overwrite)  # refuse a wrong --out before reading any data
+    from ..distributed import world
+
+    resumable_run(out, runner.graph, args.overwrite, writer=world().rank() == 0)  # a wrong --out: before any data
     files = expand_files(args.data)
     texts = read_texts(files, args.max_bytes)
     print(f"{len(texts)} files, {sum(map(len, texts)) / 1e6:.1f} M characters", file=sys.stderr)
@@ -73,8 +75,6 @@ def cmd_train(args) -> int:
           f"{runner.num_parameters() / 1e6:.2f} M parameters", file=sys.stderr)
     cfg = TrainConfig(**{n: getattr(args, n) for n in TRAIN_OPTIONS})
     config = {"model_type": "xlstm_metal", "name": runner.graph.name, "eos_token_id": eos_id, "vocab_size": vocab}
-    from ..distributed import world
-
     ranks = world().size()
     trainer = Trainer(runner, TokenBatches(ids[:split], args.batch_size * ranks, args.seq_len, args.seed), cfg, out,
                       val_batches=TokenBatches(ids[split:], args.batch_size, args.seq_len, args.seed + 1),

@@ -86,11 +86,15 @@ def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool =
     return step
 
 
-def resumable_run(out: Path, graph, overwrite: bool = False) -> bool:
+def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True) -> bool:
     """Whether ``out`` holds a training run of ``graph``'s architecture (to resume). A new or empty directory
     holds none; anything else (files that are no run, a run of another architecture) is refused unless
-    ``overwrite`` (then: False, start over), so training never replaces what it did not write."""
+    ``overwrite`` (then: False, start over), so training never replaces what it did not write. The ``writer``
+    (rank 0) first finishes a checkpoint swap that a crash interrupted."""
     out = Path(out)
+    if writer:
+        with writer_lock(out):
+            recover_dir(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a directory; choose a directory for the checkpoint")
     if not out.exists() or not any(out.iterdir()):
@@ -176,9 +180,7 @@ class Trainer:
 
     def holds_this_run(self) -> bool:
         """Whether ``out_dir`` holds a training run of this architecture to resume (see ``resumable_run``)."""
-        if self.rank == 0:
-            recover_dir(self.out)  # finish a save that a crash interrupted
-        return resumable_run(self.out, self.runner.graph, self.overwrite)
+        return resumable_run(self.out, self.runner.graph, self.overwrite, writer=self.rank == 0)
 
     def try_resume(self) -> bool:
         """Continue from ``out_dir`` if it holds a checkpoint of this run."""
