@@ -135,9 +135,9 @@ class State:
         for node, arrays in self.entries.items():
             want = graph.block(node).init_state(batch)
             if len(arrays) != len(want) or any(tuple(a.shape) != tuple(w.shape) for a, w in zip(arrays, want)):
-                got = [tuple(a.shape) for a in arrays]
-                raise StateError(f"{path} node '{shown(node)}' holds arrays of shapes {got}, but the model's state there is "
-                                 f"{[tuple(w.shape) for w in want]}; use a state saved from this model")
+                got, need = [tuple(a.shape) for a in arrays], [tuple(w.shape) for w in want]
+                raise StateError(f"{path} node '{shown(node)}' holds arrays of shapes {got}, but the model's state "
+                                 f"there is {need}; use a state saved from this model")
 
 
 def _json(path: Path, meta: dict, key: str, default: str | None = None):

@@ -113,7 +113,8 @@ def test_convert_into_a_directory_with_files_needs_overwrite(capsys, ckpt, tmp_p
 
 def _train(capsys, tmp_path, out, *extra):
     SPEC = {"name": "cli-train", "dims": {"d": 32, "vocab": 300}, "outputs": ["lm_head"], "nodes": [
-        {"name": "backbone.embeddings", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab", "dim": "d"},
+        {"name": "backbone.embeddings", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab",
+         "dim": "d"},
         {"name": "mlstm", "type": "mlstm", "inputs": ["backbone.embeddings"], "num_heads": 2, "chunk_size": 4},
         {"name": "lm_head", "type": "lm_head", "inputs": ["mlstm"], "vocab_size": "vocab"}]}
     data = tmp_path / "data.txt"

@@ -27,7 +27,8 @@ def _shard_names(index: Path) -> list[str]:
                               "(tensor name -> shard file)")
     for key, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
-            raise CheckpointError(f"{index} 'weight_map' entry '{shown(key)}': the shard must be a file name, got {shard!r}")
+            raise CheckpointError(f"{index} 'weight_map' entry '{shown(key)}': the shard must be a file name, "
+                                  f"got {shard!r}")
         if (PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).is_absolute() or "\\" in shard
                 or ".." in PurePosixPath(shard).parts or "\0" in shard):
             raise CheckpointError(f"{index} 'weight_map' entry '{shown(key)}' points outside the checkpoint directory "

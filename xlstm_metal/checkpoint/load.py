@@ -95,8 +95,8 @@ class Checkpoint:
         ok = have in FLOAT_DTYPES if mx.issubdtype(want, mx.floating) else _same_int(have, want)
         if not ok:
             kind = "a float tensor (F32, F16 or BF16)" if mx.issubdtype(want, mx.floating) else f"{want}"
-            raise CheckpointError(f"{f} tensor '{shown(name)}' is {have}, but this slot needs {kind}; the file does not "
-                                  "match config.json")
+            raise CheckpointError(f"{f} tensor '{shown(name)}' is {have}, but this slot needs {kind}; the file "
+                                  "does not match config.json")
 
     def _quantize_full_precision_pieces(self, found: dict, names: dict, expected: dict) -> None:
         """A quantized checkpoint may hold a piece of a merged array in full precision (e.g. a tiny gate
