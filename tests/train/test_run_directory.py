@@ -150,3 +150,17 @@ def test_the_lock_is_reentrant_within_one_process_and_released(tmp_path):
     assert not (tmp_path / ".d.lock").exists()
     with writer_lock(tmp_path / "d"):
         pass
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda out: (out / "trainer.json").write_text('{"step": "four"}'), "trainer.json is damaged"),
+    (lambda out: (out / "trainer.json").write_bytes(b"\xff\xfe"), "trainer.json is not UTF-8"),
+    (lambda out: (out / "trainer_state.safetensors").write_bytes(b"\x00" * 5), "trainer_state.safetensors is truncated"),
+    (lambda out: (out / "trainer_state.safetensors").unlink(), "trainer_state.safetensors is missing"),
+])
+def test_a_damaged_run_is_one_line_naming_the_file(tmp_path, damage, fragment):
+    trainer(tmp_path / "run", steps=2).train()
+    damage(tmp_path / "run")
+    with pytest.raises(InputError, match=fragment) as info:
+        trainer(tmp_path / "run").train()
+    assert "\n" not in str(info.value)

@@ -19,9 +19,10 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
-from ..files import recover_dir, writer_lock
+from ..files import read_json, recover_dir, writer_lock
 from ..fingerprint import architecture, describe
 from ..modules import dtype_name
+from ..tensorfile import read_header
 from ..plan import make_plan
 from ..runtime import execute
 from .data import TokenBatches
@@ -187,18 +188,23 @@ class Trainer:
         if not self.holds_this_run():
             return False
         from ..checkpoint import open_checkpoint
-        from ..checkpoint.files import read_json
 
-        log_path = self.out / TRAINER_LOG
+        log_path, state_path = self.out / TRAINER_LOG, self.out / TRAINER_STATE
         info = read_json(log_path, InputError)
-        if not (isinstance(info, dict) and isinstance(info.get("step"), int) and isinstance(info.get("log"), dict)):
-            raise InputError(f"{log_path} is damaged (needs 'step' and 'log'); pass --overwrite to start over")
+        try:
+            step, log = info["step"], TrainLog(**dict(info["log"], val=[tuple(v) for v in info["log"]["val"]]))
+            if not isinstance(step, int) or step < 0:
+                raise TypeError(step)
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{log_path} is damaged (needs 'step' and 'log' as trainer writes them); pass "
+                             "--overwrite to start over") from None
         ckpt = open_checkpoint(self.out)
         ckpt.read(self.runner.model, ckpt.index(self.runner.model), dtype=self.runner.dtype, progress=False)
-        state = mx.load(str(self.out / TRAINER_STATE))
-        self.optimizer.state = tree_unflatten(list(state.items()))
-        self.step = int(info["step"])
-        self.log = TrainLog(**dict(info["log"], val=[tuple(v) for v in info["log"]["val"]]))
+        if not state_path.is_file():
+            raise InputError(f"{state_path} is missing; the run cannot resume exactly (pass --overwrite to start over)")
+        read_header(state_path, InputError)
+        self.optimizer.state = tree_unflatten(list(mx.load(str(state_path)).items()))
+        self.step, self.log = step, log
         self._step_fn = self._build_step()
         return True
 
