@@ -67,18 +67,22 @@ class State:
         """This state, refused with a ``StateError`` if it belongs to another architecture than ``graph`` or holds
         only some of its stateful nodes, and stamped with ``graph``'s architecture (which ``save`` records)."""
         ours, theirs = architecture(graph), self.metadata.get("architecture")
-        if theirs is not None and theirs != ours:
+        if theirs == ours:  # stamped by this architecture: checked when it was made (the per-token path)
+            return self
+        if theirs is not None:
             raise StateError(f"{source} belongs to {describe(theirs)}, but "
                              f"the model is {describe(ours)}; use a state saved from this model")
-        if self.entries and set(self.entries) != set(graph.stateful_nodes()):
-            missing = sorted(set(graph.stateful_nodes()) - set(self.entries))
-            extra = sorted(set(self.entries) - set(graph.stateful_nodes()))
-            raise StateError(f"{source} does not fit the model {describe(ours)}: "
+        if self.entries:
+            self._check_nodes(graph, source)
+        return State(self.entries, self.tokens_seen, dict(self.metadata, architecture=ours))
+
+    def _check_nodes(self, graph, source) -> None:
+        want = set(graph.stateful_nodes())
+        if set(self.entries) != want:
+            missing, extra = sorted(want - set(self.entries)), sorted(set(self.entries) - want)
+            raise StateError(f"{source} does not fit the model {describe(architecture(graph))}: "
                              + "; ".join(f"{what}: {', '.join(map(shown, names[:5]))}" for what, names in
                                          (("nodes missing", missing), ("unknown nodes", extra)) if names))
-        if theirs == ours:
-            return self
-        return State(self.entries, self.tokens_seen, dict(self.metadata, architecture=ours))
 
     def save(self, path: str | Path) -> None:
         """Write to a safetensors file (keys ``<node>.<k>``), atomically under a unique temporary name; metadata
@@ -127,6 +131,7 @@ class State:
         state = cls(entries, int(tokens_seen), metadata)
         if graph is not None:
             state = state.checked_for(graph, source=str(path))
+            state._check_nodes(graph, path)
             state._check_shapes(graph, path)
         return state
 

@@ -72,6 +72,18 @@ def test_damaged_partial_and_foreign_state_files_are_refused(saved, change, frag
     assert fragment in str(info.value) and str(saved) in str(info.value)
 
 
+def test_a_state_without_some_of_the_models_nodes_is_refused(saved, tiny):
+    def drop_a_node(arrays, meta):
+        nodes = json.loads(meta["nodes"])
+        gone = sorted(nodes)[0]
+        del nodes[gone]
+        return {k: v for k, v in arrays.items() if not k.startswith(gone + ".")}, dict(meta, nodes=json.dumps(nodes))
+
+    rewrite(saved, drop_a_node)
+    with pytest.raises(StateError, match="does not fit the model 'xlstm-tiny'.*nodes missing: backbone.blocks.0"):
+        State.load(saved, graph=tiny.graph)
+
+
 def test_a_state_of_wrong_shapes_for_this_model_is_refused(saved, tiny):
     rewrite(saved, lambda a, m: ({k: v[..., :1] for k, v in a.items()},
                                  dict(m, metadata=json.dumps({}))))  # no architecture recorded: shapes decide

@@ -40,6 +40,7 @@ def cmd_train(args) -> int:
 
     import numpy as np
 
+    from ..distributed import world
     from ..runner import xLSTMRunner
     from ..train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
     from ..train.data import EOS
@@ -48,8 +49,6 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
-    from ..distributed import world
-
     resumable_run(out, runner.graph, args.overwrite, writer=world().rank() == 0)  # a wrong --out: before any data
     files = expand_files(args.data)
     texts = read_texts(files, args.max_bytes)
