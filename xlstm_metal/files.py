@@ -57,6 +57,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, suffix: str
     """``write(tmp)`` fills a uniquely named temporary file next to ``path``, which then replaces ``path`` in one
     rename: readers see the old file or the new one, never a mix, and two writers never share a temporary."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file name to write")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -10,6 +10,7 @@ import pytest
 
 from xlstm_metal import State, xLSTMRunner
 from xlstm_metal.cli import main
+from xlstm_metal.errors import InputError
 from xlstm_metal.state import StateError
 
 
@@ -132,3 +133,11 @@ def test_two_processes_saving_one_state_file_never_fail_or_tear_it(saved, tmp_pa
     assert all(code == 0 for code, _ in results), results
     assert State.load(saved).tokens_seen in (111, 222)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]
+
+
+def test_saving_where_no_file_can_be_is_one_line(saved, tmp_path):
+    state = State.load(saved)
+    with pytest.raises(InputError, match="is a directory; give a file name"):
+        state.save(tmp_path)
+    with pytest.raises(InputError, match="the directory .*nowhere does not exist"):
+        state.save(tmp_path / "nowhere" / "s.safetensors")

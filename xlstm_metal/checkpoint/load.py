@@ -61,7 +61,7 @@ class Checkpoint:
 
     def unchanged(self) -> None:
         """Raise ``CheckpointChanged`` if a writer swapped in another version since ``open_checkpoint``."""
-        if _identity(self.directory) != self.identity:
+        if self.identity and _identity(self.directory) != self.identity:
             raise CheckpointChanged(f"{self.directory} changed while it was read")
 
     def index(self, model: nn.Module) -> Index:
