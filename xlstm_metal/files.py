@@ -80,12 +80,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def _ours(out: Path, kind: str = "tmp|new|old") -> list[Path]:
-    """The siblings of ``out`` that this module names, newest first (directories only, never links)."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.({kind})-\d+-[A-Za-z0-9_]+")
+    """The siblings of ``out`` that this module names, newest first (directories only, never links). Earlier
+    versions named them ``.out.tmp-<pid>`` / ``.out.old-<pid>``; such a directory counts as ours only when it
+    holds nothing but the flat weight, JSON, YAML and SVG files a checkpoint has."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.({kind})-\d+(-[A-Za-z0-9_]+)?")
     if not out.parent.is_dir():
         return []
-    found = [p for p in out.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    found = []
+    for p in out.parent.iterdir():
+        match = pattern.fullmatch(p.name)
+        if match and p.is_dir() and not p.is_symlink() and (match.group(2) or _checkpoint_files_only(p)):
+            found.append(p)
     return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def _checkpoint_files_only(directory: Path) -> bool:
+    return all(f.is_file() and not f.is_symlink() and f.suffix in (".safetensors", ".json", ".yaml", ".svg")
+               for f in directory.iterdir())
 
 
 def new_dir(out: Path) -> Path:

@@ -112,10 +112,15 @@ def test_stale_leftovers_of_ours_are_removed_and_never_block_a_save(tmp_path):
     for name in (".run.tmp-99999-abc", ".run.old-99999-def"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / ".run.old-12345").mkdir()  # as earlier versions named it: a checkpoint's files only
+    (tmp_path / ".run.old-12345" / "config.json").write_text("{}")
     (tmp_path / ".run.old-notours").mkdir()  # a name we never write: not ours to delete
+    (tmp_path / ".run.old-2023").mkdir()  # an old-style name holding what no checkpoint holds
+    (tmp_path / ".run.old-2023" / "photo.jpg").write_bytes(b"\xff\xd8")
     (tmp_path / ".run.tmp-1-x.txt").write_text("a file, not a directory of ours")
     trainer(out, steps=4).train()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.old-notours", ".run.tmp-1-x.txt", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.old-2023", ".run.old-notours", ".run.tmp-1-x.txt",
+                                                          "run"]
     assert json.loads((out / "trainer.json").read_text())["step"] == 4
 
 
