@@ -75,10 +75,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, suffix: str
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
 def _ours(out: Path, kind: str = "tmp|new|old") -> list[Path]:
     """The siblings of ``out`` that this module names, newest first (directories only, never links). Earlier
     versions named them ``.out.tmp-<pid>`` / ``.out.old-<pid>``; such a directory counts as ours only when it
@@ -110,7 +106,7 @@ def publish_dir(tmp: Path, out: Path) -> Path:
     the previous ``out`` is put back and the error re-raised."""
     for f in tmp.iterdir():
         _sync(f)
-    ready = tmp.with_name(tmp.name.replace(".tmp-", ".new-", 1))
+    ready = tmp.with_name(f".{out.name}.new-" + tmp.name[len(f".{out.name}.tmp-"):])
     tmp.rename(ready)
     _sync(out.parent)
     old = None
@@ -122,6 +118,9 @@ def publish_dir(tmp: Path, out: Path) -> Path:
     except BaseException:
         if old is not None and not out.exists():
             os.rename(old, out)
+        elif old is not None:  # the move aside failed: only the empty placeholder is there
+            with contextlib.suppress(OSError):
+                old.rmdir()
         shutil.rmtree(ready, ignore_errors=True)
         raise
     _sync(out.parent)
