@@ -5,7 +5,7 @@ A directory ``out`` is written as ``.out.tmp-<pid>-<random>``, renamed ``.out.ne
 swapped in (``out`` → ``.out.old-…``, ``.out.new-…`` → ``out``, the old one removed). At every instant a complete
 version exists under ``out`` or, between the two renames, as ``.out.new-…`` / ``.out.old-…``: ``recover_dir`` (a
 writer, under the lock) finishes an interrupted swap, ``current_dir`` (a reader) finds the version to read.
-Only siblings with exactly these names are ever removed, and only by the lock's holder.
+Only siblings with these names (see ``_ours``) are ever removed, and only by the lock's holder.
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def writer_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise LockedError(f"{out} is being written by another process (pid {holder}, lock file {lock}); wait "
+            raise LockedError(f"{out} is being written by another writer (pid {holder}, lock file {lock}); wait "
                               "for it to finish or choose another directory") from None
         try:  # the holder before us may have removed the file between our open and our lock: then lock anew
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
