@@ -27,6 +27,11 @@ def architecture(graph) -> dict[str, str]:
     return dict(cached)
 
 
+def same(recorded, arch: dict) -> bool:
+    """Whether a recorded architecture is ``arch``: the fingerprints decide (a name is a label, e.g. a directory's)."""
+    return isinstance(recorded, dict) and recorded.get("fingerprint") == arch["fingerprint"]
+
+
 def describe(arch) -> str:
     """How an architecture (``architecture()``'s dict, or whatever a file recorded) is named in messages."""
     if not isinstance(arch, dict):

@@ -11,7 +11,7 @@ import mlx.core as mx
 
 from .errors import InputError, shown
 from .files import atomic_write
-from .fingerprint import architecture, describe
+from .fingerprint import architecture, describe, same
 from .tensorfile import FLOAT_DTYPES, read_header
 
 FORMAT = "xlstm_metal.state/1"
@@ -67,7 +67,7 @@ class State:
         """This state, refused with a ``StateError`` if it belongs to another architecture than ``graph`` or holds
         only some of its stateful nodes, and stamped with ``graph``'s architecture (which ``save`` records)."""
         ours, theirs = architecture(graph), self.metadata.get("architecture")
-        if theirs == ours:  # stamped by this architecture: checked when it was made (the per-token path)
+        if same(theirs, ours):  # stamped by this architecture: checked when it was made (the per-token path)
             return self
         if theirs is not None:
             raise StateError(f"{source} belongs to {describe(theirs)}, but "

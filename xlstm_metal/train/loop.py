@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import InputError
 from ..files import read_json, recover_dir, writer_lock
-from ..fingerprint import architecture, describe
+from ..fingerprint import architecture, describe, same
 from ..modules import dtype_name
 from ..tensorfile import read_header
 from ..plan import make_plan
@@ -110,7 +110,7 @@ def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True
     from ..checkpoint import open_checkpoint
 
     theirs, ours = architecture(open_checkpoint(out).graph), architecture(graph)
-    if theirs != ours:
+    if not same(theirs, ours):
         raise InputError(f"--out {out} holds a training run of {describe(theirs)}, not of {describe(ours)}; "
                          "choose another --out, or pass --overwrite to replace that run")
     return True
