@@ -169,3 +169,10 @@ def test_a_damaged_run_is_one_line_naming_the_file(tmp_path, damage, fragment):
     with pytest.raises(InputError, match=fragment) as info:
         trainer(tmp_path / "run").train()
     assert "\n" not in str(info.value)
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("not a directory")
+    with pytest.raises(InputError, match="is a file, not a directory"):
+        trainer(tmp_path / "run").train()
+    assert (tmp_path / "run").read_text() == "not a directory"
