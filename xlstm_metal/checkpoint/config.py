@@ -128,7 +128,7 @@ def check_quantization(q: Any) -> None:
     if q is not None and (not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8)
                           or q.get("group_size") not in (16, 32, 64, 128) or not isinstance(q.get("mode", ""), str)):
         raise ConfigError(f"config.json field 'quantization' = {q!r}: expected {{'bits': 2|3|4|5|6|8, "
-                          "'group_size': 32|64|128}}")
+                          "'group_size': 16|32|64|128}}")
 
 
 def is_large_config(raw: dict) -> bool:

@@ -23,9 +23,9 @@ from ..errors import shown
 from ..files import current_dir
 from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
+from ..tensorfile import FLOAT_DTYPES
 from .config import ConfigError, check_quantization, config_to_spec, xLSTMConfig
 from .files import CheckpointError, check_safetensors, read_json, weight_files
-from ..tensorfile import FLOAT_DTYPES
 from .sanitize import official_keys, sanitize
 
 SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes from a custom spec

@@ -11,7 +11,7 @@ class TokenizerError(InputError):
     """A tokenizer file is damaged or holds values of the wrong kind; the message names the file."""
 
 
-def content(v):
+def token_text(v):
     """A special token's text: tokenizer configs write it as a string or as an AddedToken object."""
     return v.get("content") if isinstance(v, dict) else v
 
@@ -57,7 +57,7 @@ class TokenizerWrapper:
                     raise TokenizerError(f"{d / name} must hold a JSON object")
                 special.update({k: v for k, v in found.items() if v is not None})
         for key in ("bos_token", "eos_token"):
-            if not isinstance(content(special.get(key)), (str, type(None))):
+            if not isinstance(token_text(special.get(key)), (str, type(None))):
                 raise TokenizerError(f"{d} field '{key}' = {special[key]!r}: must be a token string")
         extra = []
         if (d / "config.json").exists():
@@ -67,7 +67,7 @@ class TokenizerWrapper:
             if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in extra):
                 raise TokenizerError(f"{d / 'config.json'} field 'eos_token_id' = {eos!r}: must be a token id or a "
                                      "list of token ids")
-        return cls(tok, bos_token=content(special.get("bos_token")), eos_token=content(special.get("eos_token")),
+        return cls(tok, bos_token=token_text(special.get("bos_token")), eos_token=token_text(special.get("eos_token")),
                    add_bos=bool(special.get("add_bos_token", False)), extra_eos_ids=extra)
 
     @property
