@@ -5,3 +5,9 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input from the user or a user's file; ``str(exc)`` says which file and field, and what to fix."""
+
+
+def shown(name) -> str:
+    """A name read from a user's file, fit for a one-line message: as it is when printable, else escaped."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]

@@ -77,6 +77,12 @@ class xLSTMRunner:
         ``dtype``: None keeps the checkpoint's. ``shard``: a distributed group (or True for the launched
         world): each rank keeps, and reads, only its heads / FFN columns of every tensor.
         """
+        from .checkpoint.load import consistently
+
+        return consistently(path, lambda: cls._from_checkpoint(path, dtype, shard, progress, tokenizer, **kw))
+
+    @classmethod
+    def _from_checkpoint(cls, path, dtype, shard, progress, tokenizer, **kw) -> "xLSTMRunner":
         from .checkpoint import load_tokenizer, open_checkpoint
 
         ckpt = open_checkpoint(path)
@@ -92,6 +98,7 @@ class xLSTMRunner:
         ckpt.read(runner.model, index, dtype=runner.dtype, slices=runner.shard_slices, progress=progress)
         if tokenizer:
             runner.tokenizer = load_tokenizer(ckpt.directory)
+        ckpt.unchanged()  # config, weights and tokenizer are of one version
         return runner
 
     # ------------------------------------------------------------------ planning
@@ -140,6 +147,7 @@ class xLSTMRunner:
             if tuple(mask.shape) != (B, S):
                 raise ValueError(f"mask must have the tokens' shape {(B, S)}, got {tuple(mask.shape)}")
             mask = mask.astype(mx.bool_)
+        state = state.checked_for(self.graph) if state is not None else None
         if state is not None and state.batch_size not in (None, B):
             raise ValueError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
         if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1 and self._compilable():

@@ -22,7 +22,7 @@ class NodeExecutionError(RuntimeError):
 
 
 def init_state(graph: ModelGraph, batch_size: int) -> State:
-    return State({n: graph.block(n).init_state(batch_size) for n in graph.stateful_nodes()})
+    return State({n: graph.block(n).init_state(batch_size) for n in graph.stateful_nodes()}).checked_for(graph)
 
 
 def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State | None = None, *,
@@ -87,7 +87,7 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
         return outs, State(new_entries, state.tokens_seen + int(tokens.shape[1]), dict(state.metadata))
 
     segments = plan.cut(int(tokens.shape[1]))
-    state = State() if state is None else state
+    state = (State() if state is None else state).checked_for(graph)  # refuses another architecture's state
     pieces: dict[str, list[mx.array]] = {o: [] for o in graph.outputs}
     # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused kernels
     # run without their gradient wrapper

@@ -98,3 +98,49 @@ def test_the_shipped_default_model_generates_python_offline(capsys):
     runner = xLSTMRunner.from_pretrained(__import__("xlstm_metal.cli.generate", fromlist=["x"]).DEFAULT_MODEL)
     assert runner.quantization == {"group_size": 64, "bits": 8, "mode": "affine"}
     assert runner.num_parameters() < 5e6
+
+
+def test_convert_into_a_directory_with_files_needs_overwrite(capsys, ckpt, tmp_path):
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "notes.txt").write_text("mine")
+    code, _, err = cli(capsys, "convert", ckpt, dst)
+    assert code == 1 and err.count("\n") == 1 and "--overwrite" in err and "overwrite=True in Python" in err
+    assert (dst / "notes.txt").read_text() == "mine"
+    code, _, err = cli(capsys, "convert", ckpt, dst, "--overwrite")
+    assert code == 0 and not (dst / "notes.txt").exists() and (dst / "config.json").exists()
+
+
+def _train(capsys, tmp_path, out, *extra):
+    SPEC = {"name": "cli-train", "dims": {"d": 32, "vocab": 300}, "outputs": ["lm_head"], "nodes": [
+        {"name": "backbone.embeddings", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab",
+         "dim": "d"},
+        {"name": "mlstm", "type": "mlstm", "inputs": ["backbone.embeddings"], "num_heads": 2, "chunk_size": 4},
+        {"name": "lm_head", "type": "lm_head", "inputs": ["mlstm"], "vocab_size": "vocab"}]}
+    data = tmp_path / "data.txt"
+    data.write_text("def add(a, b):\n    return a + b\n\n" * 100)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    return cli(capsys, "train", spec, "--data", data, "--out", out, "--steps", "2", "--batch-size", "2",
+               "--seq-len", "8", "--warmup", "1", "--save-every", "2", "--eval-every", "2", *extra)
+
+
+def test_train_never_replaces_a_directory_that_is_no_run_without_overwrite(capsys, tmp_path):
+    out = tmp_path / "docs"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    code, _, err = _train(capsys, tmp_path, out)
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: --out") and "--overwrite" in err
+    assert "Traceback" not in err and [p.name for p in out.iterdir()] == ["thesis.tex"]
+    code, _, err = _train(capsys, tmp_path, out, "--overwrite")
+    assert code == 0 and (out / "trainer.json").exists() and not (out / "thesis.tex").exists()
+
+
+def test_a_corrupt_tokenizer_is_one_line_naming_the_file(capsys, ckpt, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    (broken / "tokenizer.json").write_text('{"model": 3')
+    code, _, err = cli(capsys, "generate", "--model", broken, "--prompt", "x", "--max-tokens", "1")
+    assert code == 1 and err.count("\n") == 1 and f"{broken / 'tokenizer.json'} is not a valid tokenizer" in err

@@ -6,6 +6,7 @@ change the architecture) but rejects values we cannot run, saying which field an
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ class xLSTMConfig:
         if missing:
             raise ConfigError(f"config.json lacks required field(s): {', '.join(missing)}")
         known = {k: v for k, v in data.items() if k in names and v is not None}
+        check_value_types(known)
         extra = {k: v for k, v in raw.items() if k not in names}
         cfg = cls(**known, extra=extra)
         cfg.validate()
@@ -78,10 +80,7 @@ class xLSTMConfig:
                 bad(fld, f"gives a dimension of {dim}, which is not a positive multiple of num_heads={self.num_heads}")
         if self.gate_soft_cap is not None and self.gate_soft_cap <= 0:
             bad("gate_soft_cap", "must be positive")
-        q = self.quantization
-        if q is not None and (not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8)
-                              or not isinstance(q.get("group_size"), int)):
-            bad("quantization", "expected {'bits': 2|3|4|5|6|8, 'group_size': int}")
+        check_quantization(self.quantization)
         act = self.extra.get("hidden_act") or self.extra.get("act_fn")
         if act not in (None, "silu", "swish"):
             raise ConfigError(f"config.json field 'hidden_act' = {act!r}: only SiLU (SwiGLU) feed-forwards are "
@@ -96,6 +95,40 @@ class xLSTMConfig:
         if self.quantization is None:
             del out["quantization"]
         return out
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# what JSON value each annotated field type accepts, and how to say it
+_VALUE_TYPES = {
+    "int": (_is_int, "an integer"),
+    "float": (lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v), "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "dict": (lambda v: isinstance(v, dict), "an object"),
+    "list[int]": (lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a list of integers"),
+}
+
+
+def check_value_types(values: dict[str, Any]) -> None:
+    """Each known field's JSON value has its field's type (``"gate_soft_cap": "15"`` is refused, naming the
+    field), so no string or list reaches arithmetic that would fail far from config.json."""
+    types = {f.name: f.type for f in dataclasses.fields(xLSTMConfig)}
+    for name, value in values.items():
+        allowed = [t.strip() for t in str(types[name]).split("|") if t.strip() in _VALUE_TYPES]
+        if allowed and not any(_VALUE_TYPES[t][0](value) for t in allowed):
+            want = " or ".join(_VALUE_TYPES[t][1] for t in allowed)
+            raise ConfigError(f"config.json field '{name}' = {value!r}: must be {want}")
+
+
+def check_quantization(q: Any) -> None:
+    """config.json's ``quantization``: None, or what ``mx.quantize`` accepts."""
+    if q is not None and (not isinstance(q, dict) or q.get("bits") not in (2, 3, 4, 5, 6, 8)
+                          or q.get("group_size") not in (16, 32, 64, 128) or not isinstance(q.get("mode", ""), str)):
+        raise ConfigError(f"config.json field 'quantization' = {q!r}: expected {{'bits': 2|3|4|5|6|8, "
+                          "'group_size': 16|32|64|128}}")
 
 
 def is_large_config(raw: dict) -> bool:

@@ -1,33 +1,54 @@
 """Finding and checking a checkpoint's safetensors files before MLX reads them."""
 from __future__ import annotations
 
-import json
-import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from ..errors import InputError
+from .. import files
+from ..errors import InputError, shown
+from ..tensorfile import read_header
+
+INDEX = "model.safetensors.index.json"
 
 
 class CheckpointError(InputError):
     """The checkpoint directory is incomplete or damaged; the message says which file and how."""
 
 
+def read_json(path: Path, error: type[InputError] = CheckpointError):
+    return files.read_json(path, error)
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard files an index lists, each a plain relative name that stays inside the checkpoint directory."""
+    raw = read_json(index)
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index} is not a valid safetensors index: it needs a non-empty 'weight_map' object "
+                              "(tensor name -> shard file)")
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise CheckpointError(f"{index} 'weight_map' entry '{shown(key)}': the shard must be a file name, "
+                                  f"got {shard!r}")
+        if (PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).is_absolute() or "\\" in shard
+                or ".." in PurePosixPath(shard).parts or "\0" in shard):
+            raise CheckpointError(f"{index} 'weight_map' entry '{shown(key)}' points outside the checkpoint directory "
+                                  f"({shard!r}); shards must be files inside it")
+    return sorted(set(weight_map.values()))
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The safetensors files of a checkpoint: single file, HF index shards, or ``model_N`` shards."""
     single = directory / "model.safetensors"
-    index = directory / "model.safetensors.index.json"
+    index = directory / INDEX
     if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from None
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (directory / s).exists()]
+        shards = _shard_names(index)
+        missing = [s for s in shards if not (directory / s).is_file()]
         if missing:
-            raise CheckpointError(f"missing shard(s) listed in {index.name}: {', '.join(missing)}")
+            raise CheckpointError(f"missing shard(s) listed in {index.name}: {', '.join(map(shown, missing))}")
         return [directory / s for s in shards]
     if single.exists():
         return [single]
+
     def number(path: Path) -> int:
         n = path.stem.split("_")[-1]
         return int(n) if n.isdigit() else 0
@@ -35,26 +56,9 @@ def weight_files(directory: Path) -> list[Path]:
     found = sorted(directory.glob("model_*.safetensors"), key=number) or sorted(directory.glob("*.safetensors"))
     if found:
         return found
-    raise CheckpointError(f"no weights in {directory}: expected model.safetensors or model.safetensors.index.json "
-                          "with its shards")
+    raise CheckpointError(f"no weights in {directory}: expected model.safetensors or {INDEX} with its shards")
 
 
 def check_safetensors(path: Path) -> dict:
-    """Validate the header and the file length; returns the header. Catches truncated downloads."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise CheckpointError(f"{path.name} is truncated or not a safetensors file ({size} bytes)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > size - 8 or n > 100_000_000:
-            raise CheckpointError(f"{path.name} is corrupt or truncated: header claims {n} bytes, file has {size}")
-        try:
-            header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path.name} has a corrupt header: {exc}") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end > size:
-        raise CheckpointError(f"{path.name} is truncated: tensors need {8 + n + end} bytes, file has {size} "
-                              f"(re-download this shard)")
-    return header
+    """Validate the header against the file's length (catches truncated downloads); returns the header."""
+    return read_header(path, CheckpointError)

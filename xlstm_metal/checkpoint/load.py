@@ -7,21 +7,25 @@ shard of memory beyond the model itself. The runner builds itself from what this
 """
 from __future__ import annotations
 
-import json
+import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..distributed.tensor_parallel import take, within
+from ..errors import shown
+from ..files import current_dir
 from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
-from .config import ConfigError, config_to_spec, xLSTMConfig
-from .files import CheckpointError, check_safetensors, weight_files
+from ..tensorfile import FLOAT_DTYPES
+from .config import ConfigError, check_quantization, config_to_spec, xLSTMConfig
+from .files import CheckpointError, check_safetensors, read_json, weight_files
 from .sanitize import official_keys, sanitize
 
 SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes from a custom spec
@@ -32,10 +36,7 @@ def read_raw_config(directory: Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"{directory} has no config.json; a checkpoint directory needs config.json "
                               "and safetensors weights")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     return raw
@@ -56,6 +57,12 @@ class Checkpoint:
     quantization: dict | None
     tied: bool
     headers: dict[Path, dict]
+    identity: tuple = field(default=(), repr=False)  # of the directory when opened: a swap changes it
+
+    def unchanged(self) -> None:
+        """Raise ``CheckpointChanged`` if a writer swapped in another version since ``open_checkpoint``."""
+        if self.identity and _identity(self.directory) != self.identity:
+            raise CheckpointChanged(f"{self.directory} changed while it was read")
 
     def index(self, model: nn.Module) -> Index:
         """Strictly match the files to ``model`` (built from ``graph``, quantized as the checkpoint says):
@@ -68,18 +75,28 @@ class Checkpoint:
         self._quantize_full_precision_pieces(found, names, expected)
         missing, unexpected = sorted(set(names) - set(found)), sorted(set(found) - set(names))
         if missing or unexpected:
-            parts = [f"{what} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+            parts = [f"{what} ({len(keys)}): {', '.join(map(shown, keys[:20]))}{' ...' if len(keys) > 20 else ''}"
                      for what, keys in (("missing tensor(s)", missing), ("unknown tensor(s)", unexpected)) if keys]
             raise CheckpointError(f"the weights in {self.directory} do not match config.json: " + "; ".join(parts))
-        for name, (f, _, shape, _) in sorted(found.items()):
+        for name, (f, stored, shape, part) in sorted(found.items()):
             key, rows = names[name]
+            self._check_dtype(f, stored, expected[key].dtype if part is None else mx.float32)
             want = tuple(expected[key].shape)
             want = want if rows is None else (rows,) + want[1:]
             if shape != want:
-                raise CheckpointError(f"shape mismatch for '{name}' in {f.name}: config.json implies {want}, "
+                raise CheckpointError(f"shape mismatch for '{shown(name)}' in {f.name}: config.json implies {want}, "
                                       f"file has {shape}")
         return {key: [found[name][:2] + (rows, found[name][3]) for name, rows in pieces]
                 for key, pieces in wanted.items()}
+
+    def _check_dtype(self, f: Path, name: str, want: mx.Dtype) -> None:
+        """A float slot needs a float tensor, a packed quantized one the exact integer type."""
+        have = self.headers[f][name]["dtype"]
+        ok = have in FLOAT_DTYPES if mx.issubdtype(want, mx.floating) else _same_int(have, want)
+        if not ok:
+            kind = "a float tensor (F32, F16 or BF16)" if mx.issubdtype(want, mx.floating) else f"{want}"
+            raise CheckpointError(f"{f} tensor '{shown(name)}' is {have}, but this slot needs {kind}; the file "
+                                  "does not match config.json")
 
     def _quantize_full_precision_pieces(self, found: dict, names: dict, expected: dict) -> None:
         """A quantized checkpoint may hold a piece of a merged array in full precision (e.g. a tiny gate
@@ -121,13 +138,18 @@ class Checkpoint:
         for f in self.headers:
             try:
                 arrays = mx.load(str(f))
-            except Exception as exc:  # noqa: BLE001 - MLX raises several types for damaged files
-                raise CheckpointError(f"{f.name} could not be read ({exc}); the file is damaged: "
-                                      "re-download it") from None
+            except Exception as exc:  # noqa: BLE001 - MLX raises several types for unreadable files
+                self.unchanged()
+                raise CheckpointError(f"{f} could not be read: {exc}") from None
             for key, n, name, segs, part in todo.get(f, ()):
                 a = arrays[name] if segs is None else take(arrays[name], segs)
-                if mx.issubdtype(a.dtype, mx.floating) and a.dtype != dtype:
-                    a = a.astype(dtype)
+                if mx.issubdtype(a.dtype, mx.floating):
+                    if not mx.all(mx.isfinite(a)).item():
+                        self.unchanged()
+                        raise CheckpointError(f"{f} tensor '{shown(name)}' holds NaN or Inf values; the checkpoint is "
+                                              "damaged (or was saved after training diverged)")
+                    if a.dtype != dtype:
+                        a = a.astype(dtype)
                 if part is not None:
                     a = mx.quantize(a, self.quantization["group_size"], self.quantization["bits"],
                                     mode=self.quantization.get("mode", "affine"))[part]
@@ -141,21 +163,30 @@ class Checkpoint:
                     del parts[key]
             del arrays
             bar.update(f.name)
+        self.unchanged()
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Read and check config.json (or the saved wiring spec) and every weight file's header."""
-    directory = Path(path)
+    directory = current_dir(Path(path))
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoint directory at {directory}")
+    identity = _identity(directory)
     raw = read_raw_config(directory)
     spec_path = directory / SPEC_FILE
     if spec_path.exists():  # a custom architecture: the spec is the truth, config.json only carries extras
         graph = build_graph(spec_path)
         cfg: Any = raw
         quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
+        try:
+            check_quantization(quant)
+        except ConfigError as exc:
+            raise ConfigError(f"{directory}{os.sep}{exc}") from None
     else:
-        cfg = xLSTMConfig.from_dict(raw)
+        try:
+            cfg = xLSTMConfig.from_dict(raw)
+        except ConfigError as exc:  # its message starts with "config.json": say which one
+            raise ConfigError(f"{directory}{os.sep}{exc}" if str(exc).startswith("config.json") else str(exc)) from None
         try:
             graph = build_graph(config_to_spec(cfg, name=directory.name))
         except SpecError as exc:
@@ -163,7 +194,38 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         quant, tie = cfg.quantization, cfg.tie_word_embeddings
     dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(raw.get("torch_dtype")), "float32")
     headers = {f: check_safetensors(f) for f in weight_files(directory)}
-    return Checkpoint(directory, graph, cfg, dtype, dict(quant) if quant else None, tie, headers)
+    return Checkpoint(directory, graph, cfg, dtype, dict(quant) if quant else None, tie, headers, identity)
+
+
+class CheckpointChanged(CheckpointError):
+    """A writer replaced the directory while it was read; reading again gives one consistent version."""
+
+
+def _identity(directory: Path) -> tuple:
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return ()
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+def _same_int(have: str, want: mx.Dtype) -> bool:
+    names = {mx.uint32: "U32", mx.uint8: "U8", mx.int32: "I32", mx.uint16: "U16", mx.int64: "I64", mx.uint64: "U64"}
+    return names.get(want) == have
+
+
+T = TypeVar("T")
+
+
+def consistently(path: str | Path, load: Callable[[], T], attempts: int = 5) -> T:
+    """``load()`` again while a writer swaps the checkpoint under it, so that config, weights and tokenizer all
+    come from one version."""
+    for attempt in range(attempts):
+        try:
+            return load()
+        except CheckpointChanged:
+            time.sleep(0.05 * (attempt + 1))
+    raise CheckpointError(f"{path} kept changing while it was read (another process is writing it); try again")
 
 
 class _Progress:

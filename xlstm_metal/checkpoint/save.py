@@ -1,12 +1,12 @@
 """Writing a loadable checkpoint directory (convert, quantize, training checkpoints), atomically.
 
-Everything is written into a hidden temporary directory next to the destination and renamed
-into place at the end, so a failed or interrupted write leaves no half-written output.
+Everything is written into a hidden temporary directory next to the destination and swapped
+into place at the end (``xlstm_metal.files``), under the destination's writer lock: a failed or
+interrupted write leaves the previous version (or none), never a half-written one.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,11 @@ import mlx.core as mx
 import yaml
 from mlx.utils import tree_flatten
 
+from ..files import new_dir, publish_dir, recover_dir, writer_lock
 from ..modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
 from .config import is_large_config
 from .files import CheckpointError
-from .load import SPEC_FILE, open_checkpoint
+from .load import SPEC_FILE, consistently, open_checkpoint
 from .sanitize import official_keys, to_official
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
@@ -47,68 +48,73 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
     With ``overwrite`` an existing directory is replaced only once the new one is complete.
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CheckpointError(f"{out} exists and is not empty; choose a new directory (or pass overwrite=True)")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        weights = to_official(official_keys(graph), dict(tree_flatten(model.parameters())))
-        shards = _shards(weights, max_shard_bytes)
-        if len(shards) == 1:
-            mx.save_safetensors(str(tmp / "model.safetensors"), shards[0], metadata={"format": "mlx"})
-        else:
-            weight_map = {}
-            for n, shard in enumerate(shards, 1):
-                name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
-                mx.save_safetensors(str(tmp / name), shard, metadata={"format": "mlx"})
-                weight_map.update({k: name for k in shard})
-            total = sum(v.nbytes for v in weights.values())
-            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        default = {"model_type": "xlstm_metal", "name": graph.name}
-        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or default)
-        cfg["torch_dtype"] = dtype_name(dtype)
-        if quantization:
-            cfg["quantization"] = quantization
-        else:
-            cfg.pop("quantization", None)
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        if not is_large_config(cfg):
-            (tmp / SPEC_FILE).write_text(yaml.safe_dump(graph.spec.source.data, sort_keys=False))
-        if tokenizer_dir is not None:
-            for name in TOKENIZER_FILES:
-                if (Path(tokenizer_dir) / name).exists():
-                    shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
-        if extra is not None:
-            extra(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writer_lock(out):
+        recover_dir(out)
+        if out.exists() and not out.is_dir():
+            raise CheckpointError(f"{out} exists and is not a directory; choose another path")
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise CheckpointError(f"{out} exists and is not empty; choose a new directory (or replace it: "
+                                  "--overwrite on the command line, overwrite=True in Python)")
+        tmp = new_dir(out)
+        try:
+            _write(tmp, model, graph, dtype, config, quantization, tokenizer_dir, max_shard_bytes)
+            if extra is not None:
+                extra(tmp)
+            publish_dir(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
+
+
+def _write(tmp: Path, model, graph, dtype, config, quantization, tokenizer_dir, max_shard_bytes) -> None:
+    """Fill the new directory: weights (sharded past ``max_shard_bytes``), config.json, spec, tokenizer files."""
+    weights = to_official(official_keys(graph), dict(tree_flatten(model.parameters())))
+    shards = _shards(weights, max_shard_bytes)
+    if len(shards) == 1:
+        mx.save_safetensors(str(tmp / "model.safetensors"), shards[0], metadata={"format": "mlx"})
+    else:
+        weight_map = {}
+        for n, shard in enumerate(shards, 1):
+            name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+            mx.save_safetensors(str(tmp / name), shard, metadata={"format": "mlx"})
+            weight_map.update({k: name for k in shard})
+        total = sum(v.nbytes for v in weights.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    default = {"model_type": "xlstm_metal", "name": graph.name}
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or default)
+    cfg["torch_dtype"] = dtype_name(dtype)
+    if quantization:
+        cfg["quantization"] = quantization
+    else:
+        cfg.pop("quantization", None)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    if not is_large_config(cfg):
+        (tmp / SPEC_FILE).write_text(yaml.safe_dump(graph.spec.source.data, sort_keys=False))
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            if (Path(tokenizer_dir) / name).exists():
+                shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,
             q_group_size: int = 64, overwrite: bool = False) -> Path:
     """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
-    ckpt = open_checkpoint(src)
-    if q_bits and ckpt.quantization:
-        raise CheckpointError(f"{src} is already quantized ({ckpt.quantization}); "
-                              "convert from the full-precision checkpoint")
-    target = as_dtype(dtype or ckpt.dtype)
-    model = GraphModule(ckpt.graph)
-    cast_parameters(model, target)
-    if ckpt.quantization:
-        quantize_model(model, ckpt.quantization)
-    ckpt.read(model, ckpt.index(model), dtype=target, progress=False)
+    def read():
+        ckpt = open_checkpoint(src)
+        if q_bits and ckpt.quantization:
+            raise CheckpointError(f"{src} is already quantized ({ckpt.quantization}); "
+                                  "convert from the full-precision checkpoint")
+        target = as_dtype(dtype or ckpt.dtype)
+        model = GraphModule(ckpt.graph)
+        cast_parameters(model, target)
+        if ckpt.quantization:
+            quantize_model(model, ckpt.quantization)
+        ckpt.read(model, ckpt.index(model), dtype=target, progress=False)
+        return ckpt, model, target
+
+    ckpt, model, target = consistently(src, read)  # one version of src, even while it is being rewritten
     q = ckpt.quantization
     if q_bits:
         q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}

@@ -11,11 +11,12 @@ from .registry import command
 
 def _convert_args(p):
     p.add_argument("src", help="checkpoint directory to read")
-    p.add_argument("dst", help="new directory to write (must not exist or be empty)")
+    p.add_argument("dst", help="new directory to write (must not exist or be empty, unless --overwrite)")
     p.add_argument("--dtype", choices=["bf16", "f16", "f32", "bfloat16", "float16", "float32"], help="weight dtype")
     p.add_argument("-q", "--quantize", action="store_true", help="quantize with MLX's affine quantization")
     p.add_argument("--q-bits", type=int, default=4, choices=[2, 3, 4, 5, 6, 8])
     p.add_argument("--q-group-size", type=int, default=64, choices=[32, 64, 128])
+    p.add_argument("--overwrite", action="store_true", help="replace dst if it exists (once the new one is complete)")
 
 
 @command("convert", "re-save a checkpoint in another dtype and/or quantized (atomic)", _convert_args)
@@ -23,7 +24,7 @@ def cmd_convert(args) -> int:
     from ..checkpoint.save import convert
 
     out = convert(args.src, args.dst, dtype=args.dtype, q_bits=args.q_bits if args.quantize else None,
-                  q_group_size=args.q_group_size)
+                  q_group_size=args.q_group_size, overwrite=args.overwrite)
     size = sum(f.stat().st_size for f in Path(out).glob("*.safetensors"))
     print(f"wrote {out} ({size / 1e6:.1f} MB of weights)", file=sys.stderr)
     return 0

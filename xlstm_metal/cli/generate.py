@@ -59,7 +59,7 @@ def cmd_generate(args) -> int:
         prompt = [int(t) for t in prompt.split(",") if t.strip()] if prompt.replace(",", "").strip().isdigit() else None
         if prompt is None:
             raise ValueError("this model has no tokenizer.json: give the prompt as comma-separated token ids")
-    state = State.load(args.state_in) if args.state_in else None
+    state = State.load(args.state_in, graph=runner.graph) if args.state_in else None
     last = None
     if not args.quiet and isinstance(prompt, str):
         print(prompt, end="", flush=True)
@@ -90,7 +90,7 @@ def cmd_chat(args) -> int:
         raise ValueError("chat needs a model with tokenizer.json")
     state = None
     if args.state_file and Path(args.state_file).exists():
-        state = State.load(args.state_file)
+        state = State.load(args.state_file, graph=runner.graph)
         print(f"[resumed a conversation of {state.tokens_seen} tokens]", file=sys.stderr)
     pending = args.system + ("\n" if args.system else "")
     sampling = dict(_sampling(args), stop=list(args.stop or []) + ["\nUser:"])

@@ -30,6 +30,8 @@ def _args(p):
     _field_options(p, TrainConfig, TRAIN_OPTIONS, batch_size="sequences per step per rank (under mlx.launch: x ranks)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even if it holds other files or a run of another spec (default: refuse)")
 
 
 @command("train", "train a spec on text files (AdamW, warmup + cosine, resumable checkpoints)", _args)
@@ -38,22 +40,26 @@ def cmd_train(args) -> int:
 
     import numpy as np
 
+    from ..distributed import world
     from ..runner import xLSTMRunner
     from ..train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
     from ..train.data import EOS
+    from ..train.loop import resumable_run
 
     out = Path(args.out)
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
+    resumable_run(out, runner.graph, args.overwrite, writer=world().rank() == 0)  # a wrong --out: before any data
     files = expand_files(args.data)
     texts = read_texts(files, args.max_bytes)
     print(f"{len(texts)} files, {sum(map(len, texts)) / 1e6:.1f} M characters", file=sys.stderr)
     tok_dir = out.parent / f".{out.name}.tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
-    if args.tokenizer or (out / "tokenizer.json").exists():  # given, or resuming: keep the run's tokenizer
-        from tokenizers import Tokenizer
+    resuming = not args.overwrite and (out / "tokenizer.json").exists()
+    if args.tokenizer or resuming:  # given, or resuming: keep the run's tokenizer
+        from ..generation.tokenizer import read_tokenizer
 
-        tok = Tokenizer.from_file(args.tokenizer or str(out / "tokenizer.json"))
+        tok = read_tokenizer(args.tokenizer or out / "tokenizer.json")
     else:
         tok = train_bpe_tokenizer(texts, vocab)
     if tok.get_vocab_size() > vocab:
@@ -68,12 +74,10 @@ def cmd_train(args) -> int:
           f"{runner.num_parameters() / 1e6:.2f} M parameters", file=sys.stderr)
     cfg = TrainConfig(**{n: getattr(args, n) for n in TRAIN_OPTIONS})
     config = {"model_type": "xlstm_metal", "name": runner.graph.name, "eos_token_id": eos_id, "vocab_size": vocab}
-    from ..distributed import world
-
     ranks = world().size()
     trainer = Trainer(runner, TokenBatches(ids[:split], args.batch_size * ranks, args.seq_len, args.seed), cfg, out,
                       val_batches=TokenBatches(ids[split:], args.batch_size, args.seq_len, args.seed + 1),
-                      tokenizer_dir=tok_dir, config=config)
+                      tokenizer_dir=tok_dir, config=config, overwrite=args.overwrite)
     log = trainer.train(resume=not args.no_resume)
     val = f", validation loss {log.val[-1][1]:.3f}" if log.val else ""
     print(f"done: step {trainer.step}, loss {np.mean(log.losses[-10:]):.3f}{val}; checkpoint in {out}", file=sys.stderr)

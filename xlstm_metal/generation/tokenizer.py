@@ -1,8 +1,35 @@
 """Tokenizer of a checkpoint directory (Hugging Face ``tokenizer.json``) and streaming detokenization."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from ..errors import InputError
+from ..files import read_json
+
+
+class TokenizerError(InputError):
+    """A tokenizer file is damaged or holds values of the wrong kind; the message names the file."""
+
+
+def token_text(v):
+    """A special token's text: tokenizer configs write it as a string or as an AddedToken object."""
+    return v.get("content") if isinstance(v, dict) else v
+
+
+def read_tokenizer(path: str | Path):
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json; a damaged file is a ``TokenizerError`` naming it."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer file at {path}")
+    try:
+        return Tokenizer.from_str(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TokenizerError(f"{path} is not UTF-8 text (byte {exc.start}); the file is damaged") from None
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TokenizerError(f"{path} is not a valid tokenizer: {first}") from None
 
 
 class TokenizerWrapper:
@@ -19,26 +46,28 @@ class TokenizerWrapper:
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> "TokenizerWrapper":
-        from tokenizers import Tokenizer
-
+        """The tokenizer of a checkpoint directory; a damaged file is a ``TokenizerError`` naming it."""
         d = Path(directory)
-        if not (d / "tokenizer.json").exists():
-            raise FileNotFoundError(f"no tokenizer.json in {d}")
-        tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        tok = read_tokenizer(d / "tokenizer.json")
         special: dict = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the config wins
             if (d / name).exists():
-                try:
-                    special.update({k: v for k, v in json.loads((d / name).read_text()).items() if v is not None})
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{d / name} is not valid JSON: {exc}") from None
+                found = read_json(d / name, TokenizerError)
+                if not isinstance(found, dict):
+                    raise TokenizerError(f"{d / name} must hold a JSON object")
+                special.update({k: v for k, v in found.items() if v is not None})
+        for key in ("bos_token", "eos_token"):
+            if not isinstance(token_text(special.get(key)), (str, type(None))):
+                raise TokenizerError(f"{d} field '{key}' = {special[key]!r}: must be a token string")
         extra = []
         if (d / "config.json").exists():
-            cfg = json.loads((d / "config.json").read_text())
-            eos = cfg.get("eos_token_id")
-            extra = [eos] if isinstance(eos, int) else list(eos or [])
-        content = lambda v: v.get("content") if isinstance(v, dict) else v  # noqa: E731  (AddedToken or str)
-        return cls(tok, bos_token=content(special.get("bos_token")), eos_token=content(special.get("eos_token")),
+            cfg = read_json(d / "config.json", TokenizerError)
+            eos = cfg.get("eos_token_id") if isinstance(cfg, dict) else None
+            extra = [eos] if isinstance(eos, int) else list(eos) if isinstance(eos, list) else []
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in extra):
+                raise TokenizerError(f"{d / 'config.json'} field 'eos_token_id' = {eos!r}: must be a token id or a "
+                                     "list of token ids")
+        return cls(tok, bos_token=token_text(special.get("bos_token")), eos_token=token_text(special.get("eos_token")),
                    add_bos=bool(special.get("add_bos_token", False)), extra_eos_ids=extra)
 
     @property

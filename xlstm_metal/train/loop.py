@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -17,7 +18,11 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..errors import InputError
+from ..files import read_json, recover_dir, writer_lock
+from ..fingerprint import architecture, describe, same
 from ..modules import dtype_name
+from ..tensorfile import read_header
 from ..plan import make_plan
 from ..runtime import execute
 from .data import TokenBatches
@@ -82,10 +87,39 @@ def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool =
     return step
 
 
+def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True) -> bool:
+    """Whether ``out`` holds a training run of ``graph``'s architecture (to resume). A new or empty directory
+    holds none; anything else (files that are no run, a run of another architecture) is refused unless
+    ``overwrite`` (then: False, start over), so training never replaces what it did not write. The ``writer``
+    (rank 0) first finishes a checkpoint swap that a crash interrupted."""
+    out = Path(out)
+    if writer:
+        with writer_lock(out):
+            recover_dir(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a directory; choose a directory for the checkpoint")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not (out / TRAINER_LOG).is_file():
+        if overwrite:
+            return False
+        raise InputError(f"--out {out} is not empty and holds no training run (no {TRAINER_LOG}); choose a new "
+                         "or empty directory, or pass --overwrite to replace its contents")
+    if overwrite:
+        return False
+    from ..checkpoint import open_checkpoint
+
+    theirs, ours = architecture(open_checkpoint(out).graph), architecture(graph)
+    if not same(theirs, ours):
+        raise InputError(f"--out {out} holds a training run of {describe(theirs)}, not of {describe(ours)}; "
+                         "choose another --out, or pass --overwrite to replace that run")
+    return True
+
+
 class Trainer:
     def __init__(self, runner, batches: TokenBatches, cfg: TrainConfig, out_dir: str | Path, *,
                  val_batches: TokenBatches | None = None, tokenizer_dir: str | Path | None = None,
-                 config: dict[str, Any] | None = None, progress: bool = True, group=None):
+                 config: dict[str, Any] | None = None, progress: bool = True, group=None, overwrite: bool = False):
         from ..distributed import world
 
         self.group = group or world()
@@ -98,6 +132,7 @@ class Trainer:
         self.val_batches = val_batches
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
+        self.overwrite = overwrite  # replace whatever ``out_dir`` holds (another run, or files that are no run)
         schedule = lr_schedule(cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
         self.log = TrainLog()
@@ -144,27 +179,46 @@ class Trainer:
         self.runner.save_pretrained(self.out, config=self.config, tokenizer_dir=self.tokenizer_dir, overwrite=True,
                                     extra=write_trainer)
 
+    def holds_this_run(self) -> bool:
+        """Whether ``out_dir`` holds a training run of this architecture to resume (see ``resumable_run``)."""
+        return resumable_run(self.out, self.runner.graph, self.overwrite, writer=self.rank == 0)
+
     def try_resume(self) -> bool:
         """Continue from ``out_dir`` if it holds a checkpoint of this run."""
-        log_path = self.out / TRAINER_LOG
-        if not log_path.exists():
+        if not self.holds_this_run():
             return False
         from ..checkpoint import open_checkpoint
 
-        info = json.loads(log_path.read_text())
+        log_path, state_path = self.out / TRAINER_LOG, self.out / TRAINER_STATE
+        info = read_json(log_path, InputError)
+        try:
+            step, log = info["step"], TrainLog(**dict(info["log"], val=[tuple(v) for v in info["log"]["val"]]))
+            if not isinstance(step, int) or step < 0:
+                raise TypeError(step)
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{log_path} is damaged (needs 'step' and 'log' as trainer writes them); pass "
+                             "--overwrite to start over") from None
         ckpt = open_checkpoint(self.out)
         ckpt.read(self.runner.model, ckpt.index(self.runner.model), dtype=self.runner.dtype, progress=False)
-        state = mx.load(str(self.out / TRAINER_STATE))
-        self.optimizer.state = tree_unflatten(list(state.items()))
-        self.step = int(info["step"])
-        self.log = TrainLog(**dict(info["log"], val=[tuple(v) for v in info["log"]["val"]]))
+        if not state_path.is_file():
+            raise InputError(f"{state_path} is missing; the run cannot resume exactly (pass --overwrite to start over)")
+        read_header(state_path, InputError)
+        self.optimizer.state = tree_unflatten(list(mx.load(str(state_path)).items()))
+        self.step, self.log = step, log
         self._step_fn = self._build_step()
         return True
 
     def train(self, *, resume: bool = True, stop_after: int | None = None) -> TrainLog:
+        with writer_lock(self.out) if self.rank == 0 else contextlib.nullcontext():
+            return self._train(resume, stop_after)
+
+    def _train(self, resume: bool, stop_after: int | None) -> TrainLog:
         cfg = self.cfg
-        if resume and self.try_resume() and self.progress:
-            print(f"resumed at step {self.step}", file=sys.stderr)
+        if resume and self.try_resume():
+            if self.progress:
+                print(f"resumed at step {self.step}", file=sys.stderr)
+        elif not resume:
+            self.holds_this_run()  # refuses a directory this run may not replace
         t_last, tokens_since = time.perf_counter(), 0
         while self.step < cfg.steps:
             x, y = self.batches.batch(self.step)
