@@ -14,6 +14,7 @@ from ..errors import InputError
 # transformers' xLSTMConfig accepts these aliases next to the official names.
 _ALIASES = {"hidden_size": "embedding_dim", "num_hidden_layers": "num_blocks"}
 REQUIRED = ("embedding_dim", "num_heads", "num_blocks", "vocab_size")
+NULLABLE = ("gate_soft_cap", "output_logit_soft_cap")  # null means "no cap" (official xLSTMLargeConfig)
 
 
 class ConfigError(InputError):
@@ -36,7 +37,7 @@ class xLSTMConfig:
     eps: float = 1e-6
     ffn_proj_factor: float = 2.6667
     ffn_round_up_to_multiple_of: int = 64
-    gate_soft_cap: float = 15.0
+    gate_soft_cap: float | None = 15.0
     output_logit_soft_cap: float | None = 30.0
     weight_mode: str = "single"
     tie_word_embeddings: bool = False
@@ -56,7 +57,7 @@ class xLSTMConfig:
         missing = [n for n in REQUIRED if data.get(n) is None]
         if missing:
             raise ConfigError(f"config.json lacks required field(s): {', '.join(missing)}")
-        known = {k: v for k, v in data.items() if k in names and v is not None}
+        known = {k: v for k, v in data.items() if k in names and (v is not None or k in NULLABLE)}
         extra = {k: v for k, v in raw.items() if k not in names}
         cfg = cls(**known, extra=extra)
         cfg.validate()

@@ -41,6 +41,12 @@ def read_raw_config(directory: Path) -> dict:
     return raw
 
 
+def checkpoint_dtype(raw: dict) -> str:
+    """The weights' dtype a config.json names: ``dtype`` (transformers >= 5) or ``torch_dtype`` (older)."""
+    named = raw.get("dtype", raw.get("torch_dtype"))
+    return {"bfloat16": "bfloat16", "float16": "float16"}.get(str(named).removeprefix("torch."), "float32")
+
+
 # what a model's parameter key is read from, per piece: (file, key in the file, rows or None, quantize part or None)
 Index = dict[str, list[tuple[Path, str, int | None, int | None]]]
 
@@ -161,7 +167,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         except SpecError as exc:
             raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
         quant, tie = cfg.quantization, cfg.tie_word_embeddings
-    dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(raw.get("torch_dtype")), "float32")
+    dtype = checkpoint_dtype(raw)
     headers = {f: check_safetensors(f) for f in weight_files(directory)}
     return Checkpoint(directory, graph, cfg, dtype, dict(quant) if quant else None, tie, headers)
 

@@ -70,6 +70,8 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
         default = {"model_type": "xlstm_metal", "name": graph.name}
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or default)
         cfg["torch_dtype"] = dtype_name(dtype)
+        if "dtype" in cfg:  # transformers >= 5's name for it: both must say the same
+            cfg["dtype"] = cfg["torch_dtype"]
         if quantization:
             cfg["quantization"] = quantization
         else:
