@@ -149,24 +149,45 @@ class Checkpoint:
             bar.update(f.name)
 
 
+def checkpoint_spec(directory: Path, raw: dict | None = None) -> tuple[Any, Any]:
+    """A checkpoint directory's architecture: (the spec, for ``build_graph``; its config). A saved
+    ``wiring_spec.yaml`` is the truth (config.json then only carries extras: the raw dict is the config);
+    otherwise config.json describes an xLSTMLarge model (an ``xLSTMConfig``, spec from ``config_to_spec``)."""
+    raw = read_raw_config(directory) if raw is None else raw
+    if (directory / SPEC_FILE).exists():
+        return directory / SPEC_FILE, raw
+    cfg = xLSTMConfig.from_dict(raw)
+    return config_to_spec(cfg, name=directory.name), cfg
+
+
+def spec_or_checkpoint(arg: Any) -> Any:
+    """What a command's SPEC argument names: a checkpoint directory (or its config.json) stands for its
+    architecture; anything else (spec file, shipped name, YAML) is passed on unchanged."""
+    path = Path(arg) if isinstance(arg, (str, Path)) and "\n" not in str(arg) else None
+    if path is not None and path.name == "config.json" and path.is_file():
+        path = path.parent
+    if path is None or not (path / "config.json").is_file():
+        return arg
+    return checkpoint_spec(path)[0]
+
+
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Read and check config.json (or the saved wiring spec) and every weight file's header."""
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoint directory at {directory}")
     raw = read_raw_config(directory)
-    spec_path = directory / SPEC_FILE
-    if spec_path.exists():  # a custom architecture: the spec is the truth, config.json only carries extras
-        graph = build_graph(spec_path)
-        cfg: Any = raw
-        quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
-    else:
-        cfg = xLSTMConfig.from_dict(raw)
-        try:
-            graph = build_graph(config_to_spec(cfg, name=directory.name))
-        except SpecError as exc:
-            raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
+    spec, cfg = checkpoint_spec(directory, raw)
+    try:
+        graph = build_graph(spec)
+    except SpecError as exc:
+        if isinstance(spec, Path):
+            raise
+        raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
+    if isinstance(cfg, xLSTMConfig):
         quant, tie = cfg.quantization, cfg.tie_word_embeddings
+    else:
+        quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
     dtype = checkpoint_dtype(raw)
     headers = {f: check_safetensors(f) for f in weight_files(directory)}
     return Checkpoint(directory, graph, cfg, dtype, dict(quant) if quant else None, tie, headers)
