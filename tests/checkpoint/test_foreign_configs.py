@@ -71,3 +71,17 @@ def test_convert_keeps_the_size_of_a_transformers5_bfloat16_checkpoint(tmp_path)
     convert(tmp_path / "m", tmp_path / "c")
     size = lambda d: sum(f.stat().st_size for f in d.glob("*.safetensors"))  # noqa: E731
     assert size(tmp_path / "c") <= size(tmp_path / "m") * 1.01
+
+
+@pytest.mark.parametrize("fields, has_norm, has_bias", [
+    (dict(use_bias=True), True, True), (dict(add_out_norm=False), False, False),
+    (dict(use_bias=True, transformers_version="5.0.0"), True, False),
+    (dict(add_out_norm=False, transformers_version="5.0.0"), True, False),
+])
+def test_the_final_norm_follows_the_writer_of_the_checkpoint(fields, has_norm, has_bias):
+    """The official package: out_norm iff add_out_norm, with a bias iff use_bias. transformers' xLSTMModel
+    (tests/reference/test_transformers_parity.py runs it): always an out_norm, never a bias."""
+    graph = build_graph(config_to_spec(xLSTMConfig.from_dict(dict(CONFIG, **fields))))
+    assert ("backbone.out_norm" in graph.compute_nodes()) == has_norm
+    if has_norm:
+        assert ("bias" in graph.block("backbone.out_norm").parameters()) == has_bias

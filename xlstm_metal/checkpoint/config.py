@@ -88,6 +88,13 @@ class xLSTMConfig:
             raise ConfigError(f"config.json field 'hidden_act' = {act!r}: only SiLU (SwiGLU) feed-forwards are "
                               "supported")
 
+    def out_norm(self) -> tuple[bool, bool]:
+        """(whether the backbone ends in an RMSNorm, whether it has a bias). transformers' xLSTMModel
+        (its config.json carries ``transformers_version``) always has one and applies it, never with a bias."""
+        if "transformers_version" in self.extra:
+            return True, False
+        return self.add_out_norm, self.use_bias
+
     def eos_ids(self) -> set[int]:
         ids = self.eos_token_id
         return set(ids) if isinstance(ids, list) else set() if ids is None else {int(ids)}
@@ -127,8 +134,10 @@ def config_to_spec(cfg: xLSTMConfig, name: str = "xlstm-checkpoint") -> dict[str
          "output": "out", "nodes": block},
     ]
     last = "backbone.blocks"
-    if cfg.add_out_norm:
-        nodes.append({"name": "backbone.out_norm", "type": "rms_norm", "inputs": [last], **common_norm})
+    has_out_norm, out_norm_bias = cfg.out_norm()
+    if has_out_norm:
+        nodes.append({"name": "backbone.out_norm", "type": "rms_norm", "inputs": [last],
+                      **dict(common_norm, use_bias=out_norm_bias)})
         last = "backbone.out_norm"
     nodes.append({"name": "lm_head", "type": "lm_head", "inputs": [last], "vocab_size": "vocab_size",
                   "soft_cap": cfg.output_logit_soft_cap})
