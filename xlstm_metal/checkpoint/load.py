@@ -21,7 +21,7 @@ from ..distributed.tensor_parallel import take, within
 from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
 from .config import ConfigError, config_to_spec, xLSTMConfig
-from .files import CheckpointError, check_safetensors, weight_files
+from .files import CheckpointError, check_safetensors, resolve_checkpoint, weight_files
 from .sanitize import official_keys, sanitize
 
 SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes from a custom spec
@@ -173,9 +173,7 @@ def spec_or_checkpoint(arg: Any) -> Any:
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Read and check config.json (or the saved wiring spec) and every weight file's header."""
-    directory = Path(path)
-    if not directory.is_dir():
-        raise CheckpointError(f"no checkpoint directory at {directory}")
+    directory = resolve_checkpoint(path)
     raw = read_raw_config(directory)
     spec, cfg = checkpoint_spec(directory, raw)
     try:
