@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("transformers", reason="transformers parity needs the `reference` extra")
-from transformers_xlstm import build, logits  # noqa: E402
+from transformers_xlstm import IMPLEMENTATIONS, build, logits  # noqa: E402
 
 from xlstm_metal import xLSTMRunner  # noqa: E402
 
@@ -24,9 +24,11 @@ CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_transformers_checkpoints_match_transformers_logits(tmp_path, name):
-    model = build(tmp_path, seed=len(name), **CONFIGS[name])
+def test_transformers_checkpoints_match_transformers_logits(tmp_path, name, implementation):
+    """transformers uses the official package's blocks when it is installed, else its own copy of them."""
+    model = build(tmp_path, seed=len(name), implementation=implementation, **CONFIGS[name])
     ours = xLSTMRunner.from_pretrained(tmp_path)
     tokens = np.random.default_rng(0).integers(0, 101, size=(2, 23))
     ref = logits(model, tokens)
@@ -34,8 +36,9 @@ def test_transformers_checkpoints_match_transformers_logits(tmp_path, name):
     assert np.abs(got - ref).max() / max(1.0, np.abs(ref).max()) <= 1e-4
 
 
-def test_transformers_writes_the_layout_this_test_is_about(tmp_path):
-    build(tmp_path, use_bias=True, add_out_norm=False)
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+def test_transformers_writes_the_layout_this_test_is_about(tmp_path, implementation):
+    build(tmp_path, implementation=implementation, use_bias=True, add_out_norm=False)
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "model.safetensors"), "np") as f:

@@ -33,13 +33,34 @@ def _import_without_the_repository_root():
 xLSTMConfig, xLSTMForCausalLM = _import_without_the_repository_root()
 
 
-def build(directory: Path, *, seed: int = 0, **overrides):
+def _own_implementation():
+    """transformers' modeling_xlstm as it is without the official ``xlstm`` package installed (then it uses its
+    own copy of the blocks): the module executed once more with ``is_xlstm_available`` answering False."""
+    import importlib.util
+
+    import transformers.utils as utils
+
+    found, spec = utils.is_xlstm_available, importlib.util.find_spec("transformers.models.xlstm.modeling_xlstm")
+    module = importlib.util.module_from_spec(spec)
+    utils.is_xlstm_available = lambda *a, **k: False
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        utils.is_xlstm_available = found
+    assert not module.external_xlstm
+    return module.xLSTMForCausalLM
+
+
+IMPLEMENTATIONS = {"with-official-blocks": xLSTMForCausalLM, "own-blocks": _own_implementation()}
+
+
+def build(directory: Path, *, seed: int = 0, implementation: str = "with-official-blocks", **overrides):
     params = dict(hidden_size=48, num_heads=3, num_blocks=2, vocab_size=101, chunk_size=16, use_bias=False,
                   ffn_proj_factor=2.6667, ffn_round_up_to_multiple_of=16, autocast_kernel_dtype="float32",
                   mode="inference", max_inference_chunksize=16384)
     params.update(overrides)
     torch.manual_seed(seed)
-    model = xLSTMForCausalLM(xLSTMConfig(**params, **CPU_KERNELS)).eval()
+    model = IMPLEMENTATIONS[implementation](xLSTMConfig(**params, **CPU_KERNELS)).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # every parameter random (norm weights near 1, biases too), so nothing passes by accident
         for name, p in model.named_parameters():
