@@ -92,3 +92,13 @@ def test_online_a_repo_id_is_downloaded_into_the_cache_and_failures_are_one_line
     with pytest.raises(CheckpointError) as info:
         resolve_checkpoint("org/absent")
     assert "\n" not in str(info.value) and "org/absent" in str(info.value) and "404" in str(info.value)
+
+
+def test_convert_reads_a_cached_repo_id_with_its_tokenizer_files(hub, tmp_path):
+    from xlstm_metal.checkpoint.save import convert
+
+    _, snapshot = hub
+    (snapshot / "generation_config.json").write_text('{"eos_token_id": 2}')
+    convert("org/tiny-xlstm", tmp_path / "bf16", dtype="bfloat16")
+    assert (tmp_path / "bf16" / "generation_config.json").read_text() == '{"eos_token_id": 2}'
+    assert xLSTMRunner.from_pretrained(tmp_path / "bf16").dtype.size == 2

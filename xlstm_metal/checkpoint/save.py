@@ -116,5 +116,5 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bit
         q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}
         quantize_model(model, q)
     mx.eval(model.parameters())
-    return save_pretrained(dst, model, ckpt.graph, dtype=target, config=ckpt.config, quantization=q, tokenizer_dir=src,
+    return save_pretrained(dst, model, ckpt.graph, dtype=target, config=ckpt.config, quantization=q, tokenizer_dir=ckpt.directory,
                            overwrite=overwrite)
