@@ -71,7 +71,8 @@ class xLSTMRunner:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = None, shard: Any = False, progress: bool | None = None,
                         tokenizer: bool = True, **kw) -> "xLSTMRunner":
-        """Load a Hugging Face style directory (config.json, safetensors, tokenizer.json); every key and
+        """Load a Hugging Face style directory (config.json, safetensors, tokenizer.json), or a Hub repo id
+        (``org/name[@revision]``: the local cache, else a download); every key and
         shape is checked before a weight is read (``checkpoint.CheckpointError`` names what is wrong).
 
         ``dtype``: None keeps the checkpoint's. ``shard``: a distributed group (or True for the launched

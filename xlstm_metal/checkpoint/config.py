@@ -15,6 +15,7 @@ from ..errors import InputError
 # transformers' xLSTMConfig accepts these aliases next to the official names.
 _ALIASES = {"hidden_size": "embedding_dim", "num_hidden_layers": "num_blocks"}
 REQUIRED = ("embedding_dim", "num_heads", "num_blocks", "vocab_size")
+NULLABLE = ("gate_soft_cap", "output_logit_soft_cap")  # null means "no cap" (official xLSTMLargeConfig)
 
 
 class ConfigError(InputError):
@@ -37,7 +38,7 @@ class xLSTMConfig:
     eps: float = 1e-6
     ffn_proj_factor: float = 2.6667
     ffn_round_up_to_multiple_of: int = 64
-    gate_soft_cap: float = 15.0
+    gate_soft_cap: float | None = 15.0
     output_logit_soft_cap: float | None = 30.0
     weight_mode: str = "single"
     tie_word_embeddings: bool = False
@@ -57,8 +58,8 @@ class xLSTMConfig:
         missing = [n for n in REQUIRED if data.get(n) is None]
         if missing:
             raise ConfigError(f"config.json lacks required field(s): {', '.join(missing)}")
-        known = {k: v for k, v in data.items() if k in names and v is not None}
-        check_value_types(known)
+        known = {k: v for k, v in data.items() if k in names and (v is not None or k in NULLABLE)}
+        check_value_types({k: v for k, v in known.items() if v is not None})
         extra = {k: v for k, v in raw.items() if k not in names}
         cfg = cls(**known, extra=extra)
         cfg.validate()
@@ -85,6 +86,13 @@ class xLSTMConfig:
         if act not in (None, "silu", "swish"):
             raise ConfigError(f"config.json field 'hidden_act' = {act!r}: only SiLU (SwiGLU) feed-forwards are "
                               "supported")
+
+    def out_norm(self) -> tuple[bool, bool]:
+        """(whether the backbone ends in an RMSNorm, whether it has a bias). transformers' xLSTMModel
+        (its config.json carries ``transformers_version``) always has one and applies it, never with a bias."""
+        if "transformers_version" in self.extra:
+            return True, False
+        return self.add_out_norm, self.use_bias
 
     def eos_ids(self) -> set[int]:
         ids = self.eos_token_id
@@ -159,8 +167,10 @@ def config_to_spec(cfg: xLSTMConfig, name: str = "xlstm-checkpoint") -> dict[str
          "output": "out", "nodes": block},
     ]
     last = "backbone.blocks"
-    if cfg.add_out_norm:
-        nodes.append({"name": "backbone.out_norm", "type": "rms_norm", "inputs": [last], **common_norm})
+    has_out_norm, out_norm_bias = cfg.out_norm()
+    if has_out_norm:
+        nodes.append({"name": "backbone.out_norm", "type": "rms_norm", "inputs": [last],
+                      **dict(common_norm, use_bias=out_norm_bias)})
         last = "backbone.out_norm"
     nodes.append({"name": "lm_head", "type": "lm_head", "inputs": [last], "vocab_size": "vocab_size",
                   "soft_cap": cfg.output_logit_soft_cap})

@@ -25,7 +25,7 @@ from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
 from ..tensorfile import FLOAT_DTYPES
 from .config import ConfigError, check_quantization, config_to_spec, xLSTMConfig
-from .files import CheckpointError, check_safetensors, read_json, weight_files
+from .files import CheckpointError, check_safetensors, read_json, resolve_checkpoint, weight_files
 from .sanitize import official_keys, sanitize
 
 SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes from a custom spec
@@ -40,6 +40,12 @@ def read_raw_config(directory: Path) -> dict:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     return raw
+
+
+def checkpoint_dtype(raw: dict) -> str:
+    """The weights' dtype a config.json names: ``dtype`` (transformers >= 5) or ``torch_dtype`` (older)."""
+    named = raw.get("dtype", raw.get("torch_dtype"))
+    return {"bfloat16": "bfloat16", "float16": "float16"}.get(str(named).removeprefix("torch."), "float32")
 
 
 # what a model's parameter key is read from, per piece: (file, key in the file, rows or None, quantize part or None)
@@ -166,33 +172,53 @@ class Checkpoint:
         self.unchanged()
 
 
+def checkpoint_spec(directory: Path, raw: dict | None = None) -> tuple[Any, Any]:
+    """A checkpoint directory's architecture: (the spec, for ``build_graph``; its config). A saved
+    ``wiring_spec.yaml`` is the truth (config.json then only carries extras: the raw dict is the config);
+    otherwise config.json describes an xLSTMLarge model (an ``xLSTMConfig``, spec from ``config_to_spec``)."""
+    raw = read_raw_config(directory) if raw is None else raw
+    if (directory / SPEC_FILE).exists():
+        return directory / SPEC_FILE, raw
+    cfg = xLSTMConfig.from_dict(raw)
+    return config_to_spec(cfg, name=directory.name), cfg
+
+
+def spec_or_checkpoint(arg: Any) -> Any:
+    """What a command's SPEC argument names: a checkpoint directory (or its config.json) stands for its
+    architecture; anything else (spec file, shipped name, YAML) is passed on unchanged."""
+    path = Path(arg) if isinstance(arg, (str, Path)) and "\n" not in str(arg) else None
+    if path is not None and path.name == "config.json" and path.is_file():
+        path = path.parent
+    if path is None or not (path / "config.json").is_file():
+        return arg
+    return checkpoint_spec(path)[0]
+
+
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Read and check config.json (or the saved wiring spec) and every weight file's header."""
-    directory = current_dir(Path(path))
-    if not directory.is_dir():
-        raise CheckpointError(f"no checkpoint directory at {directory}")
+    local = current_dir(Path(path).expanduser())
+    directory = local if local.is_dir() else resolve_checkpoint(path)
     identity = _identity(directory)
     raw = read_raw_config(directory)
-    spec_path = directory / SPEC_FILE
-    if spec_path.exists():  # a custom architecture: the spec is the truth, config.json only carries extras
-        graph = build_graph(spec_path)
-        cfg: Any = raw
+    try:
+        spec, cfg = checkpoint_spec(directory, raw)
+    except ConfigError as exc:  # its message starts with "config.json": say which one
+        raise ConfigError(f"{directory}{os.sep}{exc}" if str(exc).startswith("config.json") else str(exc)) from None
+    try:
+        graph = build_graph(spec)
+    except SpecError as exc:
+        if isinstance(spec, Path):
+            raise
+        raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
+    if isinstance(cfg, xLSTMConfig):
+        quant, tie = cfg.quantization, cfg.tie_word_embeddings
+    else:
         quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
         try:
             check_quantization(quant)
         except ConfigError as exc:
             raise ConfigError(f"{directory}{os.sep}{exc}") from None
-    else:
-        try:
-            cfg = xLSTMConfig.from_dict(raw)
-        except ConfigError as exc:  # its message starts with "config.json": say which one
-            raise ConfigError(f"{directory}{os.sep}{exc}" if str(exc).startswith("config.json") else str(exc)) from None
-        try:
-            graph = build_graph(config_to_spec(cfg, name=directory.name))
-        except SpecError as exc:
-            raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
-        quant, tie = cfg.quantization, cfg.tie_word_embeddings
-    dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(raw.get("torch_dtype")), "float32")
+    dtype = checkpoint_dtype(raw)
     headers = {f: check_safetensors(f) for f in weight_files(directory)}
     return Checkpoint(directory, graph, cfg, dtype, dict(quant) if quant else None, tie, headers, identity)
 

@@ -85,6 +85,8 @@ def _write(tmp: Path, model, graph, dtype, config, quantization, tokenizer_dir, 
     default = {"model_type": "xlstm_metal", "name": graph.name}
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or default)
     cfg["torch_dtype"] = dtype_name(dtype)
+    if "dtype" in cfg:  # transformers >= 5's name for it: both must say the same
+        cfg["dtype"] = cfg["torch_dtype"]
     if quantization:
         cfg["quantization"] = quantization
     else:
@@ -120,5 +122,5 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bit
         q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}
         quantize_model(model, q)
     mx.eval(model.parameters())
-    return save_pretrained(dst, model, ckpt.graph, dtype=target, config=ckpt.config, quantization=q, tokenizer_dir=src,
+    return save_pretrained(dst, model, ckpt.graph, dtype=target, config=ckpt.config, quantization=q, tokenizer_dir=ckpt.directory,
                            overwrite=overwrite)

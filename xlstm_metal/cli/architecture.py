@@ -37,7 +37,7 @@ def cmd_specs(args) -> int:
 
 # ---------------------------------------------------------------------- plan
 def _plan_args(p):
-    p.add_argument("spec", help="spec file or shipped spec name (see `xlstm-metal specs`)")
+    p.add_argument("spec", help="spec file, shipped spec name (see `xlstm-metal specs`) or checkpoint directory")
     p.add_argument("--seq-len", type=int, default=1024, help="input length to plan for (default 1024)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--format", default="table", choices=["table", "mermaid", "dot", "json"])
@@ -52,7 +52,9 @@ def cmd_plan(args) -> int:
     from ..plan import make_plan
     from ..render import to_dot, to_mermaid
 
-    graph = build_graph(args.spec)  # blocks are lazy MLX modules: the 7B spec allocates nothing here
+    from ..checkpoint.load import spec_or_checkpoint
+
+    graph = build_graph(spec_or_checkpoint(args.spec))  # blocks are lazy MLX modules: the 7B spec allocates nothing here
     plan = make_plan(graph, args.seq_len, device=args.device, dtype=args.dtype)
     if args.format == "table":
         print(plan)

@@ -36,11 +36,10 @@ def _sfc_args(p):
 
 @command("spec-from-config", "print the wiring spec (YAML) that a checkpoint's config.json describes", _sfc_args)
 def cmd_spec_from_config(args) -> int:
-    from ..checkpoint.config import config_to_spec, xLSTMConfig
-    from ..checkpoint.load import read_raw_config
+    from ..checkpoint.load import checkpoint_spec, read_raw_config
 
     path = Path(args.path)
     directory = path.parent if path.is_file() else path
-    cfg = xLSTMConfig.from_dict(read_raw_config(directory))
-    print(yaml.safe_dump(config_to_spec(cfg, name=directory.name), sort_keys=False), end="")
+    spec, _ = checkpoint_spec(directory, read_raw_config(directory))
+    print(spec.read_text() if isinstance(spec, Path) else yaml.safe_dump(spec, sort_keys=False), end="")
     return 0

@@ -11,7 +11,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 
 
 def _model_args(p):
-    p.add_argument("--model", help="checkpoint directory (Hugging Face layout); default: the shipped small model")
+    p.add_argument("--model", help="checkpoint directory (Hugging Face layout) or Hub repo id (org/name, from the "
+                   "HF cache or downloaded); default: the shipped small model")
     p.add_argument("--spec", help="instead of --model: a spec with random weights (token ids only)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     p.add_argument("--max-tokens", type=int, default=100)
