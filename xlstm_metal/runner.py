@@ -14,17 +14,15 @@ from .modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantiz
 from .plan import DEFAULT_SEGMENT_LEN, ExecutionPlan, make_plan
 from .runtime import execute, init_state
 from .state import State
+from .token_ids import TokenIdError, as_tokens, input_vocab
+from .memory import check_fits_in_memory
 
-def as_tokens(tokens: Any) -> mx.array:
-    """Token ids as an int32 ``[B, S]`` array (a flat list or 1-D array is one sequence)."""
-    arr = tokens if isinstance(tokens, mx.array) else mx.array(np.asarray(tokens, dtype=np.int32))
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2:
-        raise ValueError(f"tokens must be [seq_len] or [batch, seq_len], got shape {tuple(arr.shape)}")
-    if arr.shape[1] == 0:
-        raise ValueError("tokens is empty: give at least one token")
-    return arr.astype(mx.int32)
+def check_tokenizer_fits(tokenizer, vocab: int | None, directory: Path) -> None:
+    """A tokenizer with more tokens than the embedding table would hand the model ids it cannot read."""
+    if tokenizer is not None and vocab is not None and tokenizer.vocab_size > vocab:
+        raise TokenIdError(f"{Path(directory) / 'tokenizer.json'}: the tokenizer has {tokenizer.vocab_size} tokens "
+                           f"but the model's embedding has {vocab} (config.json vocab_size); use the tokenizer the "
+                           f"checkpoint was trained with")
 
 
 class xLSTMRunner:
@@ -39,8 +37,9 @@ class xLSTMRunner:
     def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
                  compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN, eval_ahead: int = 1):
         self.graph = graph
-        self.model = GraphModule(graph)
         self.dtype = as_dtype(dtype)
+        self.model = GraphModule(graph)
+        self.vocab_size = input_vocab(graph)  # ids in [0, vocab_size) are read from the embedding table
         if self.dtype != mx.float32:
             cast_parameters(self.model, self.dtype)
         self.tokenizer = tokenizer
@@ -62,9 +61,11 @@ class xLSTMRunner:
     @classmethod
     def from_spec(cls, spec: Any, *, dtype: Any = "float32", seed: int | None = 0, **kw) -> "xLSTMRunner":
         """Build a model with freshly initialised weights from a spec (path, shipped name, YAML, dict)."""
+        graph = build_graph(spec)
+        check_fits_in_memory(graph, as_dtype(dtype).size)  # MLX crashes, not raises, when an allocation fails
         if seed is not None:
             mx.random.seed(seed)
-        return cls(build_graph(spec), dtype=dtype, **kw)
+        return cls(graph, dtype=dtype, **kw)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = None, shard: Any = False, progress: bool | None = None,
@@ -78,6 +79,8 @@ class xLSTMRunner:
         from .checkpoint import load_tokenizer, open_checkpoint
 
         ckpt = open_checkpoint(path)
+        q = ckpt.quantization
+        check_fits_in_memory(ckpt.graph, q["bits"] / 8 if q else as_dtype(dtype or ckpt.dtype).size)
         runner = cls(ckpt.graph, dtype=dtype or ckpt.dtype, config=ckpt.config, **kw)
         if ckpt.quantization:
             quantize_model(runner.model, ckpt.quantization)
@@ -90,6 +93,7 @@ class xLSTMRunner:
         ckpt.read(runner.model, index, dtype=runner.dtype, slices=runner.shard_slices, progress=progress)
         if tokenizer:
             runner.tokenizer = load_tokenizer(ckpt.directory)
+            check_tokenizer_fits(runner.tokenizer, runner.vocab_size, ckpt.directory)
         return runner
 
     # ------------------------------------------------------------------ planning
@@ -131,7 +135,22 @@ class xLSTMRunner:
 
     def run(self, tokens: Any, state: State | None = None, *, mask: Any = None,
             last_only: bool = False) -> tuple[dict[str, mx.array], State]:
-        tokens = as_tokens(tokens)
+        """Every output node's value and the state after ``tokens`` (ids checked against the vocabulary)."""
+        return self._run(as_tokens(tokens, self.vocab_size), state, mask=mask, last_only=last_only)
+
+    def prefill(self, prompt: Any, state: State | None = None) -> State:
+        """The state after reading ``prompt`` (text needs a tokenizer; token ids always work), e.g. to save a long
+        system prompt once and continue from it later."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise TokenIdError("a text prompt needs a tokenizer; pass token ids or load a model with "
+                                   "tokenizer.json")
+            prompt = self.tokenizer.encode(prompt)
+        _, state = self(prompt, state, logits="last")
+        return state
+
+    def _run(self, tokens: mx.array, state: State | None, *, mask: Any = None,
+             last_only: bool = False) -> tuple[dict[str, mx.array], State]:
         B, S = tokens.shape
         if mask is not None:
             mask = mask if isinstance(mask, mx.array) else mx.array(np.asarray(mask, dtype=bool))
@@ -170,8 +189,19 @@ class xLSTMRunner:
 
     # ------------------------------------------------------------------ generation
     def _model_fn(self):
+        """The generation loop's model: the prompt (first call) is checked against the vocabulary; sampled tokens
+        come from the lm_head's logits and need no check unless the lm_head is wider than the embedding."""
+        out_dim = getattr(self.graph.node(self.graph.outputs[0])["out_type"], "dim", None)
+        trust_samples = self.vocab_size is None or (isinstance(out_dim, int) and out_dim <= self.vocab_size)
+        calls = 0
+
         def model_fn(tokens, state=None, mask=None):
-            return self(tokens, state, mask=mask, logits="last")
+            nonlocal calls
+            calls += 1
+            if calls == 1 or not trust_samples:
+                tokens = as_tokens(tokens, self.vocab_size, "the prompt" if calls == 1 else "a generated token")
+            outs, state = self._run(tokens, state, mask=mask, last_only=True)
+            return outs[self.graph.outputs[0]], state
         return model_fn
 
     def generate(self, prompt: Any, **kw) -> str:
