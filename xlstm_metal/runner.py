@@ -61,10 +61,10 @@ class xLSTMRunner:
     @classmethod
     def from_spec(cls, spec: Any, *, dtype: Any = "float32", seed: int | None = 0, **kw) -> "xLSTMRunner":
         """Build a model with freshly initialised weights from a spec (path, shipped name, YAML, dict)."""
-        graph = build_graph(spec)
-        check_fits_in_memory(graph, as_dtype(dtype).size)  # MLX crashes, not raises, when an allocation fails
         if seed is not None:
             mx.random.seed(seed)
+        graph = build_graph(spec)  # lazy: no weight exists before it is evaluated
+        check_fits_in_memory(graph, as_dtype(dtype).size)  # MLX crashes, not raises, when an allocation fails
         return cls(graph, dtype=dtype, **kw)
 
     @classmethod
@@ -188,6 +188,13 @@ class xLSTMRunner:
         return {self.graph.outputs[0]: logits}, State(entries, state.tokens_seen + 1, dict(state.metadata))
 
     # ------------------------------------------------------------------ generation
+    def _checked(self, prompt: Any, what: str = "the prompt") -> Any:
+        """A token-id prompt checked against the vocabulary (text is the tokenizer's: checked when it is loaded)."""
+        if isinstance(prompt, str):
+            return prompt
+        as_tokens(prompt, self.vocab_size, what)
+        return prompt
+
     def _model_fn(self):
         """The generation loop's model: the prompt (first call) is checked against the vocabulary; sampled tokens
         come from the lm_head's logits and need no check unless the lm_head is wider than the embedding."""
@@ -209,7 +216,7 @@ class xLSTMRunner:
         from .generation import generate as _generate
 
         kw.setdefault("eos_token_ids", self.eos_token_ids)
-        return _generate(self._model_fn(), self.tokenizer, prompt, **kw)
+        return _generate(self._model_fn(), self.tokenizer, self._checked(prompt), **kw)
 
     def stream(self, prompt: Any, **kw) -> Iterator[Any]:
         """Yield ``GenerationResponse`` objects (text piece, token, tokens/s, peak memory, state).
@@ -220,14 +227,15 @@ class xLSTMRunner:
         from .generation import stream_generate
 
         kw.setdefault("eos_token_ids", self.eos_token_ids)
-        yield from stream_generate(self._model_fn(), self.tokenizer, prompt, **kw)
+        yield from stream_generate(self._model_fn(), self.tokenizer, self._checked(prompt), **kw)
 
     def batch_generate(self, prompts: list, **kw) -> list:
         """Prompts of different lengths in one batch; padding is masked out of the recurrent state."""
         from .generation import batch_generate
 
         kw.setdefault("eos_token_ids", self.eos_token_ids)
-        return batch_generate(self._model_fn(), self.tokenizer, prompts, **kw)
+        return batch_generate(self._model_fn(), self.tokenizer, [self._checked(p, f"prompt {i}")
+                                                                 for i, p in enumerate(prompts)], **kw)
 
     def quantize(self, bits: int = 4, group_size: int = 64, mode: str = "affine") -> "xLSTMRunner":
         """Quantize the weights in place with MLX's quantization (layers whose rows split into groups)."""

@@ -22,8 +22,10 @@ def mlx_hint(command: str | None) -> str:
 
 def user_failure(exc: BaseException, command: str | None) -> tuple[str, int] | None:
     """``(one-line message, exit code)`` for a failure the user can fix, else None (a bug: show the traceback)."""
-    if isinstance(exc, InputError):
-        return " ".join(str(exc).split("\n")), 2
+    if isinstance(exc, InputError):  # exit 2 like argparse for a wrong spec (usage of the format), else 1
+        from ..spec import SpecError
+
+        return " ".join(str(exc).split("\n")), 2 if isinstance(exc, SpecError) else 1
     if missing_mlx(exc):
         return mlx_hint(command), 1
     if isinstance(exc, MemoryError):
