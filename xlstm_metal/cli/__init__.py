@@ -45,15 +45,15 @@ def _version() -> str:
     return f"xlstm-metal {__version__} ({backend})"
 
 
-def build_parser(only: str | None = None) -> Parser:
-    """The parser; ``only`` configures just that command's options (the others stay bare: imports stay few)."""
+def build_parser(only: list[str] | None = None) -> Parser:
+    """The parser; ``only``: configure just these commands' options (the others stay bare: imports stay few)."""
     parser = Parser(prog="xlstm-metal", description="Author, run and verify xLSTM models on MLX.")
     parser.add_argument("--version", action="version", version=_version(), help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (configure, fn, help) in sorted(COMMANDS.items()):
         p = sub.add_parser(name, help=help, description=help)
-        if configure and only in (None, name):
+        if configure and (only is None or name in only):
             configure(p)
         p.set_defaults(_fn=fn)
     return parser
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_in(argv)
     try:
-        parser = build_parser(only=command if command in COMMANDS else None)
+        parser = build_parser(only=[command] if command in COMMANDS else [])
     except ModuleNotFoundError as exc:  # a command whose options come from an MLX module
         if "--debug" in argv or not missing_mlx(exc):
             raise
