@@ -91,7 +91,7 @@ def cmd_train(args) -> int:
                       val_batches=TokenBatches(ids[split:], args.batch_size, args.seq_len, args.seed + 1),
                       tokenizer_dir=tok_dir, config=config)
     log = trainer.train(resume=not args.no_resume)
-    if not log.losses:  # resumed at (or past) --steps: nothing to do
+    if not trainer.steps_run:  # resumed at (or past) --steps: nothing to do
         print(f"nothing to train: {out} is already at step {trainer.step} (--steps {cfg.steps}); raise --steps to "
               f"continue", file=sys.stderr)
         return 0

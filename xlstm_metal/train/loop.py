@@ -90,6 +90,7 @@ class Trainer:
         self.log = TrainLog()
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint in out_dir (None: none of this run yet)
+        self.steps_run = 0  # steps taken by this process (0 after resuming a finished run)
         overrides = None
         if cfg.chunk_size:
             overrides = {n: {"chunk_size": cfg.chunk_size} for n in runner.graph.compute_nodes()
@@ -187,6 +188,7 @@ class Trainer:
             loss = self._step_fn(mx.array(x), mx.array(y))
             mx.eval(loss, self.runner.model.parameters(), self.optimizer.state)
             self.step += 1
+            self.steps_run += 1
             tokens_since += x.size * self.world_size
             loss_v = float(loss.item())
             if not math.isfinite(loss_v):
