@@ -69,7 +69,8 @@ def chat(capsys, monkeypatch, *args, lines):
 
 def test_chat_uses_the_tokenizers_chat_template_and_feeds_only_the_new_turn(capsys, monkeypatch, templated):
     fed = fed_texts(monkeypatch)
-    code, out, _ = chat(capsys, monkeypatch, "--model", templated, "--system", "be brief", lines=["hi", "more", "/exit"])
+    code, out, _ = chat(capsys, monkeypatch, "--model", templated, "--system", "be brief",
+                        lines=["hi", "more", "/exit"])
     assert code == 0 and out.count("Assistant:") == 2
     assert fed[0] == ("<|endoftext|><|system|>be brief<|endoftext|><|user|>hi<|endoftext|><|assistant|>", False)
     assert fed[1] == ("<|user|>more<|endoftext|><|assistant|>", True)

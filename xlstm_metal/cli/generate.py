@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .registry import command
-from .values import COUNT, POSITIVE, SEED, number, token_ids
+from .values import COUNT, SEED, number, token_ids
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 DTYPES = ["float32", "bfloat16", "float16"]

@@ -168,8 +168,9 @@ class Trainer:
     def resume_hint(self) -> str:
         """Where the same command will continue (said when the run is interrupted)."""
         if self.saved_step is None:
-            return (f"interrupted at step {self.step}, before the first checkpoint (step "
-                    f"{min(self.cfg.save_every, self.cfg.steps)}, --save-every): running the same command starts again at step 0")
+            first = min(self.cfg.save_every, self.cfg.steps)
+            return (f"interrupted at step {self.step}, before the first checkpoint (step {first}, --save-every): "
+                    f"running the same command starts again at step 0")
         return (f"interrupted at step {self.step}: {self.out} holds step {self.saved_step}; running the same command "
                 f"resumes there")
 
