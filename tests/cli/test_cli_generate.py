@@ -9,7 +9,7 @@ from xlstm_metal.cli import main
 from xlstm_metal.cli.generate import DEFAULT_MODEL
 
 # the shape of a transformers chat template: special tokens, a loop over messages, the generation prompt
-TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] | trim }}{{ eos_token }}"
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}"
             "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
@@ -48,14 +48,20 @@ def templated(tmp_path):
     return d
 
 
-def fed_texts(monkeypatch):
-    """What each turn feeds the model (decoded) and whether it continued a state."""
+def fed_texts(monkeypatch, generated=None):
+    """What each turn feeds the model (decoded) and whether it continued a state; ``generated``: each reply's text
+    as the state read it (special tokens included)."""
     fed = []
     stream = xLSTMRunner.stream
 
     def recording(self, prompt, **kw):
         fed.append((self.tokenizer.decode(prompt, skip_special_tokens=False), kw.get("state") is not None))
-        return stream(self, prompt, **kw)
+        tokens = []
+        for r in stream(self, prompt, **kw):
+            tokens.append(r.token)
+            yield r
+        if generated is not None:
+            generated.append(self.tokenizer.decode(tokens, skip_special_tokens=False))
 
     monkeypatch.setattr(xLSTMRunner, "stream", recording)
     return fed
@@ -68,19 +74,28 @@ def chat(capsys, monkeypatch, *args, lines):
 
 
 def test_chat_uses_the_tokenizers_chat_template_and_feeds_only_the_new_turn(capsys, monkeypatch, templated):
-    fed = fed_texts(monkeypatch)
+    generated = []
+    fed = fed_texts(monkeypatch, generated)
     code, out, _ = chat(capsys, monkeypatch, "--model", templated, "--system", "be brief",
                         lines=["hi", "more", "/exit"])
     assert code == 0 and out.count("Assistant:") == 2
     assert fed[0] == ("<|endoftext|><|system|>be brief<|endoftext|><|user|>hi<|endoftext|><|assistant|>", False)
-    assert fed[1] == ("<|user|>more<|endoftext|><|assistant|>", True)
+    assert fed[1][1] and fed[1][0].endswith("<|user|>more<|endoftext|><|assistant|>")
+    # the state read exactly the template's text of the whole conversation, each part once
+    reply = generated[0].replace("<|endoftext|>", "")
+    assert fed[0][0] + generated[0] + fed[1][0] == (
+        f"<|endoftext|><|system|>be brief<|endoftext|><|user|>hi<|endoftext|><|assistant|>{reply}<|endoftext|>"
+        f"<|user|>more<|endoftext|><|assistant|>")
 
 
 def test_chat_without_a_template_writes_user_and_assistant_lines(capsys, monkeypatch):
-    fed = fed_texts(monkeypatch)
+    generated = []
+    fed = fed_texts(monkeypatch, generated)
     chat(capsys, monkeypatch, lines=["hi", "more", "/exit"])
     assert fed[0] == ("User: hi\nAssistant:", False)
-    assert fed[1] == ("User: more\nAssistant:", True)
+    assert fed[1][1] and fed[1][0].endswith("User: more\nAssistant:")
+    said = generated[0].split("\nUser:")[0].replace("<|endoftext|>", "")
+    assert (fed[0][0] + generated[0] + fed[1][0]).startswith(f"User: hi\nAssistant:{said}\nUser:")
 
 
 def test_reset_starts_a_new_conversation(capsys, monkeypatch, templated, tmp_path):
@@ -98,7 +113,8 @@ def test_a_resumed_chat_renders_the_saved_history(capsys, monkeypatch, templated
     chat(capsys, monkeypatch, "--model", templated, "--state-file", state_file, lines=["hi", "/exit"])
     fed = fed_texts(monkeypatch)
     chat(capsys, monkeypatch, "--model", templated, "--state-file", state_file, lines=["again", "/exit"])
-    assert fed == [("<|user|>again<|endoftext|><|assistant|>", True)]
+    assert len(fed) == 1 and fed[0][1] and fed[0][0].endswith("<|user|>again<|endoftext|><|assistant|>")
+    assert not fed[0][0].startswith("<|endoftext|><|user|>hi")  # the history is not read again
 
 
 def test_a_broken_chat_template_is_one_line_naming_the_file(capsys, monkeypatch, templated):

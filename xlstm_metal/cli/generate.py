@@ -117,10 +117,10 @@ def cmd_chat(args) -> int:
         raise InputError("chat needs a model with tokenizer.json (--spec models take token ids: use generate)")
     chat = ChatFormat(tok.chat_template, where=tok.chat_template_file, special_tokens=tok.special_tokens(),
                       system=args.system)
-    state, history = None, chat.start()
+    state, history, consumed = None, chat.start(), None  # consumed: the text the state has read
     if args.state_file and Path(args.state_file).exists():
         state = State.load(args.state_file)
-        history = state.metadata.get("chat", history)
+        history, consumed = state.metadata.get("chat", history), state.metadata.get("chat_text", "")
         print(f"[resumed a conversation of {state.tokens_seen} tokens]", file=sys.stderr)
     print(CHAT_HELP, file=sys.stderr)
     sampling = dict(_sampling(args), stop=list(args.stop or []) + chat.stop)
@@ -133,24 +133,26 @@ def cmd_chat(args) -> int:
         if line.strip() in ("/exit", "/quit"):
             return 0
         if line.strip() == "/reset":
-            state, history = None, chat.start()
+            state, history, consumed = None, chat.start(), None
             if args.state_file and Path(args.state_file).exists():
                 Path(args.state_file).unlink()
             print("[conversation cleared]", file=sys.stderr)
             continue
         message = {"role": "user", "content": line}
         # only the new turn is fed: the history lives in the recurrent state
-        text, continues = chat.continuation(history, message, fresh=state is None)
+        text, continues = chat.continuation(history, message, consumed if state is not None else None)
         ids = tok.encode(text, add_bos=False if chat.template else None)  # a template writes its own BOS
         print("Assistant:", end="", flush=True)
-        reply, last = [], None
+        reply, generated, last = [], [], None
         for last in runner.stream(ids, state=state if continues else None, **sampling):
             print(last.text, end="", flush=True)
             reply.append(last.text)
+            generated.append(last.token)
         print()
         if last is not None:
-            history = history + [message, {"role": "assistant", "content": "".join(reply).strip()}]
+            history = history + [message, {"role": "assistant", "content": "".join(reply)}]
+            consumed = (consumed if continues else "") + text + tok.decode(generated, skip_special_tokens=False)
             state = last.state
-            state.metadata["chat"] = history
+            state.metadata.update(chat=history, chat_text=consumed)
             if args.state_file:
                 state.save(args.state_file)

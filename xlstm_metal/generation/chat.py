@@ -47,9 +47,8 @@ class ChatFormat:
 
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         if self.template is None:
-            text = "".join(m["content"] + "\n" if m["role"] == "system" else
-                           f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content'].strip()}\n"
-                           for m in messages)
+            text = "".join(m["content"] + "\n" if m["role"] == "system" else f"User: {m['content']}\n"
+                           if m["role"] == "user" else f"Assistant:{m['content']}\n" for m in messages)
             return text + ("Assistant:" if add_generation_prompt else "")
         import jinja2
 
@@ -59,12 +58,17 @@ class ChatFormat:
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"{self.where}: chat_template failed to render: {exc}") from None
 
-    def continuation(self, history: list[dict], message: dict, fresh: bool) -> tuple[str, bool]:
-        """The text to feed for a new ``message`` and whether it continues the state. A ``fresh`` state reads the
-        whole conversation; so does one whose template rewrote earlier text (the answer is then False)."""
+    def continuation(self, history: list[dict], message: dict, consumed: str | None) -> tuple[str, bool]:
+        """The text to feed for a new ``message`` and whether it continues the state, given the text the state has
+        ``consumed`` (None: a fresh state, which reads the whole conversation). Where the rendered conversation
+        extends what was consumed, only the difference is fed (the closing of the last answer, then the new turn);
+        where the template rewrote the answer (e.g. trimmed it), the new turn follows the rendered history; where it
+        rewrote earlier text, the whole conversation goes to a fresh state."""
         full = self.render(history + [message], add_generation_prompt=True)
-        if fresh:
+        if consumed is None:
             return full, False
+        if full.startswith(consumed):
+            return full[len(consumed):], True
         before = self.render(history, add_generation_prompt=False)
         if full.startswith(before):
             return full[len(before):], True
