@@ -28,15 +28,19 @@ def available_memory() -> int | None:
 
 
 def format_bytes(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
 def check_fits_in_memory(graph, bytes_per_parameter: float, what: str = "weights") -> None:
     """Refuse ``graph`` when its parameters at ``bytes_per_parameter`` exceed the available memory."""
-    need = graph.num_parameters() * bytes_per_parameter
+    hint = "a smaller dtype (--dtype bfloat16), quantization or a smaller spec" if bytes_per_parameter > 2 \
+        else "quantization or a smaller spec"
+    check_bytes(graph.num_parameters() * bytes_per_parameter, f"'{graph.name}' needs {{need}} for its {what}", hint)
+
+
+def check_bytes(need: float, needs: str, hint: str) -> None:
+    """Refuse an allocation of ``need`` bytes beyond the available memory; ``needs`` says what for (with ``{need}``)."""
     have = available_memory()
     if have is not None and need > have:
-        hint = "a smaller dtype (--dtype bfloat16), quantization or a smaller spec" if bytes_per_parameter > 2 \
-            else "quantization or a smaller spec"
-        raise MemoryBudgetError(f"'{graph.name}' needs {format_bytes(need)} for its {what} but only "
-                                f"{format_bytes(have)} of memory is available; choose {hint}")
+        raise MemoryBudgetError(f"{needs.format(need=format_bytes(need))} but only {format_bytes(have)} of memory is "
+                                f"available; choose {hint}")

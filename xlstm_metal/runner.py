@@ -9,13 +9,14 @@ import numpy as np
 
 from xlstm_metal.modes import in_inference_mode
 
+from .errors import InputError
 from .graph import ModelGraph, build_graph
 from .modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
 from .plan import DEFAULT_SEGMENT_LEN, ExecutionPlan, make_plan
 from .runtime import execute, init_state
 from .state import State
 from .token_ids import TokenIdError, as_tokens, input_vocab
-from .memory import check_fits_in_memory
+from .memory import check_bytes, check_fits_in_memory
 
 def check_tokenizer_fits(tokenizer, vocab: int | None, directory: Path) -> None:
     """A tokenizer with more tokens than the embedding table would hand the model ids it cannot read."""
@@ -47,7 +48,7 @@ class xLSTMRunner:
         self.compile = compile
         self.segment_len = segment_len
         if isinstance(eval_ahead, bool) or not isinstance(eval_ahead, int) or eval_ahead < 0:
-            raise ValueError(f"eval_ahead must be an int >= 0 (layers left in flight during prefill; 0: wait at each), "
+            raise InputError(f"eval_ahead must be an int >= 0 (layers left in flight during prefill; 0: wait at each), "
                              f"got {eval_ahead!r}")
         self.eval_ahead = eval_ahead
         self.quantization: dict | None = None  # {"group_size", "bits", "mode"} once quantized
@@ -152,13 +153,17 @@ class xLSTMRunner:
     def _run(self, tokens: mx.array, state: State | None, *, mask: Any = None,
              last_only: bool = False) -> tuple[dict[str, mx.array], State]:
         B, S = tokens.shape
+        if not last_only and S > 1:  # the logits of every position (a lower bound of what the call needs)
+            width = getattr(self.graph.node(self.graph.outputs[0])["out_type"], "dim", None) or 0
+            check_bytes(B * S * width * self.dtype.size, f"logits for {B} x {S} tokens need {{need}}",
+                        "fewer tokens per call, or logits='last'")
         if mask is not None:
             mask = mask if isinstance(mask, mx.array) else mx.array(np.asarray(mask, dtype=bool))
             if tuple(mask.shape) != (B, S):
-                raise ValueError(f"mask must have the tokens' shape {(B, S)}, got {tuple(mask.shape)}")
+                raise InputError(f"mask must have the tokens' shape {(B, S)}, got {tuple(mask.shape)}")
             mask = mask.astype(mx.bool_)
         if state is not None and state.batch_size not in (None, B):
-            raise ValueError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
+            raise InputError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
         if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1 and self._compilable():
             return self._decode(tokens, state)
         # layer by layer and segment by segment: eval_ahead + 1 layers' temporaries at a time
@@ -240,7 +245,7 @@ class xLSTMRunner:
     def quantize(self, bits: int = 4, group_size: int = 64, mode: str = "affine") -> "xLSTMRunner":
         """Quantize the weights in place with MLX's quantization (layers whose rows split into groups)."""
         if self.quantization:
-            raise ValueError(f"already quantized: {self.quantization}")
+            raise InputError(f"already quantized: {self.quantization}")
         q = {"group_size": int(group_size), "bits": int(bits), "mode": mode}
         quantize_model(self.model, q)
         self.quantization = q

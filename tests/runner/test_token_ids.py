@@ -115,3 +115,23 @@ def test_the_command_line_refuses_a_huge_token_id_in_one_line_instead_of_crashin
     assert res.returncode == 1, res.stderr  # (it was -11: a segfault inside MLX)
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert "id 100000000 is outside [0, " in res.stderr
+
+
+def test_logits_larger_than_the_memory_are_refused_before_mlx_allocates(runner, monkeypatch):
+    import xlstm_metal.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 10_000)
+    with pytest.raises(memory.MemoryBudgetError, match=r"logits for 1 x 100 tokens need 16.0 KB but only 10.0 KB"):
+        runner(list(range(1, 40)) * 2 + [1] * 22)
+    runner([1, 2, 3], logits="last")  # (the last position's logits fit)
+
+
+def test_a_training_step_larger_than_the_memory_is_refused(tmp_path, monkeypatch):
+    import xlstm_metal.memory as memory
+
+    r = xLSTMRunner.from_spec(spec(), seed=0)
+    monkeypatch.setattr(memory, "available_memory", lambda: 10 ** 6)
+    data = np.arange(5000, dtype=np.int32) % VOCAB
+    with pytest.raises(memory.MemoryBudgetError, match="a training step of 64 x 1024 tokens needs over 31.5 MB"):
+        Trainer(r, TokenBatches(data, 64, 1024), TrainConfig(steps=2, batch_size=64, seq_len=1024), tmp_path / "o",
+                progress=False)

@@ -4,6 +4,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import InputError
+
+
+class TokenizerError(InputError):
+    """A tokenizer file that cannot be read (the message names the file and the field)."""
+
+
+def content(v):
+    """A special token's text: tokenizer_config.json writes a string or an AddedToken dict."""
+    return v.get("content") if isinstance(v, dict) else v
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerError(f"{path}: not valid JSON ({exc}); re-download it") from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
 
 class TokenizerWrapper:
     """``encode``/``decode`` plus the special tokens from tokenizer_config.json / special_tokens_map.json."""
@@ -26,20 +47,27 @@ class TokenizerWrapper:
         d = Path(directory)
         if not (d / "tokenizer.json").exists():
             raise FileNotFoundError(f"no tokenizer.json in {d}")
-        tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        try:
+            tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001  (the tokenizers library raises a bare Exception)
+            raise TokenizerError(f"{d / 'tokenizer.json'}: not a tokenizer the `tokenizers` library reads "
+                                 f"({' '.join(str(exc).split())}); re-download it") from None
         special: dict = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the config wins
             if (d / name).exists():
-                try:
-                    special.update({k: v for k, v in json.loads((d / name).read_text()).items() if v is not None})
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{d / name} is not valid JSON: {exc}") from None
+                special.update({k: v for k, v in _read_json(d / name).items() if v is not None})
         extra = []
         if (d / "config.json").exists():
-            cfg = json.loads((d / "config.json").read_text())
-            eos = cfg.get("eos_token_id")
-            extra = [eos] if isinstance(eos, int) else list(eos or [])
-        content = lambda v: v.get("content") if isinstance(v, dict) else v  # noqa: E731  (AddedToken or str)
+            eos = _read_json(d / "config.json").get("eos_token_id")
+            extra = [eos] if isinstance(eos, int) else list(eos) if isinstance(eos, list) else [] if eos is None \
+                else [eos]
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in extra):
+                raise TokenizerError(f"{d / 'config.json'}: eos_token_id must be an integer or a list of integers, "
+                                     f"got {eos!r}")
+        for key in ("bos_token", "eos_token"):
+            if not isinstance(content(special.get(key)), (str, type(None))):
+                raise TokenizerError(f"{d / 'tokenizer_config.json'}: {key} must be a token string, "
+                                     f"got {special.get(key)!r}")
         template, where = _chat_template(d, special.get("chat_template"))
         return cls(tok, bos_token=content(special.get("bos_token")), eos_token=content(special.get("eos_token")),
                    add_bos=bool(special.get("add_bos_token", False)), extra_eos_ids=extra,

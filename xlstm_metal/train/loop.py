@@ -20,6 +20,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 from ..modules import dtype_name
 from ..plan import make_plan
 from ..runtime import execute
+from ..errors import InputError
+from ..memory import check_bytes
 from ..token_ids import check_token_range
 from .config import TrainConfig
 from .data import TokenBatches
@@ -74,13 +76,17 @@ class Trainer:
         self.group = group or world()
         self.rank, self.world_size = self.group.rank(), self.group.size()
         if batches.batch_size % self.world_size:
-            raise ValueError(f"the global batch of {batches.batch_size} does not split over "
+            raise InputError(f"the global batch of {batches.batch_size} does not split over "
                              f"{self.world_size} ranks")
         progress = progress and self.rank == 0
         vocab = getattr(runner, "vocab_size", None)
         for name, data in (("training data", batches), ("validation data", val_batches)):
             if data is not None:  # one min/max over the token array: no step reads outside the embedding
                 check_token_range(data.tokens, vocab, f"{name} token ids")
+        vocab_out = getattr(runner.graph.node(runner.graph.outputs[0])["out_type"], "dim", None) or 0
+        per_rank = batches.batch_size // self.world_size  # float32 logits, their softmax and its gradient at least:
+        check_bytes(3 * 4 * per_rank * cfg.seq_len * vocab_out, f"a training step of {per_rank} x {cfg.seq_len} "
+                    f"tokens needs over {{need}}", "a smaller --batch-size or --seq-len")
         self.runner, self.batches, self.cfg = runner, batches, cfg
         self.val_batches = val_batches
         self.out = Path(out_dir)
