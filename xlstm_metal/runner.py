@@ -11,12 +11,12 @@ from xlstm_metal.modes import in_inference_mode
 
 from .errors import InputError
 from .graph import ModelGraph, build_graph
+from .memory import check_bytes, check_fits_in_memory
 from .modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
 from .plan import DEFAULT_SEGMENT_LEN, ExecutionPlan, make_plan
 from .runtime import execute, init_state
 from .state import State
 from .token_ids import TokenIdError, as_tokens, input_vocab
-from .memory import check_bytes, check_fits_in_memory
 
 def check_tokenizer_fits(tokenizer, vocab: int | None, directory: Path) -> None:
     """A tokenizer with more tokens than the embedding table would hand the model ids it cannot read."""
