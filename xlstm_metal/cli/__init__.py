@@ -36,11 +36,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
-    try:
-        import mlx.core as mx
+    """The package's version and the installed MLX's (found and read from its metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
 
-        backend = f"mlx {mx.__version__}"
-    except ImportError:
+    try:
+        backend = f"mlx {version('mlx')}" if find_spec("mlx") else "mlx not installed"
+    except (ImportError, PackageNotFoundError):
         backend = "mlx not installed"
     return f"xlstm-metal {__version__} ({backend})"
 
