@@ -33,8 +33,9 @@ def format_bytes(n: float) -> str:
 
 def check_fits_in_memory(graph, bytes_per_parameter: float, what: str = "weights") -> None:
     """Refuse ``graph`` when its parameters at ``bytes_per_parameter`` exceed the available memory."""
-    hint = "a smaller dtype (--dtype bfloat16), quantization or a smaller spec" if bytes_per_parameter > 2 \
-        else "quantization or a smaller spec"
+    hint = "a smaller dtype (--dtype bfloat16), quantization or a smaller model" if bytes_per_parameter > 2 \
+        else "quantization (xlstm-metal convert -q) or a smaller model" if bytes_per_parameter == 2 \
+        else "fewer bits (xlstm-metal convert -q --q-bits 4) or a smaller model"
     check_bytes(graph.num_parameters() * bytes_per_parameter, f"'{graph.name}' needs {{need}} for its {what}", hint)
 
 

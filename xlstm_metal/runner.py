@@ -81,7 +81,8 @@ class xLSTMRunner:
 
         ckpt = open_checkpoint(path)
         q = ckpt.quantization
-        check_fits_in_memory(ckpt.graph, q["bits"] / 8 if q else as_dtype(dtype or ckpt.dtype).size)
+        if not shard:  # (sharded, each rank holds a part: how many share this machine's memory is the launcher's)
+            check_fits_in_memory(ckpt.graph, q["bits"] / 8 if q else as_dtype(dtype or ckpt.dtype).size)
         runner = cls(ckpt.graph, dtype=dtype or ckpt.dtype, config=ckpt.config, **kw)
         if ckpt.quantization:
             quantize_model(runner.model, ckpt.quantization)

@@ -190,3 +190,12 @@ def test_a_command_that_needs_mlx_names_the_extra_to_install(args):
     assert "needs MLX, which is not installed: pip install 'xlstm-metal[cpu]'" in res.stderr
     assert "'xlstm-metal[cuda]'" in res.stderr
     assert_one_line(res.stderr)
+
+
+def test_a_checkpoint_larger_than_the_memory_is_refused_before_reading(capsys, monkeypatch):
+    import xlstm_metal.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 10 ** 6)
+    code, _, err = cli(capsys, "generate", "--prompt", "def")  # the shipped model: 8-bit weights of ~4 M parameters
+    assert code == 1 and "'xlstm-small-code' needs" in err and "fewer bits (xlstm-metal convert -q --q-bits 4)" in err
+    assert_one_line(err)
