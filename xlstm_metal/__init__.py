@@ -1,18 +1,14 @@
 """xlstm_metal: author, run and verify xLSTM-family language models on MLX.
 
 The data path: YAML spec → ``ModelGraph`` (networkx) → ``ExecutionPlan`` → blocks/kernels → runner.
+Names are imported on first use, so ``import xlstm_metal`` and the command line's ``--help`` work without MLX.
 """
-from xlstm_metal import blocks as _blocks  # noqa: F401  (registers the core blocks)
-from xlstm_metal import kernels as _kernels  # noqa: F401  (registers the native kernels)
-
-from .graph import ModelGraph, build_graph
-from .plan import ExecutionPlan, make_plan
-from .runner import xLSTMRunner
-from .runtime import NodeExecutionError
-from .spec import SpecError, load_spec
-from .state import State
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = ["ExecutionPlan", "ModelGraph", "NodeExecutionError", "SpecError", "State", "build_graph", "load_spec",
-           "make_plan", "xLSTMRunner", "__version__"]
+_EXPORTS = {"ExecutionPlan": ".plan", "ModelGraph": ".graph", "NodeExecutionError": ".runtime", "SpecError": ".spec",
+            "State": ".state", "build_graph": ".graph", "load_spec": ".spec", "make_plan": ".plan",
+            "xLSTMRunner": ".runner", "InputError": ".errors"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS) + ["__version__"]

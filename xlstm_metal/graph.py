@@ -6,7 +6,6 @@ lazily), ``in_types`` / ``out_type`` and ``spec``, the ``ResolvedNode`` it came 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from xlstm_metal.blocks import Block, ShapeError, TensorType, block_types
 from xlstm_metal.kernels import kernels as registered_kernels
 
+from .memory import available_memory
 from .spec import ExpandedSpec, ResolvedNode, SpecError, SpecIssue, load_spec
 from .spec.errors import collapse_unions, did_you_mean, short_repr
 from .spec.expand import MAX_EXPRESSION
@@ -103,7 +103,7 @@ class ModelGraph:
     def memory_issue(self, dtype: Any = "float32", limit: int | None = None) -> SpecIssue | None:
         """Why the parameters in ``dtype`` cannot be held (more bytes than ``limit``, default this machine's
         memory), naming the largest node and its largest size field; None when they fit."""
-        limit = limit or physical_memory()
+        limit = limit or available_memory()
         sizes = self.parameter_bytes(dtype)
         total = sum(sizes.values())
         if not limit or total <= limit:
@@ -130,12 +130,6 @@ class ModelGraph:
             rows.append((n, d.get("type", "input"), inputs, str(d["out_type"])))
         return f"ModelGraph '{self.name}' ({len(self.compute_nodes())} nodes)\n" + format_table(rows)
 
-
-def physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _gb(n: int) -> str:

@@ -9,22 +9,21 @@ import numpy as np
 
 from xlstm_metal.modes import in_inference_mode
 
+from .errors import InputError
 from .graph import ModelGraph, build_graph
+from .memory import check_bytes, check_fits_in_memory
 from .modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
 from .plan import DEFAULT_SEGMENT_LEN, ExecutionPlan, make_plan
 from .runtime import execute, init_state
 from .state import State
+from .token_ids import TokenIdError, as_tokens, input_vocab
 
-def as_tokens(tokens: Any) -> mx.array:
-    """Token ids as an int32 ``[B, S]`` array (a flat list or 1-D array is one sequence)."""
-    arr = tokens if isinstance(tokens, mx.array) else mx.array(np.asarray(tokens, dtype=np.int32))
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2:
-        raise ValueError(f"tokens must be [seq_len] or [batch, seq_len], got shape {tuple(arr.shape)}")
-    if arr.shape[1] == 0:
-        raise ValueError("tokens is empty: give at least one token")
-    return arr.astype(mx.int32)
+def check_tokenizer_fits(tokenizer, vocab: int | None, directory: Path) -> None:
+    """A tokenizer with more tokens than the embedding table would hand the model ids it cannot read."""
+    if tokenizer is not None and vocab is not None and tokenizer.vocab_size > vocab:
+        raise TokenIdError(f"{Path(directory) / 'tokenizer.json'}: the tokenizer has {tokenizer.vocab_size} tokens "
+                           f"but the model's embedding has {vocab} (config.json vocab_size); use the tokenizer the "
+                           f"checkpoint was trained with")
 
 
 class xLSTMRunner:
@@ -39,8 +38,9 @@ class xLSTMRunner:
     def __init__(self, graph: ModelGraph, *, dtype: Any = "float32", tokenizer=None, config: dict | None = None,
                  compile: bool = True, segment_len: int | None = DEFAULT_SEGMENT_LEN, eval_ahead: int = 1):
         self.graph = graph
-        self.model = GraphModule(graph)
         self.dtype = as_dtype(dtype)
+        self.model = GraphModule(graph)
+        self.vocab_size = input_vocab(graph)  # ids in [0, vocab_size) are read from the embedding table
         if self.dtype != mx.float32:
             cast_parameters(self.model, self.dtype)
         self.tokenizer = tokenizer
@@ -48,7 +48,7 @@ class xLSTMRunner:
         self.compile = compile
         self.segment_len = segment_len
         if isinstance(eval_ahead, bool) or not isinstance(eval_ahead, int) or eval_ahead < 0:
-            raise ValueError(f"eval_ahead must be an int >= 0 (layers left in flight during prefill; 0: wait at each), "
+            raise InputError(f"eval_ahead must be an int >= 0 (layers left in flight during prefill; 0: wait at each), "
                              f"got {eval_ahead!r}")
         self.eval_ahead = eval_ahead
         self.quantization: dict | None = None  # {"group_size", "bits", "mode"} once quantized
@@ -87,6 +87,9 @@ class xLSTMRunner:
         from .checkpoint import load_tokenizer, open_checkpoint
 
         ckpt = open_checkpoint(path)
+        q = ckpt.quantization
+        if not shard:  # (sharded, each rank holds a part: how many share this machine's memory is the launcher's)
+            check_fits_in_memory(ckpt.graph, q["bits"] / 8 if q else as_dtype(dtype or ckpt.dtype).size)
         runner = cls(ckpt.graph, dtype=dtype or ckpt.dtype, config=ckpt.config, **kw)
         if ckpt.quantization:
             quantize_model(runner.model, ckpt.quantization)
@@ -99,6 +102,7 @@ class xLSTMRunner:
         ckpt.read(runner.model, index, dtype=runner.dtype, slices=runner.shard_slices, progress=progress)
         if tokenizer:
             runner.tokenizer = load_tokenizer(ckpt.directory)
+            check_tokenizer_fits(runner.tokenizer, runner.vocab_size, ckpt.directory)
         ckpt.unchanged()  # config, weights and tokenizer are of one version
         return runner
 
@@ -141,16 +145,35 @@ class xLSTMRunner:
 
     def run(self, tokens: Any, state: State | None = None, *, mask: Any = None,
             last_only: bool = False) -> tuple[dict[str, mx.array], State]:
-        tokens = as_tokens(tokens)
+        """Every output node's value and the state after ``tokens`` (ids checked against the vocabulary)."""
+        return self._run(as_tokens(tokens, self.vocab_size), state, mask=mask, last_only=last_only)
+
+    def prefill(self, prompt: Any, state: State | None = None) -> State:
+        """The state after reading ``prompt`` (text needs a tokenizer; token ids always work), e.g. to save a long
+        system prompt once and continue from it later."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise TokenIdError("a text prompt needs a tokenizer; pass token ids or load a model with "
+                                   "tokenizer.json")
+            prompt = self.tokenizer.encode(prompt)
+        _, state = self(prompt, state, logits="last")
+        return state
+
+    def _run(self, tokens: mx.array, state: State | None, *, mask: Any = None,
+             last_only: bool = False) -> tuple[dict[str, mx.array], State]:
         B, S = tokens.shape
+        if not last_only and S > 1:  # the logits of every position (a lower bound of what the call needs)
+            width = getattr(self.graph.node(self.graph.outputs[0])["out_type"], "dim", None) or 0
+            check_bytes(B * S * width * self.dtype.size, f"logits for {B} x {S} tokens need {{need}}",
+                        "fewer tokens per call, or logits='last'")
         if mask is not None:
             mask = mask if isinstance(mask, mx.array) else mx.array(np.asarray(mask, dtype=bool))
             if tuple(mask.shape) != (B, S):
-                raise ValueError(f"mask must have the tokens' shape {(B, S)}, got {tuple(mask.shape)}")
+                raise InputError(f"mask must have the tokens' shape {(B, S)}, got {tuple(mask.shape)}")
             mask = mask.astype(mx.bool_)
         state = state.checked_for(self.graph) if state is not None else None
         if state is not None and state.batch_size not in (None, B):
-            raise ValueError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
+            raise InputError(f"state is for batch size {state.batch_size}, tokens have batch size {B}")
         if S == 1 and mask is None and self.compile and len(self.graph.outputs) == 1 and self._compilable():
             return self._decode(tokens, state)
         # layer by layer and segment by segment: eval_ahead + 1 layers' temporaries at a time
@@ -180,9 +203,27 @@ class xLSTMRunner:
         return {self.graph.outputs[0]: logits}, State(entries, state.tokens_seen + 1, dict(state.metadata))
 
     # ------------------------------------------------------------------ generation
+    def _checked(self, prompt: Any, what: str = "the prompt") -> Any:
+        """A token-id prompt checked against the vocabulary (text is the tokenizer's: checked when it is loaded)."""
+        if isinstance(prompt, str):
+            return prompt
+        as_tokens(prompt, self.vocab_size, what)
+        return prompt
+
     def _model_fn(self):
+        """The generation loop's model: the prompt (first call) is checked against the vocabulary; sampled tokens
+        come from the lm_head's logits and need no check unless the lm_head is wider than the embedding."""
+        out_dim = getattr(self.graph.node(self.graph.outputs[0])["out_type"], "dim", None)
+        trust_samples = self.vocab_size is None or (isinstance(out_dim, int) and out_dim <= self.vocab_size)
+        calls = 0
+
         def model_fn(tokens, state=None, mask=None):
-            return self(tokens, state, mask=mask, logits="last")
+            nonlocal calls
+            calls += 1
+            if calls == 1 or not trust_samples:
+                tokens = as_tokens(tokens, self.vocab_size, "the prompt" if calls == 1 else "a generated token")
+            outs, state = self._run(tokens, state, mask=mask, last_only=True)
+            return outs[self.graph.outputs[0]], state
         return model_fn
 
     def generate(self, prompt: Any, **kw) -> str:
@@ -190,7 +231,7 @@ class xLSTMRunner:
         from .generation import generate as _generate
 
         kw.setdefault("eos_token_ids", self.eos_token_ids)
-        return _generate(self._model_fn(), self.tokenizer, prompt, **kw)
+        return _generate(self._model_fn(), self.tokenizer, self._checked(prompt), **kw)
 
     def stream(self, prompt: Any, **kw) -> Iterator[Any]:
         """Yield ``GenerationResponse`` objects (text piece, token, tokens/s, peak memory, state).
@@ -201,19 +242,20 @@ class xLSTMRunner:
         from .generation import stream_generate
 
         kw.setdefault("eos_token_ids", self.eos_token_ids)
-        yield from stream_generate(self._model_fn(), self.tokenizer, prompt, **kw)
+        yield from stream_generate(self._model_fn(), self.tokenizer, self._checked(prompt), **kw)
 
     def batch_generate(self, prompts: list, **kw) -> list:
         """Prompts of different lengths in one batch; padding is masked out of the recurrent state."""
         from .generation import batch_generate
 
         kw.setdefault("eos_token_ids", self.eos_token_ids)
-        return batch_generate(self._model_fn(), self.tokenizer, prompts, **kw)
+        return batch_generate(self._model_fn(), self.tokenizer, [self._checked(p, f"prompt {i}")
+                                                                 for i, p in enumerate(prompts)], **kw)
 
     def quantize(self, bits: int = 4, group_size: int = 64, mode: str = "affine") -> "xLSTMRunner":
         """Quantize the weights in place with MLX's quantization (layers whose rows split into groups)."""
         if self.quantization:
-            raise ValueError(f"already quantized: {self.quantization}")
+            raise InputError(f"already quantized: {self.quantization}")
         q = {"group_size": int(group_size), "bits": int(bits), "mode": mode}
         quantize_model(self.model, q)
         self.quantization = q

@@ -212,3 +212,25 @@ def test_memory_is_reported_in_units_a_person_reads():
     from xlstm_metal.generation.generate import format_gb
 
     assert format_gb(0.004) == "4.0 MB" and format_gb(13.73) == "13.73 GB"
+
+
+@pytest.mark.parametrize("name,content,fragment", [
+    ("tokenizer.json", b'{"version": "1.0", "model": ', "tokenizer.json: not a tokenizer the `tokenizers` library"),
+    ("tokenizer.json", b"\xff\xfe\x00garbage", "tokenizer.json: not a tokenizer"),
+    ("tokenizer_config.json", b"\xff\xfe", "tokenizer_config.json: not valid JSON"),
+    ("tokenizer_config.json", b"[1, 2]", "tokenizer_config.json: expected a JSON object, got list"),
+    ("tokenizer_config.json", b'{"eos_token": 5}', "tokenizer_config.json: eos_token must be a token string"),
+    ("config.json", b'{"eos_token_id": "0"}', "config.json: eos_token_id must be an integer or a list of integers"),
+])
+def test_a_damaged_tokenizer_directory_is_one_line_naming_the_file(tmp_path, name, content, fragment):
+    import shutil
+
+    from xlstm_metal.cli.generate import DEFAULT_MODEL
+    from xlstm_metal.generation.tokenizer import TokenizerError
+
+    for f in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        shutil.copy(DEFAULT_MODEL / f, tmp_path / f)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(TokenizerError, match=fragment) as info:
+        TokenizerWrapper.from_dir(tmp_path)
+    assert str(tmp_path / name) in str(info.value) and "\n" not in str(info.value)

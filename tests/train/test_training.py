@@ -113,3 +113,80 @@ def test_train_cli_trains_a_tokenizer_and_writes_a_loadable_model(tmp_path, caps
     r = xLSTMRunner.from_pretrained(tmp_path / "m")
     assert r.tokenizer is not None and r.eos_token_ids == {0}
     assert isinstance(r.generate("def", max_tokens=5), str)
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(tmp_path, capsys):
+    t = trainer(tmp_path / "run", steps=10)
+    t.progress = True
+    t.train()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["5/10", "10/10"] and all(" loss " in ln for ln in lines)
+
+
+class StopAt(TokenBatches):
+    """Batches that press Ctrl-C when step ``stop`` is asked for."""
+
+    def __init__(self, stop, *args, **kw):
+        super().__init__(*args, **kw)
+        self.stop = stop
+
+    def batch(self, step):
+        if step == self.stop:
+            raise KeyboardInterrupt
+        return super().batch(step)
+
+
+@pytest.mark.parametrize("stop,hint", [(7, "interrupted at step 7: {out} holds step 5; running the same command "
+                                            "resumes there"),
+                                       (3, "interrupted at step 3, before the first checkpoint (step 5, "
+                                           "--save-every): running the same command starts again at step 0")])
+def test_ctrl_c_says_where_the_run_will_resume(tmp_path, capsys, stop, hint):
+    t = trainer(tmp_path / "run", steps=12)
+    t.batches = StopAt(stop, DATA, 4, 16, seed=1)
+    t.progress = True
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    assert hint.format(out=tmp_path / "run") in capsys.readouterr().err
+
+
+def test_train_cli_refuses_a_tokenizer_larger_than_the_spec(tmp_path, capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from xlstm_metal.cli import main
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["def add(a, b): return a + b"] * 20, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "a.py").write_text("x = 1\n" * 100)
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    code = main(["train", str(spec), "--data", str(tmp_path / "a.py"), "--out", str(tmp_path / "m"),
+                 "--tokenizer", str(tmp_path / "tokenizer.json"), "--steps", "2"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"the tokenizer has {tok.get_vocab_size()} tokens but the spec 'train-test' reads 40" in err
+    assert "Traceback" not in err and not (tmp_path / "m").exists()
+
+
+def test_a_run_already_at_its_steps_trains_nothing_and_says_so(tmp_path, capsys):
+    from xlstm_metal.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.py").write_text("def add(a, b):\n    return a + b\n\n" * 200)
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(dict(SPEC, dims={"d": 32, "vocab": 300})))
+    args = ["train", str(spec), "--data", str(data), "--out", str(tmp_path / "m"), "--batch-size", "2",
+            "--seq-len", "16", "--save-every", "3"]
+    assert main(args + ["--steps", "3"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--steps", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "nothing to train" in err and "already at step 3" in err and "done:" not in err

@@ -5,6 +5,7 @@ import json
 import sys
 
 from .registry import command
+from .values import COUNT, POSITIVE, SEED, token_ids
 
 
 # ---------------------------------------------------------------------- schema
@@ -38,9 +39,11 @@ def cmd_specs(args) -> int:
 # ---------------------------------------------------------------------- plan
 def _plan_args(p):
     p.add_argument("spec", help="spec file, shipped spec name (see `xlstm-metal specs`) or checkpoint directory")
-    p.add_argument("--seq-len", type=int, default=1024, help="input length to plan for (default 1024)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--format", default="table", choices=["table", "mermaid", "dot", "json"])
+    p.add_argument("--seq-len", type=POSITIVE, default=1024, help="input length to plan for")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="compute dtype the kernels are chosen for")
+    p.add_argument("--format", default="table", choices=["table", "mermaid", "dot", "json"],
+                   help="table: the plan; mermaid / dot: a picture of the graph; json: the plan as data")
     p.add_argument("--device", choices=["cpu", "gpu"], help="plan for this device (default: MLX's default)")
 
 
@@ -74,10 +77,12 @@ def cmd_plan(args) -> int:
 # ---------------------------------------------------------------------- run
 def _run_args(p):
     p.add_argument("spec", help="spec file or shipped spec name")
-    p.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="comma-separated prompt token ids")
-    p.add_argument("--max-tokens", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--tokens", type=token_ids, default="1,2,3,4,5,6,7,8",
+                   help="comma-separated prompt token ids (each below the spec's vocabulary size)")
+    p.add_argument("--max-tokens", type=COUNT, default=16, help="tokens to generate after the prompt")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the random weights")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weight and compute dtype")
 
 
 @command("run", "build a spec with random weights, prefill token ids and decode greedily", _run_args)
@@ -85,7 +90,7 @@ def cmd_run(args) -> int:
     from ..runner import xLSTMRunner
 
     runner = xLSTMRunner.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
-    prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
+    prompt = args.tokens
     responses = list(runner.stream(prompt, max_tokens=args.max_tokens, eos_token_ids=set()))  # greedy
     print(runner.plan(len(prompt)))
     print(f"\nprompt {prompt} → generated {[r.token for r in responses]}")

@@ -12,10 +12,12 @@ from .registry import command
 def _convert_args(p):
     p.add_argument("src", help="checkpoint directory to read")
     p.add_argument("dst", help="new directory to write (must not exist or be empty, unless --overwrite)")
-    p.add_argument("--dtype", choices=["bf16", "f16", "f32", "bfloat16", "float16", "float32"], help="weight dtype")
+    p.add_argument("--dtype", choices=["bf16", "f16", "f32", "bfloat16", "float16", "float32"],
+                   help="weight dtype of the copy (default: the source's)")
     p.add_argument("-q", "--quantize", action="store_true", help="quantize with MLX's affine quantization")
-    p.add_argument("--q-bits", type=int, default=4, choices=[2, 3, 4, 5, 6, 8])
-    p.add_argument("--q-group-size", type=int, default=64, choices=[32, 64, 128])
+    p.add_argument("--q-bits", type=int, default=4, choices=[2, 3, 4, 5, 6, 8], help="bits per weight with -q")
+    p.add_argument("--q-group-size", type=int, default=64, choices=[32, 64, 128],
+                   help="weights sharing one scale and bias with -q")
     p.add_argument("--overwrite", action="store_true", help="replace dst if it exists (once the new one is complete)")
 
 

@@ -4,25 +4,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import InputError
 from .registry import command
-from ..generation.generate import format_gb
+from .values import COUNT, SEED, number, token_ids
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "default_model"
+DTYPES = ["float32", "bfloat16", "float16"]
 
 
 def _model_args(p):
     p.add_argument("--model", help="checkpoint directory (Hugging Face layout) or Hub repo id (org/name, from the "
                    "HF cache or downloaded); default: the shipped small model")
     p.add_argument("--spec", help="instead of --model: a spec with random weights (token ids only)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
-    p.add_argument("--max-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--repetition-penalty", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the checkpoint's; float32 for --spec)")
+    p.add_argument("--max-tokens", type=COUNT, default=100, help="tokens to generate at most")
+    p.add_argument("--temperature", type=number(0), default=0.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--top-p", type=number(0, above=True, high=1), default=1.0,
+                   help="nucleus sampling: keep the most likely tokens up to this probability mass (1: off)")
+    p.add_argument("--top-k", type=COUNT, default=0, help="keep only the k most likely tokens (0: off)")
+    p.add_argument("--min-p", type=number(0, high=0.999999), default=0.0,
+                   help="drop tokens less likely than this fraction of the most likely one (0: off)")
+    p.add_argument("--repetition-penalty", type=number(0, above=True), default=None,
+                   help="divide recent tokens' logits by this (default: off)")
+    p.add_argument("--seed", type=SEED, default=None, help="sampling seed (and --spec weights seed; default: random)")
+    p.add_argument("--stop", action="append", default=[], help="stop at this string (repeatable)")
 
 
 def load_model(args):
@@ -32,8 +37,8 @@ def load_model(args):
         return xLSTMRunner.from_spec(args.spec, dtype=args.dtype or "float32", seed=args.seed or 0)
     path = Path(args.model) if args.model else DEFAULT_MODEL
     if not args.model and not (path / "config.json").exists():
-        raise FileNotFoundError(f"no --model given and no default model at {path}; pass --model DIR (a Hugging Face "
-                                f"style xLSTM directory) or --spec SPEC")
+        raise InputError(f"no --model given and no default model at {path}; pass --model DIR (a Hugging Face "
+                         f"style xLSTM directory) or --spec SPEC")
     return xLSTMRunner.from_pretrained(path, dtype=args.dtype)
 
 
@@ -46,21 +51,37 @@ def _gen_args(p):
     _model_args(p)
     p.add_argument("--prompt", default="def ", help="prompt text (or comma-separated token ids with --spec)")
     p.add_argument("--state-in", help="continue from a saved state (safetensors)")
-    p.add_argument("--state-out", help="save the state after generation here")
+    p.add_argument("--state-out", help="save the state after generation here (with --max-tokens 0: after the prompt)")
     p.add_argument("--quiet", action="store_true", help="print only the generated text")
+
+
+def _prompt(runner, text: str):
+    """Text for a model with a tokenizer; comma-separated token ids otherwise."""
+    if runner.tokenizer is not None:
+        return text
+    try:
+        return token_ids(text)
+    except Exception:  # noqa: BLE001  (argparse's ArgumentTypeError: say it as this option)
+        raise InputError(f"--prompt: this model has no tokenizer.json, so give comma-separated token ids "
+                         f"(got {text!r})") from None
 
 
 @command("generate", "generate text from a checkpoint (default: the shipped model)", _gen_args)
 def cmd_generate(args) -> int:
+    from ..generation.generate import format_gb
     from ..state import State
 
     runner = load_model(args)
-    prompt = args.prompt
-    if runner.tokenizer is None:
-        prompt = [int(t) for t in prompt.split(",") if t.strip()] if prompt.replace(",", "").strip().isdigit() else None
-        if prompt is None:
-            raise ValueError("this model has no tokenizer.json: give the prompt as comma-separated token ids")
+    prompt = _prompt(runner, args.prompt)
     state = State.load(args.state_in, graph=runner.graph) if args.state_in else None
+    if args.max_tokens == 0:  # nothing to generate: read the prompt, keep its state (e.g. a long system prompt)
+        state = runner.prefill(prompt, state)
+        if args.state_out:
+            state.save(args.state_out)
+        if not args.quiet:
+            saved = f"; state saved to {args.state_out}" if args.state_out else " (no --state-out: nothing kept)"
+            print(f"[read the prompt, {state.tokens_seen} tokens in the state{saved}]", file=sys.stderr)
+        return 0
     last = None
     if not args.quiet and isinstance(prompt, str):
         print(prompt, end="", flush=True)
@@ -78,23 +99,32 @@ def cmd_generate(args) -> int:
 
 def _chat_args(p):
     _model_args(p)
-    p.add_argument("--system", default="", help="text placed before the conversation")
+    p.add_argument("--system", default="", help="system prompt placed before the conversation")
     p.add_argument("--state-file", help="load the conversation state from here (if present), save it after each turn")
 
 
-@command("chat", "multi-turn chat that carries the recurrent state instead of re-reading the history", _chat_args)
+CHAT_HELP = "[/reset: start a new conversation, /exit: quit]"
+
+
+@command("chat", "multi-turn chat that carries the recurrent state instead of re-reading the history "
+                 "(uses the tokenizer's chat template when it has one)", _chat_args)
 def cmd_chat(args) -> int:
+    from ..generation.chat import ChatFormat
     from ..state import State
 
     runner = load_model(args)
-    if runner.tokenizer is None:
-        raise ValueError("chat needs a model with tokenizer.json")
-    state = None
+    tok = runner.tokenizer
+    if tok is None:
+        raise InputError("chat needs a model with tokenizer.json (--spec models take token ids: use generate)")
+    chat = ChatFormat(tok.chat_template, where=tok.chat_template_file, special_tokens=tok.special_tokens(),
+                      system=args.system)
+    state, history, consumed = None, chat.start(), None  # consumed: the text the state has read
     if args.state_file and Path(args.state_file).exists():
         state = State.load(args.state_file, graph=runner.graph)
+        history, consumed = state.metadata.get("chat", history), state.metadata.get("chat_text", "")
         print(f"[resumed a conversation of {state.tokens_seen} tokens]", file=sys.stderr)
-    pending = args.system + ("\n" if args.system else "")
-    sampling = dict(_sampling(args), stop=list(args.stop or []) + ["\nUser:"])
+    print(CHAT_HELP, file=sys.stderr)
+    sampling = dict(_sampling(args), stop=list(args.stop or []) + chat.stop)
     while True:
         try:
             line = input("User: ")
@@ -103,16 +133,27 @@ def cmd_chat(args) -> int:
             return 0
         if line.strip() in ("/exit", "/quit"):
             return 0
+        if line.strip() == "/reset":
+            state, history, consumed = None, chat.start(), None
+            if args.state_file and Path(args.state_file).exists():
+                Path(args.state_file).unlink()
+            print("[conversation cleared]", file=sys.stderr)
+            continue
+        message = {"role": "user", "content": line}
         # only the new turn is fed: the history lives in the recurrent state
-        turn = f"{pending}User: {line}\nAssistant:"
-        pending = ""
+        text, continues = chat.continuation(history, message, consumed if state is not None else None)
+        ids = tok.encode(text, add_bos=False if chat.template else None)  # a template writes its own BOS
         print("Assistant:", end="", flush=True)
-        last = None
-        for last in runner.stream(turn, state=state, **sampling):
+        reply, generated, last = [], [], None
+        for last in runner.stream(ids, state=state if continues else None, **sampling):
             print(last.text, end="", flush=True)
+            reply.append(last.text)
+            generated.append(last.token)
         print()
         if last is not None:
+            history = history + [message, {"role": "assistant", "content": "".join(reply)}]
+            consumed = (consumed if continues else "") + text + tok.decode(generated, skip_special_tokens=False)
             state = last.state
-            pending = "\n"
+            state.metadata.update(chat=history, chat_text=consumed)
             if args.state_file:
                 state.save(args.state_file)

@@ -15,6 +15,8 @@ import numpy as np
 
 from xlstm_metal.modes import inference_mode
 
+from ..errors import InputError
+from ..token_ids import as_tokens
 from .sampling import make_logits_processors, make_sampler
 
 
@@ -37,24 +39,15 @@ def format_gb(gb: float) -> str:
     return f"{gb:.2f} GB" if gb >= 1 else f"{gb * 1e3:.1f} MB"
 
 
-def _as_batch(prompt) -> mx.array:
-    arr = prompt if isinstance(prompt, mx.array) else mx.array(np.asarray(prompt, dtype=np.int32))
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.size == 0:
-        raise ValueError("the prompt is empty: give at least one token")
-    return arr.astype(mx.int32)
-
-
 def generate_step(model_fn: Callable, prompt, *, state=None, sampler=None, logits_processors=None,
                   max_tokens: int = 256, seed: int | None = None,
                   prompt_mask=None) -> Iterator[tuple[mx.array, mx.array, Any]]:
     """Yield ``(token [B], logprobs [B,V], state)`` per generated token; ``state`` includes that token."""
     if max_tokens < 0:
-        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        raise InputError(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
     sampler = sampler or make_sampler()
     processors = logits_processors or []
-    tokens = _as_batch(prompt)
+    tokens = as_tokens(prompt, what="the prompt")  # (the model checks its vocabulary)
     key = mx.random.key(seed if seed is not None else secrets.randbits(31))
     history = tokens
 
@@ -108,7 +101,7 @@ def stream_generate(model_fn: Callable, tokenizer, prompt, *, max_tokens: int = 
     """Stream ``GenerationResponse`` for one prompt (text or token ids)."""
     if isinstance(prompt, str):
         if tokenizer is None:
-            raise ValueError("a text prompt needs a tokenizer; pass token ids or load a model with tokenizer.json")
+            raise InputError("a text prompt needs a tokenizer; pass token ids or load a model with tokenizer.json")
         ids = tokenizer.encode(prompt)
     else:
         ids = [int(t) for t in (prompt.tolist() if isinstance(prompt, mx.array) else prompt)]
@@ -167,7 +160,7 @@ def batch_generate(model_fn: Callable, tokenizer, prompts: list, *, max_tokens: 
     as_text = all(isinstance(p, str) for p in prompts)
     ids = [tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
     if not ids or any(len(r) == 0 for r in ids):
-        raise ValueError("every prompt needs at least one token")
+        raise InputError("every prompt needs at least one token")
     S = max(len(r) for r in ids)
     batch = mx.array(np.array([[pad_id] * (S - len(r)) + r for r in ids], dtype=np.int32))
     mask = mx.array(np.array([[False] * (S - len(r)) + [True] * len(r) for r in ids]))

@@ -8,13 +8,15 @@ from typing import Callable
 
 import mlx.core as mx
 
+from ..errors import InputError
+
 Sampler = Callable[[mx.array, mx.array | None], mx.array]  # (logprobs [B, V], key) -> tokens [B]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]  # (tokens so far [B, T], logits [B, V]) -> logits
 
 
 def _check(name: str, value, ok: bool, want: str) -> None:
     if not ok:
-        raise ValueError(f"{name} must be {want}, got {value!r}")
+        raise InputError(f"{name} must be {want}, got {value!r}")
 
 
 def make_sampler(temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,

@@ -35,8 +35,10 @@ def read_tokenizer(path: str | Path):
 class TokenizerWrapper:
     """``encode``/``decode`` plus the special tokens from tokenizer_config.json / special_tokens_map.json."""
 
-    def __init__(self, tokenizer, *, bos_token=None, eos_token=None, add_bos: bool = False, extra_eos_ids=()):
+    def __init__(self, tokenizer, *, bos_token=None, eos_token=None, add_bos: bool = False, extra_eos_ids=(),
+                 chat_template: str | None = None, chat_template_file: str = "tokenizer_config.json"):
         self.tokenizer = tokenizer
+        self.chat_template, self.chat_template_file = chat_template, chat_template_file
         self.bos_token, self.eos_token = bos_token, eos_token
         tid = tokenizer.token_to_id
         self.bos_token_id = tid(bos_token) if bos_token else None
@@ -67,8 +69,14 @@ class TokenizerWrapper:
             if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in extra):
                 raise TokenizerError(f"{d / 'config.json'} field 'eos_token_id' = {eos!r}: must be a token id or a "
                                      "list of token ids")
+        template, where = _chat_template(d, special.get("chat_template"))
         return cls(tok, bos_token=token_text(special.get("bos_token")), eos_token=token_text(special.get("eos_token")),
-                   add_bos=bool(special.get("add_bos_token", False)), extra_eos_ids=extra)
+                   add_bos=bool(special.get("add_bos_token", False)), extra_eos_ids=extra,
+                   chat_template=template, chat_template_file=where)
+
+    def special_tokens(self) -> dict[str, str]:
+        """The special tokens a chat template may name (``bos_token``, ``eos_token``)."""
+        return {k: v for k, v in (("bos_token", self.bos_token), ("eos_token", self.eos_token)) if v}
 
     @property
     def vocab_size(self) -> int:
@@ -85,6 +93,19 @@ class TokenizerWrapper:
 
     def detokenizer(self) -> "StreamingDetokenizer":
         return StreamingDetokenizer(self)
+
+
+def _chat_template(directory: Path, configured) -> tuple[str | None, str]:
+    """The chat template as transformers finds it: ``chat_template.jinja``, else tokenizer_config.json's
+    ``chat_template`` (a string, or a list of named templates of which "default" is used)."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text(encoding="utf-8"), str(jinja)
+    where = str(directory / "tokenizer_config.json")
+    if isinstance(configured, list):
+        named = {t.get("name"): t.get("template") for t in configured if isinstance(t, dict)}
+        configured = named.get("default")
+    return (configured if isinstance(configured, str) and configured.strip() else None), where
 
 
 class StreamingDetokenizer:

@@ -184,12 +184,12 @@ def assert_padding_invariance(spec_or_runner, **kw) -> list[CheckResult]:
 
 
 def verify(spec_or_runner, *, seeds=(0, 1), seq_len: int = 37, chunk_sizes=(1, 5, 16, 64),
-           rtol: float = DEFAULT_RTOL) -> VerifyReport:
-    """All parity checks on one architecture (what ``xlstm-metal verify SPEC`` runs)."""
+           rtol: float = DEFAULT_RTOL, dtype: str = "float32") -> VerifyReport:
+    """All parity checks on one architecture (what ``xlstm-metal verify SPEC`` runs); ``dtype``: of a spec's weights."""
     results: list[CheckResult] = []
     name = None
     for seed in seeds:  # each seed: fresh random weights (for a spec) and fresh inputs
-        runner = as_runner(spec_or_runner, seed=seed)
+        runner = as_runner(spec_or_runner, seed=seed, dtype=dtype)
         name = runner.graph.name
         results += check_chunkwise_matches_step(runner, seq_len=seq_len, chunk_sizes=chunk_sizes, seed=seed,
                                                 rtol=rtol)

@@ -1,6 +1,9 @@
-"""Training: data, the AdamW loop with exact resume, and loss curves."""
-from .data import TokenBatches, encode_texts, expand_files, read_texts, train_bpe_tokenizer
-from .loop import TrainConfig, Trainer, TrainLog, lr_schedule, make_step
+"""Training: data, the AdamW loop with exact resume, and loss curves (imported on first use: the command line
+reads ``TrainConfig`` for its ``--help`` without MLX)."""
+from ..lazy import lazy_exports
 
-__all__ = ["TokenBatches", "TrainConfig", "TrainLog", "Trainer", "encode_texts", "expand_files", "lr_schedule",
-           "make_step", "read_texts", "train_bpe_tokenizer"]
+_EXPORTS = {"TokenBatches": ".data", "encode_texts": ".data", "expand_files": ".data", "read_texts": ".data",
+            "train_bpe_tokenizer": ".data", "TrainConfig": ".config", "TrainLog": ".loop", "Trainer": ".loop",
+            "lr_schedule": ".loop", "make_step": ".loop"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

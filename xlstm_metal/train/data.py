@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".json")  # what a directory given as data contributes
 EOS = "<|endoftext|>"  # the end-of-text token of a tokenizer trained here
 
@@ -63,7 +65,8 @@ class TokenBatches:
 
     def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
         if len(tokens) < seq_len + 2:
-            raise ValueError(f"only {len(tokens)} tokens of data: need more than seq_len + 1 = {seq_len + 1}")
+            raise InputError(f"only {len(tokens)} tokens of data: need more than seq_len + 1 = {seq_len + 1} "
+                             f"(more --data or a smaller --seq-len)")
         self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:

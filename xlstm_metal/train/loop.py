@@ -25,30 +25,14 @@ from ..modules import dtype_name
 from ..tensorfile import read_header
 from ..plan import make_plan
 from ..runtime import execute
+from ..memory import check_bytes
+from ..token_ids import check_token_range
+from .config import TrainConfig
 from .data import TokenBatches
 from .plot import loss_curve_svg
 
 TRAINER_STATE = "trainer_state.safetensors"
 TRAINER_LOG = "trainer.json"
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 16
-    seq_len: int = 256
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    eval_every: int = 100
-    eval_batches: int = 4
-    save_every: int = 200
-    log_every: int = 10
-    chunk_size: int | None = None  # override every chunkwise kernel's chunk size while training
-    compile: bool = True
 
 
 @dataclass
@@ -125,9 +109,17 @@ class Trainer:
         self.group = group or world()
         self.rank, self.world_size = self.group.rank(), self.group.size()
         if batches.batch_size % self.world_size:
-            raise ValueError(f"the global batch of {batches.batch_size} does not split over "
+            raise InputError(f"the global batch of {batches.batch_size} does not split over "
                              f"{self.world_size} ranks")
         progress = progress and self.rank == 0
+        vocab = getattr(runner, "vocab_size", None)
+        for name, data in (("training data", batches), ("validation data", val_batches)):
+            if data is not None:  # one min/max over the token array: no step reads outside the embedding
+                check_token_range(data.tokens, vocab, f"{name} token ids")
+        vocab_out = getattr(runner.graph.node(runner.graph.outputs[0])["out_type"], "dim", None) or 0
+        per_rank = batches.batch_size // self.world_size  # float32 logits, their softmax and its gradient at least:
+        check_bytes(3 * 4 * per_rank * cfg.seq_len * vocab_out, f"a training step of {per_rank} x {cfg.seq_len} "
+                    f"tokens needs over {{need}}", "a smaller --batch-size or --seq-len")
         self.runner, self.batches, self.cfg = runner, batches, cfg
         self.val_batches = val_batches
         self.out = Path(out_dir)
@@ -137,6 +129,8 @@ class Trainer:
         self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
         self.log = TrainLog()
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint in out_dir (None: none of this run yet)
+        self.steps_run = 0  # steps taken by this process (0 after resuming a finished run)
         overrides = None
         if cfg.chunk_size:
             overrides = {n: {"chunk_size": cfg.chunk_size} for n in runner.graph.compute_nodes()
@@ -213,12 +207,37 @@ class Trainer:
             return self._train(resume, stop_after)
 
     def _train(self, resume: bool, stop_after: int | None) -> TrainLog:
-        cfg = self.cfg
         if resume and self.try_resume():
+            self.saved_step = self.step
             if self.progress:
                 print(f"resumed at step {self.step}", file=sys.stderr)
         elif not resume:
             self.holds_this_run()  # refuses a directory this run may not replace
+        try:
+            self._loop(stop_after)
+        except KeyboardInterrupt:
+            if self.progress:
+                print(f"\n{self.resume_hint()}", file=sys.stderr)
+            raise
+        if self.progress and self._tty:
+            print(file=sys.stderr)
+        return self.log
+
+    def resume_hint(self) -> str:
+        """Where the same command will continue (said when the run is interrupted)."""
+        if self.saved_step is None:
+            first = min(self.cfg.save_every, self.cfg.steps)
+            return (f"interrupted at step {self.step}, before the first checkpoint (step {first}, --save-every): "
+                    f"running the same command starts again at step 0")
+        return (f"interrupted at step {self.step}: {self.out} holds step {self.saved_step}; running the same command "
+                f"resumes there")
+
+    @property
+    def _tty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def _loop(self, stop_after: int | None) -> None:
+        cfg = self.cfg
         t_last, tokens_since = time.perf_counter(), 0
         while self.step < cfg.steps:
             x, y = self.batches.batch(self.step)
@@ -228,6 +247,7 @@ class Trainer:
             loss = self._step_fn(mx.array(x), mx.array(y))
             mx.eval(loss, self.runner.model.parameters(), self.optimizer.state)
             self.step += 1
+            self.steps_run += 1
             tokens_since += x.size * self.world_size
             loss_v = float(loss.item())
             if not math.isfinite(loss_v):
@@ -243,17 +263,19 @@ class Trainer:
                 self.log.val.append((self.step, self.evaluate()))
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 self.save()
+                self.saved_step = self.step
             if stop_after is not None and self.step >= stop_after:
                 break
-        if self.progress:
-            print(file=sys.stderr)
-        return self.log
 
     def _bar(self, loss: float) -> None:
         if not self.progress:
             return
+        val = f" val {self.log.val[-1][1]:.3f}" if self.log.val else ""
+        numbers = f"loss {loss:.3f}{val} {self.log.tokens_per_s:,.0f} tok/s"
+        if not self._tty:  # a log file or pipe: one plain line per report
+            print(f"step {self.step}/{self.cfg.steps} {numbers}", file=sys.stderr, flush=True)
+            return
         width = 30
         done = int(width * self.step / self.cfg.steps)
-        val = f" val {self.log.val[-1][1]:.3f}" if self.log.val else ""
-        print(f"\rstep {self.step}/{self.cfg.steps} [{'#' * done}{'.' * (width - done)}] loss {loss:.3f}{val} "
-              f"{self.log.tokens_per_s:,.0f} tok/s", end="", file=sys.stderr, flush=True)
+        print(f"\rstep {self.step}/{self.cfg.steps} [{'#' * done}{'.' * (width - done)}] {numbers}", end="",
+              file=sys.stderr, flush=True)
