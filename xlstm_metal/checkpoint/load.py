@@ -22,6 +22,7 @@ from ..graph import ModelGraph, build_graph
 from ..spec import SpecError
 from .config import ConfigError, config_to_spec, xLSTMConfig
 from .files import CheckpointError, check_safetensors, weight_files
+from .official_lm import is_official_lm_config, official_lm_spec
 from .sanitize import official_keys, sanitize
 
 SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes from a custom spec
@@ -154,6 +155,13 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         graph = build_graph(spec_path)
         cfg: Any = raw
         quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
+    elif is_official_lm_config(raw):  # the xlstm package's xLSTMLMModelConfig, as a dict
+        cfg = raw
+        try:
+            graph = build_graph(official_lm_spec(raw, directory.name, str(directory / "config.json")))
+        except SpecError as exc:
+            raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
+        quant, tie = None, raw.get("tie_weights") is True
     else:
         cfg = xLSTMConfig.from_dict(raw)
         try:
