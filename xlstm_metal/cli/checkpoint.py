@@ -37,9 +37,14 @@ def _sfc_args(p):
 def cmd_spec_from_config(args) -> int:
     from ..checkpoint.config import config_to_spec, xLSTMConfig
     from ..checkpoint.load import read_raw_config
+    from ..checkpoint.official_lm import is_official_lm_config, official_lm_spec
 
     path = Path(args.path)
     directory = path.parent if path.is_file() else path
-    cfg = xLSTMConfig.from_dict(read_raw_config(directory))
-    print(yaml.safe_dump(config_to_spec(cfg, name=directory.name), sort_keys=False), end="")
+    raw = read_raw_config(directory)
+    if is_official_lm_config(raw):  # the xlstm package's xLSTMLMModelConfig
+        spec = official_lm_spec(raw, directory.name, str(directory / "config.json"))
+    else:
+        spec = config_to_spec(xLSTMConfig.from_dict(raw), name=directory.name)
+    print(yaml.safe_dump(spec, sort_keys=False), end="")
     return 0
