@@ -4,8 +4,7 @@ branch before the conv), the mLSTM cell (gates from q|k|v, per-head group norm),
 conv output, the SiLU(z) output gate and the down-projection. Parameter names are the official keys.
 
 The cell is the kernel the plan chose (its math is the official one: stabilised exponential gating,
-normaliser ``max(|q.n|, exp(-m)) + eps``). A fresh state's stabiliser ``m`` starts far below any gate value,
-as in the official parallel form, which has no initial-state term.
+normaliser ``max(|q.n|, exp(-m)) + eps``; q is scaled by 1/sqrt(head dim) where the official scales k).
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from .layer_norm import norm_scale
 from .ops import linear, round_up_to_multiple, small_init_std
 from xlstm_metal.kernels.ops import multihead_layer_norm
 
-FRESH_M = -1e4  # stabiliser of an empty state: below every gate pre-activation, above a masked token's
 
 
 class MLSTMLayerParams(BlockParams):
@@ -92,7 +90,7 @@ class MLSTMLayer(Block):
         nh, (dh, _) = self.params.num_heads, self.head_dims
         K = self.params.conv1d_kernel_size
         return (mx.zeros((batch_size, K - 1, self.inner), mx.float32), mx.zeros((batch_size, nh, dh, dh), mx.float32),
-                mx.zeros((batch_size, nh, dh), mx.float32), mx.full((batch_size, nh), FRESH_M, mx.float32))
+                mx.zeros((batch_size, nh, dh), mx.float32), mx.zeros((batch_size, nh), mx.float32))
 
     def forward(self, inputs, state, ctx):
         x = inputs[0]

@@ -25,8 +25,9 @@ def config(num_blocks: int, slstm_at, *, dim: int = 64, vocab: int = 97, context
                               tie_weights=tie, add_post_blocks_norm=post_norm)
 
 
-def build(cfg: xLSTMLMModelConfig, *, seed: int = 0) -> xLSTMLMModel:
-    """The official model with every parameter random (so that nothing passes by accident)."""
+def build(cfg: xLSTMLMModelConfig, *, seed: int = 0, igate_bias: float = 0.0) -> xLSTMLMModel:
+    """The official model with every parameter random (so that nothing passes by accident); ``igate_bias``
+    shifts the mLSTM input gates (far below 0, the normaliser's exp(-m) term decides the outputs)."""
     torch.manual_seed(seed)
     model = xLSTMLMModel(cfg)
     model.reset_parameters()
@@ -38,7 +39,7 @@ def build(cfg: xLSTMLMModelConfig, *, seed: int = 0) -> xLSTMLMModel:
             elif name.endswith("fgate.bias") and "mlstm_cell" in name:
                 p.copy_(3.0 + 2.0 * torch.randn(p.shape, generator=gen))
             elif name.endswith(("igate.bias", "_bias_", "learnable_skip")) or "conv" in name:
-                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+                p.add_(0.5 * torch.randn(p.shape, generator=gen) + (igate_bias if "mlstm_cell.igate" in name else 0))
             elif "_recurrent_kernel_" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5 / p.shape[-1] ** 0.5)
             elif p.ndim >= 2:

@@ -15,6 +15,7 @@ STACKS = {  # name -> (num_blocks, slstm_at, extra config)
     "xLSTM[1:0]": (2, [], {}),
     "xLSTM[0:1]": (2, "all", {"mlstm": False}),
     "xLSTM[7:1]": (8, [5], {}),
+    "xLSTM[1:0], input gates far below 0": (1, [], {"igate_bias": -12.0}),
     "tied, no post norm, sLSTM without conv or FFN": (3, [1], {"tie": True, "post_norm": False, "slstm_conv": 0,
                                                               "ffn": False}),
 }
@@ -23,7 +24,9 @@ STACKS = {  # name -> (num_blocks, slstm_at, extra config)
 @pytest.fixture(scope="module", params=list(STACKS))
 def pair(request, tmp_path_factory):
     num_blocks, at, extra = STACKS[request.param]
-    official = build(config(num_blocks, at, **extra), seed=len(request.param))
+    extra = dict(extra)
+    igate_bias = extra.pop("igate_bias", 0.0)
+    official = build(config(num_blocks, at, **extra), seed=len(request.param), igate_bias=igate_bias)
     ours = xLSTMRunner.from_pretrained(save(official, tmp_path_factory.mktemp("official_lm")))
     return official, ours
 
