@@ -15,14 +15,18 @@ from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMB
 
 
 def config(num_blocks: int, slstm_at, *, dim: int = 64, vocab: int = 97, context: int = 64, mlstm: bool = True,
-           tie: bool = False, post_norm: bool = True, slstm_conv: int = 4, ffn: bool = True) -> xLSTMLMModelConfig:
-    mblock = mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=4, qkv_proj_blocksize=4, num_heads=4))
-    sblock = sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=4, conv1d_kernel_size=slstm_conv,
+           tie: bool = False, post_norm: bool = True, slstm_conv: int = 4, ffn: bool = True, bias: bool = False,
+           mlstm_layer: dict | None = None, slstm_heads: int = 4, ffn_config: dict | None = None) -> xLSTMLMModelConfig:
+    m = {"conv1d_kernel_size": 4, "qkv_proj_blocksize": 4, "num_heads": 4, **(mlstm_layer or {})}
+    mblock = mLSTMBlockConfig(mlstm=mLSTMLayerConfig(**m))
+    f = {"proj_factor": 1.3, "act_fn": "gelu", **(ffn_config or {})}
+    sblock = sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=slstm_heads,
+                                                     conv1d_kernel_size=slstm_conv,
                                                      bias_init="powerlaw_blockdependent"),
-                              feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu") if ffn else None)
+                              feedforward=FeedForwardConfig(**f) if ffn else None)
     return xLSTMLMModelConfig(mlstm_block=mblock if mlstm else None, slstm_block=sblock, context_length=context,
                               num_blocks=num_blocks, embedding_dim=dim, slstm_at=slstm_at, vocab_size=vocab,
-                              tie_weights=tie, add_post_blocks_norm=post_norm)
+                              tie_weights=tie, add_post_blocks_norm=post_norm, bias=bias)
 
 
 def build(cfg: xLSTMLMModelConfig, *, seed: int = 0, igate_bias: float = 0.0) -> xLSTMLMModel:
@@ -42,6 +46,8 @@ def build(cfg: xLSTMLMModelConfig, *, seed: int = 0, igate_bias: float = 0.0) ->
                 p.add_(0.5 * torch.randn(p.shape, generator=gen) + (igate_bias if "mlstm_cell.igate" in name else 0))
             elif "_recurrent_kernel_" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5 / p.shape[-1] ** 0.5)
+            elif name.endswith("bias") and p.ndim == 1:  # projection biases (zeros at init)
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
             elif p.ndim >= 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * (0.8 / p.shape[-1] ** 0.5))
     return model.eval()

@@ -16,6 +16,11 @@ STACKS = {  # name -> (num_blocks, slstm_at, extra config)
     "xLSTM[0:1]": (2, "all", {"mlstm": False}),
     "xLSTM[7:1]": (8, [5], {}),
     "xLSTM[1:0], input gates far below 0": (1, [], {"igate_bias": -12.0}),
+    "biases, other widths, heads and block sizes": (3, [0], {
+        "bias": True, "dim": 96, "slstm_heads": 2, "slstm_conv": 2,
+        "mlstm_layer": {"num_heads": 2, "qkv_proj_blocksize": 8, "proj_factor": 1.5, "round_proj_up_to_multiple_of": 32,
+                        "conv1d_kernel_size": 3},
+        "ffn_config": {"proj_factor": 1.7, "round_proj_up_to_multiple_of": 32, "act_fn": "swish", "bias": True}}),
     "tied, no post norm, sLSTM without conv or FFN": (3, [1], {"tie": True, "post_norm": False, "slstm_conv": 0,
                                                               "ffn": False}),
 }
