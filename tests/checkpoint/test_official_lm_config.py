@@ -2,12 +2,18 @@
 block carries its position (the powerlaw forget-bias init) and its FFN, widths follow the official rounding."""
 from __future__ import annotations
 
+import json
 import math
+import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from budget import examples
+from xlstm_metal.checkpoint.config import ConfigError
+from xlstm_metal.checkpoint.files import CheckpointError
+from xlstm_metal.checkpoint.import_official import import_official
 from xlstm_metal.checkpoint.official_lm import official_lm_spec
 from xlstm_metal.graph import build_graph
 
@@ -48,3 +54,21 @@ def test_placement_and_widths_follow_the_config(cfg):
 def test_without_an_mlstm_block_every_block_is_slstm():
     spec = official_lm_spec({"vocab_size": 10, "num_blocks": 3, "embedding_dim": 32, "slstm_block": {}})
     assert [n["type"] for n in spec["nodes"] if n["name"].endswith(".xlstm")] == ["slstm_layer"] * 3
+
+
+def test_import_official_without_torch_says_what_to_install(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"vocab_size": 10, "num_blocks": 1, "embedding_dim": 32, "mlstm_block": {}}))
+    (tmp_path / "model.pt").write_bytes(b"not used")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(CheckpointError, match="needs torch"):
+        import_official(cfg, tmp_path / "model.pt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_official_rejects_a_config_that_is_not_an_lm_config(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("embedding_dim: 64\nnum_heads: 4\n")
+    with pytest.raises(ConfigError, match="not an xLSTMLMModelConfig") as exc:
+        import_official(cfg, tmp_path / "model.pt", tmp_path / "out")
+    assert str(cfg) in str(exc.value)
