@@ -18,8 +18,9 @@ class SwiGLUParams(BlockParams):
     proj_factor: float = Field(2.6667, gt=0, description="Hidden width = dim * proj_factor, rounded up.")
     round_up_to: int = Field(64, gt=0, description="Round the hidden width up to a multiple of this.")
     use_bias: bool = Field(False, description="Biases on the projections.")
-    weight_mode: Literal["single", "fused"] = Field(
-        "single", description="Checkpoint names: single: proj_up_gate + proj_up; fused: proj_up_gate_z.")
+    weight_mode: Literal["single", "fused", "proj_up"] = Field(
+        "single", description="Checkpoint names: single: proj_up_gate + proj_up; fused: proj_up_gate_z; "
+        "proj_up: one proj_up, gate rows first (the xlstm package's GatedFeedForward).")
 
 
 @register_block

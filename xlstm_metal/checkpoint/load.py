@@ -26,6 +26,7 @@ from ..spec import SpecError
 from ..tensorfile import FLOAT_DTYPES
 from .config import ConfigError, check_quantization, config_to_spec, xLSTMConfig
 from .files import CheckpointError, check_safetensors, read_json, resolve_checkpoint, weight_files
+from .official_lm import is_official_lm_config, official_lm_spec
 from .sanitize import official_keys, sanitize
 
 SPEC_FILE = "wiring_spec.yaml"  # written next to config.json when a model comes from a custom spec
@@ -175,10 +176,13 @@ class Checkpoint:
 def checkpoint_spec(directory: Path, raw: dict | None = None) -> tuple[Any, Any]:
     """A checkpoint directory's architecture: (the spec, for ``build_graph``; its config). A saved
     ``wiring_spec.yaml`` is the truth (config.json then only carries extras: the raw dict is the config);
-    otherwise config.json describes an xLSTMLarge model (an ``xLSTMConfig``, spec from ``config_to_spec``)."""
+    an official ``xLSTMLMModelConfig`` dict gives the paper's model (the raw dict is the config); otherwise
+    config.json describes an xLSTMLarge model (an ``xLSTMConfig``, spec from ``config_to_spec``)."""
     raw = read_raw_config(directory) if raw is None else raw
     if (directory / SPEC_FILE).exists():
         return directory / SPEC_FILE, raw
+    if is_official_lm_config(raw):
+        return official_lm_spec(raw, directory.name, str(directory / "config.json")), raw
     cfg = xLSTMConfig.from_dict(raw)
     return config_to_spec(cfg, name=directory.name), cfg
 
@@ -212,6 +216,8 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         raise ConfigError(f"config.json describes an architecture that does not build: {exc}") from None
     if isinstance(cfg, xLSTMConfig):
         quant, tie = cfg.quantization, cfg.tie_word_embeddings
+    elif is_official_lm_config(raw):
+        quant, tie = None, raw.get("tie_weights") is True
     else:
         quant, tie = raw.get("quantization"), bool(raw.get("tie_word_embeddings", False))
         try:

@@ -13,7 +13,10 @@ from mlx.utils import tree_flatten
 from xlstm_metal.blocks.mlstm import MLSTM
 from xlstm_metal.blocks.swiglu import SwiGLU
 
+from .official_lm import official_layout
+
 RENAMES = {"embedding.weight": "backbone.embeddings.weight"}  # the official package's state_dict names
+TIED_SOURCES = ("backbone.embeddings.weight", "token_embedding.weight")  # Hugging Face / official xLSTMLMModel
 MLSTM_SINGLE = ("q", "k", "v", "ogate_preact", "igate_preact", "fgate_preact")  # proj_in's rows, in order
 
 Piece = tuple[str, int | None]  # an official key and its rows in our array (None: the whole array)
@@ -22,6 +25,8 @@ Piece = tuple[str, int | None]  # an official key and its rows in our array (Non
 def layout(block) -> dict[str, list[tuple[str, int]]]:
     """Our parameter prefix -> the official prefixes concatenated along rows into it, with their row counts."""
     p = block.params
+    if official := official_layout(block):  # the xlstm package's xLSTMLMModel names
+        return official
     if isinstance(block, MLSTM):
         rows = block.proj_in_rows
         if p.weight_mode == "fused":
@@ -57,8 +62,9 @@ def official_keys(graph) -> dict[str, list[Piece]]:
 def sanitize(names: dict, *, tie_word_embeddings: bool = False) -> dict:
     """A checkpoint's ``{key: value}`` under the Hugging Face names (renamed official package keys, a tied head)."""
     out = {RENAMES.get(key, key): value for key, value in names.items()}
-    if tie_word_embeddings and "lm_head.weight" not in out and "backbone.embeddings.weight" in out:
-        out["lm_head.weight"] = out["backbone.embeddings.weight"]
+    embedding = next((k for k in TIED_SOURCES if k in out), None)
+    if tie_word_embeddings and "lm_head.weight" not in out and embedding:
+        out["lm_head.weight"] = out[embedding]
     return out
 
 
