@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import architecture, checkpoint, generate, train, verify  # noqa: F401  (each registers its commands)
+from . import architecture, checkpoint, generate, mad, train, verify  # noqa: F401  (each registers its commands)
 from .registry import COMMANDS
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from .registry import command
 
 TRAIN_OPTIONS = "steps batch_size seq_len lr warmup weight_decay grad_clip seed eval_every save_every".split()
-MAD_OPTIONS = "steps batch_size lr seq_len n_train seed".split()
 
 
 def _field_options(p, cls, names: list[str], **helps: str) -> None:
@@ -77,33 +76,4 @@ def cmd_train(args) -> int:
     log = trainer.train(resume=not args.no_resume)
     val = f", validation loss {log.val[-1][1]:.3f}" if log.val else ""
     print(f"done: step {trainer.step}, loss {np.mean(log.losses[-10:]):.3f}{val}; checkpoint in {out}", file=sys.stderr)
-    return 0
-
-
-def _mad_args(p):
-    from ..mad import MadBudget
-    from ..mad.tasks import TASKS
-
-    p.add_argument("specs", nargs="+", help="spec files or shipped spec names to compare")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {', '.join(TASKS)}")
-    _field_options(p, MadBudget, MAD_OPTIONS, seq_len="override every task's sequence length (smaller = faster)")
-    p.add_argument("--out", default="mad_results", help="directory for mad.json, mad.txt and mad.svg")
-
-
-@command("mad", "rank architectures on the MAD synthetic tasks under one training budget", _mad_args)
-def cmd_mad(args) -> int:
-    from ..mad import MadBudget, run_mad, save, table
-    from ..mad.tasks import TASKS
-
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown MAD task(s) {unknown}; choose from {', '.join(TASKS)}")
-    budget = MadBudget(**{n: getattr(args, n) for n in MAD_OPTIONS})
-    results = run_mad(args.specs, tasks, budget, progress=lambda r: print(
-        f"{r.spec:28s} {r.task:20s} accuracy {r.accuracy:.3f}  loss {r.final_loss:.3f}  {r.seconds:.0f}s",
-        file=sys.stderr))
-    save(results, Path(args.out))
-    print(table(results))
-    print(f"\nwrote {args.out}/mad.json, mad.txt, mad.svg", file=sys.stderr)
     return 0
