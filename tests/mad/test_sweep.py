@@ -1,0 +1,63 @@
+"""The sweep keeps the best run of each setting's learning-rate x weight-decay grid, averages a task's settings
+into its MAD score, records every finished run at once, and resumes after an interruption without redoing any."""
+import json
+
+import pytest
+
+from xlstm_metal.mad import Budget, best_of, mad_scores, read_runs, run_sweep, write_report
+from xlstm_metal.mad.sweep import RUNS_FILE, append_run
+
+TINY = Budget(epochs=1, settings=0.01, examples=0.02, learning_rates=(1e-3, 5e-4), weight_decays=(0.0,), width=16)
+
+
+def record(spec, task, setting, lr, acc):
+    return {"key": f"{spec}{task}{setting}{lr}", "spec": spec, "task": task, "setting": setting, "lr": lr,
+            "test_accuracy": acc, "parameters": 10, "protocol_comparable": False, "budget": {}}
+
+
+def test_best_of_the_grid_then_the_mean_over_settings():
+    runs = [record("a", "recall", "baseline", 1e-3, 0.2), record("a", "recall", "baseline", 1e-4, 0.9),
+            record("a", "recall", "seq_len=256", 1e-3, 0.5), record("a", "recall", "seq_len=256", 1e-4, 0.1),
+            record("a", "copy", "baseline", 1e-3, 0.4), record("b", "recall", "baseline", 1e-3, 0.3)]
+    best = {(r["spec"], r["task"], r["setting"]): r["test_accuracy"] for r in best_of(runs)}
+    assert best == {("a", "recall", "baseline"): 0.9, ("a", "recall", "seq_len=256"): 0.5,
+                    ("a", "copy", "baseline"): 0.4, ("b", "recall", "baseline"): 0.3}
+    scores = mad_scores(runs)
+    assert scores["a"] == pytest.approx({"recall": 0.7, "copy": 0.4, "mean": 0.55})
+    assert scores["b"] == pytest.approx({"recall": 0.3, "mean": 0.3})
+
+
+def test_a_tiny_budget_sweep_scores_and_labels_itself(tmp_path):
+    lines = []
+    runs = run_sweep(["attention_baseline"], ["memorization"], TINY, tmp_path, progress=lines.append)
+    assert len(runs) == 2 and {r["lr"] for r in runs} == {1e-3, 5e-4}
+    assert all(0 <= r["test_accuracy"] <= 1 and r["protocol_comparable"] is False for r in runs)
+    assert "NOT comparable" in lines[0] and sum("accuracy" in line for line in lines) == 2
+    score = mad_scores(runs)["attention-baseline"]["memorization"]
+    assert score == max(r["test_accuracy"] for r in runs)
+    write_report(runs, tmp_path)
+    summary = json.loads((tmp_path / "mad.json").read_text())
+    assert summary["protocol_comparable"] is False and "not comparable" in summary["note"]
+    assert "not comparable" in (tmp_path / "mad.txt").read_text()
+
+
+def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path):
+    def stop_after_first_run(line):
+        if "accuracy" in line:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(["attention_baseline"], ["memorization"], TINY, tmp_path, progress=stop_after_first_run)
+    assert len(read_runs(tmp_path)) == 1
+    lines = []
+    runs = run_sweep(["attention_baseline"], ["memorization"], TINY, tmp_path, progress=lines.append)
+    assert "1 already done" in lines[0] and sum("accuracy" in line for line in lines) == 1
+    assert len(runs) == 2 and len({r["key"] for r in runs}) == 2
+    lines.clear()
+    run_sweep(["attention_baseline"], ["memorization"], TINY, tmp_path, progress=lines.append)
+    assert lines == [lines[0]] and "2 already done" in lines[0]
+
+
+def test_a_line_cut_short_by_a_crash_loses_nothing_after_it(tmp_path):
+    (tmp_path / RUNS_FILE).write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "te')
+    append_run(tmp_path, {"key": "c"})
+    assert [r["key"] for r in read_runs(tmp_path)] == ["a", "c"]
