@@ -1,18 +1,30 @@
 """The sweep keeps the best run of each setting's learning-rate x weight-decay grid, averages a task's settings
 into its MAD score, records every finished run at once, and resumes after an interruption without redoing any."""
 import json
+from dataclasses import replace
 
 import pytest
 
-from xlstm_metal.mad import Budget, best_of, mad_scores, read_runs, run_sweep, write_report
+from xlstm_metal.mad import Budget, best_of, mad_scores, read_runs, run_sweep, task_settings, write_report
+from xlstm_metal.mad.report import comparable
+from xlstm_metal.mad.settings import LEARNING_RATES, WEIGHT_DECAYS
 from xlstm_metal.mad.sweep import RUNS_FILE, append_run
 
 TINY = Budget(epochs=1, settings=0.01, examples=0.02, learning_rates=(1e-3, 5e-4), weight_decays=(0.0,), width=16)
 
 
-def record(spec, task, setting, lr, acc):
-    return {"key": f"{spec}{task}{setting}{lr}", "spec": spec, "task": task, "setting": setting, "lr": lr,
-            "test_accuracy": acc, "parameters": 10, "protocol_comparable": False, "budget": {}}
+def record(spec, task, setting, lr, acc, wd=0.0, protocol_run=False):
+    return {"key": f"{spec}{task}{setting}{lr}{wd}", "spec": spec, "task": task, "setting": setting, "lr": lr,
+            "weight_decay": wd, "test_accuracy": acc, "parameters": 10, "protocol_run": protocol_run, "budget": {}}
+
+
+def test_scores_are_comparable_only_over_every_setting_and_the_whole_grid():
+    full = [record("a", "memorization", s.label(), lr, 0.5, wd, True) for s in task_settings("memorization")
+            for lr in LEARNING_RATES for wd in WEIGHT_DECAYS]
+    assert len(full) == 36 and comparable(full)
+    assert not comparable(full[1:]), "a missing grid point"
+    assert not comparable([r for r in full if r["setting"] != "baseline"]), "a missing setting"
+    assert not comparable(full[:-1] + [dict(full[-1], protocol_run=False)]), "a run off the recipe"
 
 
 def test_best_of_the_grid_then_the_mean_over_settings():
@@ -31,7 +43,7 @@ def test_a_tiny_budget_sweep_scores_and_labels_itself(tmp_path):
     lines = []
     runs = run_sweep(["attention_baseline"], ["memorization"], TINY, tmp_path, progress=lines.append)
     assert len(runs) == 2 and {r["lr"] for r in runs} == {1e-3, 5e-4}
-    assert all(0 <= r["test_accuracy"] <= 1 and r["protocol_comparable"] is False for r in runs)
+    assert all(0 <= r["test_accuracy"] <= 1 and r["protocol_run"] is False for r in runs)
     assert "NOT comparable" in lines[0] and sum("accuracy" in line for line in lines) == 2
     score = mad_scores(runs)["attention-baseline"]["memorization"]
     assert score == max(r["test_accuracy"] for r in runs)
@@ -55,6 +67,14 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path):
     lines.clear()
     run_sweep(["attention_baseline"], ["memorization"], TINY, tmp_path, progress=lines.append)
     assert lines == [lines[0]] and "2 already done" in lines[0]
+
+
+def test_more_settings_later_reuse_the_runs_already_made(tmp_path):
+    run_sweep(["attention_baseline"], ["memorization"], TINY, tmp_path, progress=lambda line: None)
+    lines = []
+    runs = run_sweep(["attention_baseline"], ["memorization"], replace(TINY, settings=0.34), tmp_path,
+                     progress=lines.append)
+    assert "4 runs (2 already done" in lines[0] and len(runs) == 4
 
 
 def test_a_line_cut_short_by_a_crash_loses_nothing_after_it(tmp_path):

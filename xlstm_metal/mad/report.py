@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..graph import format_table
+from .settings import LEARNING_RATES, WEIGHT_DECAYS, task_settings
 
 
 def best_of(runs: list[dict]) -> list[dict]:
@@ -37,7 +38,18 @@ def mad_scores(runs: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def comparable(runs: list[dict]) -> bool:
-    return bool(runs) and all(r.get("protocol_comparable") for r in runs)
+    """Whether every score averages the protocol's runs: all of a task's settings, each with the whole grid."""
+    if not runs or not all(r.get("protocol_run") for r in runs):
+        return False
+    grid = {(lr, wd) for lr in LEARNING_RATES for wd in WEIGHT_DECAYS}
+    for spec, task in {(r["spec"], r["task"]) for r in runs}:
+        made = {}
+        for r in runs:
+            if (r["spec"], r["task"]) == (spec, task):
+                made.setdefault(r["setting"], set()).add((r["lr"], r["weight_decay"]))
+        if made.keys() != {s.label() for s in task_settings(task)} or any(v != grid for v in made.values()):
+            return False
+    return True
 
 
 def headline(runs: list[dict]) -> str:

@@ -74,10 +74,17 @@ class Run:
     budget: Budget
     key: str = field(init=False)
 
-    def __post_init__(self):
-        ident = json.dumps([self.spec_hash, asdict(self.setting), self.lr, self.weight_decay, asdict(self.budget)],
-                           sort_keys=True, default=list)
+    def __post_init__(self):  # the settings fraction only selects runs: a run made under another budget counts
+        recipe = (self.budget.epochs, self.budget.width, self.budget.batch_size)
+        ident = json.dumps([self.spec_hash, asdict(self.setting), self.lr, self.weight_decay, recipe], sort_keys=True)
         self.key = hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+    @property
+    def protocol_run(self) -> bool:
+        """Whether this run is one of the protocol's (its task's score may still lack some of them)."""
+        b = self.budget
+        return ((b.epochs, b.width, b.batch_size) == (EPOCHS, WIDTH, BATCH_SIZE) and self.lr in LEARNING_RATES
+                and self.weight_decay in WEIGHT_DECAYS and self.setting in task_settings(self.setting.task))
 
 
 def spec_identity(spec) -> tuple[str, str]:
@@ -151,7 +158,7 @@ def run_sweep(specs: list, tasks: list[str], budget: Budget, out: Path, *, data_
                             batch_size=budget.batch_size)
         record = {"key": run.key, "spec": run.spec_name, "spec_hash": run.spec_hash, "task": run.setting.task,
                   "setting": run.setting.label(), "setting_dir": run.setting.dir_name(), "lr": run.lr,
-                  "weight_decay": run.weight_decay, "protocol_comparable": budget.comparable,
+                  "weight_decay": run.weight_decay, "protocol_run": run.protocol_run,
                   "budget": asdict(budget), **asdict(outcome)}
         append_run(out, record)
         done.add(run.key)
