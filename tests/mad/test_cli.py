@@ -50,3 +50,13 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert main(["mad", *specs, *args, "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_an_interrupt_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import xlstm_metal.mad as mad
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mad, "run_sweep", interrupted)
+    assert main(["mad", "attention_baseline", *TINY, "--out", str(tmp_path)]) == 130
+    assert "the same command resumes" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def cmd_mad(args) -> int:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
+    if unknown or not tasks:
         raise ValueError(f"--tasks: unknown MAD task(s) {unknown}; choose from {', '.join(TASKS)}")
     budget = budget_from(args)
     if args.data_only:
@@ -89,8 +89,13 @@ def cmd_mad(args) -> int:
     if not args.specs:
         raise ValueError("give at least one spec (a file or a shipped spec name such as xlstm_mad)")
     out = Path(args.out)
-    runs = run_sweep(args.specs, tasks, budget, out, data_dir=args.data,
-                     progress=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        runs = run_sweep(args.specs, tasks, budget, out, data_dir=args.data,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(read_runs(out))} finished runs are in {out / 'runs.jsonl'}; the same command "
+              f"resumes", file=sys.stderr)
+        return 130
     for notice in write_report(runs, out):
         print(f"note: {notice}", file=sys.stderr)
     from ..mad import table

@@ -1,5 +1,6 @@
 """The MAD protocol's settings: per task a baseline and its difficulty changes (mad-lab ``configs/tasks/*.yml``),
-the training recipe (mad-lab ``MADConfig``) and the learning-rate × weight-decay sweep (``make_benchmark_mad_configs``).
+the training recipe (mad-lab ``MADConfig``) and the learning-rate × weight-decay sweep
+(``make_benchmark_mad_configs``).
 
 A setting is the baseline with one field changed to one value; a task's MAD score averages over its settings.
 """

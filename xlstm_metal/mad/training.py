@@ -46,7 +46,8 @@ def masked_cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
     return mx.sum(ce * keep) / mx.maximum(mx.sum(keep), 1)
 
 
-def evaluate(model: MadModel, split: Split, vocab_size: int, batch_size: int = BATCH_SIZE) -> tuple[float, float, float]:
+def evaluate(model: MadModel, split: Split, vocab_size: int,
+             batch_size: int = BATCH_SIZE) -> tuple[float, float, float]:
     """(mad-lab accuracy, token accuracy, loss) of ``model`` on ``split``."""
     preds, losses, weights = [], [], []
     for a in range(0, len(split.inputs), batch_size):
