@@ -14,7 +14,9 @@ The protocol (mad-lab's): per task a baseline setting plus its difficulty change
 examples each, model width 128; every setting trained with AdamW over lr {1e-4, 5e-4, 1e-3} x weight decay
 {0, 0.1} (cosine schedule per epoch, batch 128, up to 200 epochs, stopped at test accuracy 0.999); the best run
 of each setting kept; a task's MAD score is the mean over its settings. Compression trains the spec as the
-encoder of an auto-encoder. That is 396 runs per spec: run it on a GPU.
+encoder of an auto-encoder. That is 396 runs per spec: run it on a GPU. Generated data equals mad-lab's for
+its seed (selective copying places its blanks with the same seeded generator; mad-lab used numpy's global one);
+training runs in float32 (mad-lab: bf16 mixed precision).
 
   full protocol, resumable (rerun the same command after an interruption; finished runs are skipped):
     xlstm-metal mad xlstm_mad attention_baseline --out mad_results
