@@ -9,7 +9,6 @@ from .registry import command
 from .values import POSITIVE, SEED, integer, number
 
 TRAIN_OPTIONS = "steps batch_size seq_len lr warmup weight_decay grad_clip seed eval_every save_every".split()
-MAD_OPTIONS = "steps batch_size lr seq_len n_train seed".split()
 
 
 def _defaults(cls) -> dict:
@@ -101,40 +100,4 @@ def cmd_train(args) -> int:
         return 0
     val = f", validation loss {log.val[-1][1]:.3f}" if log.val else ""
     print(f"done: step {trainer.step}, loss {np.mean(log.losses[-10:]):.3f}{val}; checkpoint in {out}", file=sys.stderr)
-    return 0
-
-
-def _mad_args(p):
-    from ..mad import MadBudget
-    from ..mad.tasks import TASKS
-
-    d = _defaults(MadBudget)
-    p.add_argument("specs", nargs="+", help="spec files or shipped spec names to compare")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {', '.join(TASKS)}")
-    p.add_argument("--steps", type=POSITIVE, default=d["steps"], help="training steps per task and spec")
-    p.add_argument("--batch-size", type=POSITIVE, default=d["batch_size"], help="sequences per step")
-    p.add_argument("--lr", type=number(0, above=True), default=d["lr"], help="peak learning rate")
-    p.add_argument("--seq-len", type=POSITIVE, default=d["seq_len"],
-                   help="override every task's sequence length (smaller = faster; default: each task's own)")
-    p.add_argument("--n-train", type=POSITIVE, default=d["n_train"], help="training examples per task")
-    p.add_argument("--seed", type=SEED, default=d["seed"], help="seed of the data and the weights")
-    p.add_argument("--out", default="mad_results", help="directory for mad.json, mad.txt and mad.svg")
-
-
-@command("mad", "rank architectures on the MAD synthetic tasks under one training budget", _mad_args)
-def cmd_mad(args) -> int:
-    from ..mad import MadBudget, run_mad, save, table
-    from ..mad.tasks import TASKS
-
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise InputError(f"--tasks: unknown MAD task(s) {unknown}; choose from {', '.join(TASKS)}")
-    budget = MadBudget(**{n: getattr(args, n) for n in MAD_OPTIONS})
-    results = run_mad(args.specs, tasks, budget, progress=lambda r: print(
-        f"{r.spec:28s} {r.task:20s} accuracy {r.accuracy:.3f}  loss {r.final_loss:.3f}  {r.seconds:.0f}s",
-        file=sys.stderr))
-    save(results, Path(args.out))
-    print(table(results))
-    print(f"\nwrote {args.out}/mad.json, mad.txt, mad.svg", file=sys.stderr)
     return 0

@@ -1,0 +1,109 @@
+"""``xlstm-metal mad``: the MAD protocol (Poli et al. 2024) for YAML specs, or a reduced budget of it."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .registry import command
+
+HELP = "score specs on the MAD protocol's six synthetic tasks (resumable; --budget for a reduced run)"
+
+EPILOG = """\
+The protocol (mad-lab's): per task a baseline setting plus its difficulty changes (66 settings), 1,280 test
+examples each, model width 128; every setting trained with AdamW over lr {1e-4, 5e-4, 1e-3} x weight decay
+{0, 0.1} (cosine schedule per epoch, batch 128, up to 200 epochs, stopped at test accuracy 0.999); the best run
+of each setting kept; a task's MAD score is the mean over its settings. Compression trains the spec as the
+encoder of an auto-encoder. That is 396 runs per spec: run it on a GPU. Generated data equals mad-lab's for
+its seed (selective copying places its blanks with the same seeded generator; mad-lab used numpy's global one);
+training runs in float32 (mad-lab: bf16 mixed precision).
+
+  full protocol, resumable (rerun the same command after an interruption; finished runs are skipped):
+    xlstm-metal mad xlstm_mad attention_baseline --out mad_results
+  on the published data (https://zenodo.org/records/10843663, unpacked so DIR holds the t-* directories):
+    xlstm-metal mad xlstm_mad --data DIR --out mad_results
+  write the generated data in mad-lab's layout (DIR/<setting>/{train,test}/{inputs,targets}.npy):
+    xlstm-metal mad --data DIR --data-only
+  a reduced budget (10% of the epochs and settings; labelled NOT comparable with published scores):
+    xlstm-metal mad xlstm_mad --budget 0.1 --lr 1e-3 --wd 0 --out mad_quick
+
+Outputs in --out: runs.jsonl (one line per finished run), mad.json, mad.txt (table), mad.png (chart, with
+matplotlib). Progress goes to stderr, one line per run.
+"""
+
+
+def _args(p):
+    from ..mad import TASKS
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EPILOG
+    p.add_argument("specs", nargs="*", help="spec files or shipped spec names to score")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {', '.join(TASKS)}")
+    p.add_argument("--out", default="mad_results", help="directory for runs.jsonl, mad.json, mad.txt, mad.png")
+    p.add_argument("--data", type=Path, help="mad-lab benchmark data directory: settings found there are read, "
+                                             "missing ones generated and written there")
+    p.add_argument("--data-only", action="store_true", help="only read/write the data of every setting, no training")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="fraction of the protocol's epochs and of each task's settings (default 1: the protocol)")
+    p.add_argument("--epochs", type=int, help="epochs per run (overrides --budget's)")
+    p.add_argument("--settings", type=float, help="fraction of each task's settings, spread from the baseline")
+    p.add_argument("--examples", type=float, help="fraction of each setting's training and test examples")
+    p.add_argument("--lr", type=float, nargs="+", help="learning rates to sweep (default 1e-4 5e-4 1e-3)")
+    p.add_argument("--wd", type=float, nargs="+", help="weight decays to sweep (default 0 0.1)")
+    p.add_argument("--width", type=int, help="model width: the embedding dimension (default 128)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default 128)")
+
+
+def budget_from(args):
+    from ..mad import Budget
+
+    overrides = {k: v for k, v in {"epochs": args.epochs, "settings": args.settings, "examples": args.examples,
+                                   "learning_rates": tuple(args.lr) if args.lr else None,
+                                   "weight_decays": tuple(args.wd) if args.wd else None, "width": args.width,
+                                   "batch_size": args.batch_size}.items() if v is not None}
+    for name in ("settings", "examples"):
+        if name in overrides and not 0 < overrides[name] <= 1:
+            raise ValueError(f"--{name} must be in (0, 1], got {overrides[name]}")
+    for name in ("epochs", "width", "batch_size"):
+        if name in overrides and overrides[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {overrides[name]}")
+    return Budget.scaled(args.budget, **overrides)
+
+
+@command("mad", HELP, _args)
+def cmd_mad(args) -> int:
+    from ..mad import TASKS, read_runs, run_sweep, setting_data, write_report
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"--tasks: unknown MAD task(s) {unknown}; choose from {', '.join(TASKS)}")
+    budget = budget_from(args)
+    if args.data_only:
+        if args.data is None:
+            raise ValueError("--data-only needs --data DIR")
+        for task in tasks:
+            for setting in budget.task_settings(task):
+                train, test = setting_data(setting, args.data)
+                print(f"{args.data / setting.dir_name()}: train {train.inputs.shape}, test {test.inputs.shape}",
+                      file=sys.stderr)
+        return 0
+    if not args.specs:
+        raise ValueError("give at least one spec (a file or a shipped spec name such as xlstm_mad)")
+    out = Path(args.out)
+    try:
+        runs = run_sweep(args.specs, tasks, budget, out, data_dir=args.data,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(read_runs(out))} finished runs are in {out / 'runs.jsonl'}; the same command "
+              f"resumes", file=sys.stderr)
+        return 130
+    for notice in write_report(runs, out):
+        print(f"note: {notice}", file=sys.stderr)
+    from ..mad import table
+
+    print(table(runs))
+    if len(runs) < len(read_runs(out)):
+        print(f"(table: this command's runs; {out / 'runs.jsonl'} holds others too)", file=sys.stderr)
+    print(f"\nwrote {out}/runs.jsonl, mad.json, mad.txt, mad.png", file=sys.stderr)
+    return 0

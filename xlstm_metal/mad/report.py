@@ -1,0 +1,123 @@
+"""MAD scores from finished runs (mad-lab ``mad/analysis.py``): per spec, task and setting the best run of the
+learning-rate × weight-decay sweep; a task's MAD score is the mean of those best accuracies over its settings.
+Written as ``mad.json``, ``mad.txt`` (a table) and ``mad.png`` (a chart, when matplotlib is installed); every
+output says whether the runs follow the protocol or a reduced budget.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..graph import format_table
+from .settings import LEARNING_RATES, WEIGHT_DECAYS, task_settings
+
+
+def best_of(runs: list[dict]) -> list[dict]:
+    """Per (spec, task, setting) the run with the highest test accuracy."""
+    best: dict[tuple, dict] = {}
+    for r in runs:
+        k = (r["spec"], r["task"], r["setting"])
+        if k not in best or r["test_accuracy"] > best[k]["test_accuracy"]:
+            best[k] = r
+    return list(best.values())
+
+
+def mad_scores(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """``{spec: {task: score, ..., "mean": mean over tasks}}`` with scores the mean best accuracy per setting."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for r in best_of(runs):
+        per.setdefault(r["spec"], {}).setdefault(r["task"], []).append(r["test_accuracy"])
+    scores = {spec: {task: float(np.mean(v)) for task, v in tasks.items()} for spec, tasks in per.items()}
+    for s in scores.values():
+        s["mean"] = float(np.mean(list(s.values())))
+    return scores
+
+
+def comparable(runs: list[dict]) -> bool:
+    """Whether every score averages the protocol's runs: all of a task's settings, each with the whole grid."""
+    if not runs or not all(r.get("protocol_run") for r in runs):
+        return False
+    grid = {(lr, wd) for lr in LEARNING_RATES for wd in WEIGHT_DECAYS}
+    for spec, task in {(r["spec"], r["task"]) for r in runs}:
+        made = {}
+        for r in runs:
+            if (r["spec"], r["task"]) == (spec, task):
+                made.setdefault(r["setting"], set()).add((r["lr"], r["weight_decay"]))
+        if made.keys() != {s.label() for s in task_settings(task)} or any(v != grid for v in made.values()):
+            return False
+    return True
+
+
+def headline(runs: list[dict]) -> str:
+    if comparable(runs):
+        return "MAD protocol: scores comparable with published MAD scores"
+    return "REDUCED BUDGET: not comparable with published MAD scores"
+
+
+def table(runs: list[dict]) -> str:
+    scores = mad_scores(runs)
+    specs = list(scores)
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    settings = {t: len({r["setting"] for r in runs if r["task"] == t}) for t in tasks}
+    params = {s: max(r["parameters"] for r in runs if r["spec"] == s) for s in specs}
+    rows = [["task (settings)"] + specs]
+    rows += [[f"{t} ({settings[t]})"] + [f"{scores[s][t]:.3f}" if t in scores[s] else "-" for s in specs]
+             for t in tasks]
+    rows.append(["MAD score (mean)"] + [f"{scores[s]['mean']:.3f}" for s in specs])
+    rows.append(["parameters (largest)"] + [f"{params[s]:,}" for s in specs])
+    return headline(runs) + "\n" + format_table(rows)
+
+
+def _write_atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def chart(runs: list[dict], path: Path) -> str | None:
+    """A bar chart of the scores per task and spec at ``path``; returns a notice instead when matplotlib is
+    missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install matplotlib)"
+    scores = mad_scores(runs)
+    specs, tasks = list(scores), list(dict.fromkeys(r["task"] for r in runs)) + ["mean"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(tasks) * max(1, len(specs)) / 2), 4))
+    width = 0.8 / max(1, len(specs))
+    for i, s in enumerate(specs):
+        ax.bar(np.arange(len(tasks)) + i * width, [scores[s].get(t, 0) for t in tasks], width, label=s)
+    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("MAD score (accuracy)")
+    ax.set_title(headline(runs), fontsize=9, color="black" if comparable(runs) else "darkred")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return None
+
+
+def write_report(runs: list[dict], out: Path) -> list[str]:
+    """``mad.json``, ``mad.txt`` and ``mad.png`` in ``out``; returns notices (e.g. a skipped chart)."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"protocol_comparable": comparable(runs), "note": headline(runs), "scores": mad_scores(runs),
+               "budgets": list({json.dumps(r["budget"], sort_keys=True): r["budget"] for r in runs}.values()),
+               "best_runs": sorted(best_of(runs), key=lambda r: (r["spec"], r["task"], r["setting"])),
+               "runs": len(runs)}
+    _write_atomic(out / "mad.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    _write_atomic(out / "mad.txt", lambda f: f.write((table(runs) + "\n").encode()))
+    notice = chart(runs, out / "mad.png")
+    return [notice] if notice else []
