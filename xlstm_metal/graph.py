@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from xlstm_metal.blocks import Block, ShapeError, TensorType, block_types
 from xlstm_metal.kernels import kernels as registered_kernels
 
-from .memory import available_memory
+from . import memory
 from .spec import ExpandedSpec, ResolvedNode, SpecError, SpecIssue, load_spec
 from .spec.errors import collapse_unions, did_you_mean, short_repr
 from .spec.expand import MAX_EXPRESSION
@@ -103,7 +103,7 @@ class ModelGraph:
     def memory_issue(self, dtype: Any = "float32", limit: int | None = None) -> SpecIssue | None:
         """Why the parameters in ``dtype`` cannot be held (more bytes than ``limit``, default this machine's
         memory), naming the largest node and its largest size field; None when they fit."""
-        limit = limit or available_memory()
+        limit = limit or memory.available_memory()
         sizes = self.parameter_bytes(dtype)
         total = sum(sizes.values())
         if not limit or total <= limit:

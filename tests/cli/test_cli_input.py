@@ -33,7 +33,7 @@ BAD_VALUES = [
     ("generate", "--max-tokens", "-1"), ("generate", "--temperature", "-1"), ("generate", "--top-p", "0"),
     ("generate", "--top-p", "1.5"), ("generate", "--top-k", "-1"), ("generate", "--min-p", "1"),
     ("generate", "--repetition-penalty", "0"), ("verify", "--seq-len", "0"), ("verify", "--chunk-sizes", "0,4"),
-    ("verify", "--rtol", "-1"), ("plan", "--seq-len", "0"), ("mad", "--steps", "0"),
+    ("verify", "--rtol", "-1"), ("plan", "--seq-len", "0"), ("mad", "--epochs", "0"), ("mad", "--budget", "0"),
 ]
 
 
@@ -102,7 +102,7 @@ def test_weights_larger_than_the_memory_are_refused_before_any_is_built(capsys, 
 
     monkeypatch.setattr(memory, "available_memory", lambda: 8 * 10 ** 9)
     code, _, err = cli(capsys, *command)
-    assert code == 1 and "'xlstm-7b' needs 27.5 GB for its weights but only 8.0 GB of memory" in err
+    assert code == 2 and "the parameters need 25.6 GiB in float32, more than the 7.5 GiB of memory" in err
     assert "--dtype bfloat16" in err
     assert_one_line(err)
 
@@ -119,7 +119,8 @@ def test_an_impossible_spec_size_is_one_line_not_a_crash(tmp_path):
                     "outputs: [head]\n")
     res = subprocess.run([sys.executable, "-m", "xlstm_metal.cli", "run", str(spec)], capture_output=True, text=True,
                          timeout=300)
-    assert res.returncode == 1 and "'huge' needs 1024.0 GB for its weights" in res.stderr
+    assert res.returncode == 2 and "node 'emb', field 'num_embeddings'" in res.stderr
+    assert "the parameters need 953.7 GiB in float32" in res.stderr
     assert_one_line(res.stderr)
 
 

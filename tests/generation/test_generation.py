@@ -215,12 +215,12 @@ def test_memory_is_reported_in_units_a_person_reads():
 
 
 @pytest.mark.parametrize("name,content,fragment", [
-    ("tokenizer.json", b'{"version": "1.0", "model": ', "tokenizer.json: not a tokenizer the `tokenizers` library"),
-    ("tokenizer.json", b"\xff\xfe\x00garbage", "tokenizer.json: not a tokenizer"),
-    ("tokenizer_config.json", b"\xff\xfe", "tokenizer_config.json: not valid JSON"),
-    ("tokenizer_config.json", b"[1, 2]", "tokenizer_config.json: expected a JSON object, got list"),
-    ("tokenizer_config.json", b'{"eos_token": 5}', "tokenizer_config.json: eos_token must be a token string"),
-    ("config.json", b'{"eos_token_id": "0"}', "config.json: eos_token_id must be an integer or a list of integers"),
+    ("tokenizer.json", b'{"version": "1.0", "model": ', "tokenizer.json is not a valid tokenizer: EOF while parsing"),
+    ("tokenizer.json", b"\xff\xfe\x00garbage", "tokenizer.json is not UTF-8 text"),
+    ("tokenizer_config.json", b"\xff\xfe", "tokenizer_config.json is not UTF-8 text"),
+    ("tokenizer_config.json", b"[1, 2]", "tokenizer_config.json must hold a JSON object"),
+    ("tokenizer_config.json", b'{"eos_token": 5}', "tokenizer_config.json field 'eos_token' = 5: must be a token string"),
+    ("config.json", b'{"eos_token_id": "0"}', "config.json field 'eos_token_id' = '0': must be a token id"),
 ])
 def test_a_damaged_tokenizer_directory_is_one_line_naming_the_file(tmp_path, name, content, fragment):
     import shutil

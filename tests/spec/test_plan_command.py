@@ -56,7 +56,7 @@ def test_plan_into_a_closed_pipe_exits_quietly():
 def test_mad_reports_spec_errors_at_their_file_and_line(capsys, tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(TINY.replace("num_heads: num_heads\n", "num_heads: num_hedas\n"))
-    code, _, err = run_cli(capsys, "mad", str(path), "--tasks", "in_context_recall", "--steps", "1",
+    code, _, err = run_cli(capsys, "mad", str(path), "--tasks", "in_context_recall", "--epochs", "1",
                            "--out", str(tmp_path / "out"))
     assert code == 2
     assert err.startswith(f"error: {path}:24: node 'backbone.blocks.0.mlstm_layer', field 'num_heads'")

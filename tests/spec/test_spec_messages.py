@@ -73,14 +73,16 @@ def test_lint_finds_unused_nodes_and_differing_vocabularies():
     assert build_graph("xlstm_tiny", materialize=False).lint() == []
 
 
-def test_load_spec_accepts_a_spec_source_and_keeps_its_lines(tmp_path):
-    from xlstm_metal.mad.run import with_vocab
+def test_a_spec_adapted_for_mad_keeps_its_file_and_lines(tmp_path):
+    from xlstm_metal.mad.model import adapt_spec
 
     path = tmp_path / "s.yaml"
     path.write_text(TINY.replace("num_heads: num_heads\n", "num_heads: num_hedas\n"))
-    err = error_of(load_spec(with_vocab(str(path), 10)))
+    with pytest.raises(SpecError) as info:
+        adapt_spec(str(path), 10, None, autoencoder=False)
+    err = info.value
     assert (err.file, err.line, err.node) == (str(path), 24, "backbone.blocks.0.mlstm_layer")
-    assert [n.params.get("vocab_size") for n in load_spec(with_vocab("xlstm_tiny", 10)).nodes][-1] == 10
+    assert [n.params.get("vocab_size") for n in load_spec(adapt_spec("xlstm_tiny", 10, None, False)).nodes][-1] == 10
 
 
 def test_a_node_that_fails_validation_is_not_reported_again_where_it_is_used():

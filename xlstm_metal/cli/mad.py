@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import InputError
 from .registry import command
+from .values import POSITIVE, number
 
 HELP = "score specs on the MAD protocol's six synthetic tasks (resumable; --budget for a reduced run)"
 
@@ -43,15 +45,15 @@ def _args(p):
     p.add_argument("--data", type=Path, help="mad-lab benchmark data directory: settings found there are read, "
                                              "missing ones generated and written there")
     p.add_argument("--data-only", action="store_true", help="only read/write the data of every setting, no training")
-    p.add_argument("--budget", type=float, default=1.0,
+    p.add_argument("--budget", type=number(0, above=True, high=1), default=1.0,
                    help="fraction of the protocol's epochs and of each task's settings (default 1: the protocol)")
-    p.add_argument("--epochs", type=int, help="epochs per run (overrides --budget's)")
-    p.add_argument("--settings", type=float, help="fraction of each task's settings, spread from the baseline")
-    p.add_argument("--examples", type=float, help="fraction of each setting's training and test examples")
-    p.add_argument("--lr", type=float, nargs="+", help="learning rates to sweep (default 1e-4 5e-4 1e-3)")
-    p.add_argument("--wd", type=float, nargs="+", help="weight decays to sweep (default 0 0.1)")
-    p.add_argument("--width", type=int, help="model width: the embedding dimension (default 128)")
-    p.add_argument("--batch-size", type=int, help="training batch size (default 128)")
+    p.add_argument("--epochs", type=POSITIVE, help="epochs per run (overrides --budget's)")
+    p.add_argument("--settings", type=number(0, above=True, high=1), help="fraction of each task's settings, spread from the baseline")
+    p.add_argument("--examples", type=number(0, above=True, high=1), help="fraction of each setting's training and test examples")
+    p.add_argument("--lr", type=number(0, above=True), nargs="+", help="learning rates to sweep (default 1e-4 5e-4 1e-3)")
+    p.add_argument("--wd", type=number(0), nargs="+", help="weight decays to sweep (default 0 0.1)")
+    p.add_argument("--width", type=POSITIVE, help="model width: the embedding dimension (default 128)")
+    p.add_argument("--batch-size", type=POSITIVE, help="training batch size (default 128)")
 
 
 def budget_from(args):
@@ -61,12 +63,6 @@ def budget_from(args):
                                    "learning_rates": tuple(args.lr) if args.lr else None,
                                    "weight_decays": tuple(args.wd) if args.wd else None, "width": args.width,
                                    "batch_size": args.batch_size}.items() if v is not None}
-    for name in ("settings", "examples"):
-        if name in overrides and not 0 < overrides[name] <= 1:
-            raise ValueError(f"--{name} must be in (0, 1], got {overrides[name]}")
-    for name in ("epochs", "width", "batch_size"):
-        if name in overrides and overrides[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {overrides[name]}")
     return Budget.scaled(args.budget, **overrides)
 
 
@@ -77,11 +73,11 @@ def cmd_mad(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
-        raise ValueError(f"--tasks: unknown MAD task(s) {unknown}; choose from {', '.join(TASKS)}")
+        raise InputError(f"--tasks: unknown MAD task(s) {unknown}; choose from {', '.join(TASKS)}")
     budget = budget_from(args)
     if args.data_only:
         if args.data is None:
-            raise ValueError("--data-only needs --data DIR")
+            raise InputError("--data-only needs --data DIR")
         for task in tasks:
             for setting in budget.task_settings(task):
                 train, test = setting_data(setting, args.data)
@@ -89,7 +85,7 @@ def cmd_mad(args) -> int:
                       file=sys.stderr)
         return 0
     if not args.specs:
-        raise ValueError("give at least one spec (a file or a shipped spec name such as xlstm_mad)")
+        raise InputError("give at least one spec (a file or a shipped spec name such as xlstm_mad)")
     out = Path(args.out)
     try:
         runs = run_sweep(args.specs, tasks, budget, out, data_dir=args.data,

@@ -57,15 +57,15 @@ class TokenizerWrapper:
                 found = read_json(d / name, TokenizerError)
                 if not isinstance(found, dict):
                     raise TokenizerError(f"{d / name} must hold a JSON object")
+                for key in ("bos_token", "eos_token"):
+                    if not isinstance(token_text(found.get(key)), (str, type(None))):
+                        raise TokenizerError(f"{d / name} field '{key}' = {found[key]!r}: must be a token string")
                 special.update({k: v for k, v in found.items() if v is not None})
-        for key in ("bos_token", "eos_token"):
-            if not isinstance(token_text(special.get(key)), (str, type(None))):
-                raise TokenizerError(f"{d} field '{key}' = {special[key]!r}: must be a token string")
         extra = []
         if (d / "config.json").exists():
             cfg = read_json(d / "config.json", TokenizerError)
             eos = cfg.get("eos_token_id") if isinstance(cfg, dict) else None
-            extra = [eos] if isinstance(eos, int) else list(eos) if isinstance(eos, list) else []
+            extra = [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
             if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in extra):
                 raise TokenizerError(f"{d / 'config.json'} field 'eos_token_id' = {eos!r}: must be a token id or a "
                                      "list of token ids")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from ..errors import InputError
 from .data import setting_data
 from .model import adapt_spec
 from .settings import (BATCH_SIZE, EPOCHS, LEARNING_RATES, WEIGHT_DECAYS, WIDTH, Setting, spread, task_settings)
@@ -39,7 +40,7 @@ class Budget:
     def scaled(cls, fraction: float, **overrides) -> "Budget":
         """``fraction`` of the protocol's epochs and of each task's settings (1: the protocol)."""
         if not 0 < fraction <= 1:
-            raise ValueError(f"--budget must be in (0, 1], got {fraction}")
+            raise InputError(f"--budget must be in (0, 1], got {fraction}")
         return replace(cls(epochs=max(1, round(EPOCHS * fraction)), settings=fraction), **overrides)
 
     @property
