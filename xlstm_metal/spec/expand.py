@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from .errors import SpecError, SpecIssue, collapse_unions, did_you_mean, short_repr
 from .model import NodeEntry, RepeatEntry, WiringSpecFile
+from .per_copy import per_copy_values, unused_vary_issues
 from .source import SpecSource
 
 _COMMON_FIELDS = set(NodeEntry.model_fields)
@@ -28,6 +29,7 @@ class ResolvedNode:
     kernel: str = "auto"
     chunk_size: int | None = None
     path: tuple = ()  # where the entry is in the YAML document (for line numbers)
+    key_paths: dict[str, tuple] = field(default_factory=dict)  # parameter -> its place under path, if not (key,)
 
 
 @dataclass
@@ -43,7 +45,8 @@ class ExpandedSpec:
 
     def node_issue(self, node: ResolvedNode, key: str | None, message: str, hint: str | None = None) -> SpecIssue:
         """A ``SpecIssue`` about field ``key`` of ``node``, at its line."""
-        return self.source.issue(message, node.path + ((key,) if key else ()), node=node.name, field=key, hint=hint)
+        where = node.key_paths.get(key, (key,)) if key else ()
+        return self.source.issue(message, node.path + where, node=node.name, field=key, hint=hint)
 
 
 # ---------------------------------------------------------------- dims and expressions
@@ -188,6 +191,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
     issues: list[SpecIssue] = []
     seen: dict[str, tuple] = {}
     failed: set[str] = set()  # nodes and repeat groups already reported as broken: their users are not reported
+    types_at: dict[tuple, tuple[str, set, dict]] = {}  # node entry path -> (first copy, its types, its by_type)
 
     def is_failed(name: str) -> bool:
         parts = name.split(".")
@@ -216,14 +220,26 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                                     hint="node names must be unique; rename one of them"))
             return None
         seen[full] = path
+        per_copy = scope.env.get(ne.type)  # a type naming a vary key (or dim) takes that copy's value
+        block_type = per_copy if isinstance(per_copy, str) else ne.type
+        types_at.setdefault(path, (full, set(), ne.by_type))[1].add(block_type)
+        own = ne.by_type.get(block_type, {})
+        key_paths = {key: ("by_type", block_type, key) for key in own}
         params = {}
-        for key, value in entry.items():
-            if key in _COMMON_FIELDS:
+        for key, value in [(k, v) for k, v in entry.items() if k not in own] + list(own.items()):
+            if key in _COMMON_FIELDS and key not in key_paths:
+                continue
+            if key in _COMMON_FIELDS and key not in ("kernel", "chunk_size"):
+                issues.append(src.issue(f"'{key}' cannot differ per type", path + key_paths[key], node=full,
+                                        field=f"by_type.{block_type}.{key}", hint="by_type holds block parameters, "
+                                        "kernel and chunk_size"))
                 continue
             try:
                 params[key] = resolve_value(value, scope.env)
             except ValueError as exc:
-                issues.append(src.issue(str(exc), path + (key,), node=full, field=key))
+                issues.append(src.issue(str(exc), path + key_paths.get(key, (key,)), node=full, field=key))
+        ne.kernel = params.pop("kernel", ne.kernel) if "kernel" in own else ne.kernel
+        ne.chunk_size = params.pop("chunk_size") if "chunk_size" in own else ne.chunk_size
         chunk = ne.chunk_size
         if isinstance(chunk, str):
             chunk = resolve_value(chunk, scope.env)
@@ -232,7 +248,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                                         path + ("chunk_size",), node=full, field="chunk_size",
                                         hint=_dim_hint(ne.chunk_size, scope.env)))
                 chunk = None
-        node = ResolvedNode(full, ne.type, [], params, ne.kernel, chunk, path)
+        node = ResolvedNode(full, block_type, [], params, ne.kernel, chunk, path, key_paths)
         out.nodes.append(node)
         pending_inputs.append((node, list(ne.inputs), scope))
         return full
@@ -265,13 +281,12 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
             issues.append(src.issue("a repeat name must contain {i} so that copies get distinct names",
                                     path + ("name",), field="name", hint=f"e.g. '{rep.name}.{{i}}'"))
             return
-        for key, values in rep.vary.items():
-            if len(values) != count:
-                issues.append(src.issue(f"vary.{key} has {len(values)} values but repeat is {count}",
-                                        path + ("vary", key), field=f"vary.{key}",
-                                        hint="give exactly one value per copy"))
-                return
         pattern = prefix + rep.name
+        copies, vary_issues = per_copy_values(rep.vary, count, scope.env, src, path, pattern, resolve_value)
+        vary_issues += unused_vary_issues(rep.vary, rep.nodes, src, path, pattern)
+        if vary_issues:
+            issues.extend(vary_issues)
+            return
         out.groups[pattern] = count
         inner_names = [n.get("name") for n in rep.nodes if isinstance(n, dict)]
         output_local = rep.output or (inner_names[-1] if inner_names else None)
@@ -288,7 +303,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                                           f"than {MAX_NODES:,} nodes in all", path + ("repeat",), field="repeat",
                                           hint="nested repeats multiply; lower the counts"))
             copy_prefix = pattern.format(i=i) + "."
-            env = dict(scope.env, i=i, **{k: v[i] for k, v in rep.vary.items()})
+            env = dict(scope.env, i=i, **copies[i])
             bindings = {local: ("outer", ref, scope) if i == 0 else ("node", prev_output)
                         for local, ref in rep.inputs.items()}
             walk(rep.nodes, path + ("nodes",), copy_prefix, _Scope({}, bindings, scope, env))
@@ -303,6 +318,11 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         failed.discard(base)
 
     walk(top.nodes, ("nodes",), "", global_scope)
+    for path, (first, types, by_type) in types_at.items():
+        issues.extend(src.issue(f"no copy of this node has type '{key}'", path + ("by_type", key), node=first,
+                                field=f"by_type.{key}", hint=did_you_mean(key, types) or
+                                f"this node's types: {', '.join(sorted(types))}")
+                      for key in by_type if key not in types)
 
     all_names = set(seen) | set(out.inputs)
 

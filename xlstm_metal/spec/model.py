@@ -18,13 +18,17 @@ class NodeEntry(BaseModel):
 
     name: str = Field(description="Unique node name; also the parameter key prefix "
                                   "(e.g. backbone.blocks.0.mlstm_layer).")
-    type: str = Field(description="Registered block type, e.g. mlstm, rms_norm, swiglu.")
+    type: str = Field(description="Registered block type, e.g. mlstm, rms_norm, swiglu; inside a repeat also a vary "
+                                  "key, so that copies differ in type.")
     inputs: list[str] = Field(default_factory=list,
                               description="Names of the nodes (or graph inputs) this node reads.")
     kernel: str = Field("auto", description="Kernel override for kernel-using blocks: auto, chunkwise, sequence, "
                                             "step, or a registered kernel name.")
     chunk_size: Union[int, str, None] = Field(None, description="Chunk size override for chunkwise kernels "
                                                                 "(int or dim name).")
+    by_type: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameters for the copies of "
+                                               "one type only: block type -> {parameter: value}; they override "
+                                               "the node's shared parameters.")
 
 
 class RepeatEntry(BaseModel):
@@ -38,8 +42,9 @@ class RepeatEntry(BaseModel):
                                    "for copy 0; copy i>0 gets copy i-1's output.")
     output: Union[str, None] = Field(None, description="Inner node that is a copy's output "
                                                        "(default: the last inner node).")
-    vary: dict[str, list[Scalar]] = Field(default_factory=dict, description="Per-copy values usable like dims "
-                                          "inside the copies: name -> list of length repeat.")
+    vary: dict[str, Union[list[Scalar], dict[str, Union[list[Union[int, str]], Scalar]]]] = Field(
+        default_factory=dict, description="Per-copy values usable like dims (and as a node's type) inside the "
+        "copies: name -> list of length repeat, or a placement {value: [positions], default: value}.")
     nodes: list[dict[str, Any]] = Field(description="The nodes of one copy (may include nested repeats).")
 
 

@@ -1,0 +1,168 @@
+"""Per-copy block types in a ``repeat``: a node's ``type`` may name a ``vary`` key, ``vary`` takes a placement
+``{VALUE: [positions], default: VALUE}`` (the official ``slstm_at``), ``by_type`` holds the parameters of one type
+only, and every mistake is one SpecError naming file, line, node and field."""
+import pytest
+
+from xlstm_metal.graph import build_graph
+from xlstm_metal.plan import make_plan
+from xlstm_metal.spec import SpecError, load_spec
+from xlstm_metal.spec.schema import spec_json_schema
+
+SPEC = """\
+name: t
+dims: {d: 32, heads: 2, vocab: 50}
+nodes:
+  - {name: emb, type: embedding, inputs: [tokens], num_embeddings: vocab, dim: d}
+  - repeat: 3
+    name: blocks.{i}
+    inputs: {x: emb}
+    vary: {mixer: [mlstm, attention, slstm]}
+    nodes:
+      - {name: norm, type: rms_norm, inputs: [x]}
+      - name: mix
+        type: mixer
+        inputs: [norm]
+        num_heads: heads
+        by_type:
+          mlstm: {chunk_size: 16, qk_dim_factor: 1.0}
+          attention: {window: 8}
+      - {name: out, type: add, inputs: [x, mix]}
+  - {name: head, type: lm_head, inputs: [blocks], vocab_size: vocab}
+outputs: [head]
+"""
+EXPLICIT_PLACEMENT = "vary: {mixer: {attention: [1], slstm: [2], default: mlstm}}"
+
+
+def spec_file(tmp_path, text):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path, text) -> SpecError:
+    path = spec_file(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        build_graph(path)
+    assert len(info.value.issues) == 1, str(info.value)
+    assert info.value.file == str(path)
+    return info.value
+
+
+def mixers(spec):
+    return [(n.name, n.type, n.params, n.chunk_size) for n in spec.nodes if n.name.endswith(".mix")]
+
+
+def test_type_varies_per_copy_and_by_type_parameters_reach_only_their_type():
+    assert mixers(load_spec(SPEC)) == [
+        ("blocks.0.mix", "mlstm", {"num_heads": 2, "qk_dim_factor": 1.0}, 16),
+        ("blocks.1.mix", "attention", {"num_heads": 2, "window": 8}, None),
+        ("blocks.2.mix", "slstm", {"num_heads": 2}, None),
+    ]
+    graph = build_graph(SPEC)
+    assert [graph.block(f"blocks.{i}.mix").__class__.__name__ for i in range(3)] == ["MLSTM", "Attention", "SLSTM"]
+    assert graph.block("blocks.1.mix").params.window == 8
+
+
+def test_by_type_overrides_the_shared_value():
+    text = SPEC.replace("attention: {window: 8}", "attention: {window: 8, num_heads: 4}")
+    assert [m[2]["num_heads"] for m in mixers(load_spec(text))] == [2, 4, 2]
+
+
+def test_placement_equals_the_explicit_list():
+    placed = load_spec(SPEC.replace("vary: {mixer: [mlstm, attention, slstm]}", EXPLICIT_PLACEMENT))
+    assert mixers(placed) == mixers(load_spec(SPEC))
+    assert [n.inputs for n in placed.nodes] == [n.inputs for n in load_spec(SPEC).nodes]
+
+
+def test_placement_positions_may_be_dim_arithmetic():
+    text = SPEC.replace("[mlstm, attention, slstm]", "{slstm: [heads], attention: [heads - 1], default: mlstm}")
+    assert mixers(load_spec(text)) == mixers(load_spec(SPEC))
+
+
+def test_a_parameter_for_one_type_only_is_checked_by_that_types_model(tmp_path):
+    err = error_of(tmp_path, SPEC.replace("window: 8", "windw: 8"))
+    assert (err.line, err.node, err.field) == (17, "blocks.1.mix", "windw")
+    assert "unknown parameter for block type 'attention'" in err.message and "did you mean 'window'" in err.hint
+
+
+def test_a_shared_parameter_one_type_does_not_take_names_that_copy(tmp_path):
+    path = spec_file(tmp_path, SPEC.replace("num_heads: heads\n", "num_heads: heads\n        forget_bias_init: 1.0\n"))
+    with pytest.raises(SpecError) as info:
+        build_graph(path)
+    assert [(i.line, i.node, i.field, i.message) for i in info.value.issues] == [
+        (15, "blocks.0.mix", "forget_bias_init", "unknown parameter for block type 'mlstm'"),
+        (15, "blocks.1.mix", "forget_bias_init", "unknown parameter for block type 'attention'"),
+    ]  # the sLSTM copy takes it: sLSTM-only parameters belong under by_type.slstm
+
+
+def test_by_type_for_a_type_no_copy_has_is_an_error(tmp_path):
+    err = error_of(tmp_path, SPEC.replace("attention: {", "atention: {"))
+    assert (err.line, err.node, err.field) == (17, "blocks.0.mix", "by_type.atention")
+    assert err.hint == "did you mean 'attention'?"
+
+
+@pytest.mark.parametrize("placement, line, message", [
+    ("{slstm: [3], default: mlstm}", 8, "position 3 of 'slstm' is not a copy of this repeat"),
+    ("{slstm: [-1], default: mlstm}", 8, "position -1 of 'slstm' is not a copy"),
+    ("{slstm: [1, 1], default: mlstm}", 8, "position 1 is placed twice"),
+    ("{slstm: [1], attention: [1], default: mlstm}", 8, "position 1 is placed for both 'slstm' and 'attention'"),
+    ("{slstm: [1], attention: [0]}", 8, "positions [2] get no value"),
+    ("{slstm: 1, default: mlstm}", 8, "must be a list of copy positions"),
+])
+def test_bad_placements_are_one_located_error(tmp_path, placement, line, message):
+    err = error_of(tmp_path, SPEC.replace("[mlstm, attention, slstm]", placement))
+    assert (err.line, err.node, err.field) == (line, "blocks.{i}", "vary.mixer")
+    assert message in err.message
+
+
+def test_a_placement_in_a_multi_line_spec_points_at_the_bad_position(tmp_path):
+    text = SPEC.replace("vary: {mixer: [mlstm, attention, slstm]}",
+                        "vary:\n      mixer:\n        slstm:\n          - 1\n          - 5\n        default: mlstm")
+    err = error_of(tmp_path, text)
+    assert (err.line, err.field) == (12, "vary.mixer")
+
+
+def test_an_unused_vary_key_is_an_error_with_a_did_you_mean(tmp_path):
+    err = error_of(tmp_path, SPEC.replace("vary: {mixer:", "vary: {mixr: [1, 2, 3], mixer:"))
+    assert (err.line, err.node, err.field) == (8, "blocks.{i}", "vary.mixr")
+    assert err.hint == "did you mean 'mixer'?"
+    err = error_of(tmp_path, SPEC.replace("vary: {mixer:", "vary: {use_slstm: [0, 1, 0], mixer:"))
+    assert err.field == "vary.use_slstm" and "no node of this repeat uses" in err.message
+
+
+def test_a_vary_key_used_only_in_arithmetic_or_a_nested_repeat_counts_as_used():
+    text = SPEC.replace("vary: {mixer:", "vary: {w: [1, 2, 3], mixer:").replace("window: 8", "window: w * 8")
+    assert [m[2].get("window") for m in mixers(load_spec(text))] == [None, 16, None]
+
+
+def test_by_type_cannot_change_name_type_or_inputs(tmp_path):
+    err = error_of(tmp_path, SPEC.replace("window: 8", "window: 8, inputs: [x]"))
+    assert (err.node, err.field) == ("blocks.1.mix", "by_type.attention.inputs")
+
+
+def test_hybrid_slstm_builds_mlstm_slstm_mlstm():
+    spec = load_spec("hybrid_slstm")
+    assert [n.type for n in spec.nodes if n.name.endswith(".cell")] == ["mlstm", "slstm", "mlstm"]
+    assert build_graph("hybrid_slstm").lint() == []
+
+
+def test_the_xlstm_7_1_spec_has_42_mlstm_and_6_slstm_blocks_at_every_8th_position():
+    plan = make_plan(build_graph("xlstm_7_1"), 64)
+    cells = [(s.node, s.type) for s in plan.steps if s.node.endswith(".cell")]
+    assert len(cells) == 48 and [n for n, _ in cells] == [f"backbone.blocks.{i}.cell" for i in range(48)]
+    assert [i for i, (_, t) in enumerate(cells) if t == "slstm"] == [7, 15, 23, 31, 39, 47]
+    assert sum(t == "mlstm" for _, t in cells) == 42
+
+
+def test_the_xlstm_7_1_spec_is_short():
+    from xlstm_metal.spec import shipped_spec_path
+    assert len(shipped_spec_path("xlstm_7_1").read_text().splitlines()) <= 25
+
+
+def test_json_schema_describes_placements_and_by_type():
+    schema = spec_json_schema()
+    text = str(schema)
+    assert "by_type" in str(schema["$defs"]["Node_mlstm"]["properties"])
+    vary = schema["$defs"]["Repeat"]["properties"]["vary"]
+    assert "placement" in vary["description"] and "object" in str(vary["additionalProperties"])
+    assert "default" in text
