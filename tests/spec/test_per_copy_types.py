@@ -166,3 +166,11 @@ def test_json_schema_describes_placements_and_by_type():
     vary = schema["$defs"]["Repeat"]["properties"]["vary"]
     assert "placement" in vary["description"] and "object" in str(vary["additionalProperties"])
     assert "default" in text
+
+
+def test_the_readme_authoring_example_is_the_shipped_xlstm_7_1_spec():
+    from pathlib import Path
+
+    from xlstm_metal.spec import shipped_spec_path
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert f"```yaml\n{shipped_spec_path('xlstm_7_1').read_text()}```" in readme
