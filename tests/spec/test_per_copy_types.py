@@ -174,3 +174,8 @@ def test_the_readme_authoring_example_is_the_shipped_xlstm_7_1_spec():
     from xlstm_metal.spec import shipped_spec_path
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert f"```yaml\n{shipped_spec_path('xlstm_7_1').read_text()}```" in readme
+
+
+def test_a_bad_per_type_chunk_size_points_at_its_by_type_line(tmp_path):
+    err = error_of(tmp_path, SPEC.replace("chunk_size: 16", "chunk_size: 0"))
+    assert (err.line, err.node, err.field) == (16, "blocks.0.mix", "chunk_size")

@@ -244,9 +244,9 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         if isinstance(chunk, str):
             chunk = resolve_value(chunk, scope.env)
             if not isinstance(chunk, int):
-                issues.append(src.issue(f"chunk_size must be an integer or a dim name, got {ne.chunk_size!r}",
-                                        path + ("chunk_size",), node=full, field="chunk_size",
-                                        hint=_dim_hint(ne.chunk_size, scope.env)))
+                at = path + key_paths.get("chunk_size", ("chunk_size",))
+                issues.append(src.issue(f"chunk_size must be an integer or a dim name, got {ne.chunk_size!r}", at,
+                                        node=full, field="chunk_size", hint=_dim_hint(ne.chunk_size, scope.env)))
                 chunk = None
         node = ResolvedNode(full, block_type, [], params, ne.kernel, chunk, path, key_paths)
         out.nodes.append(node)
