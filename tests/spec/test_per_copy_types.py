@@ -140,18 +140,79 @@ def test_by_type_cannot_change_name_type_or_inputs(tmp_path):
     assert (err.node, err.field) == ("blocks.1.mix", "by_type.attention.inputs")
 
 
+WHEN = SPEC.replace("      - {name: out, type: add, inputs: [x, mix]}\n", """\
+      - {name: res, type: add, inputs: [x, mix]}
+      - {name: ffn, type: swiglu, inputs: [res], when: {mixer: [attention, slstm]}}
+      - {name: out, type: add, inputs: [res, ffn], when: {mixer: [attention, slstm]}}
+""")
+
+
+def test_when_keeps_a_node_only_in_some_copies_and_elsewhere_its_name_stands_for_its_input():
+    text = WHEN.replace("[attention, slstm]}}", "slstm}}").replace("inputs: [blocks]", "inputs: [blocks.0.out]")
+    spec = load_spec(text)
+    by = {n.name: n for n in spec.nodes}
+    assert "blocks.0.ffn" not in by and "blocks.1.out" not in by and "blocks.2.ffn" in by
+    assert by["blocks.1.norm"].inputs == ["blocks.0.res"]  # copy 0's output 'out' stands for 'res'
+    assert by["blocks.2.norm"].inputs == ["blocks.1.res"]
+    assert by["blocks.2.out"].inputs == ["blocks.2.res", "blocks.2.ffn"]
+    assert by["head"].inputs == ["blocks.0.res"]
+
+
+def test_a_group_whose_last_copy_leaves_out_its_output_ends_at_what_stands_for_it():
+    spec = load_spec(WHEN.replace("[attention, slstm]}}", "attention}}").replace("inputs: [blocks]",
+                                                                                 "inputs: [blocks, blocks.last.out]"))
+    assert spec.nodes[-1].inputs == ["blocks.2.res", "blocks.2.res"]
+
+
+def test_a_bad_when_is_one_located_error(tmp_path):
+    err = error_of(tmp_path, WHEN.replace("ffn, type: swiglu, inputs: [res], when: {mixer:",
+                                          "ffn, type: swiglu, inputs: [res], when: {mixr:"))
+    assert (err.line, err.node, err.field) == (19, "blocks.0.ffn", "when.mixr")
+    assert err.hint == "did you mean 'mixer'?"
+    err = error_of(tmp_path, WHEN.replace("ffn, type: swiglu, inputs: [res],", "ffn, type: swiglu, inputs: [],"))
+    assert (err.line, err.node, err.field) == (19, "blocks.0.ffn", "when")
+    assert "needs a first input to stand for it" in err.message
+
+
+def test_a_vary_key_used_only_by_when_counts_as_used():
+    text = WHEN.replace("vary: {mixer:", "vary: {ffn: [0, 1, 1], mixer:").replace("when: {mixer: [attention, slstm]}",
+                                                                               "when: {ffn: 1}")
+    assert [n.name for n in load_spec(text).nodes if n.type == "swiglu"] == ["blocks.1.ffn", "blocks.2.ffn"]
+
+
 def test_hybrid_slstm_builds_mlstm_slstm_mlstm():
     spec = load_spec("hybrid_slstm")
-    assert [n.type for n in spec.nodes if n.name.endswith(".cell")] == ["mlstm", "slstm", "mlstm"]
+    blocks = [[n.type for n in spec.nodes if n.name.startswith(f"backbone.blocks.{i}.")] for i in range(3)]
+    mlstm_block = ["rms_norm", "mlstm", "add", "rms_norm", "swiglu", "add"]
+    assert blocks == [mlstm_block, ["rms_norm", "slstm", "multihead_layer_norm", "add"], mlstm_block]
+    by = {n.name: n for n in spec.nodes}
+    assert by["backbone.blocks.0.res"].inputs == ["backbone.embeddings", "backbone.blocks.0.cell"]
+    assert by["backbone.blocks.2.norm"].inputs == ["backbone.blocks.1.res"]
+    assert by["backbone.out_norm"].inputs == ["backbone.blocks.2.out"]
     assert build_graph("hybrid_slstm").lint() == []
 
 
 def test_the_xlstm_7_1_spec_has_42_mlstm_and_6_slstm_blocks_at_every_8th_position():
     plan = make_plan(build_graph("xlstm_7_1"), 64)
-    cells = [(s.node, s.type) for s in plan.steps if s.node.endswith(".cell")]
-    assert len(cells) == 48 and [n for n, _ in cells] == [f"backbone.blocks.{i}.cell" for i in range(48)]
-    assert [i for i, (_, t) in enumerate(cells) if t == "slstm"] == [7, 15, 23, 31, 39, 47]
-    assert sum(t == "mlstm" for _, t in cells) == 42
+    cells = [(s.node, s.type) for s in plan.steps if s.node.endswith(".xlstm")]
+    assert [n for n, _ in cells] == [f"xlstm_block_stack.blocks.{i}.xlstm" for i in range(48)]
+    assert [i for i, (_, t) in enumerate(cells) if t == "slstm_layer"] == [7, 15, 23, 31, 39, 47]
+    assert sum(t == "mlstm_layer" for _, t in cells) == 42
+    ffns = [s.node for s in plan.steps if s.type == "gated_mlp"]
+    assert ffns == [f"xlstm_block_stack.blocks.{i}.ffn" for i in (7, 15, 23, 31, 39, 47)]
+
+
+def test_the_xlstm_7_1_spec_is_the_graph_of_the_official_7_1_config():
+    from xlstm_metal.checkpoint.official_lm import official_lm_spec
+    config = {"vocab_size": 64, "embedding_dim": 32, "num_blocks": 48, "slstm_at": [7, 15, 23, 31, 39, 47],
+              "mlstm_block": {"mlstm": {"num_heads": 4}},
+              "slstm_block": {"slstm": {"num_heads": 4, "backend": "vanilla"}}}
+
+    def nodes(graph):
+        return [(n, graph.node(n)["type"], graph.node(n)["spec"].inputs, graph.node(n)["params"].model_dump())
+                for n in graph.compute_nodes()]
+    assert nodes(build_graph("xlstm_7_1", materialize=False)) == \
+        nodes(build_graph(official_lm_spec(config), materialize=False))
 
 
 def test_the_xlstm_7_1_spec_is_short():

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from .errors import SpecError, SpecIssue, collapse_unions, did_you_mean, short_repr
 from .model import NodeEntry, RepeatEntry, WiringSpecFile
-from .per_copy import per_copy_values, unused_vary_issues
+from .per_copy import per_copy_values, unused_vary_issues, when_holds
 from .source import SpecSource
 
 _COMMON_FIELDS = set(NodeEntry.model_fields)
@@ -187,7 +187,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
     out = ExpandedSpec(top.name, top.description, dims, list(top.inputs), [], [], src)
     global_scope = _Scope({}, {}, None, dims)
     pending_inputs: list[tuple[ResolvedNode, list[str], _Scope]] = []
-    aliases: dict[str, str] = {}
+    aliases: dict[str, tuple[str, _Scope]] = {}  # group name / name.last.node -> (local name, copy scope)
     issues: list[SpecIssue] = []
     seen: dict[str, tuple] = {}
     failed: set[str] = set()  # nodes and repeat groups already reported as broken: their users are not reported
@@ -257,8 +257,31 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
         for idx, entry in enumerate(entries):
             if isinstance(entry, dict) and "repeat" in entry:
                 add_repeat(entry, path + (idx,), prefix, scope)
+            elif isinstance(entry, dict) and "when" in entry and not kept(entry, path + (idx,), prefix, scope):
+                continue
             elif (name := add_node(entry, path + (idx,), prefix, scope)) and isinstance(entry.get("name"), str):
                 scope.local[entry["name"]] = name
+
+    def kept(entry: dict, path: tuple, prefix: str, scope: _Scope) -> bool:
+        """Whether the node's ``when`` keeps it in this copy; left out, its name stands for its first input."""
+        name, inputs = entry.get("name"), entry.get("inputs")
+        holds, issue = when_holds(entry["when"], scope.env, src, path, f"{prefix}{name}")
+        if issue is not None:
+            issues.append(issue)
+            if isinstance(name, str):  # reported: its users are not
+                failed.add(prefix + name)
+                scope.local[name] = prefix + name
+            return False
+        if holds:
+            return True
+        if not (isinstance(name, str) and isinstance(inputs, list) and inputs and isinstance(inputs[0], str)
+                and inputs[0] != name):
+            issues.append(src.issue("a node that 'when' leaves out needs a first input to stand for it",
+                                    path + ("when",), node=f"{prefix}{name}", field="when"))
+            return False
+        scope.bindings[name] = ("outer", inputs[0], scope)
+        aliases[prefix + name] = (name, scope)  # its full name, read from outside the copy
+        return False
 
     def add_repeat(entry: dict, path: tuple, prefix: str, scope: _Scope) -> None:
         if isinstance(entry.get("name"), str):  # until the copies are stamped: its names are not reported as unknown
@@ -295,7 +318,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                                     field="output", hint=did_you_mean(rep.output, [n for n in inner_names if n])
                                     or f"inner nodes: {', '.join(map(str, inner_names))}"))
             return
-        prev_output = None
+        copy_scope = None
         before = len(out.nodes)
         for i in range(count):
             if i == 1 and before + (len(out.nodes) - before) * count > MAX_NODES:
@@ -304,17 +327,16 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                                           hint="nested repeats multiply; lower the counts"))
             copy_prefix = pattern.format(i=i) + "."
             env = dict(scope.env, i=i, **copies[i])
-            bindings = {local: ("outer", ref, scope) if i == 0 else ("node", prev_output)
-                        for local, ref in rep.inputs.items()}
-            walk(rep.nodes, path + ("nodes",), copy_prefix, _Scope({}, bindings, scope, env))
-            prev_output = copy_prefix + str(output_local)
-        last_prefix = pattern.format(i=count - 1) + "."
+            bindings = {local: ("outer", ref, scope) if i == 0 else ("outer", str(output_local), copy_scope)
+                        for local, ref in rep.inputs.items()}  # copy i > 0 reads copy i-1's output
+            copy_scope = _Scope({}, bindings, scope, env)
+            walk(rep.nodes, path + ("nodes",), copy_prefix, copy_scope)
         for local in inner_names:
             if isinstance(local, str):
-                aliases[pattern.format(i="last") + "." + local] = last_prefix + local
+                aliases[pattern.format(i="last") + "." + local] = (local, copy_scope)
         base = pattern.replace(".{i}", "").replace("{i}", "").strip(".")
         if base:
-            aliases[base] = prev_output
+            aliases[base] = (str(output_local), copy_scope)
         failed.discard(base)
 
     walk(top.nodes, ("nodes",), "", global_scope)
@@ -334,7 +356,9 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                 kind, *rest = scope.bindings[ref]
                 return rest[0] if kind == "node" else resolve_ref(*rest)
             scope = scope.parent
-        return ref if ref in all_names or is_failed(ref) else aliases.get(ref)
+        if ref in all_names or is_failed(ref):
+            return ref
+        return resolve_ref(*aliases[ref]) if ref in aliases else None
 
     for node, refs, scope in pending_inputs:
         resolved = []

@@ -26,6 +26,10 @@ class NodeEntry(BaseModel):
                                             "step, or a registered kernel name.")
     chunk_size: Union[int, str, None] = Field(None, description="Chunk size override for chunkwise kernels "
                                                                 "(int or dim name).")
+    when: dict[str, Union[Scalar, list[Scalar]]] = Field(default_factory=dict, description="Keep the node only in "
+                                                         "the copies where each named per-copy value (or dim) is "
+                                                         "the given value or one of a list; where it is left out, "
+                                                         "its name stands for its first input.")
     by_type: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameters for the copies of "
                                                "one type only: block type -> {parameter: value}; they override "
                                                "the node's shared parameters.")

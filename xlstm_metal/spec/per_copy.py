@@ -1,5 +1,5 @@
-"""Per-copy values of a ``repeat``: its ``vary`` entries, given as one value per copy or as a placement, and the
-check that every ``vary`` key is used by a node of the copy.
+"""Per-copy values of a ``repeat``: its ``vary`` entries, given as one value per copy or as a placement, the
+check that every ``vary`` key is used by a node of the copy, and a node's ``when`` (which copies keep it).
 
 A placement is a mapping ``{VALUE: [positions], ..., default: VALUE}``: copy ``i`` gets the value whose list
 holds ``i`` and ``default`` elsewhere, e.g. ``vary: {mixer: {slstm: [1, 3], default: mlstm}}`` with
@@ -69,6 +69,22 @@ def _placed(key: str, placement: dict, count: int, env: dict, src: SpecSource, p
     return column, None
 
 
+def when_holds(when: Any, env: dict[str, Any], src: SpecSource, path: tuple,
+               node: str) -> tuple[bool, SpecIssue | None]:
+    """``when: {key: value or [values]}`` holds where every named per-copy value (or dim) is one of those given."""
+    if not isinstance(when, dict) or not when:
+        return False, src.issue(f"when must map per-copy values to the values that keep the node, got "
+                                f"{short_repr(when)}", path + ("when",), node=node, field="when",
+                                hint="e.g. when: {cell: slstm}")
+    for key, wanted in when.items():
+        if key not in env:
+            return False, src.issue(f"'{key}' is no per-copy value or dim", path + ("when", key), node=node,
+                                    field=f"when.{key}", hint=did_you_mean(key, [k for k in env if k != "i"]))
+        if env[key] not in (wanted if isinstance(wanted, list) else [wanted]):
+            return False, None
+    return True, None
+
+
 def unused_vary_issues(vary: dict[str, Any], nodes: list, src: SpecSource, path: tuple,
                        pattern: str) -> list[SpecIssue]:
     """A ``vary`` key no node of the copy refers to is a mistake (a typo, or a value meant to do something)."""
@@ -84,6 +100,8 @@ def _collect_names(value: Any, out: set[str]) -> None:
     """Every name a string value of a node (or nested repeat) mentions, as a whole or inside an expression."""
     if isinstance(value, dict):
         for key, item in value.items():
+            if key == "when" and isinstance(item, dict):
+                out.update(map(str, item))  # when: {vary key: value}
             if key not in _NOT_VALUES:
                 _collect_names(item, out)
     elif isinstance(value, list):

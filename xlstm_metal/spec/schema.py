@@ -24,6 +24,7 @@ def node_models() -> list[type[BaseModel]]:
             "type": (Literal[type_name], Field(description=cls.summary or (cls.__doc__ or "").strip().split("\n")[0])),
             "inputs": (list[str], _described(NodeEntry, "inputs", default_factory=list)),
             "by_type": (dict[str, dict[str, Any]], _described(NodeEntry, "by_type", default_factory=dict)),
+            "when": (NodeEntry.model_fields["when"].annotation, _described(NodeEntry, "when", default_factory=dict)),
         }
         if cls.kernel_family:
             fields["kernel"] = (str, _described(NodeEntry, "kernel", default="auto"))
