@@ -108,6 +108,7 @@ def test_by_type_for_a_type_no_copy_has_is_an_error(tmp_path):
     ("{slstm: [1], attention: [1], default: mlstm}", 8, "position 1 is placed for both 'slstm' and 'attention'"),
     ("{slstm: [1], attention: [0]}", 8, "positions [2] get no value"),
     ("{slstm: 1, default: mlstm}", 8, "must be a list of copy positions"),
+    ("{slstm: [1], default: [mlstm]}", 8, "vary.mixer.default must be one value"),
 ])
 def test_bad_placements_are_one_located_error(tmp_path, placement, line, message):
     err = error_of(tmp_path, SPEC.replace("[mlstm, attention, slstm]", placement))
@@ -174,6 +175,26 @@ def test_a_bad_when_is_one_located_error(tmp_path):
     assert "needs a first input to stand for it" in err.message
 
 
+def test_left_out_nodes_that_stand_for_each_other_are_an_error_not_a_hang(tmp_path):
+    text = WHEN.replace("ffn, type: swiglu, inputs: [res]", "ffn, type: swiglu, inputs: [out]")
+    text = text.replace("out, type: add, inputs: [res, ffn]", "out, type: add, inputs: [ffn, res]")
+    with pytest.raises(SpecError) as info:
+        load_spec(text.replace("[attention, slstm]}}", "gru}}"))  # both always left out: 'out' -> 'ffn' -> 'out'
+    assert (info.value.line, info.value.node, info.value.field) == (10, "blocks.1.norm", "inputs")
+    assert "input 'x' names no node" in info.value.message
+
+
+def test_a_long_chain_of_copies_that_leave_out_everything_resolves_without_recursion():
+    text = WHEN.replace("repeat: 3", "repeat: 3000")
+    text = text.replace("[mlstm, attention, slstm]", "{slstm: [2999], default: mlstm}")
+    text = text.replace("{name: norm, type: rms_norm, inputs: [x]}", "{name: norm, type: rms_norm, inputs: [x], "
+                        "when: {mixer: slstm}}").replace("mlstm: {chunk_size: 16, qk_dim_factor: 1.0}\n", "")
+    text = text.replace("      - name: mix\n", "      - name: mix\n        when: {mixer: slstm}\n")
+    text = text.replace("{name: res, type: add, inputs: [x, mix]}", "{name: res, type: add, inputs: [x, mix], "
+                        "when: {mixer: slstm}}").replace("attention: {window: 8}", "slstm: {}")
+    assert load_spec(text).nodes[1].inputs == ["emb"]  # copy 2999 reads the embedding through 2999 empty copies
+
+
 def test_a_vary_key_used_only_by_when_counts_as_used():
     text = WHEN.replace("vary: {mixer:", "vary: {ffn: [0, 1, 1], mixer:").replace("when: {mixer: [attention, slstm]}",
                                                                                "when: {ffn: 1}")
@@ -223,7 +244,7 @@ def test_the_xlstm_7_1_spec_is_short():
 def test_json_schema_describes_placements_and_by_type():
     schema = spec_json_schema()
     text = str(schema)
-    assert "by_type" in str(schema["$defs"]["Node_mlstm"]["properties"])
+    assert {"by_type", "when"} <= set(schema["$defs"]["Node_mlstm"]["properties"])
     vary = schema["$defs"]["Repeat"]["properties"]["vary"]
     assert "placement" in vary["description"] and "object" in str(vary["additionalProperties"])
     assert "default" in text

@@ -150,7 +150,7 @@ def _mentions_unresolved(value: str, pending: dict, own: str) -> bool:
 @dataclass
 class _Scope:
     local: dict[str, str]  # inner local name -> full name
-    bindings: dict[str, tuple]  # local name -> ("outer", ref, scope) | ("node", full name)
+    bindings: dict[str, tuple]  # local name -> (the name it stands for, the scope that name is read in)
     parent: "_Scope | None"
     env: dict[str, Any]
 
@@ -279,7 +279,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
             issues.append(src.issue("a node that 'when' leaves out needs a first input to stand for it",
                                     path + ("when",), node=f"{prefix}{name}", field="when"))
             return False
-        scope.bindings[name] = ("outer", inputs[0], scope)
+        scope.bindings[name] = (inputs[0], scope)
         aliases[prefix + name] = (name, scope)  # its full name, read from outside the copy
         return False
 
@@ -327,7 +327,7 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
                                           hint="nested repeats multiply; lower the counts"))
             copy_prefix = pattern.format(i=i) + "."
             env = dict(scope.env, i=i, **copies[i])
-            bindings = {local: ("outer", ref, scope) if i == 0 else ("outer", str(output_local), copy_scope)
+            bindings = {local: (ref, scope) if i == 0 else (str(output_local), copy_scope)
                         for local, ref in rep.inputs.items()}  # copy i > 0 reads copy i-1's output
             copy_scope = _Scope({}, bindings, scope, env)
             walk(rep.nodes, path + ("nodes",), copy_prefix, copy_scope)
@@ -349,16 +349,19 @@ def expand_spec(src: SpecSource) -> ExpandedSpec:
     all_names = set(seen) | set(out.inputs)
 
     def resolve_ref(ref: str, scope: _Scope | None) -> str | None:
-        while scope is not None:
-            if ref in scope.local:
+        followed: set = set()  # bindings and aliases taken: a loop (left-out nodes standing for each other) ends
+        while True:
+            while scope is not None and ref not in scope.local and ref not in scope.bindings:
+                scope = scope.parent
+            if scope is not None and ref in scope.local:
                 return scope.local[ref]
-            if ref in scope.bindings:
-                kind, *rest = scope.bindings[ref]
-                return rest[0] if kind == "node" else resolve_ref(*rest)
-            scope = scope.parent
-        if ref in all_names or is_failed(ref):
-            return ref
-        return resolve_ref(*aliases[ref]) if ref in aliases else None
+            if scope is None and (ref in all_names or is_failed(ref)):
+                return ref
+            step = (ref, id(scope))
+            if step in followed or (scope is None and ref not in aliases):
+                return None
+            followed.add(step)
+            ref, scope = scope.bindings[ref] if scope is not None else aliases[ref]
 
     for node, refs, scope in pending_inputs:
         resolved = []

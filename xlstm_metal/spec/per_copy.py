@@ -39,6 +39,9 @@ def per_copy_values(vary: dict[str, Any], count: int, env: dict[str, Any], src: 
 
 def _placed(key: str, placement: dict, count: int, env: dict, src: SpecSource, path: tuple, where: dict,
             resolve) -> tuple[list | None, SpecIssue | None]:
+    if isinstance(placement.get(PLACEMENT_DEFAULT), list):
+        return None, src.issue(f"vary.{key}.{PLACEMENT_DEFAULT} must be one value (the value of the copies not "
+                               "listed)", path + (PLACEMENT_DEFAULT,), **where)
     column: list = [placement.get(PLACEMENT_DEFAULT)] * count
     owner: dict[int, str] = {}
     for value, positions in placement.items():
