@@ -111,14 +111,15 @@ def test_convert_into_a_directory_with_files_needs_overwrite(capsys, ckpt, tmp_p
     assert code == 0 and not (dst / "notes.txt").exists() and (dst / "config.json").exists()
 
 
-def _train(capsys, tmp_path, out, *extra):
+def _train(capsys, tmp_path, out, *extra, data=None):
     SPEC = {"name": "cli-train", "dims": {"d": 32, "vocab": 300}, "outputs": ["lm_head"], "nodes": [
         {"name": "backbone.embeddings", "type": "embedding", "inputs": ["tokens"], "num_embeddings": "vocab",
          "dim": "d"},
         {"name": "mlstm", "type": "mlstm", "inputs": ["backbone.embeddings"], "num_heads": 2, "chunk_size": 4},
         {"name": "lm_head", "type": "lm_head", "inputs": ["mlstm"], "vocab_size": "vocab"}]}
-    data = tmp_path / "data.txt"
-    data.write_text("def add(a, b):\n    return a + b\n\n" * 100)
+    if data is None:
+        data = tmp_path / "data.txt"
+        data.write_text("def add(a, b):\n    return a + b\n\n" * 100)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     return cli(capsys, "train", spec, "--data", data, "--out", out, "--steps", "2", "--batch-size", "2",
@@ -134,6 +135,18 @@ def test_train_never_replaces_a_directory_that_is_no_run_without_overwrite(capsy
     assert "Traceback" not in err and [p.name for p in out.iterdir()] == ["thesis.tex"]
     code, _, err = _train(capsys, tmp_path, out, "--overwrite")
     assert code == 0 and (out / "trainer.json").exists() and not (out / "thesis.tex").exists()
+
+
+def test_train_says_which_data_files_it_skips_and_refuses_data_without_text(capsys, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "code.py").write_text("def add(a, b):\n    return a + b\n\n" * 100)
+    (data / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 50)
+    code, _, err = _train(capsys, tmp_path, tmp_path / "run", data=data)
+    assert code == 0 and f"skipped 1 file(s) that are not readable text: {data / 'image.txt'}" in err
+    (data / "code.py").unlink()
+    code, _, err = _train(capsys, tmp_path, tmp_path / "run2", data=data)
+    assert code == 1 and err.strip().splitlines()[-1] == "error: --data: none of the 1 file(s) holds readable UTF-8 text"
 
 
 def test_a_corrupt_tokenizer_is_one_line_naming_the_file(capsys, ckpt, tmp_path):

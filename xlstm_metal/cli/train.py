@@ -64,7 +64,14 @@ def cmd_train(args) -> int:
     resumable_run(out, runner.graph, args.overwrite, writer=world().rank() == 0)  # a wrong --out: before any data
     readable = min(vocab, runner.vocab_size or vocab)  # ids both the embedding and the lm_head know
     files = expand_files(args.data)
-    texts = read_texts(files, args.max_bytes)
+    skipped: list = []
+    texts = read_texts(files, args.max_bytes, skipped)
+    if skipped:  # binary or unreadable files are left out, and the user is told which
+        path, why = skipped[0]
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        print(f"skipped {len(skipped)} file(s) that are not readable text: {path} ({why}){more}", file=sys.stderr)
+    if not texts:
+        raise InputError(f"--data: none of the {len(files)} file(s) holds readable UTF-8 text")
     print(f"{len(texts)} files, {sum(map(len, texts)) / 1e6:.1f} M characters", file=sys.stderr)
     tok_dir = out.parent / f".{out.name}.tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)

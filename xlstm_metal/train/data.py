@@ -28,12 +28,21 @@ def expand_files(patterns: list[str]) -> list[Path]:
     return files
 
 
-def read_texts(files: list[Path], max_bytes: int | None = None) -> list[str]:
+def read_texts(files: list[Path], max_bytes: int | None = None,
+               skipped: list[tuple[Path, str]] | None = None) -> list[str]:
+    """The UTF-8 text of ``files`` (up to ``max_bytes`` characters); a file that is not UTF-8 text or cannot be
+    read is left out and, with ``skipped``, recorded there as (path, why)."""
     texts, total = [], 0
     for f in files:
         try:
             t = f.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
+        except UnicodeDecodeError as exc:
+            if skipped is not None:
+                skipped.append((f, f"not UTF-8 text (byte {exc.start})"))
+            continue
+        except OSError as exc:
+            if skipped is not None:
+                skipped.append((f, exc.strerror or type(exc).__name__))
             continue
         texts.append(t)
         total += len(t)
