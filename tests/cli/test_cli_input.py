@@ -172,7 +172,7 @@ def without_mlx(*args):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["generate", "--help"], ["chat", "--help"],
-                                  ["verify", "--help"], ["run", "--help"], ["convert", "--help"]])
+                                  ["verify", "--help"], ["run", "--help"], ["convert", "--help"], ["mad", "--help"]])
 def test_help_works_without_mlx(args):
     res = without_mlx(*args)
     assert res.returncode == 0 and "usage: xlstm-metal" in res.stdout, res.stderr
@@ -183,7 +183,7 @@ def test_version_without_mlx_says_so():
     assert res.returncode == 0 and "mlx not installed" in res.stdout
 
 
-@pytest.mark.parametrize("args", [["run", "xlstm_tiny"], ["generate", "--prompt", "x"], ["mad", "--help"],
+@pytest.mark.parametrize("args", [["run", "xlstm_tiny"], ["generate", "--prompt", "x"], ["mad", "xlstm_mad"],
                                   ["verify", "xlstm_tiny"]])
 def test_a_command_that_needs_mlx_names_the_extra_to_install(args):
     res = without_mlx(*args)

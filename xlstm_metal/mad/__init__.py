@@ -1,10 +1,11 @@
-"""The MAD protocol (Poli et al. 2024): rank YAML architectures on six synthetic tasks the way the paper does."""
-from .data import MadDataError, Split, read_split, setting_data, write_split
-from .report import best_of, mad_scores, table, write_report
-from .settings import BASELINES, CHANGES, Setting, task_settings
-from .sweep import Budget, read_runs, run_sweep
-from .tasks import IGNORE, TASKS
+"""The MAD protocol (Poli et al. 2024): rank YAML architectures on six synthetic tasks the way the paper does
+(imported on first use: ``xlstm-metal mad --help`` lists the tasks without MLX)."""
+from ..lazy import lazy_exports
 
-__all__ = ["BASELINES", "Budget", "CHANGES", "IGNORE", "MadDataError", "Setting", "Split", "TASKS", "best_of",
-           "mad_scores", "read_runs", "read_split", "run_sweep", "setting_data", "table", "task_settings",
-           "write_report", "write_split"]
+_EXPORTS = {"MadDataError": ".data", "Split": ".data", "read_split": ".data", "setting_data": ".data",
+            "write_split": ".data", "best_of": ".report", "mad_scores": ".report", "table": ".report",
+            "write_report": ".report", "BASELINES": ".settings", "CHANGES": ".settings", "Setting": ".settings",
+            "task_settings": ".settings", "Budget": ".sweep", "read_runs": ".sweep", "run_sweep": ".sweep",
+            "IGNORE": ".tasks", "TASKS": ".tasks"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
