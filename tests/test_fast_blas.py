@@ -49,14 +49,18 @@ def test_any_failure_falls_back_with_a_notice_instead_of_raising(fresh, capsys, 
     assert "fast BLAS skipped (RuntimeError: odd site-packages)" in capsys.readouterr().err
 
 
-def test_off_linux_cpu_or_after_mlx_is_imported_it_is_a_no_op(fresh, capsys, monkeypatch):
+def test_off_linux_cpu_it_is_a_silent_no_op(fresh, capsys, monkeypatch):
     monkeypatch.setattr(fb, "_load", lambda path: pytest.fail("nothing may be loaded"))
     monkeypatch.setattr(fb, "mlx_cpu_wheel", lambda: False)
     assert fresh.prefer_fast_blas() is None
-    monkeypatch.setattr(fb, "mlx_cpu_wheel", lambda: True)
+    assert capsys.readouterr().err == ""
+
+
+def test_after_mlx_is_imported_nothing_is_loaded_and_the_notice_says_to_import_us_first(fresh, capsys, monkeypatch):
+    monkeypatch.setattr(fb, "_load", lambda path: pytest.fail("nothing may be loaded"))
     monkeypatch.setitem(sys.modules, "mlx.core", object())
     assert fresh.prefer_fast_blas() is None
-    assert capsys.readouterr().err == ""
+    assert "import xlstm_metal first" in capsys.readouterr().err
 
 
 def test_the_cpu_wheel_is_recognised_without_importing_mlx():

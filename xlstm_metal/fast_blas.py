@@ -57,8 +57,12 @@ def prefer_fast_blas() -> str | None:
     """Load a fast BLAS for MLX if this is Linux CPU MLX not yet imported; the loaded path, or None."""
     try:
         choice = os.environ.get(ENV, "").strip()
-        if _state["loaded"] or choice == "bundled" or "mlx.core" in sys.modules or not mlx_cpu_wheel():
+        if _state["loaded"] or choice == "bundled" or not mlx_cpu_wheel():
             return _state["loaded"]
+        if "mlx.core" in sys.modules:  # too late: MLX may already have bound its BLAS symbols
+            _notice(f"mlx.core was imported before xlstm_metal, so MLX keeps its bundled reference BLAS "
+                    f"(import xlstm_metal first; {ENV}=bundled hides this)")
+            return None
         for path in [choice] if choice else _mkl_candidates():
             if _load(path):
                 _state["loaded"] = path
