@@ -96,3 +96,11 @@ def test_with_mkl_installed_importing_the_package_makes_mlx_matmuls_fast():
     bundled_lib, bundled = _gemm_seconds("bundled")
     assert "libmkl_rt" in fast_lib and bundled_lib == "None"
     assert fast * 3 < bundled, (fast, bundled)
+
+
+def test_without_mlx_installed_it_is_silent(monkeypatch, capsys):
+    monkeypatch.setattr(fb, "_state", {"loaded": None, "noticed": None})
+    monkeypatch.delenv(fb.ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "mlx", None)  # what an absent package looks like to the import system
+    assert fb.mlx_cpu_wheel() is False and fb.prefer_fast_blas() is None
+    assert capsys.readouterr().err == ""

@@ -26,7 +26,10 @@ def mlx_cpu_wheel() -> bool:
     importing MLX."""
     if not sys.platform.startswith("linux"):
         return False
-    spec = importlib.util.find_spec("mlx")
+    try:
+        spec = importlib.util.find_spec("mlx")
+    except (ImportError, ValueError):  # MLX not installed (or blocked): nothing to speed up
+        return False
     locations = list(spec.submodule_search_locations or []) if spec else []
     return any((Path(loc).parent / "mlx_cpu.libs").is_dir() for loc in locations)
 
