@@ -15,7 +15,8 @@ import json
 import statistics
 import time
 
-import mlx.core as mx
+import xlstm_metal  # noqa: F401  (before mlx.core: on Linux CPU it loads a fast BLAS for MLX)
+import mlx.core as mx  # noqa: E402
 from common import emit, timed, with_ratios
 from mlx.utils import tree_flatten
 

@@ -4,6 +4,8 @@ import os
 # suite are for true float32, so tests ask the driver for it (set before MLX initialises CUDA).
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
+import xlstm_metal  # noqa: E402,F401  (before any test imports mlx.core: on Linux CPU it loads a fast BLAS)
+
 from budget import load_profile  # noqa: E402  (hypothesis example counts: tests/budget.py)
 
 load_profile()

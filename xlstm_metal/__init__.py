@@ -3,7 +3,10 @@
 The data path: YAML spec → ``ModelGraph`` (networkx) → ``ExecutionPlan`` → blocks/kernels → runner.
 Names are imported on first use, so ``import xlstm_metal`` and the command line's ``--help`` work without MLX.
 """
+from .fast_blas import prefer_fast_blas
 from .lazy import lazy_exports
+
+prefer_fast_blas()  # before any module of ours imports mlx.core: on Linux CPU, MLX then uses a fast BLAS
 
 __version__ = "0.1.0"
 
