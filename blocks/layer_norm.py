@@ -6,6 +6,7 @@ import mlx.core as mx
 from pydantic import Field
 
 from .base import Block, BlockParams, register_block
+from .ops import add_norm_affine
 
 
 class LayerNormParams(BlockParams):
@@ -28,11 +29,7 @@ class LayerNorm(Block):
 
     def __init__(self, params: LayerNormParams, inputs):
         super().__init__(params, inputs)
-        dim = inputs[0].dim
-        if params.use_weight:
-            self.weight = mx.zeros((dim,)) if params.residual_weight else mx.ones((dim,))
-        if params.use_bias:
-            self.bias = mx.zeros((dim,))
+        add_norm_affine(self, inputs[0].dim, params.use_weight, params.use_bias, params.residual_weight)
 
     @classmethod
     def infer(cls, params, inputs):

@@ -32,9 +32,10 @@ def linear(d_in: int, d_out: int, bias: bool, std: float) -> nn.Linear:
     return layer
 
 
-def add_norm_affine(module, dim: int, use_weight: bool, use_bias: bool) -> None:
-    """A norm's optional per-feature ``weight`` (ones) and ``bias`` (zeros), under the official names."""
+def add_norm_affine(module, dim: int, use_weight: bool, use_bias: bool, residual_weight: bool = False) -> None:
+    """A norm's optional per-feature ``weight`` (ones; zeros when stored as a residual, the scale being
+    ``1 + weight``) and ``bias`` (zeros), under the official names."""
     if use_weight:
-        module.weight = mx.ones((dim,))
+        module.weight = mx.zeros((dim,)) if residual_weight else mx.ones((dim,))
     if use_bias:
         module.bias = mx.zeros((dim,))
