@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.request
 
 MODEL_ID = "small"  # the name the test server serves (conftest.py)
@@ -58,3 +59,21 @@ def test_a_stop_string_ends_the_text_before_it(client):
 def test_the_same_seed_samples_the_same_text(client):
     kw = dict(model=MODEL_ID, prompt="class ", max_tokens=8, temperature=1.0, top_p=0.9, seed=7)
     assert client.completions.create(**kw).choices[0].text == client.completions.create(**kw).choices[0].text
+
+
+def test_a_client_that_leaves_mid_stream_does_not_stop_the_server(client):
+    stream = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "while True:"}],
+                                            max_tokens=40, temperature=0, stream=True)
+    next(iter(stream))
+    stream.close()
+    r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "x"}], max_tokens=2)
+    assert r.usage.completion_tokens >= 1
+
+
+def test_each_request_logs_one_line_with_its_tokens_cache_and_speed(client, caplog):
+    with caplog.at_level(logging.INFO, logger="xlstm_metal.serve"):
+        r = client.completions.create(model=MODEL_ID, prompt="print(", max_tokens=3, temperature=0)
+    lines = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("request ")]
+    assert len(lines) == 1
+    assert f"{r.usage.prompt_tokens} prompt tokens ({r.usage.prompt_tokens_details.cached_tokens} cached), " \
+           f"{r.usage.completion_tokens} generated" in lines[0] and "tok/s" in lines[0]
