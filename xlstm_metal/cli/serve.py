@@ -52,6 +52,7 @@ def cmd_serve(args) -> int:
     import logging
 
     try:
+        import starlette  # noqa: F401
         import uvicorn
     except ModuleNotFoundError:
         raise InputError("serve needs the `serve` extra: pip install 'xlstm-metal[serve]' "
