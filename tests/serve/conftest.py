@@ -26,8 +26,13 @@ def _serve(max_sessions_bytes: int):
     from xlstm_metal.cli.serve import build_app
 
     args = argparse.Namespace(model=None, model_id=MODEL_ID, dtype=None, max_sessions_bytes=max_sessions_bytes,
-                              max_prompt_tokens=MAX_PROMPT_TOKENS, max_tokens=16, max_tokens_limit=64)
-    app = build_app(args)
+                              max_prompt_tokens=MAX_PROMPT_TOKENS, max_tokens=16, max_tokens_limit=64,
+                              max_queue=8)
+    yield from run_app(build_app(args))
+
+
+def run_app(app):
+    """Serve ``app`` on a free port in a thread; yields its URL."""
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

@@ -25,6 +25,8 @@ def _serve_args(p):
                    help="memory for cached conversation states (bytes; least recently used are dropped)")
     p.add_argument("--max-prompt-tokens", type=POSITIVE, default=32768,
                    help="a longer prompt is refused with a 400 error")
+    p.add_argument("--max-queue", type=COUNT, default=64,
+                   help="requests that may wait for their turn (requests run one at a time); more are answered 429")
     p.add_argument("--max-tokens", type=POSITIVE, default=256, help="tokens to generate when a request does not say")
     p.add_argument("--max-tokens-limit", type=POSITIVE, default=8192, help="the most tokens a request may ask for")
 
@@ -43,7 +45,8 @@ def build_app(args):
     model_id = args.model_id or args.model or path.name
     engine = Engine(runner, StateCache(args.max_sessions_bytes), model_id=model_id,
                     max_prompt_tokens=args.max_prompt_tokens)
-    return create_app(engine, default_max_tokens=args.max_tokens, limit_max_tokens=args.max_tokens_limit)
+    return create_app(engine, default_max_tokens=args.max_tokens, limit_max_tokens=args.max_tokens_limit,
+                      max_queue=args.max_queue)
 
 
 @command("serve", "OpenAI-compatible HTTP server (chat/completions, completions, models) that keeps each "

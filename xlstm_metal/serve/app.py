@@ -35,10 +35,28 @@ def _usage(last) -> dict:
             "prompt_tokens_details": {"cached_tokens": last.cached_tokens}}
 
 
-def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_tokens: int = 4096) -> Starlette:
-    """The server over ``engine``; model work runs on one worker thread, one request at a time."""
+def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_tokens: int = 4096,
+               max_queue: int = 64) -> Starlette:
+    """The server over ``engine``; model work runs on one worker thread, one request at a time, and a request that
+    finds ``max_queue`` others already waiting is answered 429."""
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlstm-serve")
-    turn = asyncio.Lock()
+    lock = asyncio.Lock()
+    active = 0  # requests running or waiting for their turn
+
+    def check_room():
+        if active > max_queue:
+            raise APIError(f"the server is busy: {active} requests are running or waiting (at most {max_queue} "
+                           f"may wait); retry later", status=429, type="rate_limit_error", code="queue_full")
+
+    @contextlib.asynccontextmanager
+    async def turn():
+        nonlocal active
+        active += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            active -= 1
     tok = engine.runner.tokenizer
     chat = ChatFormat(tok.chat_template, where=tok.chat_template_file, special_tokens=tok.special_tokens()) \
         if tok is not None else None
@@ -63,13 +81,15 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
 
     async def respond(kind: str, ids_of, body: dict, stop: list[str]):
         sampling = params.sampling(body, default_max_tokens=default_max_tokens, limit_max_tokens=limit_max_tokens)
-        ids = await run(ids_of)
+        check_room()
+        ids = await asyncio.to_thread(ids_of)  # (tokenizing needs no turn: it does not wait behind generation)
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         head = {"id": rid, "created": created, "model": engine.model_id}
         if sampling.stream:
             return StreamingResponse(_events(kind, ids, sampling, stop, head), media_type="text/event-stream")
-        async with turn:
+        check_room()
+        async with turn():
             pieces = await run(lambda: list(engine.complete(ids, sampling, stop)))
         text, last = "".join(p.text for p in pieces), pieces[-1]
         choice = {"index": 0, "finish_reason": last.finish_reason, "logprobs": None}
@@ -89,7 +109,7 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
                 choice = {"index": 0, "text": delta_text, "finish_reason": finish, "logprobs": None}
             return f"data: {json.dumps({**head, 'object': obj, 'choices': [choice]})}\n\n"
 
-        async with turn:  # a client that goes away cancels this generator: the lock is released, the stream closed
+        async with turn():  # a client that goes away cancels this generator: the lock is released, the stream closed
             if kind == "chat":
                 yield chunk("", None, first=True)
             pieces = engine.complete(ids, sampling, stop)
@@ -129,7 +149,7 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
                                                          "owned_by": "xlstm-metal"}]})
 
     async def health(request: Request):
-        return JSONResponse({"status": "ok", "model": engine.model_id, "cached_states": len(engine.cache),
+        return JSONResponse({"status": "ok", "model": engine.model_id, "requests": active, "cached_states": len(engine.cache),
                              "cache_bytes": engine.cache.nbytes})
 
     async def api_error(request: Request, exc: APIError):
