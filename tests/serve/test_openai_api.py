@@ -77,3 +77,17 @@ def test_each_request_logs_one_line_with_its_tokens_cache_and_speed(client, capl
     assert len(lines) == 1
     assert f"{r.usage.prompt_tokens} prompt tokens ({r.usage.prompt_tokens_details.cached_tokens} cached), " \
            f"{r.usage.completion_tokens} generated" in lines[0] and "tok/s" in lines[0]
+
+
+def test_eight_concurrent_clients_each_get_their_own_answer(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [f"def f{i}(x):" for i in range(8)]
+
+    def ask(prompt):
+        r = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=4, temperature=0)
+        return r.choices[0].text
+
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, prompts))
+    assert together == [ask(p) for p in prompts]
