@@ -74,7 +74,7 @@ def test_each_request_logs_one_line_with_its_tokens_cache_and_speed(client, capl
     with caplog.at_level(logging.INFO, logger="xlstm_metal.serve"):
         r = client.completions.create(model=MODEL_ID, prompt="print(", max_tokens=3, temperature=0)
     lines = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("request ")]
-    assert len(lines) == 1
+    assert len(lines) == 1 and lines[0].startswith(f"request {r.id}:")
     assert f"{r.usage.prompt_tokens} prompt tokens ({r.usage.prompt_tokens_details.cached_tokens} cached), " \
            f"{r.usage.completion_tokens} generated" in lines[0] and "tok/s" in lines[0]
 

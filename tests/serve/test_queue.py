@@ -25,7 +25,7 @@ class BlockingEngine:
     def encode(self, prompt, add_bos=None):
         return list(prompt)
 
-    def complete(self, ids, sampling, stop=()):
+    def complete(self, ids, sampling, stop=(), request_id=None):
         assert self.release.wait(30)
         yield Piece("done", "stop", len(ids), 1, 0)
 

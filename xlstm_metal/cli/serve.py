@@ -62,6 +62,8 @@ def cmd_serve(args) -> int:
                          "(starlette, uvicorn)") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     app = build_app(args)
-    print(f"serving {args.model or DEFAULT_MODEL} on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    model_id = args.model_id or args.model or DEFAULT_MODEL.name
+    print(f"serving {args.model or DEFAULT_MODEL} as model {model_id!r} on http://{args.host}:{args.port}/v1",
+          file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -90,7 +90,7 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
             return StreamingResponse(_events(kind, ids, sampling, stop, head), media_type="text/event-stream")
         check_room()
         async with turn():
-            pieces = await run(lambda: list(engine.complete(ids, sampling, stop)))
+            pieces = await run(lambda: list(engine.complete(ids, sampling, stop, request_id=rid)))
         text, last = "".join(p.text for p in pieces), pieces[-1]
         choice = {"index": 0, "finish_reason": last.finish_reason, "logprobs": None}
         choice.update({"message": {"role": "assistant", "content": text}} if kind == "chat" else {"text": text})
@@ -112,7 +112,7 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
         async with turn():  # a client that goes away cancels this generator: the lock is released, the stream closed
             if kind == "chat":
                 yield chunk("", None, first=True)
-            pieces = engine.complete(ids, sampling, stop)
+            pieces = engine.complete(ids, sampling, stop, request_id=head["id"])
             last = None
             try:
                 while (piece := await run(next, pieces, None)) is not None:

@@ -52,10 +52,11 @@ class Engine:
                            f"{self.max_prompt_tokens}", param="messages", code="context_length_exceeded")
         return ids
 
-    def complete(self, ids: list[int], sampling: Sampling, stop: list[str] = ()) -> Iterator[Piece]:
+    def complete(self, ids: list[int], sampling: Sampling, stop: list[str] = (), *,
+                 request_id: str | None = None) -> Iterator[Piece]:
         """Pieces of text for prompt ``ids``; after the last one the cache holds the state after the prompt and the
         state after prompt + generated tokens (the next turn of a conversation extends one of them)."""
-        request_id = uuid.uuid4().hex[:12]
+        request_id = request_id or uuid.uuid4().hex
         t0 = time.perf_counter()
         cached, state = self.cache.longest_prefix(ids)
         new = ids[cached:]
