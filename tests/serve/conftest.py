@@ -27,7 +27,7 @@ def _serve(max_sessions_bytes: int):
 
     args = argparse.Namespace(model=None, model_id=MODEL_ID, dtype=None, max_sessions_bytes=max_sessions_bytes,
                               max_prompt_tokens=MAX_PROMPT_TOKENS, max_tokens=16, max_tokens_limit=64,
-                              max_queue=8)
+                              max_queue=8, request_timeout=None)
     yield from run_app(build_app(args))
 
 

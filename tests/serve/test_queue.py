@@ -25,7 +25,7 @@ class BlockingEngine:
     def encode(self, prompt, add_bos=None):
         return list(prompt)
 
-    def complete(self, ids, sampling, stop=(), request_id=None):
+    def complete(self, ids, sampling, stop=(), request_id=None, deadline=None):
         assert self.release.wait(30)
         yield Piece("done", "stop", len(ids), 1, 0)
 
@@ -65,3 +65,35 @@ def test_a_full_queue_answers_429_and_the_server_serves_on():
         assert [s for s, _ in results] == [200, 200]
         assert post(url, body)[0] == 200 and health(url)["requests"] == 0
         break
+
+
+def test_a_request_that_waits_past_its_timeout_is_answered_503():
+    engine = BlockingEngine()
+    for url in run_app(create_app(engine, request_timeout=0.5)):
+        body = {"model": "fake", "prompt": [1]}
+        results = []
+        first = threading.Thread(target=lambda: results.append(post(url, body)))
+        first.start()
+        deadline = time.time() + 30
+        while health(url)["requests"] < 1:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        status, error = post(url, body)
+        assert status == 503 and error["error"]["code"] == "timeout"
+        engine.release.set()
+        first.join(30)
+        assert results[0][0] == 200
+        break
+
+
+def test_an_answer_that_runs_past_the_deadline_ends_there():
+    from xlstm_metal.cli.generate import DEFAULT_MODEL
+    from xlstm_metal.runner import xLSTMRunner
+    from xlstm_metal.serve.engine import Engine
+    from xlstm_metal.serve.params import Sampling
+
+    engine = Engine(xLSTMRunner.from_pretrained(DEFAULT_MODEL), StateCache(10**8), model_id="m", max_prompt_tokens=99)
+    pieces = list(engine.complete([1, 2, 3], Sampling(max_tokens=50, temperature=0.0), deadline=time.monotonic()))
+    assert pieces[-1].finish_reason == "length" and pieces[-1].completion_tokens == 1
+    whole = list(engine.complete([1, 2, 3], Sampling(max_tokens=50, temperature=0.0), deadline=None))
+    assert whole[-1].completion_tokens > 1

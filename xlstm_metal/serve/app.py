@@ -36,9 +36,10 @@ def _usage(last) -> dict:
 
 
 def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_tokens: int = 4096,
-               max_queue: int = 64) -> Starlette:
+               max_queue: int = 64, request_timeout: float | None = None) -> Starlette:
     """The server over ``engine``; model work runs on one worker thread, one request at a time, and a request that
-    finds ``max_queue`` others already waiting is answered 429."""
+    finds ``max_queue`` others already waiting is answered 429. ``request_timeout`` (seconds): a request still waiting
+    for its turn then is answered 503; one still generating ends its answer there (finish reason "length")."""
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlstm-serve")
     lock = asyncio.Lock()
     active = 0  # requests running or waiting for their turn
@@ -49,12 +50,19 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
                            f"may wait); retry later", status=429, type="rate_limit_error", code="queue_full")
 
     @contextlib.asynccontextmanager
-    async def turn():
+    async def turn(deadline):
         nonlocal active
         active += 1
         try:
-            async with lock:
+            try:
+                await asyncio.wait_for(lock.acquire(), None if deadline is None else deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                raise APIError(f"the request waited {request_timeout:g} s for its turn; retry later", status=503,
+                               type="server_error", code="timeout") from None
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             active -= 1
     tok = engine.runner.tokenizer
@@ -86,18 +94,20 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         head = {"id": rid, "created": created, "model": engine.model_id}
+        deadline = None if request_timeout is None else time.monotonic() + request_timeout
         if sampling.stream:
-            return StreamingResponse(_events(kind, ids, sampling, stop, head), media_type="text/event-stream")
+            return StreamingResponse(_events(kind, ids, sampling, stop, head, deadline),
+                                     media_type="text/event-stream")
         check_room()
-        async with turn():
-            pieces = await run(lambda: list(engine.complete(ids, sampling, stop, request_id=rid)))
+        async with turn(deadline):
+            pieces = await run(lambda: list(engine.complete(ids, sampling, stop, request_id=rid, deadline=deadline)))
         text, last = "".join(p.text for p in pieces), pieces[-1]
         choice = {"index": 0, "finish_reason": last.finish_reason, "logprobs": None}
         choice.update({"message": {"role": "assistant", "content": text}} if kind == "chat" else {"text": text})
         obj = "chat.completion" if kind == "chat" else "text_completion"
         return JSONResponse({**head, "object": obj, "choices": [choice], "usage": _usage(last)})
 
-    async def _events(kind, ids, sampling, stop, head):
+    async def _events(kind, ids, sampling, stop, head, deadline):
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
         def chunk(delta_text, finish, first=False):
@@ -109,23 +119,25 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
                 choice = {"index": 0, "text": delta_text, "finish_reason": finish, "logprobs": None}
             return f"data: {json.dumps({**head, 'object': obj, 'choices': [choice]})}\n\n"
 
-        async with turn():  # a client that goes away cancels this generator: the lock is released, the stream closed
-            if kind == "chat":
-                yield chunk("", None, first=True)
-            pieces = engine.complete(ids, sampling, stop, request_id=head["id"])
-            last = None
-            try:
-                while (piece := await run(next, pieces, None)) is not None:
-                    last = piece
-                    if piece.text or piece.finish_reason:
-                        yield chunk(piece.text, piece.finish_reason)
-            except InputError as exc:
-                yield f"data: {json.dumps(APIError(str(exc)).body())}\n\n"
-                return
-            finally:
-                await run(pieces.close)
-            if last is not None and sampling.include_usage:
-                yield f"data: {json.dumps({**head, 'object': obj, 'choices': [], 'usage': _usage(last)})}\n\n"
+        try:
+            async with turn(deadline):  # a client that goes away cancels this generator: the turn is released
+                if kind == "chat":
+                    yield chunk("", None, first=True)
+                pieces = engine.complete(ids, sampling, stop, request_id=head["id"], deadline=deadline)
+                last = None
+                try:
+                    while (piece := await run(next, pieces, None)) is not None:
+                        last = piece
+                        if piece.text or piece.finish_reason:
+                            yield chunk(piece.text, piece.finish_reason)
+                finally:
+                    await run(pieces.close)
+                if last is not None and sampling.include_usage:
+                    yield f"data: {json.dumps({**head, 'object': obj, 'choices': [], 'usage': _usage(last)})}\n\n"
+        except InputError as exc:
+            yield f"data: {json.dumps(APIError(str(exc)).body())}\n\n"
+        except APIError as exc:
+            yield f"data: {json.dumps(exc.body())}\n\n"
         yield "data: [DONE]\n\n"
 
     async def chat_completions(request: Request):

@@ -53,8 +53,9 @@ class Engine:
         return ids
 
     def complete(self, ids: list[int], sampling: Sampling, stop: list[str] = (), *,
-                 request_id: str | None = None) -> Iterator[Piece]:
-        """Pieces of text for prompt ``ids``; after the last one the cache holds the state after the prompt and the
+                 request_id: str | None = None, deadline: float | None = None) -> Iterator[Piece]:
+        """Pieces of text for prompt ``ids`` (past ``deadline``, a ``time.monotonic()`` value, the answer ends there
+        with finish reason "length"); after the last one the cache holds the state after the prompt and the
         state after prompt + generated tokens (the next turn of a conversation extends one of them)."""
         request_id = request_id or uuid.uuid4().hex
         t0 = time.perf_counter()
@@ -71,6 +72,9 @@ class Engine:
         for last in self.runner.stream(new, state=state, **kw):
             generated.append(last.token)
             yield Piece(last.text, last.finish_reason, len(ids), len(generated), cached)
+            if last.finish_reason is None and deadline is not None and time.monotonic() > deadline:
+                yield Piece("", "length", len(ids), len(generated), cached)
+                break
         if last is not None:
             self.cache.put(ids + generated, last.state)
         seconds = time.perf_counter() - t0
