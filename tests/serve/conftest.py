@@ -1,0 +1,63 @@
+"""A live server over the shipped small model on a free port (uvicorn in a thread), and an ``openai`` client."""
+from __future__ import annotations
+
+import argparse
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+uvicorn = pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+
+MODEL_ID = "small"
+MAX_PROMPT_TOKENS = 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(max_sessions_bytes: int):
+    from xlstm_metal.cli.serve import build_app
+
+    args = argparse.Namespace(model=None, model_id=MODEL_ID, dtype=None, max_sessions_bytes=max_sessions_bytes,
+                              max_prompt_tokens=MAX_PROMPT_TOKENS, max_tokens=16, max_tokens_limit=64,
+                              max_queue=8, request_timeout=None)
+    yield from run_app(build_app(args))
+
+
+def run_app(app):
+    """Serve ``app`` on a free port in a thread; yields its URL."""
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started:
+        assert time.time() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from _serve(10**9)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def uncached_client():
+    """A second server that keeps no state: every request reads its whole prompt."""
+    for url in _serve(0):
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
