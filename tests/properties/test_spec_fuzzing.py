@@ -79,13 +79,20 @@ def bounded(fn, seconds: float = 20.0, megabytes: float = 200.0):
         assert peak < megabytes * 2**20, f"peak {peak / 2**20:.0f} MB"
 
 
+@contextlib.contextmanager
+def damaged_file(data: bytes):
+    """``data`` written to a spec file in a fresh temporary directory (removed afterwards)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "damaged.yaml"
+        path.write_bytes(data)
+        yield path
+
+
 @given(case=damaged_spec_files())
 @settings(max_examples=examples(40, 3_000))
 def test_damaged_spec_files_give_only_our_errors(case):
     data, kind = case
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "damaged.yaml"
-        path.write_bytes(data)
+    with damaged_file(data) as path:
 
         def load():
             graph = build_graph(path)
@@ -104,9 +111,7 @@ def test_damaged_spec_files_give_only_our_errors(case):
 @settings(max_examples=examples(25, 1_000))
 def test_plan_on_damaged_spec_files_prints_a_plan_or_one_error(case):
     data, kind = case
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "damaged.yaml"
-        path.write_bytes(data)
+    with damaged_file(data) as path:
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = bounded(lambda: main(["plan", str(path), "--seq-len", "64"]))

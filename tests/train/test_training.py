@@ -96,16 +96,22 @@ def test_chunkwise_gradients_equal_step_by_step_gradients():
         assert np.abs(a - b).max() <= 1e-4 * max(1e-3, np.abs(b).max()) + 1e-7, k
 
 
-def test_train_cli_trains_a_tokenizer_and_writes_a_loadable_model(tmp_path, capsys):
-    from xlstm_metal.cli import main
+def cli_run_inputs(tmp_path):
+    """A spec file (SPEC at width 32, vocab 300) and a data directory with one small Python file, for `train`."""
+    import yaml
 
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.py").write_text("def add(a, b):\n    return a + b\n\n" * 200)
     spec = tmp_path / "spec.yaml"
-    import yaml
-
     spec.write_text(yaml.safe_dump(dict(SPEC, dims={"d": 32, "vocab": 300})))
+    return spec, data
+
+
+def test_train_cli_trains_a_tokenizer_and_writes_a_loadable_model(tmp_path, capsys):
+    from xlstm_metal.cli import main
+
+    spec, data = cli_run_inputs(tmp_path)
     code = main(["train", str(spec), "--data", str(data), "--out", str(tmp_path / "m"), "--steps", "6", "--batch-size", "2",
                  "--seq-len", "16", "--warmup", "2", "--save-every", "3", "--eval-every", "3"])
     assert code == 0
@@ -176,13 +182,7 @@ def test_train_cli_refuses_a_tokenizer_larger_than_the_spec(tmp_path, capsys):
 def test_a_run_already_at_its_steps_trains_nothing_and_says_so(tmp_path, capsys):
     from xlstm_metal.cli import main
 
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.py").write_text("def add(a, b):\n    return a + b\n\n" * 200)
-    import yaml
-
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(dict(SPEC, dims={"d": 32, "vocab": 300})))
+    spec, data = cli_run_inputs(tmp_path)
     args = ["train", str(spec), "--data", str(data), "--out", str(tmp_path / "m"), "--batch-size", "2",
             "--seq-len", "16", "--save-every", "3"]
     assert main(args + ["--steps", "3"]) == 0
