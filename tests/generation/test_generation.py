@@ -221,6 +221,7 @@ def test_memory_is_reported_in_units_a_person_reads():
     ("tokenizer_config.json", b"[1, 2]", "tokenizer_config.json must hold a JSON object"),
     ("tokenizer_config.json", b'{"eos_token": 5}', "tokenizer_config.json field 'eos_token' = 5: must be a token string"),
     ("config.json", b'{"eos_token_id": "0"}', "config.json field 'eos_token_id' = '0': must be a token id"),
+    ("chat_template.jinja", b"{{ messages \xff\xfe }}", "chat_template.jinja is not UTF-8 text"),
 ])
 def test_a_damaged_tokenizer_directory_is_one_line_naming_the_file(tmp_path, name, content, fragment):
     import shutil

@@ -100,7 +100,10 @@ def _chat_template(directory: Path, configured) -> tuple[str | None, str]:
     ``chat_template`` (a string, or a list of named templates of which "default" is used)."""
     jinja = directory / "chat_template.jinja"
     if jinja.exists():
-        return jinja.read_text(encoding="utf-8"), str(jinja)
+        try:
+            return jinja.read_bytes().decode("utf-8"), str(jinja)
+        except UnicodeDecodeError as exc:
+            raise TokenizerError(f"{jinja} is not UTF-8 text (byte {exc.start}); the file is damaged") from None
     where = str(directory / "tokenizer_config.json")
     if isinstance(configured, list):
         named = {t.get("name"): t.get("template") for t in configured if isinstance(t, dict)}
