@@ -8,6 +8,17 @@ from ..errors import InputError
 from .registry import command
 from .values import POSITIVE, SEED, integer, number
 
+HELD_OUT = 0.02  # share of the files kept out of training for the validation loss (``evaluate --held-out``)
+
+
+def data_cleaning_args(p):
+    """The options that choose the text from ``--data`` (shared with ``evaluate``, so both see the same files)."""
+    p.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="GLOB",
+                   help="leave out files whose path matches (e.g. '*/tests/*' '*_pb2.py')")
+    p.add_argument("--keep-generated", action="store_true",
+                   help="keep generated tables and data blobs (left out by default: files of literal-only lines, "
+                        "very long lines, few names); duplicate files are always dropped")
+
 TRAIN_OPTIONS = "steps batch_size seq_len lr warmup weight_decay grad_clip seed eval_every save_every".split()
 
 
@@ -26,6 +37,7 @@ def _args(p):
     p.add_argument("--out", required=True, help="output: a checkpoint from_pretrained loads (resumed if present)")
     p.add_argument("--tokenizer", help="tokenizer.json to use; default: train a byte-level BPE of the lm_head size")
     p.add_argument("--max-bytes", type=integer(1, 2 ** 50), default=50_000_000, help="read at most this much text")
+    data_cleaning_args(p)
     p.add_argument("--steps", type=POSITIVE, default=d["steps"], help="optimizer steps in all (a resumed run counts "
                                                                       "the steps it has done)")
     p.add_argument("--batch-size", type=POSITIVE, default=d["batch_size"],
@@ -53,7 +65,7 @@ def cmd_train(args) -> int:
 
     from ..distributed import world
     from ..runner import xLSTMRunner
-    from ..train import TokenBatches, TrainConfig, Trainer, encode_texts, expand_files, read_texts, train_bpe_tokenizer
+    from ..train import TokenBatches, TrainConfig, Trainer, encode_texts, train_bpe_tokenizer
     from ..train.data import EOS
     from ..train.loop import resumable_run
 
@@ -63,16 +75,7 @@ def cmd_train(args) -> int:
     vocab = runner.graph.node(runner.graph.outputs[0])["out_type"].dim
     resumable_run(out, runner.graph, args.overwrite, writer=world().rank() == 0)  # a wrong --out: before any data
     readable = min(vocab, runner.vocab_size or vocab)  # ids both the embedding and the lm_head know
-    files = expand_files(args.data)
-    skipped: list = []
-    texts = read_texts(files, args.max_bytes, skipped)
-    if skipped:  # binary or unreadable files are left out, and the user is told which
-        path, why = skipped[0]
-        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
-        print(f"skipped {len(skipped)} file(s) that are not readable text: {path} ({why}){more}", file=sys.stderr)
-    if not texts:
-        raise InputError(f"--data: none of the {len(files)} file(s) holds readable UTF-8 text")
-    print(f"{len(texts)} files, {sum(map(len, texts)) / 1e6:.1f} M characters", file=sys.stderr)
+    train_texts, held_texts = read_data(args)
     tok_dir = out.parent / f".{out.name}.tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
     resuming = not args.overwrite and (out / "tokenizer.json").exists()
@@ -82,7 +85,7 @@ def cmd_train(args) -> int:
 
         tok = read_tokenizer(tok_file)
     else:
-        tok = train_bpe_tokenizer(texts, readable)
+        tok = train_bpe_tokenizer(train_texts, readable)
     if tok.get_vocab_size() > readable:
         raise InputError(f"{tok_file}: the tokenizer has {tok.get_vocab_size()} tokens but the spec "
                          f"'{runner.graph.name}' reads {readable}; use a spec with a larger vocabulary or a smaller "
@@ -91,14 +94,16 @@ def cmd_train(args) -> int:
     eos = EOS if tok.token_to_id(EOS) is not None else None
     (tok_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, "add_bos_token": False}))
     eos_id = tok.token_to_id(eos) if eos else 0
-    ids = encode_texts(tok, texts, eos_id)
-    split = int(len(ids) * 0.98)
-    print(f"{len(ids) / 1e6:.2f} M tokens ({len(ids) - split} held out); "
+    ids, held = encode_texts(tok, train_texts, eos_id), encode_texts(tok, held_texts, eos_id)
+    print(f"{(len(ids) + len(held)) / 1e6:.2f} M tokens ({len(held)} held out); "
           f"{runner.num_parameters() / 1e6:.2f} M parameters", file=sys.stderr)
     config = {"model_type": "xlstm_metal", "name": runner.graph.name, "eos_token_id": eos_id, "vocab_size": vocab}
     ranks = world().size()
-    trainer = Trainer(runner, TokenBatches(ids[:split], args.batch_size * ranks, args.seq_len, args.seed), cfg, out,
-                      val_batches=TokenBatches(ids[split:], args.batch_size, args.seq_len, args.seed + 1),
+    val = TokenBatches(held, args.batch_size, args.seq_len, args.seed + 1) if len(held) > args.seq_len + 1 else None
+    if val is None:
+        print(f"no validation loss: the held-out {len(held)} tokens are fewer than --seq-len + 2", file=sys.stderr)
+    trainer = Trainer(runner, TokenBatches(ids, args.batch_size * ranks, args.seq_len, args.seed), cfg, out,
+                      val_batches=val,
                       tokenizer_dir=tok_dir, config=config, overwrite=args.overwrite)
     log = trainer.train(resume=not args.no_resume)
     if not trainer.steps_run:  # resumed at (or past) --steps: nothing to do
@@ -108,3 +113,23 @@ def cmd_train(args) -> int:
     val = f", validation loss {log.val[-1][1]:.3f}" if log.val else ""
     print(f"done: step {trainer.step}, loss {np.mean(log.losses[-10:]):.3f}{val}; checkpoint in {out}", file=sys.stderr)
     return 0
+
+
+def read_data(args) -> tuple[list[str], list[str]]:
+    """(training texts, held-out texts) of ``--data``: unreadable files, ``--exclude`` matches, generated tables
+    and duplicates left out (the user is told how many and an example of each), then whole files held out."""
+    from ..train import expand_files, read_texts
+    from ..train.sources import gather_sources, split_held_out
+
+    files = expand_files(args.data)
+    skipped: list = []
+    src = gather_sources(files, lambda f: read_texts([f], None, skipped), args.exclude, args.keep_generated,
+                         args.max_bytes)
+    if skipped:  # binary or unreadable files are left out, and the user is told which
+        path, why = skipped[0]
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        print(f"skipped {len(skipped)} file(s) that are not readable text: {path} ({why}){more}", file=sys.stderr)
+    if not src.texts:
+        raise InputError(f"--data: none of the {len(files)} file(s) holds usable UTF-8 text ({src.summary()})")
+    print(src.summary(), file=sys.stderr)
+    return split_held_out(src.texts, HELD_OUT)
