@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu_job.sh official kernel         # the official kernel and 7B model, then our kernels
 #   bash benchmarks/gpu_job.sh model memory            # our 7B prefill / decode / 32k prefill, prefill memory
 #   bash benchmarks/gpu_job.sh train                   # training throughput and peak memory (TRAIN_ARGS=...)
+#   bash benchmarks/gpu_job.sh default-model           # retrain the shipped model into $OUT/default_model (~8.5 min)
 # Every phase ends by assembling what this machine has measured so far into $OUT/$MACHINE.json; copy the last
 # one to benchmarks/results/ and run `python benchmarks/common.py tables benchmarks/results/<kind>.json --write`.
 set -o pipefail
@@ -36,6 +37,39 @@ bench() {
 
 official() {
   [ -s "$JOB/official.json" ] && echo "--official $JOB/official.json"
+}
+
+# default_model: xlstm_metal/default_model/TRAINING.md's recipe in one call. A 30-step run trains the tokenizer,
+# compiles the kernels at the run's shapes and measures tokens/s; that sets --steps to fill DM_SECONDS of training.
+# Then: 6-bit conversion, held-out loss of the shipped model (before) and the new one (float, 6-bit), a sample.
+default_model() {
+  local x="python3 -m xlstm_metal.cli" d=$JOB/dm batch=${DM_BATCH:-32} seq=${DM_SEQ:-512} data tps steps
+  local stdlib=${DM_STDLIB:-/usr/lib/python3.12}
+  data=${DM_DATA:-$stdlib $(python3 -c "import importlib.util as u
+for m in 'numpy networkx torch transformers'.split():
+    s = u.find_spec(m)
+    print(s.submodule_search_locations[0] if s else '')")}
+  local args=(--data $data --max-bytes "${DM_MAX_BYTES:-40000000}" --batch-size "$batch" --seq-len "$seq")
+  rm -rf "$d" "$OUT/default_model" && mkdir -p "$d"
+  echo "data: $data"; python3 -m pip list 2>/dev/null | grep -iE "^(numpy|networkx|torch|transformers) " | tr -s ' '
+  $x train xlstm_small_code "${args[@]}" --out "$d/calib" --steps 30 --save-every 30 --eval-every 30 \
+    > "$OUT/dm_calib.log" 2>&1 || { tail -n 5 "$OUT/dm_calib.log"; return 1; }
+  head -n 3 "$OUT/dm_calib.log"
+  tps=$(python3 -c "import json; print(int(json.load(open('$d/calib/trainer.json'))['log']['tokens_per_s']))")
+  steps=$(( tps * ${DM_SECONDS:-270} / (batch * seq) ))
+  steps=$(( steps > ${DM_MAX_STEPS:-6000} ? ${DM_MAX_STEPS:-6000} : steps < 2 ? 2 : steps ))
+  echo "calibration: $tps tokens/s -> --steps $steps"
+  $x train xlstm_small_code "${args[@]}" --tokenizer "$d/calib/tokenizer.json" --out "$d/run" --steps "$steps" \
+    --lr "${DM_LR:-2e-3}" --warmup $(( steps / 20 + 1 )) --eval-every $(( steps / 10 + 1 )) --save-every "$steps" \
+    > "$OUT/dm_train.log" 2>&1 || { tail -n 5 "$OUT/dm_train.log"; return 1; }
+  tail -n 2 "$OUT/dm_train.log"
+  $x convert "$d/run" "$OUT/default_model" --dtype bf16 -q --q-bits 6 --q-group-size 64 \
+    && cp "$d/run/loss.svg" "$OUT/default_model/" && du -sh "$OUT/default_model"
+  for set in "stdlib:$stdlib" "all:$data"; do  # before: the shipped model; after: float, then 6-bit
+    $x evaluate --model /tmp/xm/xlstm_metal/default_model "$d/run" "$OUT/default_model" --data ${set#*:} \
+      --max-bytes "${DM_MAX_BYTES:-40000000}" --held-out --json | sed "s/^/${set%%:*} /" | tee -a "$OUT/dm_eval.txt"
+  done
+  $x generate --model "$OUT/default_model" --prompt "def " --max-tokens 150 --quiet | tee "$OUT/dm_sample.txt"
 }
 
 for phase in "$@"; do
@@ -67,9 +101,11 @@ for phase in "$@"; do
   train)
     package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
       embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
-  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train ..." >&2; exit 2 ;;
+  default-model)  # DM_SECONDS of training (default 270) within the 9-minute call; on CPU: DM_SECONDS=1 DM_DATA=...
+    package; default_model ;;
+  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|default-model ..." >&2; exit 2 ;;
   esac
-  case "$phase" in stage-*) continue ;; esac
+  case "$phase" in stage-*|default-model) continue ;; esac
   parts=(); for p in official kernel model prefill_memory train; do
     [ -s "$JOB/$p.json" ] && parts+=(--${p//_/-} "$JOB/$p.json"); done
   [ -s "$JOB/tests.log" ] && parts+=(--tests "$JOB/tests.log")

@@ -46,8 +46,10 @@ def test_evaluate_measures_a_trained_model_on_the_files_train_held_out(tmp_path,
     assert main(["train", str(spec), "--data", str(data), "--out", str(out), "--steps", "4", "--batch-size", "2",
                  "--seq-len", "8"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(out), "--data", str(data), "--held-out", "--json", "--seq-len", "8"]) == 0
-    held = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--model", str(out), str(out), "--data", str(data), "--held-out", "--json",
+                 "--seq-len", "8"]) == 0
+    held, again = map(json.loads, capsys.readouterr().out.splitlines())
+    assert held == again  # each model on the same text
     assert main(["evaluate", "--model", str(out), "--data", str(data), "--json", "--seq-len", "8"]) == 0
     every = json.loads(capsys.readouterr().out)
     assert 1 <= held["files"] < every["files"] and held["tokens"] < every["tokens"]

@@ -7,7 +7,8 @@ from .values import POSITIVE, integer
 
 
 def _args(p):
-    p.add_argument("--model", help="checkpoint directory or Hub repo id; default: the shipped small model")
+    p.add_argument("--model", nargs="+", help="checkpoint directories or Hub repo ids, each measured on the same "
+                                              "text; default: the shipped small model")
     p.add_argument("--data", nargs="+", required=True, help="text files, directories or globs, read as train reads "
                                                              "them")
     p.add_argument("--held-out", action="store_true",
@@ -32,27 +33,27 @@ def cmd_evaluate(args) -> int:
     from .generate import DEFAULT_MODEL
     from .train import read_data
 
-    model = args.model or str(DEFAULT_MODEL)
-    runner = xLSTMRunner.from_pretrained(model)
-    if runner.tokenizer is None:
-        raise InputError(f"{model} has no tokenizer.json: evaluate reads text")
     train_texts, held_texts = read_data(args)
     texts = held_texts if args.held_out else train_texts + held_texts
-    tok = runner.tokenizer
-    eos = min(tok.eos_token_ids) if tok.eos_token_ids else None
-    if eos is None:  # a tokenizer without an end-of-text token: the texts back to back
-        ids = np.asarray([i for enc in tok.tokenizer.encode_batch(texts) for i in enc.ids], dtype=np.int32)
-    else:
-        ids = encode_texts(tok.tokenizer, texts, eos)
-    if len(ids) < 2:
-        raise InputError(f"--data: the text is {len(ids)} token(s); the loss needs at least 2")
-    result = stream_loss(runner, ids, sum(map(len, texts)), args.seq_len, args.batch_size)
-    report = {"model": model, "files": len(texts), "held_out": args.held_out, "seq_len": args.seq_len,
-              **result.as_dict()}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{model}: loss {result.loss:.4f} nats/token, {result.bits_per_character:.4f} bits/character on "
-              f"{len(texts)} {'held-out ' if args.held_out else ''}file(s) ({result.characters:,} characters, "
-              f"{result.tokens:,} tokens, windows of {args.seq_len})")
+    for model in args.model or [str(DEFAULT_MODEL)]:
+        runner = xLSTMRunner.from_pretrained(model)
+        if runner.tokenizer is None:
+            raise InputError(f"{model} has no tokenizer.json: evaluate reads text")
+        tok = runner.tokenizer
+        eos = min(tok.eos_token_ids) if tok.eos_token_ids else None
+        if eos is None:  # a tokenizer without an end-of-text token: the texts back to back
+            ids = np.asarray([i for enc in tok.tokenizer.encode_batch(texts) for i in enc.ids], dtype=np.int32)
+        else:
+            ids = encode_texts(tok.tokenizer, texts, eos)
+        if len(ids) < 2:
+            raise InputError(f"--data: the text is {len(ids)} token(s); the loss needs at least 2")
+        result = stream_loss(runner, ids, sum(map(len, texts)), args.seq_len, args.batch_size)
+        report = {"model": model, "files": len(texts), "held_out": args.held_out, "seq_len": args.seq_len,
+                  **result.as_dict()}
+        if args.json:
+            print(json.dumps(report), flush=True)
+        else:
+            print(f"{model}: loss {result.loss:.4f} nats/token, {result.bits_per_character:.4f} bits/character on "
+                  f"{len(texts)} {'held-out ' if args.held_out else ''}file(s) ({result.characters:,} characters, "
+                  f"{result.tokens:,} tokens, windows of {args.seq_len})", flush=True)
     return 0
