@@ -56,7 +56,7 @@ for m in 'numpy networkx torch transformers'.split():
     > "$OUT/dm_calib.log" 2>&1 || { tail -n 5 "$OUT/dm_calib.log"; return 1; }
   head -n 3 "$OUT/dm_calib.log"
   tps=$(python3 -c "import json; print(int(json.load(open('$d/calib/trainer.json'))['log']['tokens_per_s']))")
-  steps=$(( tps * ${DM_SECONDS:-270} / (batch * seq) ))
+  steps=$(( tps * ${DM_SECONDS:-240} / (batch * seq) ))
   steps=$(( steps > ${DM_MAX_STEPS:-6000} ? ${DM_MAX_STEPS:-6000} : steps < 2 ? 2 : steps ))
   echo "calibration: $tps tokens/s -> --steps $steps"
   $x train xlstm_small_code "${args[@]}" --tokenizer "$d/calib/tokenizer.json" --out "$d/run" --steps "$steps" \
@@ -101,7 +101,7 @@ for phase in "$@"; do
   train)
     package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
       embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
-  default-model)  # DM_SECONDS of training (default 270) within the 9-minute call; on CPU: DM_SECONDS=1 DM_DATA=...
+  default-model)  # DM_SECONDS of training (default 240) within the 9-minute call; on CPU: DM_SECONDS=1 DM_DATA=...
     package; default_model ;;
   *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|default-model ..." >&2; exit 2 ;;
   esac
