@@ -129,3 +129,15 @@ def test_train_leaves_out_tables_and_copies_and_says_so(tmp_path, capsys):
     assert code == 0, err
     assert "1 duplicate(s) dropped" in err and "1 generated table(s) or data blob(s) left out" in err
     assert "cp1252.py" in err
+
+
+def test_data_that_is_all_tables_is_one_line_naming_keep_generated(tmp_path, capsys):
+    from train.test_training import cli_run_inputs
+
+    spec, data = cli_run_inputs(tmp_path)
+    (data / "a.py").write_text(CODEC_TABLE)
+    args = ["train", str(spec), "--data", str(data), "--steps", "1", "--batch-size", "2", "--seq-len", "8"]
+    assert main(args + ["--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --data: every file was left out") and "--keep-generated" in err[-1]
+    assert main(args + ["--out", str(tmp_path / "m2"), "--keep-generated"]) == 0

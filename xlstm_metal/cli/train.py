@@ -129,7 +129,10 @@ def read_data(args) -> tuple[list[str], list[str]]:
         path, why = skipped[0]
         more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
         print(f"skipped {len(skipped)} file(s) that are not readable text: {path} ({why}){more}", file=sys.stderr)
+    if not src.texts and len(skipped) == len(files):
+        raise InputError(f"--data: none of the {len(files)} file(s) holds readable UTF-8 text")
     if not src.texts:
-        raise InputError(f"--data: none of the {len(files)} file(s) holds usable UTF-8 text ({src.summary()})")
+        raise InputError(f"--data: every file was left out ({src.summary()}); --keep-generated keeps tables and "
+                         f"blobs")
     print(src.summary(), file=sys.stderr)
     return split_held_out(src.texts, HELD_OUT)
