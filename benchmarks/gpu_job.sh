@@ -40,10 +40,12 @@ official() {
 }
 
 # default_model: xlstm_metal/default_model/TRAINING.md's recipe in one call. A 30-step run trains the tokenizer,
-# compiles the kernels at the run's shapes and measures tokens/s; that sets --steps to fill DM_SECONDS of training.
-# Then: 6-bit conversion, held-out loss of the shipped model (before) and the new one (float, 6-bit), a sample.
+# compiles the kernels at the run's shapes and measures tokens/s; that sets --steps to fill what is left of a
+# 9-minute call (DM_SECONDS overrides) after the run's start-up (as long as the 30-step run's, at most) and ~100 s
+# for the rest: 6-bit conversion, held-out loss of the shipped model (before) and the new one (float, 6-bit), a sample.
 default_model() {
-  local x="python3 -m xlstm_metal.cli" d=$JOB/dm batch=${DM_BATCH:-32} seq=${DM_SEQ:-512} data tps steps
+  local x="python3 -m xlstm_metal.cli" d=$JOB/dm batch=${DM_BATCH:-32} seq=${DM_SEQ:-512} data tps steps secs
+  local t0=$SECONDS t1
   local stdlib=${DM_STDLIB:-/usr/lib/python3.12}
   data=${DM_DATA:-$stdlib $(python3 -c "import importlib.util as u
 for m in 'numpy networkx torch transformers'.split():
@@ -52,24 +54,29 @@ for m in 'numpy networkx torch transformers'.split():
   local args=(--data $data --max-bytes "${DM_MAX_BYTES:-40000000}" --batch-size "$batch" --seq-len "$seq")
   rm -rf "$d" "$OUT/default_model" && mkdir -p "$d"
   echo "data: $data"; python3 -m pip list 2>/dev/null | grep -iE "^(numpy|networkx|torch|transformers) " | tr -s ' '
+  t1=$SECONDS
   $x train xlstm_small_code "${args[@]}" --out "$d/calib" --steps 30 --save-every 30 --eval-every 30 \
     > "$OUT/dm_calib.log" 2>&1 || { tail -n 5 "$OUT/dm_calib.log"; return 1; }
   head -n 3 "$OUT/dm_calib.log"
   tps=$(python3 -c "import json; print(int(json.load(open('$d/calib/trainer.json'))['log']['tokens_per_s']))")
-  steps=$(( tps * ${DM_SECONDS:-240} / (batch * seq) ))
+  secs=${DM_SECONDS:-$(( 540 - 30 - (SECONDS - t0) - (SECONDS - t1) - 100 ))}
+  secs=$(( secs > 420 ? 420 : secs < 20 ? 20 : secs ))
+  steps=$(( tps * secs / (batch * seq) ))
   steps=$(( steps > ${DM_MAX_STEPS:-6000} ? ${DM_MAX_STEPS:-6000} : steps < 2 ? 2 : steps ))
-  echo "calibration: $tps tokens/s -> --steps $steps"
+  echo "calibration: $tps tokens/s after $(( SECONDS - t1 )) s -> --steps $steps (~$secs s of training)"
+  t1=$SECONDS
   $x train xlstm_small_code "${args[@]}" --tokenizer "$d/calib/tokenizer.json" --out "$d/run" --steps "$steps" \
     --lr "${DM_LR:-2e-3}" --warmup $(( steps / 20 + 1 )) --eval-every $(( steps / 10 + 1 )) --save-every "$steps" \
     > "$OUT/dm_train.log" 2>&1 || { tail -n 5 "$OUT/dm_train.log"; return 1; }
-  tail -n 2 "$OUT/dm_train.log"
+  tail -n 2 "$OUT/dm_train.log"; echo "training run: $(( SECONDS - t1 )) s in all"
   $x convert "$d/run" "$OUT/default_model" --dtype bf16 -q --q-bits 6 --q-group-size 64 \
     && cp "$d/run/loss.svg" "$OUT/default_model/" && du -sh "$OUT/default_model"
   for set in "stdlib:$stdlib" "all:$data"; do  # before: the shipped model; after: float, then 6-bit
-    $x evaluate --model /tmp/xm/xlstm_metal/default_model "$d/run" "$OUT/default_model" --data ${set#*:} \
+    $x evaluate --model "${DM_BEFORE:-/tmp/xm/xlstm_metal/default_model}" "$d/run" "$OUT/default_model" --data ${set#*:} \
       --max-bytes "${DM_MAX_BYTES:-40000000}" --held-out --json | sed "s/^/${set%%:*} /" | tee -a "$OUT/dm_eval.txt"
   done
   $x generate --model "$OUT/default_model" --prompt "def " --max-tokens 150 --quiet | tee "$OUT/dm_sample.txt"
+  echo; echo "default-model phase: $(( SECONDS - t0 )) s"
 }
 
 for phase in "$@"; do
@@ -101,7 +108,7 @@ for phase in "$@"; do
   train)
     package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
       embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
-  default-model)  # DM_SECONDS of training (default 240) within the 9-minute call; on CPU: DM_SECONDS=1 DM_DATA=...
+  default-model)  # ~8.5 min; on CPU at tiny sizes: DM_SECONDS=1 DM_MAX_STEPS=4 DM_BATCH=2 DM_SEQ=64 DM_DATA=...
     package; default_model ;;
   *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|default-model ..." >&2; exit 2 ;;
   esac
