@@ -16,13 +16,14 @@ import yaml
 from mlx.utils import tree_flatten
 
 from ..files import new_dir, publish_dir, recover_dir, writer_lock
-from ..modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
+from ..modules import GraphModule, as_dtype, cast_parameters, dequantize_model, dtype_name, quantize_model
 from .config import is_large_config
 from .files import CheckpointError
 from .load import SPEC_FILE, consistently, open_checkpoint
 from .sanitize import official_keys, to_official
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                   "chat_template.jinja")
 
 
 def _shards(weights: dict[str, mx.array], max_bytes: int) -> list[dict[str, mx.array]]:
@@ -101,8 +102,9 @@ def _write(tmp: Path, model, graph, dtype, config, quantization, tokenizer_dir, 
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,
-            q_group_size: int = 64, overwrite: bool = False) -> Path:
-    """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
+            q_group_size: int = 64, overwrite: bool = False, dequantize: bool = False) -> Path:
+    """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation (or, with
+    ``dequantize``, a quantized one in full precision)."""
     def read():
         ckpt = open_checkpoint(src)
         if q_bits and ckpt.quantization:
@@ -118,6 +120,9 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bit
 
     ckpt, model, target = consistently(src, read)  # one version of src, even while it is being rewritten
     q = ckpt.quantization
+    if dequantize and q:
+        dequantize_model(model)
+        q = None
     if q_bits:
         q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}
         quantize_model(model, q)
