@@ -145,7 +145,7 @@ def test_every_option_of_every_command_says_what_it_means():
 
 
 def test_help_shows_defaults(capsys):
-    for command, shown in [("train", ["(default: 1000)", "(default: 0.003)", "a tenth of --steps"]),
+    for command, shown in [("train", ["(default: 1000)", "(default: 0.003; with --from: 0.0001)", "a tenth of --steps"]),
                            ("generate", ["(default: 100)", "0: greedy"]), ("verify", ["(default: float32)"])]:
         code, out, _ = cli(capsys, command, "--help")
         assert code == 0

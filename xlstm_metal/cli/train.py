@@ -56,7 +56,7 @@ def _args(p):
                    help="sequences per step per rank (under mlx.launch: x ranks)")
     p.add_argument("--seq-len", type=POSITIVE, default=d["seq_len"], help="tokens per training sequence")
     p.add_argument("--lr", type=number(0, above=True), default=None,
-                   help=f"peak learning rate (AdamW; default {d['lr']:g}, or {FINE_TUNE_LR:g} with --from)")
+                   help=f"peak learning rate, AdamW (default: {d['lr']:g}; with --from: {FINE_TUNE_LR:g})")
     p.add_argument("--warmup", type=integer(0), default=None,
                    help="steps of linear warmup to --lr (default: a tenth of --steps, at most 1000)")
     p.add_argument("--weight-decay", type=number(0), default=d["weight_decay"], help="AdamW weight decay")
@@ -188,7 +188,7 @@ def _data(args, runner, out: Path, base_dir):
         more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
         print(f"skipped {len(skipped)} file(s) that are not readable text: {path} ({why}){more}", file=sys.stderr)
     if not records:
-        raise InputError(f"--data: none of the {len(files)} file(s) holds readable UTF-8 text or JSONL records")
+        raise InputError(f"--data: none of the {len(files)} file(s) holds readable UTF-8 text")
     wrapper, tok_dir = _tokenizer(args, runner, out, base_dir)
     chat = ChatFormat(wrapper.chat_template if wrapper else None, where=getattr(wrapper, "chat_template_file", ""),
                       special_tokens=wrapper.special_tokens() if wrapper else None)
@@ -200,7 +200,7 @@ def _data(args, runner, out: Path, base_dir):
         tok = wrapper.tokenizer
     if tok.get_vocab_size() > readable:
         raise InputError(f"{args.tokenizer or tok_dir}: the tokenizer has {tok.get_vocab_size()} tokens but the "
-                         f"model '{runner.graph.name}' reads {readable}; use a spec with a larger vocabulary or a "
+                         f"{'model' if base_dir else 'spec'} '{runner.graph.name}' reads {readable}; use a spec with a larger vocabulary or a "
                          f"smaller tokenizer")
     eos_ids = sorted(runner.eos_token_ids | set(getattr(wrapper, "eos_token_ids", ()) or ()))
     eos_id = eos_ids[0] if eos_ids else (tok.token_to_id(EOS) if tok.token_to_id(EOS) is not None else 0)
