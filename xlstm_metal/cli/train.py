@@ -75,8 +75,8 @@ def _args(p):
     scale.add_argument("--lora-scale", type=number(0, above=True), help="the update is scale * x A B (default 20)")
     scale.add_argument("--lora-alpha", type=number(0, above=True), help="instead of --lora-scale: scale = alpha / rank")
     lora.add_argument("--lora-dropout", type=number(0, high=0.99), default=0.0, help="dropout on the adapters' input")
-    lora.add_argument("--lora-layers", type=_layers, default=16, help="adapt the last N blocks (-1 or all: every "
-                                                                     "block; default 16)")
+    lora.add_argument("--lora-layers", type=_layers, help="adapt the last N blocks (-1 or all: every block; "
+                                                         "default: the last 16, or all of a smaller model)")
     lora.add_argument("--lora-targets", help="comma-separated projections to adapt, as the blocks name them (e.g. "
                                              "proj_in or its pieces q,k,v; out_proj; proj_up_gate_z, proj_down); "
                                              "default: every projection")
@@ -94,7 +94,7 @@ def _lora(args):
         raise InputError("--lora-rank needs --from CHECKPOINT: adapters train on a trained base model")
     scale = args.lora_alpha / args.lora_rank if args.lora_alpha else args.lora_scale or 20.0
     keys = [k.strip() for k in args.lora_targets.split(",") if k.strip()] if args.lora_targets else None
-    return LoRAConfig(rank=args.lora_rank, scale=scale, dropout=args.lora_dropout, num_layers=args.lora_layers,
+    return LoRAConfig(rank=args.lora_rank, scale=scale, dropout=args.lora_dropout, num_layers=args.lora_layers or 16,
                       keys=keys)
 
 
@@ -116,15 +116,20 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     runner, base_dir = _model(args, lora)
     lora_run = None
-    if lora is not None:
+    if lora is not None:  # options that do not fit the model: before any data is read
         from ..train.adapters import adapter_config
+        from ..train.lora import lora_layers, plan_lora
 
+        if args.lora_layers is None:
+            lora.num_layers = min(lora.num_layers, len(lora_layers(runner.graph)))
+        plan_lora(runner.graph, lora)
         lora_run = adapter_config(lora, args.base)
     resumable_run(out, runner.graph, args.overwrite, writer=world().rank() == 0, lora=lora_run)  # before any data
     train, val, tok_dir, config = _data(args, runner, out, base_dir)
     ranks = world().size()
     trainer = Trainer(runner, TokenBatches(train[0], args.batch_size * ranks, args.seq_len, args.seed, train[1]),
-                      cfg, out, val_batches=TokenBatches(val[0], args.batch_size, args.seq_len, args.seed + 1, val[1]),
+                      cfg, out, val_batches=TokenBatches(val[0], args.batch_size, args.seq_len, args.seed + 1, val[1])
+                      if len(val[0]) else None,
                       tokenizer_dir=tok_dir, config=config, overwrite=args.overwrite, lora=lora, base=args.base)
     if lora is not None:
         from ..train.adapters import adapter_weights
@@ -208,11 +213,12 @@ def _data(args, runner, out: Path, base_dir):
     if val_records:
         val = encode_records(tok, chat, val_records, eos_id)
         train = (ids, mask)
-    else:
-        split = int(len(ids) * 0.98)
+    else:  # 2% held out, at least one window of it where the data allows
+        split = min(int(len(ids) * 0.98), len(ids) - args.seq_len - 2)
+        split = split if split >= args.seq_len + 2 else len(ids)
         train, val = (ids[:split], mask[:split]), (ids[split:], mask[split:])
     counted = f", {int(train[1].sum()) / 1e6:.2f} M carry loss" if not train[1].all() else ""
-    print(f"{len(records)} records, {len(train[0]) / 1e6:.2f} M tokens{counted} ({len(val[0])} held out); "
+    print(f"{len(records)} records, {len(train[0]) / 1e6:.2f} M tokens{counted} ({f'{len(val[0])} held out' if len(val[0]) else 'too few to hold any out for validation'}); "
           f"{runner.num_parameters() / 1e6:.2f} M parameters", file=sys.stderr)
     if base_dir is not None:
         config = runner.config

@@ -159,9 +159,9 @@ def target_names(graph) -> list[str]:
     return sorted(names)
 
 
-def apply_lora(model: nn.Module, graph, cfg: LoRAConfig) -> list[str]:
-    """Freeze ``model`` and put adapters on the chosen projections of its last ``cfg.num_layers`` blocks; returns
-    the adapted layers' paths. ``model`` holds ``graph``'s blocks (a runner's ``model``)."""
+def plan_lora(graph, cfg: LoRAConfig) -> list[tuple[str, str, list[tuple[int, int]] | None]]:
+    """Where ``cfg`` puts adapters on ``graph``: (node, projection path, adapted rows or None for all), or one
+    ``LoRAError`` (an unknown target, more blocks than the model has) before anything changes."""
     layers = lora_layers(graph)
     if not layers:
         raise LoRAError(f"the model '{graph.name}' has no linear projections to adapt")
@@ -173,23 +173,28 @@ def apply_lora(model: nn.Module, graph, cfg: LoRAConfig) -> list[str]:
         raise LoRAError(f"--lora-layers {cfg.num_layers}: the model has {len(layers)} blocks (-1: all of them)")
     chosen = layers if cfg.num_layers == -1 else layers[-cfg.num_layers:]
     keys = set(cfg.keys) if cfg.keys else None
-    model.freeze()
-    adapted = []
+    where = []
     for node in (n for nodes in chosen for n in nodes):
-        block = graph.block(node)
-        for path, pieces in projections(block).items():
+        for path, pieces in projections(graph.block(node)).items():
             if keys is None or path in keys:
-                segments = None
-            else:
-                segments = [(start, stop) for name, start, stop in pieces if name in keys] or None
-                if segments is None:
-                    continue
-            _replace(block, path, LoRALinear(_get(block, path), cfg.rank, cfg.scale, cfg.dropout, segments))
-            adapted.append(f"{node}.{path}")
-    if not adapted:
+                where.append((node, path, None))
+            elif segments := [(start, stop) for name, start, stop in pieces if name in keys]:
+                where.append((node, path, segments))
+    if not where:
         raise LoRAError(f"--lora-targets {','.join(cfg.keys or ())}: none of them is in the last {cfg.num_layers} "
                         f"block(s); valid: {', '.join(valid)}")
-    return adapted
+    return where
+
+
+def apply_lora(model: nn.Module, graph, cfg: LoRAConfig) -> list[str]:
+    """Freeze ``model`` and put adapters on the chosen projections of its last ``cfg.num_layers`` blocks; returns
+    the adapted layers' paths. ``model`` holds ``graph``'s blocks (a runner's ``model``)."""
+    where = plan_lora(graph, cfg)
+    model.freeze()
+    for node, path, segments in where:
+        block = graph.block(node)
+        _replace(block, path, LoRALinear(_get(block, path), cfg.rank, cfg.scale, cfg.dropout, segments))
+    return [f"{node}.{path}" for node, path, _ in where]
 
 
 def fuse_lora(model: nn.Module, dequantize: bool = False) -> int:

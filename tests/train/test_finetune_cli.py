@@ -1,0 +1,107 @@
+"""`xlstm-metal train --from`: fine-tuning a checkpoint (fully, or LoRA on the quantized shipped model), the progress
+and final lines, adapters applied unfused by `generate --adapters` and merged by `convert --fuse-adapters`."""
+import json
+import re
+
+import pytest
+from test_training import cli_run_inputs
+
+from xlstm_metal import xLSTMRunner
+from xlstm_metal.cli import main
+
+SHIPPED = "xlstm_metal/default_model"
+PROGRESS = re.compile(r"^step (\d+)/(\d+) loss \d+\.\d{3}( val \d+\.\d{3})? lr \d\.\de[-+]\d\d [\d,]+ tok/s "
+                      r"peak \d+\.\d (KB|MB|GB) ETA (\d+:)?\d+:\d\d$")
+TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}" \
+           "{% if add_generation_prompt %}[assistant]{% endif %}"
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def text_jsonl(path, n=40):
+    path.write_text("".join(json.dumps({"text": f"def f{i}(a, b):\n    return a + b * {i}\n"}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def test_a_quantized_checkpoint_is_not_trained_fully_the_error_points_to_lora(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--from", SHIPPED, "--data", text_jsonl(tmp_path / "d.jsonl"),
+                       "--out", tmp_path / "out", "--steps", "1")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "is quantized (8-bit): its weights cannot be trained directly; train LoRA adapters on it (--lora-rank 8)" \
+           in err and "--dequantize" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lora-rank", "2", "--lora-targets", "q,query"], "--lora-targets: unknown projection(s) query; valid: "
+                                                        "fgate_preact, igate_preact, k, ogate_preact, out_proj, "),
+    (["--lora-scale", "2"], "--lora-scale needs --lora-rank"),
+    (["--lora-rank", "2", "--lora-layers", "5"], "--lora-layers 5: the model has 4 blocks"),
+])
+def test_lora_options_that_do_not_fit_are_one_line(tmp_path, capsys, args, message):
+    code, _, err = run(capsys, "train", "--from", SHIPPED, "--data", text_jsonl(tmp_path / "d.jsonl"),
+                       "--out", tmp_path / "out", "--steps", "1", *args)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_bad_jsonl_line_stops_the_run_with_file_line_and_field(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a"}\n{"messages": [{"role": "user"}]}\n')
+    code, _, err = run(capsys, "train", "--from", SHIPPED, "--data", data, "--out", tmp_path / "out",
+                       "--lora-rank", "2")
+    assert code == 1 and err.strip() == f"error: {data}:2: field 'messages[0].content' must be a string"
+
+
+def test_lora_on_the_shipped_model_from_the_command_line_then_generate_and_fuse(tmp_path, capsys):
+    out = tmp_path / "adapters"
+    code, _, err = run(capsys, "train", "--from", SHIPPED, "--data", text_jsonl(tmp_path / "d.jsonl"), "--out", out,
+                       "--lora-rank", "4", "--lora-layers", "2", "--lora-targets", "q,v,proj_down", "--steps", "4",
+                       "--batch-size", "2", "--seq-len", "32", "--lr", "1e-3", "--eval-every", "2")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    progress = [line for line in lines if line.startswith("step ")]
+    assert progress and all(PROGRESS.match(line) for line in progress), progress
+    assert progress[-1].startswith("step 4/4") and progress[-1].endswith("ETA 0:00")
+    assert lines[-1].startswith("done: step 4, loss ") and f"wrote {out / 'adapters.safetensors'} (" in lines[-1] \
+        and f"--model {SHIPPED} --adapters {out}`" in lines[-1] and f"--fuse-adapters {out}`" in lines[-1]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["num_layers"] == 2 and config["lora_parameters"]["keys"] == ["q", "v", "proj_down"]
+    assert config["lora_parameters"]["rank"] == 4 and config["model"] == SHIPPED
+
+    gen = ["generate", "--prompt", "def f3(a, b):", "--max-tokens", "12", "--quiet"]
+    code, unfused, _ = run(capsys, *gen, "--model", SHIPPED, "--adapters", out)
+    assert code == 0
+    code, base, _ = run(capsys, *gen, "--model", SHIPPED)
+    code, _, err = run(capsys, "convert", SHIPPED, tmp_path / "fused", "--fuse-adapters", out)
+    assert code == 0 and f"with the adapters of {out} merged" in err
+    assert xLSTMRunner.from_pretrained(tmp_path / "fused").quantization["bits"] == 8  # re-quantized like the base
+    code, _, _ = run(capsys, "convert", SHIPPED, tmp_path / "fused-f32", "--fuse-adapters", out, "--dequantize")
+    code, fused, _ = run(capsys, *gen, "--model", tmp_path / "fused-f32")
+    assert fused == unfused != base
+
+
+def test_from_a_run_continues_its_weights_and_carries_its_tokenizer_and_chat_template(tmp_path, capsys):
+    spec, data = cli_run_inputs(tmp_path)
+    common = ["--batch-size", "2", "--seq-len", "16", "--save-every", "20", "--eval-every", "20"]
+    assert run(capsys, "train", spec, "--data", data, "--out", tmp_path / "first", "--steps", "20", *common)[0] == 0
+    (tmp_path / "first" / "chat_template.jinja").write_text(TEMPLATE)
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "add"},
+                                                     {"role": "assistant", "content": "def add(a, b):"}]}) + "\n"
+                            for _ in range(30)))
+    code, _, err = run(capsys, "train", "--from", tmp_path / "first", "--data", chat, data, "--out",
+                       tmp_path / "second", "--steps", "2", *common)
+    assert code == 0, err
+    assert "M carry loss" in err  # the user turns of the chat lines do not
+    assert err.strip().splitlines()[-1].startswith("done: step 2") and f"wrote {tmp_path / 'second'}: weights (" in err
+    first, second = (json.loads((tmp_path / d / "trainer.json").read_text())["log"]["losses"]
+                     for d in ("first", "second"))
+    assert second[0] < 0.7 * first[0]  # it starts from the trained weights, not from scratch
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "wiring_spec.yaml"):
+        assert (tmp_path / "second" / name).is_file(), name
+    runner = xLSTMRunner.from_pretrained(tmp_path / "second")
+    assert runner.tokenizer.chat_template == TEMPLATE and runner.generate("def", max_tokens=3) is not None
