@@ -34,6 +34,11 @@ def test_a_quantized_checkpoint_is_not_trained_fully_the_error_points_to_lora(tm
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "is quantized (8-bit): its weights cannot be trained directly; train LoRA adapters on it (--lora-rank 8)" \
            in err and "--dequantize" in err and not (tmp_path / "out").exists()
+    code, _, _ = run(capsys, "convert", SHIPPED, tmp_path / "f32", "--dequantize")  # the other way it names
+    assert code == 0 and "quantization" not in json.loads((tmp_path / "f32" / "config.json").read_text())
+    code, _, err = run(capsys, "train", "--from", tmp_path / "f32", "--data", tmp_path / "d.jsonl", "--out",
+                       tmp_path / "out", "--steps", "1", "--batch-size", "1", "--seq-len", "16")
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -105,3 +110,41 @@ def test_from_a_run_continues_its_weights_and_carries_its_tokenizer_and_chat_tem
         assert (tmp_path / "second" / name).is_file(), name
     runner = xLSTMRunner.from_pretrained(tmp_path / "second")
     assert runner.tokenizer.chat_template == TEMPLATE and runner.generate("def", max_tokens=3) is not None
+
+
+def large_layout_checkpoint(d):
+    """A tiny checkpoint in the xLSTM-7b layout (config.json of xLSTMLarge, no wiring spec) with a tokenizer."""
+    import mlx.core as mx
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from xlstm_metal import build_graph
+    from xlstm_metal.checkpoint import config_to_spec, xLSTMConfig
+
+    config = {"embedding_dim": 32, "num_heads": 2, "num_blocks": 2, "vocab_size": 320, "chunk_size": 8,
+              "ffn_round_up_to_multiple_of": 16, "eos_token_id": 0, "torch_dtype": "bfloat16"}
+    mx.random.seed(0)
+    cfg = xLSTMConfig.from_dict(config)
+    xLSTMRunner(build_graph(config_to_spec(cfg)), config=cfg, dtype="bfloat16").save_pretrained(d, config=config)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["def f(a, b):\n    return a + b\n"] * 50, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(d / "tokenizer.json"))
+    return d
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_from_a_7b_layout_directory_keeps_its_layout_and_dtype(tmp_path, capsys, lora):
+    base = large_layout_checkpoint(tmp_path / "large")
+    extra = ["--lora-rank", "2", "--lora-layers", "all"] if lora else []
+    code, _, err = run(capsys, "train", "--from", base, "--data", text_jsonl(tmp_path / "d.jsonl"), "--out",
+                       tmp_path / "out", "--steps", "2", "--batch-size", "2", "--seq-len", "16", *extra)
+    assert code == 0, err
+    if lora:
+        code, _, _ = run(capsys, "convert", base, tmp_path / "fused", "--fuse-adapters", tmp_path / "out")
+    out = tmp_path / ("fused" if lora else "out")
+    assert not (out / "wiring_spec.yaml").exists() and (out / "tokenizer.json").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_blocks"] == 2 and config["torch_dtype"] == "bfloat16"
+    assert xLSTMRunner.from_pretrained(out).generate("def", max_tokens=2) is not None
