@@ -9,7 +9,7 @@ from ..errors import InputError
 from .registry import command
 from .values import POSITIVE, SEED, integer, number
 
-TRAIN_OPTIONS = "steps batch_size seq_len warmup weight_decay grad_clip seed eval_every save_every".split()
+TRAIN_OPTIONS = "steps batch_size seq_len warmup weight_decay grad_clip seed eval_every save_every log_every".split()
 FINE_TUNE_LR = 1e-4  # the default peak learning rate when a checkpoint is fine-tuned (fully or with LoRA)
 
 
@@ -64,6 +64,7 @@ def _args(p):
     p.add_argument("--seed", type=SEED, default=d["seed"], help="seed of the weights and of the batch order")
     p.add_argument("--eval-every", type=POSITIVE, default=d["eval_every"], help="validation loss every N steps")
     p.add_argument("--save-every", type=POSITIVE, default=d["save_every"], help="write the checkpoint every N steps")
+    p.add_argument("--log-every", type=POSITIVE, default=d["log_every"], help="a progress line every N steps")
     p.add_argument("--dtype", choices=["float32", "bfloat16"],
                    help="weight and compute dtype (default: float32; with --from the checkpoint's)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint")

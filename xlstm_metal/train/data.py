@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 
-TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".json")  # what a directory given as data contributes
+TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".json", ".jsonl")  # what a directory given as data contributes
 EOS = "<|endoftext|>"  # the end-of-text token of a tokenizer trained here
 IGNORE = -1  # a target that carries no loss (e.g. a user turn of a conversation)
 
