@@ -116,7 +116,7 @@ def cmd_train(args) -> int:
     lora = _lora(args)
     out = Path(args.out)
     runner, base_dir = _model(args, lora)
-    lora_run = None
+    lora_run = base_name = None
     if lora is not None:  # options that do not fit the model: before any data is read
         from ..train.adapters import adapter_config
         from ..train.lora import lora_layers, plan_lora
@@ -124,14 +124,17 @@ def cmd_train(args) -> int:
         if args.lora_layers is None:
             lora.num_layers = min(lora.num_layers, len(lora_layers(runner.graph)))
         plan_lora(runner.graph, lora)
-        lora_run = adapter_config(lora, args.base)
+        local = Path(args.base).expanduser()
+        base_name = str(local.resolve()) if local.exists() else args.base  # a directory, or a Hub repo id
+        lora_run = adapter_config(lora, base_name)
     resumable_run(out, runner.graph, args.overwrite, writer=world().rank() == 0, lora=lora_run)  # before any data
     train, val, tok_dir, config = _data(args, runner, out, base_dir)
     ranks = world().size()
     trainer = Trainer(runner, TokenBatches(train[0], args.batch_size * ranks, args.seq_len, args.seed, train[1]),
                       cfg, out, val_batches=TokenBatches(val[0], args.batch_size, args.seq_len, args.seed + 1, val[1])
                       if len(val[0]) else None,
-                      tokenizer_dir=tok_dir, config=config, overwrite=args.overwrite, lora=lora, base=args.base)
+                      tokenizer_dir=tok_dir, config=config, overwrite=args.overwrite, lora=lora,
+                      base=base_name if lora else None)
     if lora is not None:
         from ..train.adapters import adapter_weights
 

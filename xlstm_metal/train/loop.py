@@ -97,6 +97,8 @@ def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True
     from .adapters import ADAPTER_CONFIG
 
     held = read_json(out / ADAPTER_CONFIG, InputError) if (out / ADAPTER_CONFIG).is_file() else None
+    if held is not None and not isinstance(held, dict):
+        raise InputError(f"{out / ADAPTER_CONFIG} must hold a JSON object; pass --overwrite to start over")
     if (held is None) != (lora is None):
         kinds = ("a LoRA run (adapter_config.json)", "a full training run") if lora is None else \
             ("a full training run", "a LoRA run")

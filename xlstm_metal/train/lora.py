@@ -9,7 +9,7 @@ output rows of the merged matrix and no block needs code of its own.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -34,7 +34,6 @@ class LoRAConfig:
     dropout: float = 0.0
     num_layers: int = 16
     keys: list[str] | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
