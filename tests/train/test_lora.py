@@ -8,6 +8,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from xlstm_metal import xLSTMRunner
+from xlstm_metal.errors import InputError
 from xlstm_metal.train import TokenBatches, TrainConfig, Trainer
 from xlstm_metal.train.adapters import (AdapterError, adapter_weights, fuse_adapters, load_adapters,
                                         save_adapters)
@@ -147,8 +148,13 @@ def test_a_lora_run_refuses_an_out_holding_a_run_with_other_options(tmp_path):
     lora_trainer(base, tmp_path / "run", 4).train()
     other = lora_trainer(base, tmp_path / "run", 8)
     other.lora.rank = 4
-    with pytest.raises(Exception, match="holds a LoRA run with other options"):
+    with pytest.raises(InputError, match="holds a LoRA run with other options"):
         other.train()
+    with pytest.raises(InputError, match=f"holds adapters of the base {base}, not of elsewhere"):
+        Trainer(xLSTMRunner.from_pretrained(base), other.batches, other.cfg, tmp_path / "run", progress=False,
+                lora=LoRAConfig(rank=2, num_layers=-1, dropout=0.1, keys=["q", "proj_down"]), base="elsewhere").train()
+    with pytest.raises(InputError, match="holds a LoRA run .adapter_config.json., this is a full training run"):
+        Trainer(xLSTMRunner.from_pretrained(base), other.batches, other.cfg, tmp_path / "run", progress=False).train()
 
 
 def held_out_loss(runner, tokens) -> float:

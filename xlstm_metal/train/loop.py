@@ -105,6 +105,9 @@ def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True
         raise InputError(f"--out {out} holds {kinds[0]}, this is {kinds[1]}; choose another --out, or pass "
                          "--overwrite to replace that run")
     if lora is not None:
+        if held.get("model") != lora["model"]:
+            raise InputError(f"--out {out} holds adapters of the base {held.get('model')}, not of {lora['model']}; "
+                             "choose another --out, or pass --overwrite to replace that run")
         if {k: held.get(k) for k in ("num_layers", "lora_parameters")} != \
                 {k: lora[k] for k in ("num_layers", "lora_parameters")}:
             raise InputError(f"--out {out} holds a LoRA run with other options ({held.get('num_layers')} layers, "
