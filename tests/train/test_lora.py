@@ -185,3 +185,25 @@ def test_lora_on_the_shipped_model_lowers_the_loss_on_held_out_text(tmp_path):
     assert held_out_loss(fresh, held) == pytest.approx(before)  # the checkpoint itself is unchanged
     load_adapters(fresh, tmp_path / "ad")
     assert held_out_loss(fresh, held) == pytest.approx(after, rel=1e-5)
+
+
+def test_a_quantized_model_trains_only_through_adapters(tmp_path):
+    runner = xLSTMRunner.from_pretrained(base_dir(tmp_path, quantized=True))
+    cfg = TrainConfig(steps=1, batch_size=4, seq_len=16)
+    with pytest.raises(InputError, match=r"the model is quantized \(8-bit\): its weights cannot be trained directly"):
+        Trainer(runner, TokenBatches(DATA, 4, 16), cfg, tmp_path / "run", progress=False)
+
+
+def test_adapters_are_written_atomically(tmp_path):
+    base = base_dir(tmp_path, quantized=False)
+    runner = with_random_adapters(base, LoRAConfig(rank=2, num_layers=1), tmp_path / "ad")
+    before = (tmp_path / "ad" / "adapters.safetensors").read_bytes()
+
+    def crash(tmp):
+        raise OSError("disk full")
+
+    runner.model.update(tree_unflatten_b(runner.model))
+    with pytest.raises(OSError, match="disk full"):
+        save_adapters(tmp_path / "ad", runner.model, LoRAConfig(rank=2, num_layers=1), base, extra=crash)
+    assert (tmp_path / "ad" / "adapters.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ad")) in ([], [".ad.lock"])

@@ -151,6 +151,10 @@ class Trainer:
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
         self.overwrite = overwrite  # replace whatever ``out_dir`` holds (another run, or files that are no run)
         self.lora, self.base = lora, base
+        if lora is None and getattr(runner, "quantization", None):
+            raise InputError(f"the model is quantized ({runner.quantization['bits']}-bit): its weights cannot be "
+                             "trained directly; train LoRA adapters on it (lora=LoRAConfig(...)), or dequantize it "
+                             "first (xlstm_metal.modules.dequantize_model)")
         if lora is not None:
             from .lora import apply_lora
 
