@@ -81,6 +81,15 @@ def test_the_loss_tokens_are_exactly_the_assistant_answers(turns):
 test_the_loss_tokens_are_exactly_the_assistant_answers.hypothesis.inner_test.max_examples = examples(25)
 
 
+def test_a_prompt_and_completion_line_is_one_exchange_with_loss_on_the_completion(tmp_path):
+    f = write(tmp_path / "p.jsonl", [{"prompt": "hello", "completion": "def add"}])
+    chat = ChatFormat(CHATML)
+    ids, mask = encode_records(TOK, chat, read_jsonl(f), eos_id=0)
+    assert TOK.decode(list(ids[:-1]), skip_special_tokens=False) == \
+        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\ndef add<|im_end|>\n"
+    assert loss_text(ids, mask) == "def add<|im_end|>\n"
+
+
 def test_without_a_template_the_plain_chat_format_of_generate_is_used(tmp_path):
     msgs = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": " def add"}]
     ids, mask = encode_records(TOK, ChatFormat(), read_jsonl(write(tmp_path / "c.jsonl", [{"messages": msgs}])), 0)
@@ -90,8 +99,9 @@ def test_without_a_template_the_plain_chat_format_of_generate_is_used(tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ("{not json", r"d.jsonl:2: not valid JSON \(Expecting property name enclosed in double quotes at column 2\)"),
-    ('["a"]', r"d.jsonl:2: needs a field 'text' \(a string\) or 'messages'"),
-    ('{"prompt": "a"}', r"d.jsonl:2: needs a field 'text'"),
+    ('["a"]', r"d.jsonl:2: needs a field 'text' \(a string\), 'messages'"),
+    ('{"input": "a"}', r"d.jsonl:2: needs a field 'text' \(a string\), 'messages' \(a list of turns\), or 'prompt'"),
+    ('{"prompt": "a"}', r"d.jsonl:2: field 'completion' must be a string"),
     ('{"text": 3}', r"d.jsonl:2: field 'text' must be a string, got int"),
     ('{"messages": []}', r"d.jsonl:2: field 'messages' must be a non-empty list"),
     ('{"messages": [{"role": "bot", "content": "x"}]}', r"d.jsonl:2: field 'messages\[0\].role' = 'bot': must be"),

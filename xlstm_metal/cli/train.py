@@ -43,8 +43,9 @@ def _args(p):
                    help="fine-tune this checkpoint (a directory from_pretrained loads, or a Hub repo id): its spec, "
                         "weights and tokenizer; e.g. xlstm_metal/default_model")
     p.add_argument("--data", nargs="+", required=True,
-                   help="text files, directories or globs; .jsonl files hold {\"text\": ...} or {\"messages\": "
-                        "[...]} lines (chat: loss on the assistant turns only); a valid.jsonl is the held-out set")
+                   help="text files, directories or globs; .jsonl files hold {\"text\": ...}, {\"messages\": "
+                        "[...]} or {\"prompt\", \"completion\"} lines (chats: loss on the assistant turns only); a "
+                        "valid.jsonl is the held-out set")
     p.add_argument("--out", required=True, help="output: a checkpoint from_pretrained loads, or with --lora-rank the "
                                                 "adapters (resumed if present)")
     p.add_argument("--tokenizer", help="tokenizer.json to use; default: the checkpoint's (--from), else train a "

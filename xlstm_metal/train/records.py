@@ -1,6 +1,7 @@
 """Training records: plain text files, and JSONL lines as mlx-lm reads them: ``{"text": ...}`` (every token
 carries loss) or ``{"messages": [{"role": ..., "content": ...}, ...]}`` rendered with the tokenizer's chat template,
-where only the assistant turns carry loss (the rest are context). ``encode_records`` gives the token stream and
+where only the assistant turns carry loss (the rest are context); ``{"prompt": ..., "completion": ...}`` is a
+conversation of one user and one assistant turn. ``encode_records`` gives the token stream and
 the loss mask that ``TokenBatches`` turns into ignored targets."""
 from __future__ import annotations
 
@@ -59,9 +60,16 @@ def read_jsonl(path: Path) -> list[Record]:
         except json.JSONDecodeError as exc:
             raise RecordError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one "
                               "JSON object") from None
-        if not isinstance(obj, dict) or ("text" not in obj and "messages" not in obj):
-            raise RecordError(f"{where}: needs a field 'text' (a string) or 'messages' (a list of turns)")
-        if "messages" in obj:
+        if not isinstance(obj, dict) or not ("text" in obj or "messages" in obj or "prompt" in obj):
+            raise RecordError(f"{where}: needs a field 'text' (a string), 'messages' (a list of turns), or 'prompt' "
+                              "and 'completion' (strings)")
+        if "prompt" in obj and "messages" not in obj and "text" not in obj:  # mlx-lm's completions: one exchange
+            for name in ("prompt", "completion"):
+                if not isinstance(obj.get(name), str):
+                    raise RecordError(f"{where}: field '{name}' must be a string")
+            records.append(Record(where, messages=[{"role": "user", "content": obj["prompt"]},
+                                                   {"role": "assistant", "content": obj["completion"]}]))
+        elif "messages" in obj:
             records.append(Record(where, messages=_messages(obj["messages"], where)))
         elif not isinstance(obj["text"], str):
             raise RecordError(f"{where}: field 'text' must be a string, got {type(obj['text']).__name__}")
