@@ -158,11 +158,14 @@ def test_a_data_directory_in_mlx_lm_layout_holds_out_valid_jsonl(tmp_path, capsy
     text_jsonl(data / "valid.jsonl", n=5)
     (data / "test.jsonl").write_text("not even json\n")  # left out, as mlx-lm leaves it to its test step
     code, _, err = run(capsys, "train", "--from", SHIPPED, "--data", data, "--out", tmp_path / "out", "--lora-rank",
-                       "2", "--steps", "2", "--batch-size", "1", "--seq-len", "16", "--log-every", "1")
+                       "2", "--lora-alpha", "8", "--steps", "2", "--batch-size", "1", "--seq-len", "16",
+                       "--log-every", "1")
     assert code == 0, err
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["lora_parameters"]["scale"] == 4.0
     from xlstm_metal.generation.tokenizer import TokenizerWrapper
 
     tok = TokenizerWrapper.from_dir(SHIPPED)
-    held = sum(len(tok.encode(json.loads(line)["text"])) + 1 for line in (data / "valid.jsonl").read_text().splitlines())
+    held = sum(len(tok.encode(json.loads(line)["text"])) + 1
+               for line in (data / "valid.jsonl").read_text().splitlines())
     assert "40 records, " in err and f"({held} held out)" in err
     assert [line.split()[1] for line in err.splitlines() if line.startswith("step ")] == ["1/2", "2/2"]

@@ -210,8 +210,8 @@ def _data(args, runner, out: Path, base_dir):
         tok = wrapper.tokenizer
     if tok.get_vocab_size() > readable:
         raise InputError(f"{args.tokenizer or tok_dir}: the tokenizer has {tok.get_vocab_size()} tokens but the "
-                         f"{'model' if base_dir else 'spec'} '{runner.graph.name}' reads {readable}; use a spec with a larger vocabulary or a "
-                         f"smaller tokenizer")
+                         f"{'model' if base_dir else 'spec'} '{runner.graph.name}' reads {readable}; use a spec with "
+                         f"a larger vocabulary or a smaller tokenizer")
     eos_ids = sorted(runner.eos_token_ids | set(getattr(wrapper, "eos_token_ids", ()) or ()))
     eos_id = eos_ids[0] if eos_ids else (tok.token_to_id(EOS) if tok.token_to_id(EOS) is not None else 0)
     ids, mask = encode_records(tok, chat, records, eos_id)
@@ -223,7 +223,8 @@ def _data(args, runner, out: Path, base_dir):
         split = split if split >= args.seq_len + 2 else len(ids)
         train, val = (ids[:split], mask[:split]), (ids[split:], mask[split:])
     counted = f", {int(train[1].sum()) / 1e6:.2f} M carry loss" if not train[1].all() else ""
-    print(f"{len(records)} records, {len(train[0]) / 1e6:.2f} M tokens{counted} ({f'{len(val[0])} held out' if len(val[0]) else 'too few to hold any out for validation'}); "
+    held_out = f"{len(val[0])} held out" if len(val[0]) else "too few to hold any out for validation"
+    print(f"{len(records)} records, {len(train[0]) / 1e6:.2f} M tokens{counted} ({held_out}); "
           f"{runner.num_parameters() / 1e6:.2f} M parameters", file=sys.stderr)
     if base_dir is not None:
         config = runner.config

@@ -1,5 +1,5 @@
-"""Training: data (text, JSONL records), the AdamW loop with exact resume, LoRA adapters, and loss curves (imported on first use: the command line
-reads ``TrainConfig`` for its ``--help`` without MLX)."""
+"""Training: data (text, JSONL records), the AdamW loop with exact resume, LoRA adapters, and loss curves
+(imported on first use: the command line reads ``TrainConfig`` for its ``--help`` without MLX)."""
 from ..lazy import lazy_exports
 
 _EXPORTS = {"TokenBatches": ".data", "encode_texts": ".data", "expand_files": ".data", "read_texts": ".data",
