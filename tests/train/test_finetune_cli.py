@@ -37,6 +37,12 @@ def test_a_quantized_checkpoint_is_not_trained_fully_the_error_points_to_lora(tm
            in err and "--dequantize" in err and not (tmp_path / "out").exists()
     code, _, _ = run(capsys, "convert", SHIPPED, tmp_path / "f32", "--dequantize")  # the other way it names
     assert code == 0 and "quantization" not in json.loads((tmp_path / "f32" / "config.json").read_text())
+    import mlx.core as mx
+    import numpy as np
+
+    x = mx.array([[5, 17, 300, 42, 7]])
+    np.testing.assert_allclose(np.array(xLSTMRunner.from_pretrained(tmp_path / "f32")(x)[0]),
+                               np.array(xLSTMRunner.from_pretrained(SHIPPED)(x)[0]), atol=1e-4, rtol=1e-4)
     code, _, err = run(capsys, "train", "--from", tmp_path / "f32", "--data", tmp_path / "d.jsonl", "--out",
                        tmp_path / "out", "--steps", "1", "--batch-size", "1", "--seq-len", "16")
     assert code == 0, err

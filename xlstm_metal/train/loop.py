@@ -332,4 +332,5 @@ class Trainer:
         val = self.log.val[-1][1] if self.log.val else None
         lr = float(self.optimizer.learning_rate.item())  # the rate the last step used
         line = progress_line(self.step, self.cfg.steps, loss, lr, self.log.tokens_per_s, peak_memory(), eta_s, val)
-        print(line if not self._tty else f"\r{line}", end="\n" if not self._tty else "", file=sys.stderr, flush=True)
+        print(line if not self._tty else f"\r{line}\033[K", end="\n" if not self._tty else "", file=sys.stderr,
+              flush=True)
