@@ -12,7 +12,7 @@ from xlstm_metal.errors import InputError
 from xlstm_metal.train import TokenBatches, TrainConfig, Trainer
 from xlstm_metal.train.adapters import (AdapterError, adapter_weights, fuse_adapters, load_adapters,
                                         save_adapters)
-from xlstm_metal.train.lora import LoRAConfig, LoRAError, LoRALinear, apply_lora, target_names
+from xlstm_metal.train.lora import LoRAConfig, LoRAError, apply_lora, target_names
 
 from test_training import DATA, SPEC
 
