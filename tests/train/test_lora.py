@@ -207,3 +207,17 @@ def test_adapters_are_written_atomically(tmp_path):
         save_adapters(tmp_path / "ad", runner.model, LoRAConfig(rank=2, num_layers=1), base, extra=crash)
     assert (tmp_path / "ad" / "adapters.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ad")) in ([], [".ad.lock"])
+
+
+def test_a_model_with_unfused_adapters_is_not_saved_as_a_checkpoint_until_fused(tmp_path):
+    from xlstm_metal.checkpoint.files import CheckpointError
+    from xlstm_metal.train import fuse_lora
+
+    base = base_dir(tmp_path, quantized=False)
+    runner = with_random_adapters(base, LoRAConfig(rank=2, num_layers=1), tmp_path / "ad")
+    want = np.array(runner(X)[0])
+    with pytest.raises(CheckpointError, match="carries unfused LoRA adapters"):
+        runner.save_pretrained(tmp_path / "out")
+    assert fuse_lora(runner.model) == 4  # two projections in each of the last block's two nodes
+    runner.save_pretrained(tmp_path / "out")
+    np.testing.assert_allclose(np.array(xLSTMRunner.from_pretrained(tmp_path / "out")(X)[0]), want, atol=1e-4)

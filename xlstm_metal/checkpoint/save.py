@@ -49,6 +49,9 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
     With ``overwrite`` an existing directory is replaced only once the new one is complete.
     """
     out = Path(out_dir)
+    if any(key.endswith(".lora_a") for key, _ in tree_flatten(model.parameters())):
+        raise CheckpointError(f"the model carries unfused LoRA adapters, which {out} could not hold as a checkpoint: "
+                              "merge them first (xlstm_metal.train.fuse_lora) or save them alone (save_adapters)")
     with writer_lock(out):
         recover_dir(out)
         if out.exists() and not out.is_dir():
