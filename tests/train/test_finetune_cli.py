@@ -175,3 +175,34 @@ def test_a_data_directory_in_mlx_lm_layout_holds_out_valid_jsonl(tmp_path, capsy
                for line in (data / "valid.jsonl").read_text().splitlines())
     assert "40 records, " in err and f"({held} held out)" in err
     assert [line.split()[1] for line in err.splitlines() if line.startswith("step ")] == ["1/2", "2/2"]
+
+
+def test_serve_applies_adapters_like_generate(tmp_path, monkeypatch):
+    import argparse
+
+    import mlx.core as mx
+    import numpy as np
+
+    pytest.importorskip("starlette")
+    from xlstm_metal.cli.serve import build_app
+    from xlstm_metal.serve import app as serve_app
+    from xlstm_metal.train import LoRAConfig, apply_lora, load_adapters, save_adapters
+
+    runner = xLSTMRunner.from_pretrained(SHIPPED)
+    apply_lora(runner.model, runner.graph, LoRAConfig(rank=2, num_layers=1))
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    mx.random.seed(1)
+    runner.model.update(tree_unflatten([(k, mx.random.normal(v.shape) * 0.1)
+                                        for k, v in tree_flatten(runner.model.trainable_parameters())]))
+    save_adapters(tmp_path / "ad", runner.model, LoRAConfig(rank=2, num_layers=1), SHIPPED)
+    engines = []
+    monkeypatch.setattr(serve_app, "create_app", lambda engine, **kw: engines.append(engine))
+    build_app(argparse.Namespace(model=SHIPPED, model_id=None, dtype=None, max_sessions_bytes=10**8,
+                                 max_prompt_tokens=100, max_tokens=8, max_tokens_limit=8, max_queue=1,
+                                 request_timeout=None, adapters=str(tmp_path / "ad")))
+    want = xLSTMRunner.from_pretrained(SHIPPED)
+    load_adapters(want, tmp_path / "ad")
+    x = mx.array([[5, 17, 300, 42]])
+    np.testing.assert_array_equal(np.array(engines[0].runner(x)[0]), np.array(want(x)[0]))
+    assert not np.array_equal(np.array(xLSTMRunner.from_pretrained(SHIPPED)(x)[0]), np.array(want(x)[0]))

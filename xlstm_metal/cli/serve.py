@@ -19,6 +19,8 @@ def _serve_args(p):
     p.add_argument("--model-id", help="the name clients pass as `model` (default: the --model argument, or the "
                    "shipped model's directory name)")
     p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the checkpoint's)")
+    p.add_argument("--adapters", metavar="ADAPTER_DIR", help="LoRA adapters (from train --lora-rank) to apply, "
+                                                         "unfused, on --model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=PORT, default=8080, help="port to listen on (0: any free port)")
     p.add_argument("--max-sessions-bytes", type=COUNT, default=2 * 10**9,
@@ -45,6 +47,10 @@ def build_app(args):
     if not args.model and not (path / "config.json").exists():
         raise InputError(f"no --model given and no default model at {path}; pass --model DIR or REPO_ID")
     runner = xLSTMRunner.from_pretrained(path, dtype=args.dtype)
+    if getattr(args, "adapters", None):
+        from ..train.adapters import load_adapters
+
+        load_adapters(runner, args.adapters)
     model_id = args.model_id or args.model or path.name
     engine = Engine(runner, StateCache(args.max_sessions_bytes), model_id=model_id,
                     max_prompt_tokens=args.max_prompt_tokens)
