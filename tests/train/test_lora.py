@@ -5,6 +5,9 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
+from budget import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlx.utils import tree_flatten
 
 from xlstm_metal import xLSTMRunner
@@ -221,3 +224,26 @@ def test_a_model_with_unfused_adapters_is_not_saved_as_a_checkpoint_until_fused(
     assert fuse_lora(runner.model) == 4  # two projections in each of the last block's two nodes
     runner.save_pretrained(tmp_path / "out")
     np.testing.assert_allclose(np.array(xLSTMRunner.from_pretrained(tmp_path / "out")(X)[0]), want, atol=1e-4)
+
+
+@settings(max_examples=examples(25))
+@given(st.integers(1, 4), st.lists(st.integers(1, 5), min_size=1, max_size=5), st.data())
+def test_an_adapter_on_any_rows_fuses_into_exactly_those_rows(rank, sizes, data):
+    import mlx.nn as nn
+
+    from xlstm_metal.train.lora import LoRALinear
+
+    pieces = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
+    chosen = data.draw(st.lists(st.sampled_from(pieces), min_size=1, unique=True).map(sorted))
+    base = nn.Linear(6, sum(sizes))
+    lora = LoRALinear(base, rank, scale=2.0, segments=chosen)
+    lora.lora_b = mx.random.normal(lora.lora_b.shape)
+    x = mx.random.normal((3, 6))
+    fused = lora.fused()
+    np.testing.assert_allclose(np.array(fused(x)), np.array(lora(x)), atol=1e-4, rtol=1e-4)
+    changed = np.abs(np.array(fused.weight) - np.array(base.weight)).max(axis=1) > 0
+    inside = np.zeros(sum(sizes), dtype=bool)
+    for start, stop in chosen:
+        inside[start:stop] = True
+    assert not changed[~inside].any() and changed[inside].all()
+

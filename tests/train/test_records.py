@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from budget import examples
@@ -67,6 +67,7 @@ def test_only_the_assistant_turns_of_a_chat_carry_loss_as_the_template_renders_t
     np.testing.assert_array_equal(y[0], np.where(mask[1:n + 1], ids[1:n + 1], IGNORE))
 
 
+@settings(max_examples=examples(25))
 @given(st.lists(st.tuples(st.text("abc hely\n", max_size=12), st.text("def ru+\n", min_size=1, max_size=12)),
                 min_size=1, max_size=4))
 def test_the_loss_tokens_are_exactly_the_assistant_answers(turns):
@@ -77,8 +78,6 @@ def test_the_loss_tokens_are_exactly_the_assistant_answers(turns):
     ids, mask = encode_records(TOK, ChatFormat(CHATML), [Record("t", messages=msgs)], eos_id=0)
     assert loss_text(ids, mask) == "".join(f"{a}<|im_end|>\n" for _, a in turns)
 
-
-test_the_loss_tokens_are_exactly_the_assistant_answers.hypothesis.inner_test.max_examples = examples(25)
 
 
 def test_a_prompt_and_completion_line_is_one_exchange_with_loss_on_the_completion(tmp_path):
