@@ -1,0 +1,111 @@
+"""Continuous batching: requests share decode steps, each gets the answer it gets alone, a client that leaves is
+dropped from the batch at its next token without disturbing the others, and ``n`` choices share one prompt."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+from conftest import gated_server
+
+PROMPTS = ["def f(x):", "import os\n", "class A:", "for i in range(10):\n    ", "x = [", "# a comment\n", "print(",
+           "while True:\n    if x:"]
+
+
+@pytest.fixture(scope="module")
+def slow(small_runner):
+    """A server whose model steps take at least 10 ms, so that concurrent requests overlap."""
+    for url, gate in gated_server(small_runner, delay=0.01, max_batch=16):
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60), gate
+
+
+def ask(client, i, **kw):
+    """Request ``i``: its own prompt and length; odd ones sample with a seed, even ones are greedy."""
+    sampled = dict(temperature=0.9, top_p=0.95, seed=100 + i) if i % 2 else dict(temperature=0)
+    r = client.completions.create(model="m", prompt=PROMPTS[i], max_tokens=6 + i, **sampled, **kw)
+    return r.choices[0].text, r.choices[0].finish_reason, r.usage.completion_tokens
+
+
+def test_eight_concurrent_clients_each_get_the_text_they_get_alone(slow):
+    client, gate = slow
+    alone = [ask(client, i) for i in range(8)]
+    assert max(gate.sizes) == 1  # (one request at a time)
+    gate.sizes.clear()
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda i: ask(client, i), range(8)))
+    assert together == alone
+    assert max(gate.sizes) >= 4  # they shared decode steps
+
+
+def test_a_client_that_leaves_mid_stream_is_dropped_and_the_others_go_on(slow, caplog):
+    client, gate = slow
+    alone = [ask(client, i) for i in range(3)]
+    with caplog.at_level(logging.INFO, logger="xlstm_metal.serve"), ThreadPoolExecutor(3) as pool:
+        others = [pool.submit(ask, client, i) for i in range(3)]
+        stream = client.completions.create(model="m", prompt="def g(y):", max_tokens=60, temperature=0,
+                                           stream=True)
+        next(iter(stream))
+        gate.sizes.clear()
+        stream.close()
+        assert [f.result() for f in others] == alone  # the others are unaffected
+        deadline = time.time() + 30
+        while not [m for m in caplog.messages if m.endswith("(client left)")]:
+            assert time.time() < deadline, "the request that left was never dropped"
+            time.sleep(0.01)
+    left = next(m for m in caplog.messages if m.endswith("(client left)"))
+    generated = int(left.split(" generated")[0].rsplit(" ", 1)[1])
+    assert generated < 30  # dropped within a few tokens of leaving, not run to its 60
+    assert gate.sizes[-1] < max(gate.sizes)  # the batch shrank
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_is_dropped(slow, caplog):
+    client, _ = slow
+    impatient = client.with_options(timeout=0.3)
+    with caplog.at_level(logging.INFO, logger="xlstm_metal.serve"):
+        with pytest.raises(openai.APITimeoutError):
+            impatient.completions.create(model="m", prompt="def h(z):", max_tokens=60, temperature=0)
+        deadline = time.time() + 30
+        while not [m for m in caplog.messages if m.endswith("(client left)")]:
+            assert time.time() < deadline, "the request whose client left was never dropped"
+            time.sleep(0.01)
+    left = next(m for m in caplog.messages if m.endswith("(client left)"))
+    assert int(left.split(" generated")[0].rsplit(" ", 1)[1]) < 60
+
+
+def test_n_choices_share_one_prompt_and_sample_apart(slow):
+    client, _ = slow
+    kw = dict(model="m", prompt="def f(x):", max_tokens=8, temperature=1.0, seed=5)
+    two = client.completions.create(n=2, **kw)
+    assert [c.index for c in two.choices] == [0, 1]
+    one = client.completions.create(**kw)
+    assert two.choices[0].text == one.choices[0].text  # choice 0 samples with the request's seed
+    assert two.choices[1].text != two.choices[0].text  # choice 1 with its own
+    assert two.usage.prompt_tokens == one.usage.prompt_tokens
+    assert one.usage.completion_tokens < two.usage.completion_tokens <= 2 * 8  # both choices' tokens
+    chunks = list(client.completions.create(n=2, stream=True, **kw))
+    streamed = ["".join(c.choices[0].text for c in chunks if c.choices and c.choices[0].index == i) for i in (0, 1)]
+    assert streamed == [c.text for c in two.choices]
+
+
+def test_health_reports_the_batch_and_the_queue(slow):
+    import json
+    import urllib.request
+
+    client, gate = slow
+    gate.open.clear()
+    try:
+        thread = threading.Thread(target=ask, args=(client, 0))
+        thread.start()
+        url = str(client.base_url).removesuffix("/v1/")
+        deadline = time.time() + 30
+        while (body := json.loads(urllib.request.urlopen(f"{url}/health").read()))["requests"] < 1:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        assert body["status"] == "ok" and body["requests"] == 1 and body["queue"] == 0
+        assert body["batch"] + body["reading"] == 1
+    finally:
+        gate.open.set()
+    thread.join(60)
