@@ -101,11 +101,39 @@ def test_health_reports_the_batch_and_the_queue(slow):
         thread.start()
         url = str(client.base_url).removesuffix("/v1/")
         deadline = time.time() + 30
-        while (body := json.loads(urllib.request.urlopen(f"{url}/health").read()))["requests"] < 1:
+        while (body := json.loads(urllib.request.urlopen(f"{url}/health").read()))["queue"] > 0 \
+                or body["requests"] < 1:  # (until the model holds it)
             assert time.time() < deadline
             time.sleep(0.01)
-        assert body["status"] == "ok" and body["requests"] == 1 and body["queue"] == 0
-        assert body["batch"] + body["reading"] == 1
+        assert body["status"] == "ok" and body["requests"] == 1 and body["batch"] + body["reading"] == 1
     finally:
         gate.open.set()
     thread.join(60)
+
+
+def test_a_long_prompt_is_read_in_chunks_while_others_decode_and_answers_as_alone(small_runner):
+    long = [(7 * i) % 500 + 1 for i in range(90)]
+    for url, gate in gated_server(small_runner, delay=0.01, prefill_chunk=16, cache_bytes=0):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        kw = dict(model="m", max_tokens=6, temperature=0)
+        alone = client.completions.create(prompt=long, **kw).choices[0].text
+        assert gate.reads == [89]  # nothing else running: read at once (all but the last token)
+        with ThreadPoolExecutor(1) as pool:
+            gate.sizes.clear()
+            busy = pool.submit(client.completions.create, **kw | {"prompt": "x = 1", "max_tokens": 40})
+            while len(gate.sizes) < 2:  # decoding
+                time.sleep(0.005)
+            gate.reads.clear()
+            together = client.completions.create(prompt=long, **kw).choices[0].text
+            assert not busy.done()
+        assert max(gate.reads) == 16 and sum(gate.reads) == 89  # read in chunks between decode steps
+        assert together == alone
+
+
+def test_a_failed_model_step_fails_the_requests_in_it_and_the_server_serves_on(slow):
+    client, gate = slow
+    gate.fail = True
+    with pytest.raises(openai.InternalServerError) as e:
+        client.completions.create(model="m", prompt="def f(x):", max_tokens=4, temperature=0)
+    assert "the device fell over" in e.value.body["message"]
+    assert client.completions.create(model="m", prompt="def f(x):", max_tokens=4).usage.completion_tokens >= 1

@@ -53,14 +53,18 @@ class Waiter:
 
     async def next(self, timeout: float | None = None) -> tuple:
         """The next event; ``ClientLeft`` if the client goes first, ``TimeoutError`` after ``timeout`` seconds."""
-        get = asyncio.ensure_future(self.events.get())
-        await asyncio.wait({get, self.gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if get.done():
-            event = get.result()
+        event = None if self.events.empty() else self.events.get_nowait()
+        if event is None:
+            get = asyncio.ensure_future(self.events.get())
+            try:
+                await asyncio.wait({get, self.gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # (also when this request's task is cancelled)
+                get.cancel()
+            event = get.result() if get.done() and not get.cancelled() else None
+        if event is not None:
             if event[0] == "error":
                 raise event[1]
             return event
-        get.cancel()
         if self.gone.done():
             raise ClientLeft
         raise TimeoutError
