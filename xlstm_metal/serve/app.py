@@ -108,6 +108,7 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
         deadline = None if request_timeout is None else time.monotonic() + request_timeout
         waiter, streaming = Waiter(request), False
         job = Job(rid, ids, sampling, waiter.send, stop=stop, deadline=deadline)
+        waiter.gone.add_done_callback(lambda _: setattr(job, "cancelled", True))  # gone, or the handler is done
         try:
             scheduler.submit(job)
             try:
