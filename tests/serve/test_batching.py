@@ -92,7 +92,6 @@ def test_n_choices_share_one_prompt_and_sample_apart(slow):
     chat = list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], n=2,
                                                max_tokens=4, temperature=1.0, seed=5, stream=True))
     assert [(c.choices[0].index, c.choices[0].delta.role) for c in chat[:2]] == [(0, "assistant"), (1, "assistant")]
-    assert [c.choices[0].finish_reason for c in chat if c.choices[0].finish_reason].count("length") <= 2
     assert {c.choices[0].index for c in chat if c.choices[0].finish_reason} == {0, 1}  # each choice ends
 
 
