@@ -85,7 +85,7 @@ def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
 
 # ---------------------------------------------------------------------- results/<machine-kind>.json
 
-PARTS = ("official", "kernel", "model", "prefill_memory", "train")
+PARTS = ("official", "kernel", "model", "prefill_memory", "train", "serve")
 
 
 def test_counts(logs: list[str]) -> dict:
@@ -199,9 +199,33 @@ def prefill_memory_table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def serve_table(r: dict) -> str:
+    """The server (``bench_model.py --serve``): time to first token per turn of a conversation with the session
+    state cache on and off, then aggregate generated tokens/s per number of concurrent clients."""
+    sv = r.get("serve")
+    if not sv:
+        return "Not measured yet (`gpu_job.sh serve`)."
+    on, off = sv.get("ttft_s_cache", []), sv.get("ttft_s_nocache", [])
+    cached = sv.get("cached_tokens_cache", [])
+    rows = ["| turn | prompt tokens | cached (cache on) | first token, cache on | first token, cache off |",
+            "| --- | --- | --- | --- | --- |"]
+    for i in range(max(len(on), len(off))):
+        get = (lambda xs: _fmt(xs[i] * 1e3, "ms") if i < len(xs) else "—")
+        rows.append(f"| {i + 1} | {(i + 1) * sv.get('turn_tokens', 0)} | {cached[i] if i < len(cached) else '—'} | "
+                    f"{get(on)} | {get(off)} |")
+    rows += ["", f"| concurrent clients ({sv.get('client_prompt_tokens')}-token prompts, "
+                 f"{sv.get('client_tokens')} tokens each) | generated tokens/s, all clients |", "| --- | --- |"]
+    for k, v in sv.items():
+        if m := re.fullmatch(r"tok_s_clients(\d+)", k):
+            rows.append(f"| {m[1]} | {_fmt(v, 'tok/s')} |")
+    if "state_MB" in sv:
+        rows += ["", f"One conversation's state: {sv['state_MB']:.4g} MB, whatever its length."]
+    return "\n".join(rows)
+
+
 TABLES = {"README.md": {"summary": summary_table},
           "docs/performance.md": {"summary": summary_table, "kernels": kernel_table, "model": model_table,
-                                  "prefill_memory": prefill_memory_table}}
+                                  "prefill_memory": prefill_memory_table, "serve": serve_table}}
 
 
 def write_tables(results: dict, root: Path = ROOT) -> list[str]:

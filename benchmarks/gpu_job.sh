@@ -9,6 +9,8 @@
 #   bash benchmarks/gpu_job.sh official kernel         # the official kernel and 7B model, then our kernels
 #   bash benchmarks/gpu_job.sh model memory            # our 7B prefill / decode / 32k prefill, prefill memory
 #   bash benchmarks/gpu_job.sh train                   # training throughput and peak memory (TRAIN_ARGS=...)
+#   bash benchmarks/gpu_job.sh serve                   # the HTTP server: first token per turn, tokens/s per client
+#                                                      (SERVE_ARGS=... for other sizes)
 # Every phase ends by assembling what this machine has measured so far into $OUT/$MACHINE.json; copy the last
 # one to benchmarks/results/ and run `python benchmarks/common.py tables benchmarks/results/<kind>.json --write`.
 set -o pipefail
@@ -67,10 +69,14 @@ for phase in "$@"; do
   train)
     package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
       embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
-  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train ..." >&2; exit 2 ;;
+  serve)  # the 7B behind `xlstm-metal serve` (needs the staged starlette + uvicorn; about 3 minutes): first token at
+    # turns 1..10 of a conversation (1024 new tokens a turn), cache on and off; tokens/s with 1, 8, 32 clients
+    package; bench bench_model.py 540 serve --serve ${SERVE_ARGS:---spec xlstm_7b --dtype bfloat16 --serve-turns 10 \
+      --serve-turn-tokens 1024 --serve-clients 1,8,32 --serve-prompt 128 --serve-tokens 128} ;;
+  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|serve ..." >&2; exit 2 ;;
   esac
   case "$phase" in stage-*) continue ;; esac
-  parts=(); for p in official kernel model prefill_memory train; do
+  parts=(); for p in official kernel model prefill_memory train serve; do
     [ -s "$JOB/$p.json" ] && parts+=(--${p//_/-} "$JOB/$p.json"); done
   [ -s "$JOB/tests.log" ] && parts+=(--tests "$JOB/tests.log")
   PYTHONPATH= python3 "$R/benchmarks/common.py" assemble --machine "$MACHINE" "${parts[@]}" \

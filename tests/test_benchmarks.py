@@ -103,6 +103,18 @@ def test_the_parity_script_agrees_with_the_official_model_at_a_small_size_on_the
     assert res["rel_max_diff"] < 1e-4 and res["argmax_agreement"] == 1.0 and res["identical_prefix"] == 3
 
 
+def test_the_model_benchmark_serves_a_conversation_and_concurrent_clients_over_http():
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    res = run_script("bench_model.py", "--serve", "--spec", "xlstm_tiny", "--serve-turns", "3", "--serve-turn-tokens",
+                     "16", "--serve-clients", "1,4", "--serve-prompt", "8", "--serve-tokens", "4")
+    assert res["cached_tokens_cache"] == [0, 15, 31]  # each turn resumes from the last turn's prompt
+    assert res["cached_tokens_nocache"] == [0, 0, 0] and len(res["ttft_s_cache"]) == len(res["ttft_s_nocache"]) == 3
+    numbers(res, "tok_s_clients1", "tok_s_clients4", "state_MB")
+    table = common().serve_table({"serve": res})
+    assert "| 3 | 48 | 31 |" in table and "| 4 | " in table and f"{res['state_MB']:.4g} MB" in table
+
+
 def test_the_readme_and_docs_tables_are_rendered_from_the_results_file(tmp_path):
     c = common()
     results = json.loads((BENCH / "results" / "nvidia-h200.json").read_text())
