@@ -9,6 +9,8 @@
 #   bash benchmarks/gpu_job.sh official kernel         # the official kernel and 7B model, then our kernels
 #   bash benchmarks/gpu_job.sh model memory            # our 7B prefill / decode / 32k prefill, prefill memory
 #   bash benchmarks/gpu_job.sh train                   # training throughput and peak memory (TRAIN_ARGS=...)
+#   bash benchmarks/gpu_job.sh mad-1                   # MAD, four specs, the recall tasks (~8.5 min; MAD_TIME=...)
+#   bash benchmarks/gpu_job.sh mad-2                   # MAD, the copying, compression and memorization tasks
 # Every phase ends by assembling what this machine has measured so far into $OUT/$MACHINE.json; copy the last
 # one to benchmarks/results/ and run `python benchmarks/common.py tables benchmarks/results/<kind>.json --write`.
 set -o pipefail
@@ -67,9 +69,31 @@ for phase in "$@"; do
   train)
     package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
       embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
-  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train ..." >&2; exit 2 ;;
+  mad-1|mad-2)  # MAD for the four specs, each call self-contained: $OUT/<phase>.runs.jsonl (all runs), .json, .txt;
+    # workers side by side on the GPU, stopped after MAD_TIME s (default 450; the phase ~8.5 min). MAD_ARGS: 20 of
+    # 200 epochs, 30% of each task's settings run baselines first (what the time leaves out is left out of the
+    # table), the whole lr x wd grid; memorization (2 steps an epoch) keeps the protocol's 200 epochs.
+    package; M=$JOB/$phase; T=${MAD_TIME:-450}; rm -rf "$M"
+    mad() {  # mad NAME ARGS...: one sweep into $M/NAME
+      local name=$1; shift
+      timeout $((T + 60)) python3 -m xlstm_metal mad xlstm_mad hybrid_mlstm_attention hybrid_slstm attention_baseline \
+        --data "$JOB/mad_data" --time-limit "$T" --out "$M/$name" "$@" > "$OUT/$phase-$name.txt" 2> "$OUT/$phase-$name.err" \
+        || { echo "mad $name: exit $?"; tail -n 5 "$OUT/$phase-$name.err"; }
+    }
+    if [ "$phase" = mad-1 ]; then
+      mad recall --tasks in_context_recall,fuzzy_recall,noisy_recall --workers "${MAD_WORKERS:-10}" \
+        ${MAD_ARGS:---budget 0.1 --settings 0.3}
+    else
+      mad copy --tasks selective_copying,compression --workers "${MAD_WORKERS:-8}" ${MAD_ARGS:---budget 0.1 --settings 0.3} &
+      mad memorization --tasks memorization --workers 3 ${MAD_MEM_ARGS:---settings 0.3} &
+      wait
+    fi
+    cat "$M"/*/runs.jsonl > "$OUT/$phase.runs.jsonl" 2> /dev/null
+    for f in "$M"/*/mad.json; do [ -s "$f" ] && cp "$f" "$OUT/$phase-$(basename "$(dirname "$f")").json"; done
+    cat "$OUT/$phase"-*.txt; echo "$(grep -c . "$OUT/$phase.runs.jsonl") runs -> $OUT/$phase.runs.jsonl" ;;
+  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|mad-1|mad-2 ..." >&2; exit 2 ;;
   esac
-  case "$phase" in stage-*) continue ;; esac
+  case "$phase" in stage-*|mad-*) continue ;; esac
   parts=(); for p in official kernel model prefill_memory train; do
     [ -s "$JOB/$p.json" ] && parts+=(--${p//_/-} "$JOB/$p.json"); done
   [ -s "$JOB/tests.log" ] && parts+=(--tests "$JOB/tests.log")
