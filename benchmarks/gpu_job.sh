@@ -72,8 +72,8 @@ for phase in "$@"; do
   mad-1|mad-2)  # MAD for the four specs, each call self-contained: $OUT/<phase>.runs.jsonl (all runs), .json, .txt;
     # workers side by side on the GPU, stopped after MAD_TIME s (default 450; the phase ~8.5 min). MAD_ARGS: 20 of
     # 200 epochs, 30% of each task's settings run baselines first (what the time leaves out is left out of the
-    # table), the whole lr x wd grid; memorization (2 steps an epoch) keeps the protocol's 200 epochs.
-    package; M=$JOB/$phase; T=${MAD_TIME:-450}; rm -rf "$M"
+    # table), lr {5e-4, 1e-3} x wd {0}; memorization (2 steps an epoch) keeps the protocol's 200 epochs.
+    package; M=$JOB/$phase; T=${MAD_TIME:-450}; GRID="--budget 0.1 --settings 0.3 --lr 5e-4 1e-3 --wd 0"; rm -rf "$M"
     mad() {  # mad NAME ARGS...: one sweep into $M/NAME
       local name=$1; shift
       timeout $((T + 60)) python3 -m xlstm_metal mad xlstm_mad hybrid_mlstm_attention hybrid_slstm attention_baseline \
@@ -81,11 +81,10 @@ for phase in "$@"; do
         || { echo "mad $name: exit $?"; tail -n 5 "$OUT/$phase-$name.err"; }
     }
     if [ "$phase" = mad-1 ]; then
-      mad recall --tasks in_context_recall,fuzzy_recall,noisy_recall --workers "${MAD_WORKERS:-10}" \
-        ${MAD_ARGS:---budget 0.1 --settings 0.3}
+      mad recall --tasks in_context_recall,fuzzy_recall,noisy_recall --workers "${MAD_WORKERS:-8}" ${MAD_ARGS:-$GRID}
     else
-      mad copy --tasks selective_copying,compression --workers "${MAD_WORKERS:-8}" ${MAD_ARGS:---budget 0.1 --settings 0.3} &
-      mad memorization --tasks memorization --workers 3 ${MAD_MEM_ARGS:---settings 0.3} &
+      mad copy --tasks selective_copying,compression --workers "${MAD_WORKERS:-6}" ${MAD_ARGS:-$GRID} &
+      mad memorization --tasks memorization --workers 2 ${MAD_MEM_ARGS:---settings 0.3 --lr 5e-4 1e-3 --wd 0} &
       wait
     fi
     cat "$M"/*/runs.jsonl > "$OUT/$phase.runs.jsonl" 2> /dev/null

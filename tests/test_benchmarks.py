@@ -135,7 +135,7 @@ def test_the_mad_doc_table_is_rendered_from_runs_files_next_to_the_docs_own_publ
 
     def run(spec, lr, acc, key):
         return {"key": key, "spec": spec, "task": "compression", "setting": "baseline", "lr": lr, "weight_decay": 0.0,
-                "test_accuracy": acc, "parameters": 7, "protocol_run": False,
+                "test_accuracy": acc, "parameters": 7, "protocol_run": False, "seconds": 30 * acc,
                 "budget": {"epochs": 20, "settings": 0.3, "examples": 1.0, "learning_rates": [lr],
                            "weight_decays": [0.0], "width": 128, "batch_size": 128}}
     first, second = tmp_path / "mad-1.runs.jsonl", tmp_path / "mad-2.runs.jsonl"
@@ -153,6 +153,7 @@ def test_the_mad_doc_table_is_rendered_from_runs_files_next_to_the_docs_own_publ
     assert "old" not in text and text.endswith(paper)
     assert "| compression (1) | 0.250 | 0.500 | 0.410 | — |" in text
     assert "| **MAD score (mean)** | 0.250 | 0.500 | 0.600 | 0.500 |" in text and "not comparable" in text
+    assert "| seconds per run (median) | 8 | 15 |  |  |" in text
 
 
 def test_the_shipped_mad_doc_has_the_blocks_the_generator_fills():

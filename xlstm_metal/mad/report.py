@@ -122,6 +122,9 @@ def markdown(runs: list[dict], published: dict[str, dict[str, float]] | None = N
     means = [scores[s]["mean"] for s in specs] + [published[a].get("mean") for a in published]
     rows.append(f"| **MAD score (mean)** | {' | '.join(map(cell, means))} |")
     rows.append(f"| parameters (largest) | {' | '.join([f'{params[s]:,}' for s in specs] + [''] * len(published))} |")
+    times = [[r["seconds"] for r in kept if r["spec"] == s and "seconds" in r] for s in specs]
+    seconds = [f"{np.median(t):.0f}" if t else "—" for t in times]
+    rows.append(f"| seconds per run (median) | {' | '.join(seconds + [''] * len(published))} |")
     notes = [f"{headline(kept)}. Budget: {_budget_text(kept)}; best of the grid per setting, {len(kept)} runs."]
     if left_out:
         notes.append("Left out (not finished by every spec over the whole grid): "

@@ -30,6 +30,7 @@ from .training import train_run
 from .workers import run_processes
 
 RUNS_FILE = "runs.jsonl"
+DATA_KEPT = 3  # settings whose data a worker keeps in memory
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,10 @@ def work(runs: list[Run], out: Path, data_dir: Path | None, deadline: float | No
             if _recorded(out, run.key):
                 done.add(run.key)
                 continue
-            if run.setting not in data:
-                data = {run.setting: setting_data(run.setting, data_dir)}
+            if run.setting not in data:  # the last few settings kept: workers interleave settings near the end
+                data[run.setting] = setting_data(run.setting, data_dir)
+                while len(data) > DATA_KEPT:
+                    data.pop(next(iter(data)))
             try:
                 record = make_run(run, *data[run.setting], deadline)
             except _OutOfTime:
