@@ -74,9 +74,9 @@ for phase in "$@"; do
     # 200 epochs, 30% of each task's settings run baselines first (what the time leaves out is left out of the
     # table), lr {5e-4, 1e-3} x wd {0}; memorization (2 steps an epoch) keeps the protocol's 200 epochs.
     package; M=$JOB/$phase; T=${MAD_TIME:-450}; GRID="--budget 0.1 --settings 0.3 --lr 5e-4 1e-3 --wd 0"; rm -rf "$M"
-    mad() {  # mad NAME ARGS...: one sweep into $M/NAME
+    mad() {  # mad NAME ARGS...: one sweep into $M/NAME (the slowest spec first: its long runs start early)
       local name=$1; shift
-      timeout $((T + 60)) python3 -m xlstm_metal mad xlstm_mad hybrid_mlstm_attention hybrid_slstm attention_baseline \
+      timeout $((T + 60)) python3 -m xlstm_metal mad hybrid_slstm xlstm_mad hybrid_mlstm_attention attention_baseline \
         --data "$JOB/mad_data" --time-limit "$T" --out "$M/$name" "$@" > "$OUT/$phase-$name.txt" 2> "$OUT/$phase-$name.err" \
         || { echo "mad $name: exit $?"; tail -n 5 "$OUT/$phase-$name.err"; }
     }
