@@ -10,7 +10,9 @@ import time
 from collections import Counter
 from types import SimpleNamespace
 
-from xlstm_metal.mad import Budget, read_runs, run_sweep
+import pytest
+
+from xlstm_metal.mad import Budget, MadDataError, read_runs, run_sweep
 from xlstm_metal.mad import sweep
 from xlstm_metal.mad.claims import CLAIMS_DIR, try_claim
 from xlstm_metal.mad.sweep import RUNS_FILE, plan_runs
@@ -84,3 +86,14 @@ def test_a_plan_cut_short_holds_every_tasks_baseline_first():
     assert head == [("in_context_recall", "baseline", "attention-baseline"), ("in_context_recall", "baseline", "xlstm-mad"),
                     ("memorization", "baseline", "attention-baseline"), ("memorization", "baseline", "xlstm-mad")]
     assert json.dumps([r.key for r in runs]) == json.dumps(list(dict.fromkeys(r.key for r in runs))), "no run twice"
+
+
+def test_an_error_in_a_worker_reaches_the_caller_as_itself(tmp_path):
+    setting = plan_runs(["attention_baseline"], ["memorization"], FOUR)[0].setting
+    broken = tmp_path / "data" / setting.dir_name() / "train"
+    broken.mkdir(parents=True)
+    (broken / "inputs.npy").write_text("not an array")
+    with pytest.raises(MadDataError, match="inputs.npy: not a readable .npy array"):
+        run_sweep(["attention_baseline"], ["memorization"], FOUR, tmp_path / "out", data_dir=tmp_path / "data",
+                  workers=2, progress=lambda line: None)
+    assert read_runs(tmp_path / "out") == []
