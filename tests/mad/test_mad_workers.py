@@ -1,7 +1,6 @@
 """Several processes share one sweep: each run is claimed before it trains, so every run is made exactly once;
 a run whose process died (killed mid-training) is made again by the next sweep; a time limit stops the sweep
 between epochs and records only what finished."""
-import json
 import os
 import signal
 import subprocess
@@ -82,10 +81,12 @@ def test_a_time_limit_drops_the_run_in_flight_and_says_how_to_go_on(tmp_path, mo
 def test_a_plan_cut_short_holds_every_tasks_baseline_first():
     budget = Budget(epochs=1, settings=0.3, learning_rates=(1e-3,), weight_decays=(0.0,))
     runs = plan_runs(["attention_baseline", "xlstm_mad"], ["in_context_recall", "memorization"], budget)
-    head = [(r.setting.task, r.setting.label(), r.spec_name) for r in runs[:4]]
-    assert head == [("in_context_recall", "baseline", "attention-baseline"), ("in_context_recall", "baseline", "xlstm-mad"),
-                    ("memorization", "baseline", "attention-baseline"), ("memorization", "baseline", "xlstm-mad")]
-    assert json.dumps([r.key for r in runs]) == json.dumps(list(dict.fromkeys(r.key for r in runs))), "no run twice"
+    rank = [budget.task_settings(r.setting.task).index(r.setting) for r in runs]
+    assert rank == sorted(rank) and rank.count(0) == 4, "every task's baseline (for each spec), then the next"
+    assert [(r.setting.task, r.spec_name) for r in runs[:4]] == [
+        ("in_context_recall", "attention-baseline"), ("in_context_recall", "xlstm-mad"),
+        ("memorization", "attention-baseline"), ("memorization", "xlstm-mad")]
+    assert len({r.key for r in runs}) == len(runs) == (3 + 2) * 2, "3 of 11 settings and 2 of 6, each spec once"
 
 
 def test_an_error_in_a_worker_reaches_the_caller_as_itself(tmp_path):
