@@ -178,12 +178,11 @@ def test_a_data_directory_in_mlx_lm_layout_holds_out_valid_jsonl(tmp_path, capsy
 
 
 def test_serve_applies_adapters_like_generate(tmp_path, monkeypatch):
-    import argparse
-
     import mlx.core as mx
     import numpy as np
 
     pytest.importorskip("starlette")
+    from xlstm_metal.cli import build_parser
     from xlstm_metal.cli.serve import build_app
     from xlstm_metal.serve import app as serve_app
     from xlstm_metal.train import LoRAConfig, apply_lora, load_adapters, save_adapters
@@ -198,9 +197,8 @@ def test_serve_applies_adapters_like_generate(tmp_path, monkeypatch):
     save_adapters(tmp_path / "ad", runner.model, LoRAConfig(rank=2, num_layers=1), SHIPPED)
     engines = []
     monkeypatch.setattr(serve_app, "create_app", lambda engine, **kw: engines.append(engine))
-    build_app(argparse.Namespace(model=SHIPPED, model_id=None, dtype=None, max_sessions_bytes=10**8,
-                                 max_prompt_tokens=100, max_tokens=8, max_tokens_limit=8, max_queue=1,
-                                 request_timeout=None, adapters=str(tmp_path / "ad")))
+    build_app(build_parser(["serve"]).parse_args(["serve", "--model", str(SHIPPED), "--max-tokens", "8",
+                                                  "--adapters", str(tmp_path / "ad")]))
     want = xLSTMRunner.from_pretrained(SHIPPED)
     load_adapters(want, tmp_path / "ad")
     x = mx.array([[5, 17, 300, 42]])
