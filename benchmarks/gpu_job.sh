@@ -9,6 +9,10 @@
 #   bash benchmarks/gpu_job.sh official kernel         # the official kernel and 7B model, then our kernels
 #   bash benchmarks/gpu_job.sh model memory            # our 7B prefill / decode / 32k prefill, prefill memory
 #   bash benchmarks/gpu_job.sh train                   # training throughput and peak memory (TRAIN_ARGS=...)
+#   bash benchmarks/gpu_job.sh serve                   # the HTTP server: first token per turn, tokens/s per client
+#                                                      (SERVE_ARGS=... for other sizes)
+#   bash benchmarks/gpu_job.sh mad-1                   # MAD, four specs, the recall tasks (~8.5 min; MAD_TIME=...)
+#   bash benchmarks/gpu_job.sh mad-2                   # MAD, the copying, compression and memorization tasks
 #   bash benchmarks/gpu_job.sh default-model           # retrain the shipped model into $OUT/default_model (~8.5 min)
 # Every phase ends by assembling what this machine has measured so far into $OUT/$MACHINE.json; copy the last
 # one to benchmarks/results/ and run `python benchmarks/common.py tables benchmarks/results/<kind>.json --write`.
@@ -108,12 +112,38 @@ for phase in "$@"; do
   train)
     package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
       embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
+  serve)  # the 7B behind `xlstm-metal serve` (needs the staged starlette + uvicorn; about 3 minutes): first token at
+    # turns 1..10 of a conversation (1024 new tokens a turn), cache on and off; tokens/s with 1, 8, 32 clients
+    package; bench bench_model.py 540 serve --serve ${SERVE_ARGS:---spec xlstm_7b --dtype bfloat16 --serve-turns 10 \
+      --serve-turn-tokens 1024 --serve-clients 1,8,32 --serve-prompt 128 --serve-tokens 128} ;;
+  mad-1|mad-2)  # MAD for the four specs, each call self-contained: $OUT/<phase>.runs.jsonl (all runs), .json, .txt;
+    # workers side by side on the GPU, stopped after MAD_TIME s (default 450; the phase ~8.5 min). MAD_ARGS: 20 of
+    # 200 epochs, 30% of each task's settings run baselines first (what the time leaves out is left out of the
+    # table), lr {5e-4, 1e-3} x wd {0}; memorization (2 steps an epoch) keeps the protocol's 200 epochs.
+    package; M=$JOB/$phase; T=${MAD_TIME:-450}; GRID="--budget 0.1 --settings 0.3 --lr 5e-4 1e-3 --wd 0"; rm -rf "$M"
+    mad() {  # mad NAME ARGS...: one sweep into $M/NAME (the slowest spec first: its long runs start early)
+      local name=$1; shift
+      timeout $((T + 60)) python3 -m xlstm_metal mad hybrid_slstm xlstm_mad hybrid_mlstm_attention attention_baseline \
+        --data "$JOB/mad_data" --time-limit "$T" --out "$M/$name" "$@" > "$OUT/$phase-$name.txt" 2> "$OUT/$phase-$name.err" \
+        || { echo "mad $name: exit $?"; tail -n 5 "$OUT/$phase-$name.err"; }
+    }
+    if [ "$phase" = mad-1 ]; then
+      mad recall --tasks in_context_recall,fuzzy_recall,noisy_recall --workers "${MAD_WORKERS:-8}" ${MAD_ARGS:-$GRID}
+    else
+      mad copy --tasks selective_copying,compression --workers "${MAD_WORKERS:-6}" ${MAD_ARGS:-$GRID} &
+      mad memorization --tasks memorization --workers 2 ${MAD_MEM_ARGS:---settings 0.3 --lr 5e-4 1e-3 --wd 0} &
+      wait
+    fi
+    cat "$M"/*/runs.jsonl > "$OUT/$phase.runs.jsonl" 2> /dev/null
+    for f in "$M"/*/mad.json; do [ -s "$f" ] && cp "$f" "$OUT/$phase-$(basename "$(dirname "$f")").json"; done
+    cat "$OUT/$phase"-*.txt; echo "$(grep -c . "$OUT/$phase.runs.jsonl") runs -> $OUT/$phase.runs.jsonl" ;;
   default-model)  # ~8.5 min; on CPU at tiny sizes: DM_SECONDS=1 DM_MAX_STEPS=4 DM_BATCH=2 DM_SEQ=64 DM_DATA=...
     package; default_model ;;
-  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|default-model ..." >&2; exit 2 ;;
+  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|serve|mad-1|mad-2|default-model" \
+       "..." >&2; exit 2 ;;
   esac
-  case "$phase" in stage-*|default-model) continue ;; esac
-  parts=(); for p in official kernel model prefill_memory train; do
+  case "$phase" in stage-*|mad-*|default-model) continue ;; esac
+  parts=(); for p in official kernel model prefill_memory train serve; do
     [ -s "$JOB/$p.json" ] && parts+=(--${p//_/-} "$JOB/$p.json"); done
   [ -s "$JOB/tests.log" ] && parts+=(--tests "$JOB/tests.log")
   PYTHONPATH= python3 "$R/benchmarks/common.py" assemble --machine "$MACHINE" "${parts[@]}" \

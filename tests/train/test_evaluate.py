@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from budget import examples
-from train.test_training import SPEC, cli_run_inputs
+from test_training import SPEC, cli_run_inputs
 from xlstm_metal import xLSTMRunner
 from xlstm_metal.cli import main
 from xlstm_metal.train.evaluate import stream_loss

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from budget import examples
 from xlstm_metal.cli import main
-from xlstm_metal.train.sources import blob_reason, clean_sources, excluded, gather_sources, is_held_out, split_held_out
+from xlstm_metal.train.records import Record
+from xlstm_metal.train.sources import blob_reason, clean_records, clean_sources, excluded, is_held_out, split_records
 
 CODE = '''"""Helpers for reading configuration files."""
 import os
@@ -64,75 +65,63 @@ def test_empty_files_are_left_out():
 
 def test_copies_that_differ_in_whitespace_and_comments_count_once():
     variant = "# Copyright 2001\n" + CODE.replace("    ", "\t").replace("\n\n", "\n\n\n") + "   \n"
-    src = clean_sources([("a.py", CODE), ("b.py", CODE.replace("read_config", "load")), ("c.py", variant)])
-    assert src.names == ["a.py", "b.py"] and src.duplicates == 1
+    other = CODE.replace("read_config", "load")
+    src = clean_sources([("a.py", CODE), ("b.py", other), ("c.py", variant)])
+    assert src.kept == [0, 1] and src.duplicates == 1 and src.characters == len(CODE) + len(other)
 
 
-def test_cleaning_stops_reading_at_max_chars():
-    read = []
-
-    def named():
-        for i in range(10):
-            read.append(i)
-            yield f"f{i}.py", CODE.replace("read_config", f"read_{i}")
-
-    src = clean_sources(named(), max_chars=2 * len(CODE) + 1)
-    assert len(src.texts) == 3 and read == [0, 1, 2]
+def test_conversations_are_kept_as_they_are_and_text_records_are_cleaned():
+    chat = Record("d.jsonl:1", messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "1"}])
+    records = [Record("a.py", text=CODE), chat, Record("t.py", text=CODEC_TABLE), Record("b.py", text=CODE)]
+    kept, src = clean_records(records)
+    assert kept == records[:2] and src.left_out[0][0] == "t.py" and src.duplicates == 1
 
 
-def test_exclude_globs_match_the_path_or_the_file_name_and_those_files_are_not_read(tmp_path):
+def test_exclude_globs_match_the_path_or_the_file_name():
     assert excluded("/lib/pkg/tests/test_a.py", ["*/tests/*"]) and excluded("/x/y/msg_pb2.py", ["*_pb2.py"])
     assert not excluded("/lib/pkg/core.py", ["*/tests/*", "*_pb2.py"])
-    read = []
-    files = [tmp_path / "keep.py", tmp_path / "tests" / "t.py"]
-    src = gather_sources(files, lambda f: read.append(f) or [CODE], exclude=["*/tests/*"])
-    assert read == [files[0]] and src.left_out == [(str(files[1]), "--exclude")]
 
 
 @settings(max_examples=examples(50), deadline=None)
 @given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=60, unique=True),
        st.sampled_from([0.02, 0.1, 0.5]), st.randoms())
-def test_held_out_files_depend_on_their_text_alone(texts, share, rnd):
-    train, held = split_held_out(texts, share)
-    assert held, "something is always held out"
+def test_held_out_records_depend_on_their_text_alone(texts, share, rnd):
+    records = [Record(f"f{i}", text=t) for i, t in enumerate(texts)]
+    split = split_records(records, share)
     chosen = [is_held_out(t, share) for t in texts]
-    if any(chosen) and not all(chosen):  # whole files, chosen by their text: the order of the data does not matter
-        assert sorted(train + held) == sorted(texts)
-        shuffled = rnd.sample(texts, len(texts))
-        assert sorted(split_held_out(shuffled, share)[1]) == sorted(held)
-    else:  # too few files: the tail of the characters
-        assert "".join(train + held) == "".join(texts)
-
-
-def test_a_few_files_fall_back_to_holding_out_the_last_characters():
-    texts = ["a" * 600, "b" * 400]
-    assert not any(is_held_out(t, 0.01) for t in texts)  # neither file is chosen by its text
-    train, held = split_held_out(texts, 0.01)
-    assert "".join(train) == "a" * 600 + "b" * 390 and held == ["b" * 10]
+    if not any(chosen) or all(chosen):
+        assert split is None  # too few to choose from: train holds out the tail of the tokens
+        return
+    train, held = split
+    assert held == [r for r, c in zip(records, chosen) if c] and train == [r for r, c in zip(records, chosen) if not c]
+    shuffled = rnd.sample(records, len(records))
+    assert sorted(r.where for r in split_records(shuffled, share)[1]) == sorted(r.where for r in held)
 
 
 def test_about_the_share_of_many_files_is_held_out():
     rng = random.Random(0)
-    texts = [f"def f{i}(x):\n    return x + {rng.random()}\n" for i in range(5000)]
-    assert 0.015 < len(split_held_out(texts, 0.02)[1]) / 5000 < 0.025
+    records = [Record(f"f{i}", text=f"def f{i}(x):\n    return x + {rng.random()}\n") for i in range(5000)]
+    assert 0.015 < len(split_records(records, 0.02)[1]) / 5000 < 0.025
 
 
 def test_train_leaves_out_tables_and_copies_and_says_so(tmp_path, capsys):
-    from train.test_training import cli_run_inputs
+    from test_training import cli_run_inputs
 
     spec, data = cli_run_inputs(tmp_path)
     (data / "cp1252.py").write_text(CODEC_TABLE)
     (data / "copy.py").write_text((data / "a.py").read_text())
+    (data / "vendor").mkdir()
+    (data / "vendor" / "blob.txt").write_bytes(b"\xff\xfe not text" * 10)  # excluded files are not even read
     code = main(["train", str(spec), "--data", str(data), "--out", str(tmp_path / "m"), "--steps", "2",
-                 "--batch-size", "2", "--seq-len", "8", "--exclude", "*/nothing/*"])
+                 "--batch-size", "2", "--seq-len", "8", "--exclude", "*/vendor/*"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "1 duplicate(s) dropped" in err and "1 generated table(s) or data blob(s) left out" in err
-    assert "cp1252.py" in err
+    assert "cp1252.py" in err and "1 file(s) matched --exclude" in err and "not readable" not in err
 
 
 def test_data_that_is_all_tables_is_one_line_naming_keep_generated(tmp_path, capsys):
-    from train.test_training import cli_run_inputs
+    from test_training import cli_run_inputs
 
     spec, data = cli_run_inputs(tmp_path)
     (data / "a.py").write_text(CODEC_TABLE)

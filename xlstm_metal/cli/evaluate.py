@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .registry import command
 from .train import HELD_OUT, data_cleaning_args
-from .values import POSITIVE, integer
+from .values import POSITIVE
 
 
 def _args(p):
@@ -13,7 +13,6 @@ def _args(p):
                                                              "them")
     p.add_argument("--held-out", action="store_true",
                    help=f"only the files train holds out of this --data ({HELD_OUT:.0%}, chosen by their text)")
-    p.add_argument("--max-bytes", type=integer(1, 2 ** 50), default=50_000_000, help="read at most this much text")
     data_cleaning_args(p)
     p.add_argument("--seq-len", type=POSITIVE, default=256, help="tokens per window (each from a fresh state)")
     p.add_argument("--batch-size", type=POSITIVE, default=16, help="windows per forward pass")
@@ -33,8 +32,13 @@ def cmd_evaluate(args) -> int:
     from .generate import DEFAULT_MODEL
     from .train import read_data
 
-    train_texts, held_texts = read_data(args)
-    texts = held_texts if args.held_out else train_texts + held_texts
+    records, held, _ = read_data(args)
+    if args.held_out and not held:
+        raise InputError(f"--held-out: --data holds too few texts for train to hold any out by their text (it "
+                         f"holds out its last {HELD_OUT:.0%} of tokens); evaluate on chosen files instead")
+    texts = [r.text for r in (held if args.held_out else records + held) if r.text is not None]
+    if not texts:
+        raise InputError("--data: no plain text to evaluate on (conversations are left out)")
     for model in args.model or [str(DEFAULT_MODEL)]:
         runner = xLSTMRunner.from_pretrained(model)
         if runner.tokenizer is None:

@@ -12,7 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 LONG_LINE = 1000  # characters: no hand-written source line is this long; minified code and blobs are
 LONG_LINE_SHARE = 0.05  # share of lines over 300 characters that marks a file as a blob
@@ -86,30 +86,30 @@ def excluded(path: str | Path, patterns: list[str]) -> bool:
 
 @dataclass
 class Sources:
-    """Texts that passed cleaning, each with the file it came from; what was left out, with why."""
-    names: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
+    """Which of the texts passed cleaning (their positions in the input), and what was left out, with why."""
+    kept: list[int] = field(default_factory=list)
+    characters: int = 0
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     duplicates: int = 0
+    excluded: int = 0  # files that matched --exclude (never read)
 
     def summary(self) -> str:
-        blobs = [(n, r) for n, r in self.left_out if r != "--exclude"]
-        parts = [f"{len(self.texts)} files, {sum(map(len, self.texts)) / 1e6:.1f} M characters"]
+        parts = [f"{len(self.kept)} texts, {self.characters / 1e6:.1f} M characters"]
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicate(s) dropped")
-        if blobs:
-            parts.append(f"{len(blobs)} generated table(s) or data blob(s) left out (e.g. {blobs[0][0]}: "
-                         f"{blobs[0][1]})")
-        if len(blobs) < len(self.left_out):
-            parts.append(f"{len(self.left_out) - len(blobs)} matched --exclude")
+        if self.left_out:
+            name, why = self.left_out[0]
+            parts.append(f"{len(self.left_out)} generated table(s) or data blob(s) left out (e.g. {name}: {why})")
+        if self.excluded:
+            parts.append(f"{self.excluded} file(s) matched --exclude")
         return "; ".join(parts)
 
 
-def clean_sources(named: Iterable[tuple[str, str]], keep_blobs: bool = False, max_chars: int | None = None) -> Sources:
-    """The texts of ``named`` ((name, text) pairs, in order; read no further than needed) without generated tables
-    and data blobs (unless ``keep_blobs``) and duplicates (the first copy stays), up to ``max_chars`` characters."""
-    out, seen, total = Sources(), set(), 0
-    for name, text in named:
+def clean_sources(named: Iterable[tuple[str, str]], keep_blobs: bool = False) -> Sources:
+    """Which of ``named`` ((name, text) pairs, in order) to keep: not generated tables or data blobs (unless
+    ``keep_blobs``), and not copies of an earlier text."""
+    out, seen = Sources(), set()
+    for i, (name, text) in enumerate(named):
         why = None if keep_blobs else blob_reason(text)
         if why is not None:
             out.left_out.append((name, why))
@@ -119,22 +119,8 @@ def clean_sources(named: Iterable[tuple[str, str]], keep_blobs: bool = False, ma
             out.duplicates += 1
             continue
         seen.add(key)
-        out.names.append(name)
-        out.texts.append(text)
-        total += len(text)
-        if max_chars and total >= max_chars:
-            break
-    return out
-
-
-def gather_sources(files: list[Path], read: Callable[[Path], list[str]], exclude: list[str] = (),
-                   keep_blobs: bool = False, max_chars: int | None = None) -> Sources:
-    """``clean_sources`` over the texts ``read(file)`` gives for each of ``files`` that no ``exclude`` glob
-    matches (those are not read)."""
-    exclude = list(exclude)
-    chosen = [f for f in files if not excluded(f, exclude)]
-    out = clean_sources(((str(f), t) for f in chosen for t in read(f)), keep_blobs, max_chars)
-    out.left_out += [(str(f), "--exclude") for f in files if excluded(f, exclude)]
+        out.kept.append(i)
+        out.characters += len(text)
     return out
 
 
@@ -144,18 +130,23 @@ def is_held_out(text: str, share: float) -> bool:
     return int(fingerprint(text)[:8], 16) < share * 16 ** 8
 
 
-def split_held_out(texts: list[str], share: float) -> tuple[list[str], list[str]]:
-    """(training texts, held-out texts): whole files chosen by ``is_held_out``; with too few files for that to
-    hold any out (or it would hold out all), the last ``share`` of the characters (cut inside the last files)."""
-    held = [is_held_out(t, share) for t in texts]
-    if any(held) and not all(held):
-        return [t for t, h in zip(texts, held) if not h], [t for t, h in zip(texts, held) if h]
-    joined = "".join(texts)
-    cut = len(joined) - max(1, int(len(joined) * share))
-    train, rest, pos = [], [], 0
-    for t in texts:
-        a, b = t[:max(0, cut - pos)], t[max(0, cut - pos):]
-        train += [a] if a else []
-        rest += [b] if b else []
-        pos += len(t)
-    return train, rest
+def _record_text(record) -> str:
+    """What identifies a training record (``train.records.Record``): its text, or its turns' contents."""
+    return record.text if record.text is not None else "\n".join(m["content"] for m in record.messages)
+
+
+def clean_records(records: list, keep_blobs: bool = False) -> tuple[list, Sources]:
+    """``records`` without the text records ``clean_sources`` leaves out (conversations are kept as they are)."""
+    texts = [i for i, r in enumerate(records) if r.text is not None]
+    src = clean_sources(((records[i].where, records[i].text) for i in texts), keep_blobs)
+    dropped = set(texts) - {texts[k] for k in src.kept}
+    return [r for i, r in enumerate(records) if i not in dropped], src
+
+
+def split_records(records: list, share: float) -> tuple[list, list] | None:
+    """(training records, held-out records) chosen as ``is_held_out`` chooses files; None when that holds out
+    none or all of them (too few records)."""
+    held = [is_held_out(_record_text(r), share) for r in records]
+    if not any(held) or all(held):
+        return None
+    return [r for r, h in zip(records, held) if not h], [r for r, h in zip(records, held) if h]
