@@ -10,6 +10,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 
+from xlstm_metal.kernels.quantized import quantized_matmul_t
+
 from .graph import ModelGraph
 
 _DTYPES = {"float32": mx.float32, "f32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
@@ -67,6 +69,15 @@ def cast_parameters(module: nn.Module, dtype: mx.Dtype) -> None:
                            module.parameters()))
 
 
+class QuantizedLinear(nn.QuantizedLinear):
+    """``nn.QuantizedLinear`` whose product follows ``kernels.quantized`` (dequantized inside a long prefill)."""
+
+    def __call__(self, x):
+        y = quantized_matmul_t(x, self["weight"], self["scales"], self.get("biases"), group_size=self.group_size,
+                               bits=self.bits, mode=self.mode)
+        return y + self["bias"] if "bias" in self else y
+
+
 def quantize_model(model: nn.Module, q: dict) -> None:
     """MLX's quantization (``q``: group_size, bits, mode) of every layer whose rows split into whole groups.
 
@@ -80,5 +91,8 @@ def quantize_model(model: nn.Module, q: dict) -> None:
         return w is not None and w.ndim == 2 and w.shape[-1] % gs == 0 and w.shape[0] >= 8
 
     nn.quantize(model, group_size=gs, bits=q["bits"], mode=q.get("mode", "affine"), class_predicate=predicate)
+    for _, module in model.named_modules():
+        if type(module) is nn.QuantizedLinear:  # same layout and parameters; only the product differs
+            module.__class__ = QuantizedLinear
     for _, value in tree_flatten(model.parameters()):
         mx.eval(value)

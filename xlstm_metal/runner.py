@@ -117,7 +117,8 @@ class xLSTMRunner:
             if len(self._plans) > 64:
                 self._plans.clear()
             plan = make_plan(self.graph, seq_len, dtype=dtype_name(self.dtype),
-                             overrides=self.overrides or None, segment_len=self.segment_len)
+                             overrides=self.overrides or None, segment_len=self.segment_len,
+                             quantized=self.quantization is not None)
             plan.sharding = {n: str(info) for n, info in self.sharding.items()}
             self._plans[seq_len] = plan
         return self._plans[seq_len]
@@ -264,6 +265,7 @@ class xLSTMRunner:
         quantize_model(self.model, q)
         self.quantization = q
         self._decode_fn = {}
+        self._plans.clear()
         return self
 
     def save_pretrained(self, path: str | Path, *, config: Any = None, **kw) -> Path:
