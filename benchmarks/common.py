@@ -45,6 +45,30 @@ def queued_time(fn, iters: int, warmup_s: float = 0.3) -> float:
     return (time.perf_counter() - t) / iters
 
 
+def spec_doc(spec: str) -> dict:
+    """The YAML document of ``spec`` (a shipped name or a path)."""
+    import yaml
+
+    from xlstm_metal.spec import shipped_spec_path
+
+    return yaml.safe_load(open(shipped_spec_path(spec) or spec))
+
+
+def sized_spec(spec: str, dims: str):
+    """``spec`` (a shipped name or a path) with the ``name=value`` pairs of ``dims`` replacing its dims."""
+    if not dims:
+        return spec
+    import yaml
+
+    doc = spec_doc(spec)
+    for pair in dims.split(","):
+        key, value = pair.split("=")
+        if key not in doc.get("dims", {}):
+            raise SystemExit(f"--dims: {spec} has no dim {key!r} (dims: {', '.join(doc.get('dims', {}))})")
+        doc["dims"][key] = yaml.safe_load(value)
+    return doc
+
+
 def emit(result: dict, out: str | None = None) -> None:
     """Print the result as JSON, and also write it to ``out`` when given."""
     text = json.dumps(result, indent=2)
