@@ -129,6 +129,22 @@ def test_the_readme_and_docs_tables_are_rendered_from_the_results_file(tmp_path)
     assert "`cuda_tc_chunkwise`" in summary and "| 7B bfloat16 prefill, S=4096: tokens/s |" in summary
 
 
+def test_the_docs_cpu_table_is_rendered_from_the_cpu_results_file_and_leaves_the_gpu_tables(tmp_path):
+    c = common()
+    results = json.loads((BENCH / "results" / "cpu-x86_64-x2.json").read_text())
+    assert results["kind"] == "cpu" and results["official"]["prefill_tok_s_S1024"] > 0  # measured in the same run
+    for rel in c.TABLES:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((ROOT / rel).read_text())
+    assert c.write_tables(results, tmp_path) == []
+    table = c.cpu_table(results)
+    assert "| prefill, S=1024: tokens/s |" in table and "| same, 4-bit weights |" in table
+    emptied = (tmp_path / "docs/performance.md").read_text().replace(table, "")
+    (tmp_path / "docs/performance.md").write_text(emptied)
+    assert c.write_tables(results, tmp_path) == ["docs/performance.md"]  # only the CPU table is rewritten
+    assert (tmp_path / "docs/performance.md").read_text() == (ROOT / "docs/performance.md").read_text()
+
+
 def test_assembling_a_results_file_counts_the_gpu_tests(tmp_path):
     c = common()
     (tmp_path / "a.log").write_text("....... [ 43%]\n....\n")  # cut off by its time limit
