@@ -12,6 +12,7 @@ from typing import Any
 
 from xlstm_metal.blocks import TensorType
 from xlstm_metal.kernels import FusionRule, KernelInfo, current_device, fusions, get_kernel, select_kernel
+from xlstm_metal.kernels import quantized as quantized_matmuls
 
 from .graph import ModelGraph, format_table
 from .spec.model import KERNEL_CHOICES
@@ -20,10 +21,6 @@ DEFAULT_CHUNK_SIZE = 64
 SEQUENCE_MAX_LEN = 8  # up to this many tokens a step loop beats a chunkwise pass
 # bounds activation memory (each segment's per-chunk states are transient) at a small cost in prefill speed
 DEFAULT_SEGMENT_LEN = 2048
-# From this many tokens per segment a quantized model multiplies by its weights dequantized to the compute dtype
-# (kernels.quantized): MLX's quantized matmul is fast for a vector (decoding) but slow for many rows, on the CPU
-# 20x slower than dequantize + matmul already at 16 rows; on the GPU dequantizing costs a weight's write and read.
-DEQUANTIZE_MIN_TOKENS = {"cpu": 2, "gpu": 64}
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,7 @@ def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dty
     ``overrides`` maps node names to ``{"kernel": ..., "chunk_size": ...}`` and wins over the
     spec's own per-node overrides, which win over the automatic choice. ``training``: only kernels
     that autograd runs through (fused GPU kernels define no gradient). ``quantized``: the model's weights are
-    quantized; segments of at least ``DEQUANTIZE_MIN_TOKENS`` tokens multiply by them dequantized.
+    quantized; segments of at least ``kernels.quantized.dequantize_min_tokens`` tokens multiply by them dequantized.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -175,7 +172,8 @@ def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dty
                               aux))
     steps = _fuse(graph, steps, device=device, dtype=dtype, training=training)
     cut, why = _segment_len(steps, segment_len)
-    dequantize = quantized and min(seq_len, cut or seq_len) >= DEQUANTIZE_MIN_TOKENS[device]
+    least = quantized_matmuls.dequantize_min_tokens(device) if quantized else None
+    dequantize = least is not None and min(seq_len, cut or seq_len) >= least
     return ExecutionPlan(graph, seq_len, device, dtype, steps, segment_len=cut, segment_why=why, dequantize=dequantize)
 
 

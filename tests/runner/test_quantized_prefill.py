@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlx.utils import tree_flatten
 
-import xlstm_metal.plan as plan_module
+import xlstm_metal.kernels.quantized as quantized_module
 from xlstm_metal import xLSTMRunner
 from xlstm_metal.kernels import current_device
 from xlstm_metal.spec import shipped_spec_path
@@ -28,10 +28,13 @@ def quantized():
 
 
 def test_the_plan_dequantizes_from_its_threshold_and_never_for_one_token(quantized):
-    first = plan_module.DEQUANTIZE_MIN_TOKENS[current_device()]
+    first = quantized_module.dequantize_min_tokens(current_device())
+    if first is None:  # (Metal: MLX's quantized kernels are kept)
+        assert not quantized.plan(4096).dequantize
+        return
     assert quantized.plan(max(first, 2)).dequantize and not quantized.plan(1).dequantize
-    assert not quantized.plan(first - 1).dequantize if first > 1 else True
-    assert "dequantized" in str(quantized.plan(64))
+    assert first == 1 or not quantized.plan(first - 1).dequantize
+    assert "dequantized" in str(quantized.plan(max(first, 2)))
     assert not xLSTMRunner.from_spec(small_7b(1), seed=0).plan(64).dequantize  # float weights: nothing to do
 
 
@@ -42,12 +45,14 @@ def prefill_logits(runner, tokens):
 
 
 def test_dequantized_prefill_matches_the_quantized_matmuls(quantized, monkeypatch):
-    tokens = mx.random.randint(0, 512, (2, 40), key=mx.random.key(1))
-    assert quantized.plan(40).dequantize
-    fast, fast_state = prefill_logits(quantized, tokens)
-    monkeypatch.setitem(plan_module.DEQUANTIZE_MIN_TOKENS, current_device(), 10**9)
+    tokens = mx.random.randint(0, 512, (2, 80), key=mx.random.key(1))
+    monkeypatch.setattr(quantized_module, "dequantize_min_tokens", lambda device: 2)
     quantized._plans.clear()
-    assert not quantized.plan(40).dequantize
+    assert quantized.plan(80).dequantize
+    fast, fast_state = prefill_logits(quantized, tokens)
+    monkeypatch.setattr(quantized_module, "dequantize_min_tokens", lambda device: None)
+    quantized._plans.clear()
+    assert not quantized.plan(80).dequantize
     slow, slow_state = prefill_logits(quantized, tokens)
     quantized._plans.clear()
     scale = float(mx.max(mx.abs(slow)))
@@ -82,7 +87,7 @@ def test_on_the_cpu_the_dequantized_prefill_is_faster(quantized, monkeypatch):
         return min(times)
 
     fast = best()
-    monkeypatch.setitem(plan_module.DEQUANTIZE_MIN_TOKENS, "cpu", 10**9)
+    monkeypatch.setitem(quantized_module.DEQUANTIZE_MIN_TOKENS, "cpu", None)
     quantized._plans.clear()
     slow = best()
     quantized._plans.clear()
