@@ -18,25 +18,10 @@ _START = time.perf_counter()
 
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from common import emit  # noqa: E402
+from common import emit, sized_spec  # noqa: E402
 
 from xlstm_metal import xLSTMRunner  # noqa: E402
-from xlstm_metal.spec import shipped_spec_path  # noqa: E402
 from xlstm_metal.train import TokenBatches, TrainConfig, Trainer  # noqa: E402
-
-
-def sized_spec(spec: str, dims: str):
-    """``spec`` (a shipped name or a path) with the ``name=value`` pairs of ``dims`` replacing its dims."""
-    if not dims:
-        return spec
-    doc = yaml.safe_load(open(shipped_spec_path(spec) or spec))
-    for pair in dims.split(","):
-        key, value = pair.split("=")
-        if key not in doc.get("dims", {}):
-            raise SystemExit(f"--dims: {spec} has no dim {key!r} (dims: {', '.join(doc.get('dims', {}))})")
-        doc["dims"][key] = yaml.safe_load(value)
-    return doc
 
 
 def main(argv=None) -> dict:

@@ -102,10 +102,10 @@ for phase in "$@"; do
     cp "$JOB/official.json" "$OUT/"; cat "$JOB/official.json" ;;
   kernel)  # (a fresh machine first compiles every kernel for each shape)
     package; bench bench_kernel.py 240 kernel --seqs 1024,4096,16384,65536 $(official) ;;
-  model)
-    package; bench bench_model.py 420 model --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
+  model)  # bf16, then the same after runner.quantize(4) (keys _q4): ~6-8 minutes
+    package; bench bench_model.py 500 model --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
       --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 \
-      --prefill-kernels compiled_chunkwise $(official) ;;
+      --prefill-kernels compiled_chunkwise --quantize 4 $(official) ;;
   memory)  # where a 32k-token prefill's peak goes: segment length x layers left in flight
     package; bench profile.py 300 prefill_memory prefill --spec xlstm_7b --seq-len 32768 --segments 2048,1024 \
       --eval-ahead 1,0 --warmup 1 ;;
