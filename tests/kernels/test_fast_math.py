@@ -67,6 +67,7 @@ def test_fused_traces_once_per_device_and_matches_the_plain_function():
     assert len(seen) == 1  # traced once
 
 
+@pytest.mark.slow  # a timing: run alone in the slow tier
 @cpu
 def test_the_fused_cpu_gate_beats_mlx_sigmoid():
     g, z = mx.random.normal((512, 2816)), mx.random.normal((512, 2816))
