@@ -26,9 +26,10 @@ MACHINE=${MACHINE:-$NAME$([ "$N" -gt 1 ] && echo "-x$N")}
 
 # our package importable as xlstm_metal the way the wheel installs it (blocks/, kernels/, wiring_specs/ inside)
 package() {
-  rm -rf /tmp/xm && mkdir -p /tmp/xm && cp -r "$R/xlstm_metal" /tmp/xm/ \
-    && cp -r "$R/blocks" "$R/kernels" "$R/wiring_specs" /tmp/xm/xlstm_metal/
-  export PYTHONPATH=/root/site:/tmp/xm PYTHONUNBUFFERED=1
+  XM=/tmp/xm.$BASHPID  # one copy per phase process: phases may run side by side (`a & b & wait`)
+  rm -rf "$XM" && mkdir -p "$XM" && cp -r "$R/xlstm_metal" "$XM/" \
+    && cp -r "$R/blocks" "$R/kernels" "$R/wiring_specs" "$XM/xlstm_metal/"
+  export PYTHONPATH=/root/site:$XM PYTHONUNBUFFERED=1
 }
 
 # bench SCRIPT LIMIT PART ARGS...: a benchmark script's JSON as $JOB/PART.json (and in $OUT)
@@ -76,7 +77,7 @@ for m in 'numpy networkx torch transformers'.split():
   $x convert "$d/run" "$OUT/default_model" --dtype bf16 -q --q-bits 6 --q-group-size 64 \
     && cp "$d/run/loss.svg" "$OUT/default_model/" && du -sh "$OUT/default_model"
   for set in "stdlib:$stdlib" "all:$data"; do  # before: the shipped model; after: float, then 6-bit
-    $x evaluate --model "${DM_BEFORE:-/tmp/xm/xlstm_metal/default_model}" "$d/run" "$OUT/default_model" --data ${set#*:} \
+    $x evaluate --model "${DM_BEFORE:-$XM/xlstm_metal/default_model}" "$d/run" "$OUT/default_model" --data ${set#*:} \
       --max-bytes "${DM_MAX_BYTES:-40000000}" --held-out --json | sed "s/^/${set%%:*} /" | tee -a "$OUT/dm_eval.txt"
   done
   $x generate --model "$OUT/default_model" --prompt "def " --max-tokens 150 --quiet | tee "$OUT/dm_sample.txt"
