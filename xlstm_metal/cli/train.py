@@ -8,7 +8,8 @@ from ..errors import InputError
 from .registry import command
 from .values import POSITIVE, SEED, integer, number
 
-TRAIN_OPTIONS = "steps batch_size seq_len lr warmup weight_decay grad_clip seed eval_every save_every".split()
+TRAIN_OPTIONS = ("steps batch_size seq_len lr warmup weight_decay grad_clip seed eval_every save_every "
+                 "checkpoint_blocks").split()
 
 
 def _defaults(cls) -> dict:
@@ -40,6 +41,8 @@ def _args(p):
     p.add_argument("--eval-every", type=POSITIVE, default=d["eval_every"], help="validation loss every N steps")
     p.add_argument("--save-every", type=POSITIVE, default=d["save_every"], help="write the checkpoint every N steps")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight and compute dtype")
+    p.add_argument("--checkpoint-blocks", action="store_true", help="recompute each block in the backward pass: "
+                   "less memory for about a third more compute")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out even if it holds other files or a run of another spec (default: refuse)")
