@@ -199,9 +199,28 @@ def prefill_memory_table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def train_table(r: dict) -> str:
+    """Training, ours against the official in the same run, per shape: tokens/s, peak memory, start to first step."""
+    shapes = r.get("train", {}).get("shapes", {})
+    rows = ["| shape | measurement | xlstm_metal | official | ours / official |", "| --- | --- | --- | --- | --- |"]
+    for name, s in shapes.items():
+        ours, off = s.get("ours", {}), s.get("official", {})
+        what = (f"{name}: d {s['embedding_dim']}, {s['num_blocks']} blocks, {s['num_heads']} heads, vocab "
+                f"{s['vocab']}, batch {s['batch']} x {s['seq_len']}, {s['dtype']}")
+        for label, key, fmt in (("tokens/s", "train_tok_s", lambda v: _fmt(v, "tok/s")),
+                                ("peak memory", "peak_GB", lambda v: f"{v:.2f} GB"),
+                                ("process start to first step", "start_to_first_step_s", lambda v: f"{v:.1f} s")):
+            a, b = ours.get(key), off.get(key)
+            cell = lambda v, side: fmt(v) if v is not None else ("failed" if "error" in side else "—")  # noqa
+            ratio = f"{a / b:.2f}" if a is not None and b else ""
+            rows.append(f"| {what if key == 'train_tok_s' else ''} | {label} | {cell(a, ours)} | {cell(b, off)} | "
+                        f"{ratio} |")
+    return "\n".join(rows)
+
+
 TABLES = {"README.md": {"summary": summary_table},
           "docs/performance.md": {"summary": summary_table, "kernels": kernel_table, "model": model_table,
-                                  "prefill_memory": prefill_memory_table}}
+                                  "prefill_memory": prefill_memory_table, "train": train_table}}
 
 
 def write_tables(results: dict, root: Path = ROOT) -> list[str]:

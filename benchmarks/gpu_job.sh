@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_job.sh stage-b tests           # upload 2: the second half, then the GPU tests (TF32 off)
 #   bash benchmarks/gpu_job.sh official kernel         # the official kernel and 7B model, then our kernels
 #   bash benchmarks/gpu_job.sh model memory            # our 7B prefill / decode / 32k prefill, prefill memory
-#   bash benchmarks/gpu_job.sh train                   # training throughput and peak memory (TRAIN_ARGS=...)
+#   bash benchmarks/gpu_job.sh train-a                 # training, ours vs official: MAD and 162M shapes (~6 min)
+#   bash benchmarks/gpu_job.sh train-b                 # the same at the 1.3B-class shape (~5 min), into train.json
 # Every phase ends by assembling what this machine has measured so far into $OUT/$MACHINE.json; copy the last
 # one to benchmarks/results/ and run `python benchmarks/common.py tables benchmarks/results/<kind>.json --write`.
 set -o pipefail
@@ -64,10 +65,11 @@ for phase in "$@"; do
   memory)  # where a 32k-token prefill's peak goes: segment length x layers left in flight
     package; bench profile.py 300 prefill_memory prefill --spec xlstm_7b --seq-len 32768 --segments 2048,1024 \
       --eval-ahead 1,0 --warmup 1 ;;
-  train)
-    package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
-      embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
-  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train ..." >&2; exit 2 ;;
+  train-a)  # each side in a fresh process; a fresh machine first compiles our kernels (minutes at 162M)
+    package; bench bench_train.py 540 train --shapes mad,162m --steps 10 --timeout 260 $TRAIN_ARGS ;;
+  train-b)  # adds its shape to train-a's train.json
+    package; bench bench_train.py 540 train --shapes 1.3b --steps 10 --timeout 265 $TRAIN_ARGS ;;
+  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train-a|train-b ..." >&2; exit 2 ;;
   esac
   case "$phase" in stage-*) continue ;; esac
   parts=(); for p in official kernel model prefill_memory train; do
