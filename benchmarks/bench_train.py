@@ -2,7 +2,7 @@
 first finished step, each side in a fresh process (so start-up is honest), at named shapes; prints JSON.
 
     python benchmarks/bench_train.py --shapes mad,162m --steps 10 --out train.json        # ours and the official
-    python benchmarks/bench_train.py --shapes 1.3b --out train.json   # adds its shapes to an existing train.json
+    python benchmarks/bench_train.py --shapes 1.3b --out train.json   # adds to an existing train.json
     python benchmarks/bench_train.py --side ours --spec xlstm_tiny --batch 4 --seq-len 64 --steps 5   # one side
 
 Ours is `xlstm_metal.train.Trainer` as `xlstm-metal train` runs it (AdamW, gradient clipping, its step compiled on
@@ -150,9 +150,9 @@ def side_args(a, shape: str) -> list[str]:
 
 def measure(a, shape: str, side: str) -> dict:
     """One side at one shape in a fresh process; the time from its start to its first finished step."""
-    cmd = [sys.executable, __file__, "--side", side, *side_args(a, shape)]
-    if side == "ours" and a.checkpoint_blocks:
-        cmd.append("--checkpoint-blocks")
+    cmd = [sys.executable, __file__, "--side", side.split("_")[0], *side_args(a, shape)]
+    if side.startswith("ours"):
+        cmd += ["--compile", "off" if side == "ours_eager" else a.compile] + ["--checkpoint-blocks"] * a.checkpoint_blocks
     spawned = time.time()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=os.environ.copy())
@@ -168,7 +168,7 @@ def measure(a, shape: str, side: str) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="mad,162m", help=f"comma-separated, of {', '.join(SHAPES)}")
-    p.add_argument("--sides", default="ours,official")
+    p.add_argument("--sides", default="ours,official", help="of ours, ours_eager (ours, step not compiled), official")
     p.add_argument("--side", choices=["ours", "official"], help="measure one side in this process (the driver's "
                                                                 "child); with --spec/--dims/--batch/...")
     p.add_argument("--spec", default="xlstm_tiny")
@@ -194,7 +194,8 @@ def main(argv=None) -> dict:
     out = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).exists() else {"shapes": {}}
     for shape in a.shapes.split(","):
         d, blocks, heads, vocab, batch, seq, dtype = SHAPES[shape]
-        row = {"embedding_dim": d, "num_blocks": blocks, "num_heads": heads, "vocab": vocab, "batch": batch,
+        row = out["shapes"].get(shape, {})  # (sides measured by an earlier run stay)
+        row |= {"embedding_dim": d, "num_blocks": blocks, "num_heads": heads, "vocab": vocab, "batch": batch,
                "seq_len": seq, "dtype": dtype, "steps": a.steps, "checkpoint_blocks": a.checkpoint_blocks}
         for side in a.sides.split(","):
             row[side] = measure(a, shape, side)
