@@ -57,9 +57,12 @@ def test_checkpointed_blocks_give_the_same_gradients_and_hold_less():
     assert peak_ck < 0.85 * peak
 
 
-def test_train_config_carries_the_checkpointing_option():
-    assert TrainConfig().checkpoint_blocks is False
-    assert TrainConfig(checkpoint_blocks=True).checkpoint_blocks is True
+def test_the_train_command_passes_checkpoint_blocks_to_the_config():
+    from xlstm_metal.cli import build_parser
+
+    parse = lambda *extra: build_parser(["train"]).parse_args(["train", "s.yaml", "--data", "d", "--out", "o", *extra])  # noqa
+    assert parse().checkpoint_blocks is False and TrainConfig().checkpoint_blocks is False
+    assert parse("--checkpoint-blocks").checkpoint_blocks is True
 
 
 def test_a_cpu_training_step_builds_no_compiled_kernels(tmp_path):
