@@ -201,7 +201,7 @@ def prefill_memory_table(r: dict) -> str:
 
 def train_table(r: dict) -> str:
     """Training, ours against the official in the same run, per shape: tokens/s, peak memory, start to first step
-    (and, where measured, ours with the step not compiled)."""
+    (and, where measured, ours with the step not compiled, and with every block checkpointed)."""
     shapes = r.get("train", {}).get("shapes", {})
     rows = ["| shape | measurement | xlstm_metal | official | ours / official |", "| --- | --- | --- | --- | --- |"]
     measures = (("tokens/s", "train_tok_s", lambda v: _fmt(v, "tok/s")),
@@ -211,7 +211,8 @@ def train_table(r: dict) -> str:
         what = (f"{name}: d {s['embedding_dim']}, {s['num_blocks']} blocks, {s['num_heads']} heads, vocab "
                 f"{s['vocab']}, batch {s['batch']} x {s['seq_len']}, {s['dtype']}")
         off = s.get("official", {})
-        for side, how in (("ours", ""), ("ours_eager", ", our step not compiled")):
+        for side, how in (("ours", ""), ("ours_eager", ", our step not compiled"),
+                          ("ours_ckpt", ", ours with --checkpoint-blocks")):
             if side not in s:
                 continue
             ours = s[side]
