@@ -3,6 +3,11 @@
     python benchmarks/bench_model.py --spec xlstm_tiny --prefill 128,512 --decode-steps 64
     python benchmarks/bench_model.py --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
         --decode-context 128,32768 --official official.json
+    python benchmarks/bench_model.py --serve --spec xlstm_7b --dtype bfloat16 --serve-clients 1,8,32
+
+``--serve`` measures ``xlstm-metal serve`` over HTTP instead (the serve extra: starlette, uvicorn; the client side
+is the standard library): time to first token at each turn of a conversation with the session state cache on and
+off, and aggregate generated tokens/s with 1, 8, 32 concurrent clients sharing decode steps.
 
 Absolute numbers mean something only on the GPU machine; --official takes the JSON of
 official_baseline.py measured in the same job and adds ratios. Timed in `inference_mode`, as generation runs.
@@ -58,8 +63,16 @@ def main(argv=None) -> dict:
     p.add_argument("--differentiable", action="store_true",
                    help="time outside inference_mode: the compiled decode step traced with the fused kernels' "
                         "gradient wrapper (the prefill evaluates as it goes, so it runs them bare either way)")
+    p.add_argument("--serve", action="store_true", help="measure the HTTP server instead (see above)")
+    p.add_argument("--serve-turns", type=int, default=10, help="turns of the conversation")
+    p.add_argument("--serve-turn-tokens", type=int, default=1024, help="new prompt tokens each turn")
+    p.add_argument("--serve-clients", default="1,8,32", help="comma-separated numbers of concurrent clients")
+    p.add_argument("--serve-prompt", type=int, default=128, help="prompt tokens of each concurrent client")
+    p.add_argument("--serve-tokens", type=int, default=128, help="tokens each concurrent client generates")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
+    if a.serve:
+        return measure_serve(a)
     with contextlib.nullcontext() if a.differentiable else inference_mode():
         return measure(a)
 
@@ -133,6 +146,113 @@ def measure(a) -> dict:
         first = f"decode_stream_tok_s_ctx{a.decode_context.split(',')[0]}"  # the official decodes from 16 tokens
         if first in res and res["official"].get("decode_tok_s"):
             res[f"ratio_{first}_ours_over_official"] = res[first] / res["official"]["decode_tok_s"]
+    emit(res, a.out)
+    return res
+
+
+# ---------------------------------------------------------------------- --serve: the HTTP server
+
+@contextlib.contextmanager
+def serving(engine, **app_kw):
+    """``create_app(engine)`` under uvicorn on a free port, in a thread; yields the port."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from xlstm_metal.serve.app import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, **app_kw), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def complete(port: int, prompt: list[int], max_tokens: int) -> dict:
+    """One greedy ``/v1/completions`` request (token ids), answered whole: its JSON."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request("POST", "/v1/completions", json.dumps({"model": "bench", "prompt": prompt, "temperature": 0,
+                                                           "max_tokens": max_tokens}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        body = json.loads(r.read())
+    finally:
+        conn.close()
+    assert r.status == 200, body
+    return body
+
+
+def conversation_ttft(port: int, a, vocab: int, seed: int) -> list[tuple[float, int]]:
+    """Seconds to the first token (a one-token answer) and cached prompt tokens at each turn; each turn's prompt is
+    the previous one plus ``serve_turn_tokens`` new tokens."""
+    import random
+
+    rng, prompt, out = random.Random(seed), [], []
+    for _ in range(a.serve_turns):
+        prompt = prompt + [rng.randrange(vocab) for _ in range(a.serve_turn_tokens)]
+        t = time.perf_counter()
+        body = complete(port, prompt, 1)
+        out.append((time.perf_counter() - t, body["usage"]["prompt_tokens_details"]["cached_tokens"]))
+    return out
+
+
+def clients_tok_s(port: int, a, vocab: int, clients: int) -> float:
+    """Generated tokens/s of ``clients`` concurrent requests (each its own prompt, ``serve_tokens`` long answers)."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(clients)
+    prompts = [[rng.randrange(vocab) for _ in range(a.serve_prompt)] for _ in range(clients)]
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        bodies = list(pool.map(lambda p: complete(port, p, a.serve_tokens), prompts))
+    seconds = time.perf_counter() - t
+    return sum(b["usage"]["completion_tokens"] for b in bodies) / seconds
+
+
+def measure_serve(a) -> dict:
+    """The server over a spec with random weights (no tokenizer: prompts are token ids, no EOS ends an answer)."""
+    from xlstm_metal.serve.cache import StateCache
+    from xlstm_metal.serve.engine import Engine
+
+    runner = xLSTMRunner.from_spec(a.spec, dtype=a.dtype, seed=0)
+    for _, v in tree_flatten(runner.model.parameters()):
+        mx.eval(v)
+    vocab = runner.vocab_size
+    state_bytes = runner.init_state(1).nbytes
+    clients = [int(c) for c in a.serve_clients.split(",")]
+    res = {"spec": a.spec, "dtype": a.dtype, "device": str(mx.default_device()), "mlx": mx.__version__,
+           "state_MB": state_bytes / 1e6, "turns": a.serve_turns, "turn_tokens": a.serve_turn_tokens,
+           "client_prompt_tokens": a.serve_prompt, "client_tokens": a.serve_tokens}
+    limits = dict(max_prompt_tokens=a.serve_turns * a.serve_turn_tokens, model_id="bench")
+    for cached in (True, False):
+        # room for every turn's two states (the prompt's prefix, prompt + answer) of both passes
+        cache = StateCache(4 * a.serve_turns * state_bytes if cached else 0)
+        with serving(Engine(runner, cache, **limits), max_batch=max(clients), limit_max_tokens=a.serve_tokens,
+                     max_queue=max(clients)) as port:
+            conversation_ttft(port, a, vocab, seed=1)  # untimed: every prompt length's first run compiles
+            turns = conversation_ttft(port, a, vocab, seed=2)
+            tag = "cache" if cached else "nocache"
+            res[f"ttft_s_{tag}"] = [t for t, _ in turns]
+            res[f"cached_tokens_{tag}"] = [c for _, c in turns]
+            if cached:
+                for c in clients:
+                    clients_tok_s(port, a, vocab, c)  # untimed: each batch size's first steps compile
+                    res[f"tok_s_clients{c}"] = clients_tok_s(port, a, vocab, c)
     emit(res, a.out)
     return res
 

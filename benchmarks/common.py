@@ -4,6 +4,7 @@ from the parts one GPU job measures, rendered as the tables of README.md and doc
     python benchmarks/common.py assemble --machine nvidia-h200 --official o.json --kernel k.json --model m.json \
         --out benchmarks/results/nvidia-h200.json
     python benchmarks/common.py tables benchmarks/results/nvidia-h200.json --write   # README + docs tables
+    python benchmarks/common.py mad benchmarks/results/mad/*.jsonl --write   # docs/mad.md from MAD runs
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
 
 # ---------------------------------------------------------------------- results/<machine-kind>.json
 
-PARTS = ("official", "kernel", "model", "prefill_memory", "train")
+PARTS = ("official", "kernel", "model", "prefill_memory", "train", "serve")
 
 
 def test_counts(logs: list[str]) -> dict:
@@ -203,6 +204,8 @@ def train_table(r: dict) -> str:
     """Training, ours against the official in the same run, per shape: tokens/s, peak memory, start to first step
     (and, where measured, ours with the step not compiled, and with every block checkpointed)."""
     shapes = r.get("train", {}).get("shapes", {})
+    if not shapes:
+        return "Not measured yet (`gpu_job.sh train-a train-b`)."
     rows = ["| shape | measurement | xlstm_metal | official | ours / official |", "| --- | --- | --- | --- | --- |"]
     measures = (("tokens/s", "train_tok_s", lambda v: _fmt(v, "tok/s")),
                 ("peak memory", "peak_GB", lambda v: f"{v:.2f} GB"),
@@ -225,9 +228,33 @@ def train_table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def serve_table(r: dict) -> str:
+    """The server (``bench_model.py --serve``): time to first token per turn of a conversation with the session
+    state cache on and off, then aggregate generated tokens/s per number of concurrent clients."""
+    sv = r.get("serve")
+    if not sv:
+        return "Not measured yet (`gpu_job.sh serve`)."
+    on, off = sv.get("ttft_s_cache", []), sv.get("ttft_s_nocache", [])
+    cached = sv.get("cached_tokens_cache", [])
+    rows = ["| turn | prompt tokens | cached (cache on) | first token, cache on | first token, cache off |",
+            "| --- | --- | --- | --- | --- |"]
+    for i in range(max(len(on), len(off))):
+        get = (lambda xs: _fmt(xs[i] * 1e3, "ms") if i < len(xs) else "—")
+        rows.append(f"| {i + 1} | {(i + 1) * sv.get('turn_tokens', 0)} | {cached[i] if i < len(cached) else '—'} | "
+                    f"{get(on)} | {get(off)} |")
+    rows += ["", f"| concurrent clients ({sv.get('client_prompt_tokens')}-token prompts, "
+                 f"{sv.get('client_tokens')} tokens each) | generated tokens/s, all clients |", "| --- | --- |"]
+    for k, v in sv.items():
+        if m := re.fullmatch(r"tok_s_clients(\d+)", k):
+            rows.append(f"| {m[1]} | {_fmt(v, 'tok/s')} |")
+    if "state_MB" in sv:
+        rows += ["", f"One conversation's state: {sv['state_MB']:.4g} MB, whatever its length."]
+    return "\n".join(rows)
+
+
 TABLES = {"README.md": {"summary": summary_table},
           "docs/performance.md": {"summary": summary_table, "kernels": kernel_table, "model": model_table,
-                                  "prefill_memory": prefill_memory_table, "train": train_table}}
+                                  "prefill_memory": prefill_memory_table, "serve": serve_table, "train": train_table}}
 
 
 def write_tables(results: dict, root: Path = ROOT) -> list[str]:
@@ -249,6 +276,52 @@ def write_tables(results: dict, root: Path = ROOT) -> list[str]:
     return changed
 
 
+# ---------------------------------------------------------------------- docs/mad.md
+
+def merged_runs(paths: list[str]) -> list[dict]:
+    """The MAD runs of several ``runs.jsonl`` files (e.g. one per device call), each run once."""
+    runs: dict[str, dict] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            runs.setdefault(record["key"], record)
+    return list(runs.values())
+
+
+def published_scores(text: str) -> dict[str, dict[str, float]]:
+    """``{architecture: {task or "mean": score}}`` from the markdown table between ``<!-- paper:mad -->`` and
+    ``<!-- /paper -->`` (first column the task, one column per architecture; cells that are no number skipped)."""
+    block = re.search(r"<!-- paper:mad -->\n(.*?)<!-- /paper -->", text, flags=re.S)
+    lines = [line for line in (block[1] if block else "").splitlines() if line.startswith("|")]
+    if len(lines) < 3:
+        return {}
+    names = [c.strip() for c in lines[0].strip("|").split("|")][1:]
+    scores: dict[str, dict[str, float]] = {n: {} for n in names}
+    for line in lines[2:]:
+        task, *cells = [c.strip() for c in line.strip("|").split("|")]
+        for name, c in zip(names, cells):
+            if re.fullmatch(r"\d*\.?\d+", c):
+                scores[name][task.strip("`*")] = float(c)
+    return {n: v for n, v in scores.items() if v}
+
+
+def write_mad_table(runs: list[dict], doc: Path) -> bool:
+    """Replace ``<!-- table:mad -->`` ... ``<!-- /table -->`` in ``doc`` with the MAD table of ``runs`` next to the
+    doc's own published scores; returns whether the doc changed."""
+    from xlstm_metal.mad.report import markdown
+
+    text = doc.read_text()
+    table = markdown(runs, published_scores(text))
+    new = re.sub(r"(<!-- table:mad -->\n)(?:.*?\n)?(<!-- /table -->)", lambda m: m[1] + table + "\n" + m[2], text,
+                 flags=re.S)
+    if new != text:
+        doc.write_text(new)
+    return new != text
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -261,7 +334,19 @@ def main(argv=None):
     t = sub.add_parser("tables", help="print the tables of a results file (--write: into README.md and docs/)")
     t.add_argument("results")
     t.add_argument("--write", action="store_true")
+    m = sub.add_parser("mad", help="the MAD table of runs.jsonl files (--write: into docs/mad.md)")
+    m.add_argument("runs", nargs="+", help="runs.jsonl files of `xlstm-metal mad` (merged, each run once)")
+    m.add_argument("--write", action="store_true")
     args = p.parse_args(argv)
+    if args.cmd == "mad":
+        runs, doc = merged_runs(args.runs), ROOT / "docs" / "mad.md"
+        if args.write:
+            print("updated:", "docs/mad.md" if write_mad_table(runs, doc) else "nothing")
+        else:
+            from xlstm_metal.mad.report import markdown
+
+            print(markdown(runs, published_scores(doc.read_text()) if doc.exists() else {}))
+        return
     if args.cmd == "assemble":
         parts = {n: json.loads(Path(f).read_text()) for n in PARTS if (f := getattr(args, n)) and Path(f).exists()}
         if args.tests:

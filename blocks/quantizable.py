@@ -22,6 +22,16 @@ class QuantizableWeight:
         object.__setattr__(self, "_quant", dict(group_size=group_size, bits=bits, mode=mode))
         return self
 
+    def dequantize_weight(self) -> None:
+        """Back to a full-precision ``weight`` (the dequantized values)."""
+        if self._quant is None:
+            return
+        self.weight = mx.dequantize(self.weight, self.scales, self.get("biases"), **self._quant)
+        for name in ("scales", "biases"):
+            if name in self:
+                del self[name]
+        object.__setattr__(self, "_quant", None)
+
     def matmul_weight_t(self, x: mx.array) -> mx.array:
         """``x @ weight.T`` for a plain or quantised weight."""
         if self._quant is None:

@@ -107,6 +107,18 @@ def test_the_parity_script_agrees_with_the_official_model_at_a_small_size_on_the
     assert res["rel_max_diff"] < 1e-4 and res["argmax_agreement"] == 1.0 and res["identical_prefix"] == 3
 
 
+def test_the_model_benchmark_serves_a_conversation_and_concurrent_clients_over_http():
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    res = run_script("bench_model.py", "--serve", "--spec", "xlstm_tiny", "--serve-turns", "3", "--serve-turn-tokens",
+                     "16", "--serve-clients", "1,4", "--serve-prompt", "8", "--serve-tokens", "4")
+    assert res["cached_tokens_cache"] == [0, 15, 31]  # each turn resumes from the last turn's prompt
+    assert res["cached_tokens_nocache"] == [0, 0, 0] and len(res["ttft_s_cache"]) == len(res["ttft_s_nocache"]) == 3
+    numbers(res, "tok_s_clients1", "tok_s_clients4", "state_MB")
+    table = common().serve_table({"serve": res})
+    assert "| 3 | 48 | 31 |" in table and "| 4 | " in table and f"{res['state_MB']:.4g} MB" in table
+
+
 def test_the_readme_and_docs_tables_are_rendered_from_the_results_file(tmp_path):
     c = common()
     results = json.loads((BENCH / "results" / "nvidia-h200.json").read_text())
@@ -132,3 +144,36 @@ def test_assembling_a_results_file_counts_the_gpu_tests(tmp_path):
     res = json.loads(out.read_text())
     assert res["tests"] == {"passed": 13, "failed": 1, "errors": 1} and res["gpu"] == "GPU"
     assert "| 1.000 ms | 2.000 ms | 0.50 |" in c.summary_table(res)
+
+
+def test_the_mad_doc_table_is_rendered_from_runs_files_next_to_the_docs_own_published_scores(tmp_path):
+    mod = common()
+
+    def run(spec, lr, acc, key):
+        return {"key": key, "spec": spec, "task": "compression", "setting": "baseline", "lr": lr, "weight_decay": 0.0,
+                "test_accuracy": acc, "parameters": 7, "protocol_run": False, "seconds": 30 * acc,
+                "budget": {"epochs": 20, "settings": 0.3, "examples": 1.0, "learning_rates": [lr],
+                           "weight_decays": [0.0], "width": 128, "batch_size": 128}}
+    first, second = tmp_path / "mad-1.runs.jsonl", tmp_path / "mad-2.runs.jsonl"
+    first.write_text(json.dumps(run("a", 1e-3, 0.25, "k1")) + "\n" + '{"key": "cut sh')
+    second.write_text(json.dumps(run("b", 1e-3, 0.5, "k2")) + "\n" + json.dumps(run("a", 1e-3, 0.25, "k1")) + "\n")
+    runs = mod.merged_runs([str(first), str(second)])
+    assert sorted(r["key"] for r in runs) == ["k1", "k2"], "each run once, a cut line skipped"
+    doc = tmp_path / "mad.md"
+    paper = ("<!-- paper:mad -->\n| task | MHA | Hyena |\n| --- | --- | --- |\n| compression | 0.41 | n/a |\n"
+             "| mean | .6 | 0.5 |\n<!-- /paper -->\n")
+    doc.write_text("# MAD\n<!-- table:mad -->\nold\n<!-- /table -->\n" + paper)
+    assert mod.published_scores(doc.read_text()) == {"MHA": {"compression": 0.41, "mean": 0.6}, "Hyena": {"mean": 0.5}}
+    assert mod.write_mad_table(runs, doc) and not mod.write_mad_table(runs, doc), "a second write changes nothing"
+    text = doc.read_text()
+    assert "old" not in text and text.endswith(paper)
+    assert "| compression (1) | 0.250 | 0.500 | 0.410 | — |" in text
+    assert "| **MAD score (mean)** | 0.250 | 0.500 | 0.600 | 0.500 |" in text and "not comparable" in text
+    assert "| seconds per run (median) | 8 | 15 |  |  |" in text
+
+
+def test_the_shipped_mad_doc_has_the_blocks_the_generator_fills():
+    mod = common()
+    text = (ROOT / "docs" / "mad.md").read_text()
+    assert "<!-- table:mad -->" in text and "<!-- /table -->" in text
+    assert all(0 <= v <= 1 for scores in mod.published_scores(text).values() for v in scores.values())

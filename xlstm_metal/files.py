@@ -91,7 +91,7 @@ def _ours(out: Path, kind: str = "tmp|new|old") -> list[Path]:
 
 
 def _checkpoint_files_only(directory: Path) -> bool:
-    return all(f.is_file() and not f.is_symlink() and f.suffix in (".safetensors", ".json", ".yaml", ".svg")
+    return all(f.is_file() and not f.is_symlink() and f.suffix in (".safetensors", ".json", ".yaml", ".svg", ".jinja")
                for f in directory.iterdir())
 
 

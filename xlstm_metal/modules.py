@@ -76,3 +76,23 @@ def quantize_model(model: nn.Module, q: dict) -> None:
         return w is not None and w.ndim == 2 and w.shape[-1] % gs == 0 and w.shape[0] >= 8
 
     nn.quantize(model, group_size=gs, bits=q["bits"], mode=q.get("mode", "affine"), class_predicate=predicate)
+
+
+def dequantize_model(model: nn.Module) -> None:
+    """Undo ``quantize_model``: every quantized layer back to full-precision weights (dequantized values)."""
+    from mlx.utils import tree_unflatten
+
+    plain = []
+    for path, module in model.named_modules():
+        if isinstance(module, nn.QuantizedLinear):
+            out, cols = module.weight.shape
+            layer = nn.Linear(cols * 32 // module.bits, out, bias="bias" in module)
+            layer.weight = mx.dequantize(module.weight, module.scales, module.get("biases"),
+                                         group_size=module.group_size, bits=module.bits, mode=module.mode)
+            if "bias" in module:
+                layer.bias = module.bias
+            plain.append((path, layer))
+        elif getattr(module, "_quant", None):  # a block's own quantized weight (embedding, lm_head)
+            module.dequantize_weight()
+    if plain:
+        model.update_modules(tree_unflatten(plain))

@@ -145,7 +145,7 @@ def test_every_option_of_every_command_says_what_it_means():
 
 
 def test_help_shows_defaults(capsys):
-    for command, shown in [("train", ["(default: 1000)", "(default: 0.003)", "a tenth of --steps"]),
+    for command, shown in [("train", ["(default: 1000)", "(default: 0.003; with --from: 0.0001)", "a tenth of --steps"]),
                            ("generate", ["(default: 100)", "0: greedy"]), ("verify", ["(default: float32)"])]:
         code, out, _ = cli(capsys, command, "--help")
         assert code == 0
@@ -197,6 +197,6 @@ def test_a_checkpoint_larger_than_the_memory_is_refused_before_reading(capsys, m
     import xlstm_metal.memory as memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: 10 ** 6)
-    code, _, err = cli(capsys, "generate", "--prompt", "def")  # the shipped model: 8-bit weights of ~4 M parameters
+    code, _, err = cli(capsys, "generate", "--prompt", "def")  # the shipped model: quantized weights, millions of parameters
     assert code == 1 and "'xlstm-small-code' needs" in err and "fewer bits (xlstm-metal convert -q --q-bits 4)" in err
     assert_one_line(err)

@@ -65,3 +65,13 @@ def test_an_interrupt_says_how_to_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mad, "run_sweep", interrupted)
     assert main(["mad", "attention_baseline", *TINY, "--out", str(tmp_path)]) == 130
     assert "the same command resumes" in capsys.readouterr().err
+
+
+def test_workers_and_a_time_limit_from_the_command_line(tmp_path, capsys):
+    args = ["mad", "attention_baseline", *TINY[:-6], "--lr", "1e-3", "5e-4", "--wd", "0", "--width", "16", "--out", str(tmp_path)]
+    assert main([*args, "--time-limit", "1e-9"]) == 0
+    assert "nothing to report" in capsys.readouterr().err and not (tmp_path / "runs.jsonl").exists()
+    assert main([*args, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "2 workers" in err and err.count("accuracy") == 2
+    assert "| memorization (1) |" in (tmp_path / "mad.md").read_text()

@@ -40,3 +40,28 @@ def test_without_matplotlib_the_chart_is_skipped_with_a_notice(tmp_path, monkeyp
     notices = write_report([record("a", "memorization", "baseline", 1e-3, 0.5)], tmp_path)
     assert notices and "matplotlib" in notices[0]
     assert (tmp_path / "mad.json").exists() and (tmp_path / "mad.txt").exists() and not (tmp_path / "mad.png").exists()
+
+
+def grid_runs(spec, setting, accs, task="memorization"):
+    return [record(spec, task, setting, lr, acc, wd) for (lr, wd), acc in zip([(1e-3, 0.0), (5e-4, 0.0)], accs)]
+
+
+def test_the_markdown_table_compares_only_settings_every_spec_finished_over_the_whole_grid():
+    from xlstm_metal.mad import complete_cells, markdown
+
+    runs = (grid_runs("a", "baseline", [0.5, 0.9]) + grid_runs("b", "baseline", [0.4, 0.2])
+            + grid_runs("a", "vocab_size=512", [0.1, 0.1]) + grid_runs("b", "vocab_size=512", [0.3])[:1])
+    kept, left_out = complete_cells(runs)
+    assert left_out == [("memorization", "vocab_size=512")] and len(kept) == 4
+    text = markdown(runs, {"MHA": {"memorization": 0.75, "mean": 0.7}, "Mamba": {"mean": 0.6}})
+    lines = text.splitlines()
+    assert lines[0] == "| task (settings) | `a` | `b` | MHA (paper) | Mamba (paper) |"
+    assert "| memorization (1) | 0.900 | 0.400 | 0.750 | — |" in lines
+    assert "| **MAD score (mean)** | 0.900 | 0.400 | 0.700 | 0.600 |" in lines
+    assert "not comparable" in text and "Left out" in text and "memorization vocab_size=512" in text
+
+
+def test_the_markdown_table_says_when_nothing_is_comparable_yet():
+    from xlstm_metal.mad import markdown
+
+    assert "nothing to compare yet" in markdown(grid_runs("a", "baseline", [0.5])[:1] + grid_runs("b", "x", [0.1]))

@@ -46,7 +46,7 @@ def test_unknown_model(server):
 @pytest.mark.parametrize("field, value", [
     ("temperature", -1), ("temperature", "hot"), ("top_p", 0), ("top_p", 1.5), ("max_tokens", 0),
     ("max_tokens", 10**6), ("max_tokens", 2.5), ("seed", -3), ("stop", ["a", "b", "c", "d", "e"]), ("stop", [""]),
-    ("n", 2), ("stream", "yes"), ("messages", []), ("messages", [{"role": "robot", "content": "x"}]),
+    ("n", 0), ("n", 9), ("stream", "yes"), ("messages", []), ("messages", [{"role": "robot", "content": "x"}]),
     ("messages", [{"role": "user", "content": 5}]),
 ])
 def test_invalid_parameters(server, field, value):

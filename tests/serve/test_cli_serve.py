@@ -25,7 +25,8 @@ def test_serve_help_needs_neither_mlx_nor_the_serve_extra():
     res = run_without({"mlx", "starlette", "uvicorn"}, "serve", "--help")
     assert res.returncode == 0, res.stderr
     text = " ".join(res.stdout.split())
-    for option in ["--model", "--host", "--port", "--max-sessions-bytes", "--max-prompt-tokens", "(default: 8080)"]:
+    for option in ["--model", "--host", "--port", "--max-sessions-bytes", "--max-prompt-tokens", "--max-batch", "--max-queue",
+                   "--request-timeout", "(default: 8080)"]:
         assert option in text
 
 

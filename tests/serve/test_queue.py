@@ -1,4 +1,5 @@
-"""Requests take turns; one that finds the queue full is answered 429 at once, and the server serves on."""
+"""Requests wait for room in the batch; one that finds the queue full is answered 429 at once, one that waits or
+generates past its timeout is answered 503 or ends its answer there, and the server serves on."""
 from __future__ import annotations
 
 import json
@@ -6,35 +7,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from types import SimpleNamespace
 
-from conftest import run_app
-
-from xlstm_metal.serve.app import create_app
-from xlstm_metal.serve.cache import StateCache
-from xlstm_metal.serve.engine import Piece
+from conftest import gated_server
 
 
-class BlockingEngine:
-    """An engine whose completions wait for ``release`` (so a test can hold the server busy)."""
-
-    def __init__(self):
-        self.runner = SimpleNamespace(tokenizer=None)
-        self.cache, self.model_id, self.release = StateCache(0), "fake", threading.Event()
-
-    def encode(self, prompt, add_bos=None):
-        return list(prompt)
-
-    def complete(self, ids, sampling, stop=(), request_id=None, deadline=None):
-        assert self.release.wait(30)
-        yield Piece("done", "stop", len(ids), 1, 0)
-
-
-def post(url, body):
+def post(url, body, timeout=60):
     req = urllib.request.Request(f"{url}/v1/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -45,55 +26,55 @@ def health(url):
         return json.loads(r.read())
 
 
-def test_a_full_queue_answers_429_and_the_server_serves_on():
-    engine = BlockingEngine()
-    for url in run_app(create_app(engine, max_queue=1)):
-        body = {"model": "fake", "prompt": [1, 2]}
-        results = []
-        threads = [threading.Thread(target=lambda: results.append(post(url, body))) for _ in range(2)]
-        for running, t in enumerate(threads, 1):  # one runs, one waits
-            t.start()
-            deadline = time.time() + 30
-            while health(url)["requests"] < running:
-                assert time.time() < deadline
-                time.sleep(0.01)
-        status, error = post(url, body)
+def wait_for(url, **want):
+    deadline = time.time() + 30
+    while any(health(url)[k] != v for k, v in want.items()):
+        assert time.time() < deadline, (health(url), want)
+        time.sleep(0.01)
+
+
+def in_background(fn, *args):
+    results = []
+    thread = threading.Thread(target=lambda: results.append(fn(*args)))
+    thread.start()
+    return thread, results
+
+
+BODY = {"model": "m", "prompt": [1, 2, 3], "max_tokens": 3, "temperature": 0}
+
+
+def test_a_full_queue_answers_429_and_the_server_serves_on(small_runner):
+    for url, gate in gated_server(small_runner, max_batch=1, max_queue=1):
+        gate.open.clear()  # the model holds still: one request in the batch, one waits
+        first, first_result = in_background(post, url, BODY)
+        wait_for(url, batch=0, reading=1, queue=0)
+        second, second_result = in_background(post, url, BODY)
+        wait_for(url, queue=1)
+        status, error = post(url, BODY)
         assert status == 429 and error["error"]["code"] == "queue_full" and "busy" in error["error"]["message"]
-        engine.release.set()
-        for t in threads:
-            t.join(30)
-        assert [s for s, _ in results] == [200, 200]
-        assert post(url, body)[0] == 200 and health(url)["requests"] == 0
-        break
+        gate.open.set()
+        first.join(60), second.join(60)
+        assert first_result[0][0] == second_result[0][0] == 200
+        assert first_result[0][1]["choices"] == second_result[0][1]["choices"]
+        assert post(url, BODY)[0] == 200
+        wait_for(url, requests=0, batch=0, queue=0)
 
 
-def test_a_request_that_waits_past_its_timeout_is_answered_503():
-    engine = BlockingEngine()
-    for url in run_app(create_app(engine, request_timeout=0.5)):
-        body = {"model": "fake", "prompt": [1]}
-        results = []
-        first = threading.Thread(target=lambda: results.append(post(url, body)))
-        first.start()
-        deadline = time.time() + 30
-        while health(url)["requests"] < 1:
-            assert time.time() < deadline
-            time.sleep(0.01)
-        status, error = post(url, body)
-        assert status == 503 and error["error"]["code"] == "timeout"
-        engine.release.set()
-        first.join(30)
-        assert results[0][0] == 200
-        break
+def test_a_request_that_waits_past_its_timeout_is_answered_503(small_runner):
+    for url, gate in gated_server(small_runner, max_batch=1, request_timeout=1.0):
+        gate.open.clear()
+        first, result = in_background(post, url, BODY)
+        wait_for(url, reading=1)
+        status, error = post(url, BODY)
+        assert status == 503 and error["error"]["code"] == "timeout" and "waited" in error["error"]["message"]
+        gate.open.set()
+        first.join(60)
+        assert result[0][0] == 200  # (it was admitted in time; the model was slow)
+        wait_for(url, requests=0, queue=0)
 
 
-def test_an_answer_that_runs_past_the_deadline_ends_there():
-    from xlstm_metal.cli.generate import DEFAULT_MODEL
-    from xlstm_metal.runner import xLSTMRunner
-    from xlstm_metal.serve.engine import Engine
-    from xlstm_metal.serve.params import Sampling
-
-    engine = Engine(xLSTMRunner.from_pretrained(DEFAULT_MODEL), StateCache(10**8), model_id="m", max_prompt_tokens=99)
-    pieces = list(engine.complete([1, 2, 3], Sampling(max_tokens=50, temperature=0.0), deadline=time.monotonic()))
-    assert pieces[-1].finish_reason == "length" and pieces[-1].completion_tokens == 1
-    whole = list(engine.complete([1, 2, 3], Sampling(max_tokens=50, temperature=0.0), deadline=None))
-    assert whole[-1].completion_tokens > 1
+def test_an_answer_that_runs_past_its_timeout_ends_there(small_runner):
+    for url, gate in gated_server(small_runner, delay=0.02, request_timeout=0.5):
+        status, body = post(url, {**BODY, "max_tokens": 64})
+        assert status == 200 and body["choices"][0]["finish_reason"] == "length"
+        assert 1 <= body["usage"]["completion_tokens"] < 40  # 0.5 s at >= 20 ms a step

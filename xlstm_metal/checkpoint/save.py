@@ -16,13 +16,14 @@ import yaml
 from mlx.utils import tree_flatten
 
 from ..files import new_dir, publish_dir, recover_dir, writer_lock
-from ..modules import GraphModule, as_dtype, cast_parameters, dtype_name, quantize_model
+from ..modules import GraphModule, as_dtype, cast_parameters, dequantize_model, dtype_name, quantize_model
 from .config import is_large_config
 from .files import CheckpointError
 from .load import SPEC_FILE, consistently, open_checkpoint
 from .sanitize import official_keys, to_official
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                   "chat_template.jinja")
 
 
 def _shards(weights: dict[str, mx.array], max_bytes: int) -> list[dict[str, mx.array]]:
@@ -48,6 +49,9 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
     With ``overwrite`` an existing directory is replaced only once the new one is complete.
     """
     out = Path(out_dir)
+    if any(key.endswith(".lora_a") for key, _ in tree_flatten(model.parameters())):
+        raise CheckpointError(f"the model carries unfused LoRA adapters, which {out} could not hold as a checkpoint: "
+                              "merge them first (xlstm_metal.train.fuse_lora) or save them alone (save_adapters)")
     with writer_lock(out):
         recover_dir(out)
         if out.exists() and not out.is_dir():
@@ -101,8 +105,9 @@ def _write(tmp: Path, model, graph, dtype, config, quantization, tokenizer_dir, 
 
 
 def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bits: int | None = None,
-            q_group_size: int = 64, overwrite: bool = False) -> Path:
-    """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation."""
+            q_group_size: int = 64, overwrite: bool = False, dequantize: bool = False) -> Path:
+    """Re-save a checkpoint in another dtype and/or quantised with MLX's affine quantisation (or, with
+    ``dequantize``, a quantized one in full precision)."""
     def read():
         ckpt = open_checkpoint(src)
         if q_bits and ckpt.quantization:
@@ -118,6 +123,9 @@ def convert(src: str | Path, dst: str | Path, *, dtype: str | None = None, q_bit
 
     ckpt, model, target = consistently(src, read)  # one version of src, even while it is being rewritten
     q = ckpt.quantization
+    if dequantize and q:
+        dequantize_model(model)
+        q = None
     if q_bits:
         q = {"group_size": int(q_group_size), "bits": int(q_bits), "mode": "affine"}
         quantize_model(model, q)

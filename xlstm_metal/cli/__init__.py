@@ -10,7 +10,7 @@ import os
 import sys
 
 from .. import __version__
-from . import architecture, checkpoint, generate, mad, official, serve, train, verify  # noqa: F401  (each registers its commands)
+from . import architecture, checkpoint, evaluate, generate, mad, official, serve, train, verify  # noqa: F401  (each registers its commands)
 from .failures import missing_mlx, mlx_hint, user_failure
 from .registry import COMMANDS
 

@@ -18,17 +18,35 @@ def _convert_args(p):
     p.add_argument("--q-bits", type=int, default=4, choices=[2, 3, 4, 5, 6, 8], help="bits per weight with -q")
     p.add_argument("--q-group-size", type=int, default=64, choices=[32, 64, 128],
                    help="weights sharing one scale and bias with -q")
+    p.add_argument("--dequantize", action="store_true", help="write a quantized checkpoint in full precision")
+    p.add_argument("--fuse-adapters", metavar="ADAPTER_DIR",
+                   help="merge these LoRA adapters (from train --lora-rank) into src's weights; a quantized src is "
+                        "re-quantized as it was, unless --dequantize")
     p.add_argument("--overwrite", action="store_true", help="replace dst if it exists (once the new one is complete)")
 
 
-@command("convert", "re-save a checkpoint in another dtype and/or quantized (atomic)", _convert_args)
+@command("convert", "re-save a checkpoint in another dtype, quantized or dequantized, or with LoRA adapters merged "
+                    "(atomic)", _convert_args)
 def cmd_convert(args) -> int:
     from ..checkpoint.save import convert
+    from ..errors import InputError
 
-    out = convert(args.src, args.dst, dtype=args.dtype, q_bits=args.q_bits if args.quantize else None,
-                  q_group_size=args.q_group_size, overwrite=args.overwrite)
+    if args.quantize and args.dequantize:
+        raise InputError("-q/--quantize and --dequantize contradict each other; choose one")
+    if args.fuse_adapters:
+        if args.quantize or args.dtype:
+            raise InputError("--fuse-adapters keeps src's dtype and quantization (or --dequantize); convert the fused "
+                             "checkpoint afterwards for another dtype or quantization")
+        from ..train.adapters import fuse_adapters
+
+        out = fuse_adapters(args.src, args.fuse_adapters, args.dst, dequantize=args.dequantize,
+                            overwrite=args.overwrite)
+    else:
+        out = convert(args.src, args.dst, dtype=args.dtype, q_bits=args.q_bits if args.quantize else None,
+                      q_group_size=args.q_group_size, overwrite=args.overwrite, dequantize=args.dequantize)
     size = sum(f.stat().st_size for f in Path(out).glob("*.safetensors"))
-    print(f"wrote {out} ({size / 1e6:.1f} MB of weights)", file=sys.stderr)
+    merged = f" with the adapters of {args.fuse_adapters} merged" if args.fuse_adapters else ""
+    print(f"wrote {out}{merged} ({size / 1e6:.1f} MB of weights)", file=sys.stderr)
     return 0
 
 

@@ -28,18 +28,32 @@ def _model_args(p):
                    help="divide recent tokens' logits by this (default: off)")
     p.add_argument("--seed", type=SEED, default=None, help="sampling seed (and --spec weights seed; default: random)")
     p.add_argument("--stop", action="append", default=[], help="stop at this string (repeatable)")
+    p.add_argument("--adapters", metavar="ADAPTER_DIR", help="LoRA adapters (from train --lora-rank) to apply, "
+                                                         "unfused, on --model (default: the base they name)")
 
 
 def load_model(args):
     from ..runner import xLSTMRunner
 
     if args.spec:
+        if args.adapters:
+            raise InputError("--adapters needs --model (the base they were trained on), not --spec")
         return xLSTMRunner.from_spec(args.spec, dtype=args.dtype or "float32", seed=args.seed or 0)
-    path = Path(args.model) if args.model else DEFAULT_MODEL
-    if not args.model and not (path / "config.json").exists():
+    model = args.model
+    if args.adapters and not model:  # the base the adapters were trained on, as adapter_config.json names it
+        from ..train.adapters import read_adapter_config
+
+        model = read_adapter_config(args.adapters)[1]
+    path = Path(model) if model else DEFAULT_MODEL
+    if not model and not (path / "config.json").exists():
         raise InputError(f"no --model given and no default model at {path}; pass --model DIR (a Hugging Face "
                          f"style xLSTM directory) or --spec SPEC")
-    return xLSTMRunner.from_pretrained(path, dtype=args.dtype)
+    runner = xLSTMRunner.from_pretrained(model or path, dtype=args.dtype)
+    if args.adapters:
+        from ..train.adapters import load_adapters
+
+        load_adapters(runner, args.adapters)
+    return runner
 
 
 def _sampling(args) -> dict:

@@ -28,9 +28,12 @@ training runs in float32 (mad-lab: bf16 mixed precision).
     xlstm-metal mad --data DIR --data-only
   a reduced budget (10% of the epochs and settings; labelled NOT comparable with published scores):
     xlstm-metal mad xlstm_mad --budget 0.1 --lr 1e-3 --wd 0 --out mad_quick
+  8 processes side by side on one GPU, stopping after an hour (rerun to continue):
+    xlstm-metal mad xlstm_mad attention_baseline --workers 8 --time-limit 3600 --out mad_results
 
-Outputs in --out: runs.jsonl (one line per finished run), mad.json, mad.txt (table), mad.png (chart, with
-matplotlib). Progress goes to stderr, one line per run.
+Outputs in --out: runs.jsonl (one line per finished run), mad.json, mad.txt (table), mad.md (markdown table
+of the settings every spec finished), mad.png (chart, with matplotlib). Sweeps sharing one --out (--workers,
+or commands started side by side) make each run once. Progress goes to stderr, one line per run.
 """
 
 
@@ -41,7 +44,7 @@ def _args(p):
     p.epilog = EPILOG
     p.add_argument("specs", nargs="*", help="spec files or shipped spec names to score")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {', '.join(TASKS)}")
-    p.add_argument("--out", default="mad_results", help="directory for runs.jsonl, mad.json, mad.txt, mad.png")
+    p.add_argument("--out", default="mad_results", help="directory for runs.jsonl, mad.json, mad.txt, mad.md, mad.png")
     p.add_argument("--data", type=Path, help="mad-lab benchmark data directory: settings found there are read, "
                                              "missing ones generated and written there")
     p.add_argument("--data-only", action="store_true", help="only read/write the data of every setting, no training")
@@ -54,6 +57,11 @@ def _args(p):
     p.add_argument("--wd", type=number(0), nargs="+", help="weight decays to sweep (default 0 0.1)")
     p.add_argument("--width", type=POSITIVE, help="model width: the embedding dimension (default 128)")
     p.add_argument("--batch-size", type=POSITIVE, help="training batch size (default 128)")
+    p.add_argument("--workers", type=POSITIVE, default=1,
+                   help="processes training runs side by side (default 1); small models leave a GPU mostly idle")
+    p.add_argument("--time-limit", type=number(0, above=True), metavar="SECONDS",
+                   help="start no run after this long, and drop a run still training then (the same command "
+                        "makes it later); the report covers what finished")
 
 
 def budget_from(args):
@@ -88,12 +96,16 @@ def cmd_mad(args) -> int:
         raise InputError("give at least one spec (a file or a shipped spec name such as xlstm_mad)")
     out = Path(args.out)
     try:
-        runs = run_sweep(args.specs, tasks, budget, out, data_dir=args.data,
-                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+        runs = run_sweep(args.specs, tasks, budget, out, data_dir=args.data, workers=args.workers,
+                         time_limit=args.time_limit, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(read_runs(out))} finished runs are in {out / 'runs.jsonl'}; the same command "
               f"resumes", file=sys.stderr)
         return 130
+    if not runs:
+        print("no run of this sweep is recorded yet (the time limit passed first, or other processes are making "
+              "them): nothing to report; the same command goes on", file=sys.stderr)
+        return 0
     for notice in write_report(runs, out):
         print(f"note: {notice}", file=sys.stderr)
     from ..mad import table
@@ -101,5 +113,5 @@ def cmd_mad(args) -> int:
     print(table(runs))
     if len(runs) < len(read_runs(out)):
         print(f"(table: this command's runs; {out / 'runs.jsonl'} holds others too)", file=sys.stderr)
-    print(f"\nwrote {out}/runs.jsonl, mad.json, mad.txt, mad.png", file=sys.stderr)
+    print(f"\nwrote {out}/runs.jsonl, mad.json, mad.txt, mad.md, mad.png", file=sys.stderr)
     return 0

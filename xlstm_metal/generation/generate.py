@@ -89,6 +89,32 @@ def _cut(text: str, sent: int, stops: Sequence[str]) -> tuple[str, bool]:
     return text[sent:], False
 
 
+class TextStream:
+    """One answer's text as its tokens arrive: detokenized incrementally (an EOS token is not text), cut before the
+    first stop string, a tail that could begin one held back until it cannot."""
+
+    def __init__(self, tokenizer, stops: Sequence[str] = (), eos: set[int] = frozenset()):
+        self.detok = tokenizer.detokenizer() if tokenizer is not None and hasattr(tokenizer, "detokenizer") else None
+        self.stops, self.eos = [s for s in stops if s], eos
+        self.text, self.sent = "", 0  # all generated text, characters handed out
+
+    def add(self, token: int, last: bool = False) -> tuple[str, str | None]:
+        """The text to hand out after ``token`` and the finish reason: "stop" at EOS or a stop string, "length" when
+        ``last`` (no more tokens will come), else None."""
+        finish = "stop" if token in self.eos else "length" if last else None
+        if self.detok is not None:
+            self.text += "" if token in self.eos else self.detok.add_token(token)
+            self.text += self.detok.finalize() if finish else ""
+        cut, hit = _cut(self.text, self.sent, self.stops)
+        if hit or finish:
+            self.sent = len(self.text)
+            return cut, "stop" if hit else finish
+        safe = len(self.text) - _stop_hold(self.text, self.stops)
+        piece = self.text[self.sent:safe] if safe > self.sent else ""
+        self.sent = max(self.sent, safe)
+        return piece, None
+
+
 def _eos_ids(tokenizer, eos_token_ids) -> set[int]:
     return set(eos_token_ids if eos_token_ids is not None else getattr(tokenizer, "eos_token_ids", ()) or ())
 
@@ -107,10 +133,7 @@ def stream_generate(model_fn: Callable, tokenizer, prompt, *, max_tokens: int = 
         ids = [int(t) for t in (prompt.tolist() if isinstance(prompt, mx.array) else prompt)]
     sampler = sampler or make_sampler(temperature, top_p, top_k, min_p)
     processors = list(logits_processors or []) + make_logits_processors(repetition_penalty, repetition_context_size)
-    eos = _eos_ids(tokenizer, eos_token_ids)
-    stops = [s for s in (stop or []) if s]
-    detok = tokenizer.detokenizer() if tokenizer is not None and hasattr(tokenizer, "detokenizer") else None
-    text, sent = "", 0  # all generated text, characters handed out
+    text = TextStream(tokenizer, stop or [], _eos_ids(tokenizer, eos_token_ids))
     t0 = time.perf_counter()
     prompt_tps = gen_start = None
     steps = generate_step(model_fn, ids, state=state, sampler=sampler, logits_processors=processors,
@@ -121,19 +144,12 @@ def stream_generate(model_fn: Callable, tokenizer, prompt, *, max_tokens: int = 
             gen_start = time.perf_counter()
             prompt_tps = len(ids) / max(gen_start - t0, 1e-9)
         tps = (n - 1) / max(time.perf_counter() - gen_start, 1e-9) if n > 1 else 0.0
-        common = dict(token=token, logprobs=logprobs[0], prompt_tokens=len(ids), prompt_tps=prompt_tps,
-                      generation_tokens=n, generation_tps=tps, peak_memory=mx.get_peak_memory() / 1e9, state=st)
-        finish = "stop" if token in eos else "length" if n == max_tokens else None
-        if detok is not None:  # the EOS token itself is not text
-            text += "" if token in eos else detok.add_token(token)
-            text += detok.finalize() if finish else ""
-        cut, hit = _cut(text, sent, stops)
-        if hit or finish:
-            yield GenerationResponse(text=cut, finish_reason="stop" if hit else finish, **common)
+        piece, finish = text.add(token, last=n == max_tokens)
+        yield GenerationResponse(text=piece, token=token, logprobs=logprobs[0], prompt_tokens=len(ids),
+                                 prompt_tps=prompt_tps, generation_tokens=n, generation_tps=tps,
+                                 peak_memory=mx.get_peak_memory() / 1e9, finish_reason=finish, state=st)
+        if finish:
             return
-        safe = len(text) - _stop_hold(text, stops)
-        yield GenerationResponse(text=text[sent:safe] if safe > sent else "", finish_reason=None, **common)
-        sent = max(sent, safe)
 
 
 def generate(model_fn: Callable, tokenizer, prompt, *, verbose: bool = False, **kw) -> str:

@@ -1,7 +1,8 @@
 """MAD scores from finished runs (mad-lab ``mad/analysis.py``): per spec, task and setting the best run of the
 learning-rate × weight-decay sweep; a task's MAD score is the mean of those best accuracies over its settings.
-Written as ``mad.json``, ``mad.txt`` (a table) and ``mad.png`` (a chart, when matplotlib is installed); every
-output says whether the runs follow the protocol or a reduced budget.
+Written as ``mad.json``, ``mad.txt`` (a table), ``mad.md`` (a markdown table over the settings every spec finished,
+optionally next to published scores) and ``mad.png`` (a chart, when matplotlib is installed); every output says
+whether the runs follow the protocol or a reduced budget.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..graph import format_table
 from .settings import LEARNING_RATES, WEIGHT_DECAYS, task_settings
+from .tasks import TASKS
 
 
 def best_of(runs: list[dict]) -> list[dict]:
@@ -72,6 +74,64 @@ def table(runs: list[dict]) -> str:
     return headline(runs) + "\n" + format_table(rows)
 
 
+def complete_cells(runs: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The runs of the (task, setting) cells that every spec finished over the whole learning-rate x weight-decay
+    grid (all the pairs the task's runs used), and the cells left out: a sweep cut short compares like with like."""
+    specs = {r["spec"] for r in runs}
+    grid: dict[str, set] = {}
+    made: dict[tuple, dict[str, set]] = {}
+    for r in runs:
+        grid.setdefault(r["task"], set()).add((r["lr"], r["weight_decay"]))
+        made.setdefault((r["task"], r["setting"]), {}).setdefault(r["spec"], set()).add((r["lr"], r["weight_decay"]))
+    full = {cell for cell, by in made.items() if by.keys() == specs and all(v == grid[cell[0]] for v in by.values())}
+    return [r for r in runs if (r["task"], r["setting"]) in full], [c for c in made if c not in full]
+
+
+def _budget_text(runs: list[dict]) -> str:
+    texts = []
+    for b in {json.dumps(r["budget"], sort_keys=True): r["budget"] for r in runs}.values():
+        if not {"epochs", "settings", "examples", "learning_rates", "weight_decays", "width", "batch_size"} <= set(b):
+            texts.append("not recorded")
+            continue
+        grid = f"lr {{{', '.join(f'{x:g}' for x in b['learning_rates'])}}} x wd " \
+               f"{{{', '.join(f'{x:g}' for x in b['weight_decays'])}}}"
+        texts.append(f"up to {b['epochs']} epochs, {b['settings']:g} of each task's settings, {b['examples']:g} of "
+                     f"the examples, {grid}, width {b['width']}, batch {b['batch_size']}")
+    return "; ".join(texts)
+
+
+def markdown(runs: list[dict], published: dict[str, dict[str, float]] | None = None) -> str:
+    """A markdown table of MAD scores per task and their mean over the cells every spec finished, with
+    ``published`` scores (``{architecture: {task or "mean": score}}``) as further columns, then what it covers."""
+    kept, left_out = complete_cells(runs)
+    published = published or {}
+    if not kept:
+        return "No setting was finished by every spec over the whole grid: nothing to compare yet."
+    scores = mad_scores(kept)
+    specs, tasks = sorted(scores), [t for t in TASKS if any(r["task"] == t for r in kept)]
+    settings = {t: len({r["setting"] for r in kept if r["task"] == t}) for t in tasks}
+    params = {s: max(r["parameters"] for r in kept if r["spec"] == s) for s in specs}
+    header = [f"`{s}`" for s in specs] + [f"{a} (paper)" for a in published]
+
+    def cell(value) -> str:
+        return "—" if value is None else f"{value:.3f}"
+    rows = [f"| task (settings) | {' | '.join(header)} |", "|---" * (len(header) + 1) + "|"]
+    for t in tasks:
+        values = [scores[s].get(t) for s in specs] + [published[a].get(t) for a in published]
+        rows.append(f"| {t} ({settings[t]}) | {' | '.join(map(cell, values))} |")
+    means = [scores[s]["mean"] for s in specs] + [published[a].get("mean") for a in published]
+    rows.append(f"| **MAD score (mean)** | {' | '.join(map(cell, means))} |")
+    rows.append(f"| parameters (largest) | {' | '.join([f'{params[s]:,}' for s in specs] + [''] * len(published))} |")
+    times = [[r["seconds"] for r in kept if r["spec"] == s and "seconds" in r] for s in specs]
+    seconds = [f"{np.median(t):.0f}" if t else "—" for t in times]
+    rows.append(f"| seconds per run (median) | {' | '.join(seconds + [''] * len(published))} |")
+    notes = [f"{headline(kept)}. Budget: {_budget_text(kept)}; best of the grid per setting, {len(kept)} runs."]
+    if left_out:
+        notes.append("Left out (not finished by every spec over the whole grid): "
+                     + ", ".join(f"{t} {s}" for t, s in left_out) + ".")
+    return "\n".join(rows) + "\n\n" + "\n".join(notes)
+
+
 def _write_atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -119,5 +179,6 @@ def write_report(runs: list[dict], out: Path) -> list[str]:
                "runs": len(runs)}
     _write_atomic(out / "mad.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     _write_atomic(out / "mad.txt", lambda f: f.write((table(runs) + "\n").encode()))
+    _write_atomic(out / "mad.md", lambda f: f.write((markdown(runs) + "\n").encode()))
     notice = chart(runs, out / "mad.png")
     return [notice] if notice else []

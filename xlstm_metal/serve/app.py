@@ -8,12 +8,11 @@ import json
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import InputError
@@ -21,6 +20,7 @@ from ..generation.chat import ChatFormat
 from . import params
 from .engine import Engine
 from .errors import APIError
+from .scheduler import Job, Scheduler
 
 log = logging.getLogger("xlstm_metal.serve")
 
@@ -29,48 +29,60 @@ def _error(exc: APIError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
-def _usage(last) -> dict:
-    return {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
-            "total_tokens": last.prompt_tokens + last.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": last.cached_tokens}}
+class ClientLeft(Exception):
+    """The client closed its connection before its answer was complete."""
 
 
-def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_tokens: int = 4096,
-               max_queue: int = 64, request_timeout: float | None = None) -> Starlette:
-    """The server over ``engine``; model work runs on one worker thread, one request at a time, and a request that
-    finds ``max_queue`` others already waiting is answered 429. ``request_timeout`` (seconds): a request still waiting
-    for its turn then is answered 503; one still generating ends its answer there (finish reason "length")."""
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlstm-serve")
-    lock = asyncio.Lock()
-    active = 0  # requests running or waiting for their turn
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the ASGI server reports ``http.disconnect``)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
-    def check_room():
-        if active > max_queue:
-            raise APIError(f"the server is busy: {active} requests are running or waiting (at most {max_queue} "
-                           f"may wait); retry later", status=429, type="rate_limit_error", code="queue_full")
 
-    @contextlib.asynccontextmanager
-    async def turn(deadline):
-        nonlocal active
-        active += 1
-        try:
+class Waiter:
+    """A request's events from the scheduler, each awaited while watching the client's connection."""
+
+    def __init__(self, request: Request):
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
+        self.gone = asyncio.ensure_future(_disconnected(request))
+
+    def send(self, event: tuple) -> None:  # (from the scheduler's thread)
+        with contextlib.suppress(RuntimeError):  # the server's loop has closed: nobody waits
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    async def next(self, timeout: float | None = None) -> tuple:
+        """The next event; ``ClientLeft`` if the client goes first, ``TimeoutError`` after ``timeout`` seconds."""
+        event = None if self.events.empty() else self.events.get_nowait()
+        if event is None:
+            get = asyncio.ensure_future(self.events.get())
             try:
-                await asyncio.wait_for(lock.acquire(), None if deadline is None else deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                raise APIError(f"the request waited {request_timeout:g} s for its turn; retry later", status=503,
-                               type="server_error", code="timeout") from None
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            active -= 1
+                await asyncio.wait({get, self.gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # (also when this request's task is cancelled)
+                get.cancel()
+            event = get.result() if get.done() and not get.cancelled() else None
+        if event is not None:
+            if event[0] == "error":
+                raise event[1]
+            return event
+        if self.gone.done():
+            raise ClientLeft
+        raise TimeoutError
+
+    def close(self) -> None:
+        self.gone.cancel()
+
+
+def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_tokens: int = 4096, max_batch: int = 32,
+               max_queue: int = 64, request_timeout: float | None = None,
+               prefill_chunk: int | None = None) -> Starlette:
+    """The server over ``engine``. Requests share decode steps (up to ``max_batch`` rows); one that finds
+    ``max_queue`` others waiting for room is answered 429. ``request_timeout`` (seconds): a request still waiting
+    for room then is answered 503; one still generating ends its answer there (finish reason "length")."""
+    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, prefill_chunk=prefill_chunk)
     tok = engine.runner.tokenizer
     chat = ChatFormat(tok.chat_template, where=tok.chat_template_file, special_tokens=tok.special_tokens()) \
         if tok is not None else None
-
-    async def run(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
 
     async def read(request: Request) -> dict:
         try:
@@ -87,57 +99,72 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
                            status=404, param="model", code="model_not_found")
         return body
 
-    async def respond(kind: str, ids_of, body: dict, stop: list[str]):
-        sampling = params.sampling(body, default_max_tokens=default_max_tokens, limit_max_tokens=limit_max_tokens)
-        check_room()
-        ids = await asyncio.to_thread(ids_of)  # (tokenizing needs no turn: it does not wait behind generation)
+    async def respond(request: Request, kind: str, ids_of, body: dict, stop: list[str]):
+        sampling = params.sampling(body, default_max_tokens=default_max_tokens, limit_max_tokens=limit_max_tokens,
+                                   max_n=max_batch)
+        ids = await asyncio.to_thread(ids_of)  # (tokenizing runs beside the model's thread)
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
-        created = int(time.time())
-        head = {"id": rid, "created": created, "model": engine.model_id}
+        head = {"id": rid, "created": int(time.time()), "model": engine.model_id}
         deadline = None if request_timeout is None else time.monotonic() + request_timeout
-        if sampling.stream:
-            return StreamingResponse(_events(kind, ids, sampling, stop, head, deadline),
-                                     media_type="text/event-stream")
-        check_room()
-        async with turn(deadline):
-            pieces = await run(lambda: list(engine.complete(ids, sampling, stop, request_id=rid, deadline=deadline)))
-        text, last = "".join(p.text for p in pieces), pieces[-1]
-        choice = {"index": 0, "finish_reason": last.finish_reason, "logprobs": None}
-        choice.update({"message": {"role": "assistant", "content": text}} if kind == "chat" else {"text": text})
+        waiter, streaming = Waiter(request), False
+        job = Job(rid, ids, sampling, waiter.send, stop=stop, deadline=deadline)
+        waiter.gone.add_done_callback(lambda _: setattr(job, "cancelled", True))  # gone, or the handler is done
+        try:
+            scheduler.submit(job)
+            try:
+                await waiter.next(None if deadline is None else max(0.0, deadline - time.monotonic()))  # admitted
+            except TimeoutError:
+                raise APIError(f"the request waited {request_timeout:g} s for room in the batch; retry later",
+                               status=503, type="server_error", code="timeout") from None
+            if sampling.stream:
+                streaming = True  # (the stream owns the job from here)
+                return StreamingResponse(_events(kind, job, waiter, head), media_type="text/event-stream")
+            texts, finish = [""] * sampling.n, [None] * sampling.n
+            while (event := await waiter.next())[0] == "piece":
+                _, i, text, reason = event
+                texts[i] += text
+                finish[i] = reason or finish[i]
+        except ClientLeft:
+            return Response(status_code=499)  # (nobody reads it)
+        finally:
+            if not streaming:  # answered, failed or abandoned: its rows leave the batch (once done, it has none)
+                job.cancelled = True
+                waiter.close()
+        choices = []
+        for i, (text, reason) in enumerate(zip(texts, finish)):
+            choice = {"index": i, "finish_reason": reason, "logprobs": None}
+            choice.update({"message": {"role": "assistant", "content": text}} if kind == "chat" else {"text": text})
+            choices.append(choice)
         obj = "chat.completion" if kind == "chat" else "text_completion"
-        return JSONResponse({**head, "object": obj, "choices": [choice], "usage": _usage(last)})
+        return JSONResponse({**head, "object": obj, "choices": choices, "usage": event[1]})
 
-    async def _events(kind, ids, sampling, stop, head, deadline):
+    async def _events(kind, job, waiter, head):
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
-        def chunk(delta_text, finish, first=False):
+        def chunk(i, delta_text, finish, first=False):
             if kind == "chat":
                 delta = {"role": "assistant", "content": ""} if first else {"content": delta_text} if delta_text \
                     else {}
-                choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                choice = {"index": i, "delta": delta, "finish_reason": finish, "logprobs": None}
             else:
-                choice = {"index": 0, "text": delta_text, "finish_reason": finish, "logprobs": None}
+                choice = {"index": i, "text": delta_text, "finish_reason": finish, "logprobs": None}
             return f"data: {json.dumps({**head, 'object': obj, 'choices': [choice]})}\n\n"
 
         try:
-            async with turn(deadline):  # a client that goes away cancels this generator: the turn is released
-                if kind == "chat":
-                    yield chunk("", None, first=True)
-                pieces = engine.complete(ids, sampling, stop, request_id=head["id"], deadline=deadline)
-                last = None
-                try:
-                    while (piece := await run(next, pieces, None)) is not None:
-                        last = piece
-                        if piece.text or piece.finish_reason:
-                            yield chunk(piece.text, piece.finish_reason)
-                finally:
-                    await run(pieces.close)
-                if last is not None and sampling.include_usage:
-                    yield f"data: {json.dumps({**head, 'object': obj, 'choices': [], 'usage': _usage(last)})}\n\n"
-        except InputError as exc:
-            yield f"data: {json.dumps(APIError(str(exc)).body())}\n\n"
+            if kind == "chat":
+                for i in range(job.sampling.n):
+                    yield chunk(i, "", None, first=True)
+            while (event := await waiter.next())[0] == "piece":
+                yield chunk(*event[1:])
+            if job.sampling.include_usage:
+                yield f"data: {json.dumps({**head, 'object': obj, 'choices': [], 'usage': event[1]})}\n\n"
+        except ClientLeft:
+            return
         except APIError as exc:
             yield f"data: {json.dumps(exc.body())}\n\n"
+        finally:  # a client that goes away closes this generator at its next token: its rows leave the batch
+            job.cancelled = True
+            waiter.close()
         yield "data: [DONE]\n\n"
 
     async def chat_completions(request: Request):
@@ -149,20 +176,20 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
         def ids_of():
             text = chat.render(messages, add_generation_prompt=True)
             return engine.encode(text, add_bos=False if chat.template else None)  # a template writes its own BOS
-        return await respond("chat", ids_of, body, chat.stop)
+        return await respond(request, "chat", ids_of, body, chat.stop)
 
     async def completions(request: Request):
         body = await read(request)
         prompt = params.prompt(body)
-        return await respond("completion", lambda: engine.encode(prompt), body, [])
+        return await respond(request, "completion", lambda: engine.encode(prompt), body, [])
 
     async def models(request: Request):
         return JSONResponse({"object": "list", "data": [{"id": engine.model_id, "object": "model", "created": 0,
                                                          "owned_by": "xlstm-metal"}]})
 
     async def health(request: Request):
-        return JSONResponse({"status": "ok", "model": engine.model_id, "requests": active, "cached_states": len(engine.cache),
-                             "cache_bytes": engine.cache.nbytes})
+        return JSONResponse({"status": "ok", "model": engine.model_id, **scheduler.load(),
+                             "cached_states": len(engine.cache), "cache_bytes": engine.cache.nbytes})
 
     async def api_error(request: Request, exc: APIError):
         log.info("refused %s %s: %s", request.method, request.url.path, exc.message)
@@ -177,7 +204,7 @@ def create_app(engine: Engine, *, default_max_tokens: int = 256, limit_max_token
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        worker.shutdown(wait=False)
+        scheduler.stop()
 
     routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
               Route("/v1/completions", completions, methods=["POST"]),

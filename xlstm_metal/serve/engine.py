@@ -1,37 +1,23 @@
-"""One completion: resume from the longest cached prefix, prefill only the new tokens, generate, cache the states.
+"""The model as the server uses it: prompts encoded and checked, read into a state, and one forward step.
 
-The runner is driven from one worker thread (MLX work stays on one thread); requests take turns behind a lock."""
+Only the scheduler's thread calls ``read`` and ``forward`` (MLX work stays on one thread)."""
 from __future__ import annotations
 
-import logging
-import time
-import uuid
-from dataclasses import dataclass
-from typing import Iterator
+import mlx.core as mx
+
+from ..modes import inference_mode
 
 from .cache import StateCache
 from .errors import APIError
-from .params import Sampling
-
-log = logging.getLogger("xlstm_metal.serve")
-
-
-@dataclass
-class Piece:
-    """A piece of generated text; the last piece has ``finish_reason`` and the usage counts."""
-    text: str
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
 
 
 class Engine:
-    """Completions over a runner with a session state cache; ``max_prompt_tokens`` bounds a prompt."""
+    """A runner with a session state cache; ``max_prompt_tokens`` bounds a prompt."""
 
     def __init__(self, runner, cache: StateCache, *, model_id: str, max_prompt_tokens: int):
         self.runner, self.cache, self.model_id = runner, cache, model_id
         self.max_prompt_tokens = int(max_prompt_tokens)
+        self._model_fn = runner._model_fn()  # what generation calls: the same numbers as a request served alone
 
     def encode(self, prompt: str | list[int], *, add_bos: bool | None = None) -> list[int]:
         tok = self.runner.tokenizer
@@ -52,32 +38,14 @@ class Engine:
                            f"{self.max_prompt_tokens}", param="messages", code="context_length_exceeded")
         return ids
 
-    def complete(self, ids: list[int], sampling: Sampling, stop: list[str] = (), *,
-                 request_id: str | None = None, deadline: float | None = None) -> Iterator[Piece]:
-        """Pieces of text for prompt ``ids`` (past ``deadline``, a ``time.monotonic()`` value, the answer ends there
-        with finish reason "length"); after the last one the cache holds the state after the prompt and the
-        state after prompt + generated tokens (the next turn of a conversation extends one of them)."""
-        request_id = request_id or uuid.uuid4().hex
-        t0 = time.perf_counter()
-        cached, state = self.cache.longest_prefix(ids)
-        new = ids[cached:]
-        generated: list[int] = []
-        last = None
-        kw = dict(max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-                  seed=sampling.seed, stop=list(sampling.stop) + list(stop))
-        if len(new) > 1:  # read all but the last new token, keep that state (the prompt's prefix) for reuse
-            state = self.runner.prefill(new[:-1], state)
-            self.cache.put(ids[:-1], state)
-            new = new[-1:]
-        for last in self.runner.stream(new, state=state, **kw):
-            generated.append(last.token)
-            yield Piece(last.text, last.finish_reason, len(ids), len(generated), cached)
-            if last.finish_reason is None and deadline is not None and time.monotonic() > deadline:
-                yield Piece("", "length", len(ids), len(generated), cached)
-                break
-        if last is not None:
-            self.cache.put(ids + generated, last.state)
-        seconds = time.perf_counter() - t0
-        log.info("request %s: %d prompt tokens (%d cached), %d generated, %.1f tok/s, %.2f s, cache %d states "
-                 "%.1f MB", request_id, len(ids), cached, len(generated), len(generated) / max(seconds, 1e-9),
-                 seconds, len(self.cache), self.cache.nbytes / 1e6)
+    def read(self, tokens: list[int], state):
+        """The state after reading ``tokens`` from ``state`` (None: a fresh one)."""
+        with inference_mode():  # (nothing here is differentiated: the fused kernels run bare, as in generation)
+            return self.runner.prefill(tokens, state)
+
+    def forward(self, tokens: mx.array, state) -> tuple[mx.array, object]:
+        """Next-token logits ``[B, V]`` after ``tokens`` ``[B, 1]``, and the state. Sampled tokens come from the
+        model's own logits, so after the first call (a prompt token, checked) they skip the vocabulary check."""
+        with inference_mode():
+            logits, state = self._model_fn(tokens, state)
+        return logits[:, -1, :], state

@@ -19,6 +19,7 @@ class Sampling:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
+    n: int = 1  # choices: rows that share the prompt's state
 
 
 def _number(body: dict, name: str, default: float, low: float, high: float, *, above: bool = False) -> float:
@@ -41,10 +42,9 @@ def _integer(body: dict, name: str, low: int, high: int) -> int | None:
     return value
 
 
-def sampling(body: dict, *, default_max_tokens: int, limit_max_tokens: int) -> Sampling:
-    """The generation options shared by both endpoints (``n`` other than 1 is refused: one choice per request)."""
-    if _integer(body, "n", 1, 1) not in (None, 1):
-        raise APIError("n must be 1", param="n")
+def sampling(body: dict, *, default_max_tokens: int, limit_max_tokens: int, max_n: int = 1) -> Sampling:
+    """The generation options shared by both endpoints; ``n`` choices, at most ``max_n`` (the batch's rows)."""
+    n = _integer(body, "n", 1, max_n)
     max_tokens = _integer(body, "max_completion_tokens", 1, limit_max_tokens)
     if max_tokens is None:
         max_tokens = _integer(body, "max_tokens", 1, limit_max_tokens)
@@ -62,7 +62,7 @@ def sampling(body: dict, *, default_max_tokens: int, limit_max_tokens: int) -> S
                     temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                     top_p=_number(body, "top_p", 1.0, 0.0, 1.0, above=True),
                     seed=_integer(body, "seed", 0, MAX_SEED), stop=stop, stream=stream,
-                    include_usage=bool(options.get("include_usage", False)))
+                    include_usage=bool(options.get("include_usage", False)), n=1 if n is None else n)
 
 
 def _content(message: dict, i: int) -> str:

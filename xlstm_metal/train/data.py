@@ -11,8 +11,9 @@ import numpy as np
 
 from ..errors import InputError
 
-TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".json")  # what a directory given as data contributes
+TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".json", ".jsonl")  # what a directory given as data contributes
 EOS = "<|endoftext|>"  # the end-of-text token of a tokenizer trained here
+IGNORE = -1  # a target that carries no loss (e.g. a user turn of a conversation)
 
 
 def expand_files(patterns: list[str]) -> list[Path]:
@@ -70,16 +71,25 @@ def encode_texts(tokenizer, texts: list[str], eos_id: int) -> np.ndarray:
 
 
 class TokenBatches:
-    """Random windows of ``seq_len + 1`` tokens from a token array; ``batch(t)`` is deterministic."""
+    """Random windows of ``seq_len + 1`` tokens from a token array; ``batch(t)`` is deterministic. With ``mask``
+    (one bool per token), a target whose token is False is ``IGNORE`` (it carries no loss)."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0,
+                 mask: np.ndarray | None = None):
         if len(tokens) < seq_len + 2:
             raise InputError(f"only {len(tokens)} tokens of data: need more than seq_len + 1 = {seq_len + 1} "
                              f"(more --data or a smaller --seq-len)")
+        if mask is not None and len(mask) != len(tokens):
+            raise ValueError(f"mask has {len(mask)} entries for {len(tokens)} tokens")
         self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
+        self.mask = mask
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, step])
         starts = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
         window = np.stack([self.tokens[s:s + self.seq_len + 1] for s in starts])
-        return window[:, :-1], window[:, 1:]
+        x, y = window[:, :-1], window[:, 1:]
+        if self.mask is not None:
+            counted = np.stack([self.mask[s + 1:s + self.seq_len + 1] for s in starts])
+            y = np.where(counted, y, IGNORE).astype(window.dtype)
+        return x, y

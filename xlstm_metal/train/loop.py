@@ -28,8 +28,9 @@ from ..runtime import execute
 from ..memory import check_bytes
 from ..token_ids import check_token_range
 from .config import TrainConfig
-from .data import TokenBatches
+from .data import IGNORE, TokenBatches
 from .plot import loss_curve_svg
+from .progress import peak_memory, progress_line
 
 TRAINER_STATE = "trainer_state.safetensors"
 TRAINER_LOG = "trainer.json"
@@ -58,9 +59,10 @@ def compiles_step(compile: bool | None) -> bool:
 
 
 def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool | None = None):
-    """``step(x, y) -> loss``: gradients of ``loss_fn(model, x, y)`` (averaged over ``group`` when data parallel),
-    clipped to global norm ``grad_clip`` (0: off), applied by ``opt``; compiled per ``compiles_step(compile)``
-    unless data parallel."""
+    """``step(x, y) -> loss``: gradients of ``loss_fn(model, x, y)`` for the model's trainable parameters
+    (averaged over ``group`` when data parallel), clipped to global norm ``grad_clip`` (0: off), applied by
+    ``opt``; compiled per ``compiles_step(compile)`` unless data parallel (the random state is an input: dropout
+    draws differ per step)."""
     loss_and_grad = nn.value_and_grad(model, loss_fn)
 
     def step(x, y):
@@ -74,16 +76,17 @@ def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool |
         return loss
 
     if compiles_step(compile) and group is None:
-        state = [model.state, opt.state]
+        state = [model.state, opt.state, mx.random.state]
         return mx.compile(step, inputs=state, outputs=state)
     return step
 
 
-def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True) -> bool:
-    """Whether ``out`` holds a training run of ``graph``'s architecture (to resume). A new or empty directory
-    holds none; anything else (files that are no run, a run of another architecture) is refused unless
-    ``overwrite`` (then: False, start over), so training never replaces what it did not write. The ``writer``
-    (rank 0) first finishes a checkpoint swap that a crash interrupted."""
+def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True, lora: dict | None = None) -> bool:
+    """Whether ``out`` holds a training run of ``graph``'s architecture (to resume; with ``lora``, the
+    adapter_config.json of a LoRA run: one with the same LoRA options). A new or empty directory holds none;
+    anything else (files that are no run, a run of another architecture or kind) is refused unless ``overwrite``
+    (then: False, start over), so training never replaces what it did not write. The ``writer`` (rank 0) first
+    finishes a checkpoint swap that a crash interrupted."""
     out = Path(out)
     if writer:
         with writer_lock(out):
@@ -99,6 +102,25 @@ def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True
                          "or empty directory, or pass --overwrite to replace its contents")
     if overwrite:
         return False
+    from .adapters import ADAPTER_CONFIG
+
+    held = read_json(out / ADAPTER_CONFIG, InputError) if (out / ADAPTER_CONFIG).is_file() else None
+    if held is not None and not isinstance(held, dict):
+        raise InputError(f"{out / ADAPTER_CONFIG} must hold a JSON object; pass --overwrite to start over")
+    if (held is None) != (lora is None):
+        kinds = ("a LoRA run (adapter_config.json)", "a full training run") if lora is None else \
+            ("a full training run", "a LoRA run")
+        raise InputError(f"--out {out} holds {kinds[0]}, this is {kinds[1]}; choose another --out, or pass "
+                         "--overwrite to replace that run")
+    if lora is not None:
+        if held.get("model") != lora["model"]:
+            raise InputError(f"--out {out} holds adapters of the base {held.get('model')}, not of {lora['model']}; "
+                             "choose another --out, or pass --overwrite to replace that run")
+        if {k: held.get(k) for k in ("num_layers", "lora_parameters")} != \
+                {k: lora[k] for k in ("num_layers", "lora_parameters")}:
+            raise InputError(f"--out {out} holds a LoRA run with other options ({held.get('num_layers')} layers, "
+                             f"{held.get('lora_parameters')}); use its options, another --out, or --overwrite")
+        return True
     from ..checkpoint import open_checkpoint
 
     theirs, ours = architecture(open_checkpoint(out).graph), architecture(graph)
@@ -111,7 +133,10 @@ def resumable_run(out: Path, graph, overwrite: bool = False, writer: bool = True
 class Trainer:
     def __init__(self, runner, batches: TokenBatches, cfg: TrainConfig, out_dir: str | Path, *,
                  val_batches: TokenBatches | None = None, tokenizer_dir: str | Path | None = None,
-                 config: dict[str, Any] | None = None, progress: bool = True, group=None, overwrite: bool = False):
+                 config: dict[str, Any] | None = None, progress: bool = True, group=None, overwrite: bool = False,
+                 lora=None, base: str | None = None):
+        """``lora`` (a ``LoRAConfig``): train adapters on the (frozen) ``runner`` and save only them, with
+        ``base`` (the checkpoint the runner was loaded from) named in adapter_config.json."""
         from ..distributed import world
 
         self.group = group or world()
@@ -133,6 +158,16 @@ class Trainer:
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
         self.overwrite = overwrite  # replace whatever ``out_dir`` holds (another run, or files that are no run)
+        self.lora, self.base = lora, base
+        if lora is None and getattr(runner, "quantization", None):
+            raise InputError(f"the model is quantized ({runner.quantization['bits']}-bit): its weights cannot be "
+                             "trained directly; train LoRA adapters on it (lora=LoRAConfig(...)), or dequantize it "
+                             "first (xlstm_metal.modules.dequantize_model)")
+        if lora is not None:
+            from .lora import apply_lora
+
+            mx.random.seed(cfg.seed)  # the adapters' initial values
+            apply_lora(runner.model, runner.graph, lora)
         schedule = lr_schedule(cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
         self.log = TrainLog()
@@ -148,9 +183,12 @@ class Trainer:
         self._step_fn = self._build_step()
 
     def loss(self, model, x, y):
+        """Mean cross-entropy over the targets that carry loss (``IGNORE`` marks the others)."""
         outs, _ = execute(self.runner.graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks)
         logits = outs[self.runner.graph.outputs[0]].astype(mx.float32)
-        return nn.losses.cross_entropy(logits, y, reduction="mean")
+        counted = y != IGNORE
+        ce = nn.losses.cross_entropy(logits, mx.where(counted, y, 0), reduction="none")
+        return mx.where(counted, ce, 0).sum() / mx.maximum(counted.sum(), 1)
 
     def _build_step(self):
         group = self.group if self.world_size > 1 else None
@@ -160,9 +198,13 @@ class Trainer:
         if self.val_batches is None:
             return float("nan")
         losses = []
-        for k in range(self.cfg.eval_batches):
-            x, y = self.val_batches.batch(10_000_000 + k)  # fixed validation batches
-            losses.append(float(self.loss(self.runner.model, mx.array(x), mx.array(y)).item()))
+        self.runner.model.eval()  # no dropout
+        try:
+            for k in range(self.cfg.eval_batches):
+                x, y = self.val_batches.batch(10_000_000 + k)  # fixed validation batches
+                losses.append(float(self.loss(self.runner.model, mx.array(x), mx.array(y)).item()))
+        finally:
+            self.runner.model.train()
         return float(np.mean(losses))
 
     def save(self) -> None:
@@ -178,12 +220,22 @@ class Trainer:
                            title=f"{self.runner.graph.name}: training loss")
 
         mx.eval(self.runner.model.parameters(), self.optimizer.state)
+        if self.lora is not None:  # the adapters alone; the base stays where it is
+            from .adapters import save_adapters
+
+            save_adapters(self.out, self.runner.model, self.lora, self.base, extra=write_trainer)
+            return
         self.runner.save_pretrained(self.out, config=self.config, tokenizer_dir=self.tokenizer_dir, overwrite=True,
                                     extra=write_trainer)
 
     def holds_this_run(self) -> bool:
         """Whether ``out_dir`` holds a training run of this architecture to resume (see ``resumable_run``)."""
-        return resumable_run(self.out, self.runner.graph, self.overwrite, writer=self.rank == 0)
+        lora = None
+        if self.lora is not None:
+            from .adapters import adapter_config
+
+            lora = adapter_config(self.lora, self.base)
+        return resumable_run(self.out, self.runner.graph, self.overwrite, writer=self.rank == 0, lora=lora)
 
     def try_resume(self) -> bool:
         """Continue from ``out_dir`` if it holds a checkpoint of this run."""
@@ -200,8 +252,13 @@ class Trainer:
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{log_path} is damaged (needs 'step' and 'log' as trainer writes them); pass "
                              "--overwrite to start over") from None
-        ckpt = open_checkpoint(self.out)
-        ckpt.read(self.runner.model, ckpt.index(self.runner.model), dtype=self.runner.dtype, progress=False)
+        if self.lora is not None:
+            from .adapters import read_adapter_weights
+
+            read_adapter_weights(self.out, self.runner.model)
+        else:
+            ckpt = open_checkpoint(self.out)
+            ckpt.read(self.runner.model, ckpt.index(self.runner.model), dtype=self.runner.dtype, progress=False)
         if not state_path.is_file():
             raise InputError(f"{state_path} is missing; the run cannot resume exactly (pass --overwrite to start over)")
         read_header(state_path, InputError)
@@ -246,12 +303,14 @@ class Trainer:
 
     def _loop(self, stop_after: int | None) -> None:
         cfg = self.cfg
-        t_last, tokens_since = time.perf_counter(), 0
+        t_start = t_last = time.perf_counter()
+        tokens_since, first = 0, self.step
         while self.step < cfg.steps:
             x, y = self.batches.batch(self.step)
             if self.world_size > 1:  # this rank's slice of the global batch
                 per = x.shape[0] // self.world_size
                 x, y = x[self.rank * per:(self.rank + 1) * per], y[self.rank * per:(self.rank + 1) * per]
+            mx.random.seed(cfg.seed * 1_000_003 + self.step)  # dropout draws: a function of (seed, step), as batches
             loss = self._step_fn(mx.array(x), mx.array(y))
             mx.eval(loss, self.runner.model.parameters(), self.optimizer.state)
             self.step += 1
@@ -262,28 +321,24 @@ class Trainer:
                 raise FloatingPointError(f"loss became {loss_v} at step {self.step}; lower --lr or raise --warmup")
             self.log.steps.append(self.step)
             self.log.losses.append(loss_v)
+            if self.val_batches is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                self.log.val.append((self.step, self.evaluate()))
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 now = time.perf_counter()
                 self.log.tokens_per_s = tokens_since / max(now - t_last, 1e-9)
                 t_last, tokens_since = now, 0
-                self._bar(loss_v)
-            if self.val_batches is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                self.log.val.append((self.step, self.evaluate()))
+                self._bar(loss_v, (now - t_start) / (self.step - first) * (cfg.steps - self.step))
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 self.save()
                 self.saved_step = self.step
             if stop_after is not None and self.step >= stop_after:
                 break
 
-    def _bar(self, loss: float) -> None:
+    def _bar(self, loss: float, eta_s: float) -> None:
         if not self.progress:
             return
-        val = f" val {self.log.val[-1][1]:.3f}" if self.log.val else ""
-        numbers = f"loss {loss:.3f}{val} {self.log.tokens_per_s:,.0f} tok/s"
-        if not self._tty:  # a log file or pipe: one plain line per report
-            print(f"step {self.step}/{self.cfg.steps} {numbers}", file=sys.stderr, flush=True)
-            return
-        width = 30
-        done = int(width * self.step / self.cfg.steps)
-        print(f"\rstep {self.step}/{self.cfg.steps} [{'#' * done}{'.' * (width - done)}] {numbers}", end="",
-              file=sys.stderr, flush=True)
+        val = self.log.val[-1][1] if self.log.val else None
+        lr = float(self.optimizer.learning_rate.item())  # the rate the last step used
+        line = progress_line(self.step, self.cfg.steps, loss, lr, self.log.tokens_per_s, peak_memory(), eta_s, val)
+        print(line if not self._tty else f"\r{line}\033[K", end="\n" if not self._tty else "", file=sys.stderr,
+              flush=True)
