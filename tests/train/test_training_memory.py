@@ -87,3 +87,12 @@ def test_a_cpu_training_step_builds_no_compiled_kernels(tmp_path):
     assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
     built = [p.name for p in tmp_path.rglob("*") if p.is_file() and "mlx" in p.parts]
     assert built == [], f"{len(built)} generated kernel files, e.g. {built[:3]}"
+
+
+def test_checkpointed_blocks_refuse_lora_dropout_whose_masks_the_recomputation_would_redraw(tmp_path, capsys):
+    from xlstm_metal.cli import main
+
+    code = main(["train", "--from", str(tmp_path / "base"), "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--lora-rank", "4", "--lora-dropout", "0.1", "--checkpoint-blocks"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--checkpoint-blocks" in err and "--lora-dropout 0" in err and "Traceback" not in err

@@ -108,6 +108,9 @@ def _lora(args):
         return None
     if args.base is None:
         raise InputError("--lora-rank needs --from CHECKPOINT: adapters train on a trained base model")
+    if args.lora_dropout and args.checkpoint_blocks:  # the backward's recomputation would draw other masks
+        raise InputError("--checkpoint-blocks recomputes each block in the backward pass with new dropout masks; "
+                         "pass --lora-dropout 0 or leave out --checkpoint-blocks")
     scale = args.lora_alpha / args.lora_rank if args.lora_alpha else args.lora_scale or 20.0
     keys = [k.strip() for k in args.lora_targets.split(",") if k.strip()] if args.lora_targets else None
     return LoRAConfig(rank=args.lora_rank, scale=scale, dropout=args.lora_dropout, num_layers=args.lora_layers or 16,
