@@ -33,27 +33,12 @@ SHAPES = {"mad": (128, 4, 4, 64, 128, 128, "bfloat16"), "162m": (768, 12, 4, 503
 CHUNK = 64
 
 
-def sized_spec(spec: str, dims: str):
-    """``spec`` (a shipped name or a path) with the ``name=value`` pairs of ``dims`` replacing its dims."""
-    import yaml
-
-    from xlstm_metal.spec import shipped_spec_path
-
-    if not dims:
-        return spec
-    doc = yaml.safe_load(open(shipped_spec_path(spec) or spec))
-    for pair in dims.split(","):
-        key, value = pair.split("=")
-        if key not in doc.get("dims", {}):
-            raise SystemExit(f"--dims: {spec} has no dim {key!r} (dims: {', '.join(doc.get('dims', {}))})")
-        doc["dims"][key] = yaml.safe_load(value)
-    return doc
-
-
 def run_ours(a) -> dict:
     import xlstm_metal  # noqa: F401  (first: it picks the CPU BLAS before MLX loads)
     import mlx.core as mx
     import numpy as np
+
+    from common import sized_spec
 
     from xlstm_metal import xLSTMRunner
     from xlstm_metal.train import TokenBatches, TrainConfig, Trainer

@@ -5,6 +5,8 @@ from the parts one GPU job measures, rendered as the tables of README.md and doc
         --out benchmarks/results/nvidia-h200.json
     python benchmarks/common.py tables benchmarks/results/nvidia-h200.json --write   # README + docs tables
     python benchmarks/common.py mad benchmarks/results/mad/*.jsonl --write   # docs/mad.md from MAD runs
+    python benchmarks/common.py assemble --machine cpu-x86_64-x2 --model m.json --out benchmarks/results/cpu-x86_64-x2.json
+        # a CPU run: bench_model.py --official-torch measured the official in the same run (docs' CPU table)
 """
 from __future__ import annotations
 
@@ -44,6 +46,30 @@ def queued_time(fn, iters: int, warmup_s: float = 0.3) -> float:
         outs.append(out)
     mx.eval(outs)
     return (time.perf_counter() - t) / iters
+
+
+def spec_doc(spec: str) -> dict:
+    """The YAML document of ``spec`` (a shipped name or a path)."""
+    import yaml
+
+    from xlstm_metal.spec import shipped_spec_path
+
+    return yaml.safe_load(open(shipped_spec_path(spec) or spec))
+
+
+def sized_spec(spec: str, dims: str):
+    """``spec`` (a shipped name or a path) with the ``name=value`` pairs of ``dims`` replacing its dims."""
+    if not dims:
+        return spec
+    import yaml
+
+    doc = spec_doc(spec)
+    for pair in dims.split(","):
+        key, value = pair.split("=")
+        if key not in doc.get("dims", {}):
+            raise SystemExit(f"--dims: {spec} has no dim {key!r} (dims: {', '.join(doc.get('dims', {}))})")
+        doc["dims"][key] = yaml.safe_load(value)
+    return doc
 
 
 def emit(result: dict, out: str | None = None) -> None:
@@ -108,8 +134,12 @@ def test_counts(logs: list[str]) -> dict:
 def assemble(machine: str, parts: dict[str, dict]) -> dict:
     """One machine kind's results: the official baseline and each of our parts (GPU tests, kernel, model, prefill
     memory, train), measured in one job."""
-    official = parts.get("official", {})
-    res = {"machine": machine, "gpu": official.get("device"), "torch": official.get("torch"),
+    official = parts.get("official") or parts.get("model", {}).get("official", {})
+    if official and "official" not in parts:
+        parts = {"official": official, **parts}
+    cpu = str(parts.get("model", {}).get("device", "")).startswith("Device(cpu")
+    res = {"machine": machine, "kind": "cpu" if cpu else "gpu", "gpu": None if cpu else official.get("device"),
+           "torch": official.get("torch"),
            "official_kernel": official.get("kernel"), "mlx": parts.get("model", parts.get("kernel", {})).get("mlx")}
     for name, part in parts.items():
         res[name] = {k: v for k, v in part.items() if k != "official"}
@@ -189,6 +219,24 @@ def model_table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def cpu_table(r: dict) -> str:
+    """A CPU run (``bench_model.py --official-torch``): prefill per length and decode, ours against the official
+    on torch, timed in turns; and the same after ``runner.quantize`` where measured."""
+    model, off = r.get("model", {}), r.get("official", {})
+    rows = ["| measurement | xlstm_metal | official (torch) | ours / official |", "| --- | --- | --- | --- |"]
+    bits = sorted({m for k in model for m in re.findall(r"_q(\d+)$", k)})
+    for S in sorted(int(m) for k in model for m in re.findall(r"^prefill_tok_s_S(\d+)$", k)):
+        rows.append(_row(f"prefill, S={S}: tokens/s", model[f"prefill_tok_s_S{S}"], off.get(f"prefill_tok_s_S{S}"),
+                         "tok/s"))
+        rows += [_row(f"same, {b}-bit weights", model.get(f"prefill_tok_s_S{S}_q{b}"), None, "tok/s") for b in bits]
+    for c in sorted(int(m) for k in model for m in re.findall(r"^decode_stream_tok_s_ctx(\d+)$", k)):
+        rows.append(_row(f"decode after {c} tokens (`runner.stream`): tokens/s", model[f"decode_stream_tok_s_ctx{c}"],
+                         off.get("decode_tok_s"), "tok/s"))
+        rows += [_row(f"same, {b}-bit weights", model.get(f"decode_stream_tok_s_ctx{c}_q{b}"), None, "tok/s")
+                 for b in bits]
+    return "\n".join(rows)
+
+
 def prefill_memory_table(r: dict) -> str:
     """A long prefill per segment length and layers left in flight: tokens/s and the peak over the weights."""
     pm = r.get("prefill_memory", {})
@@ -254,7 +302,9 @@ def serve_table(r: dict) -> str:
 
 TABLES = {"README.md": {"summary": summary_table},
           "docs/performance.md": {"summary": summary_table, "kernels": kernel_table, "model": model_table,
-                                  "prefill_memory": prefill_memory_table, "serve": serve_table, "train": train_table}}
+                                  "prefill_memory": prefill_memory_table, "serve": serve_table, "train": train_table,
+                                  "cpu": cpu_table}}
+CPU_TABLES = {"cpu"}  # rendered from a CPU results file ("kind": "cpu"); the others from a GPU one
 
 
 def write_tables(results: dict, root: Path = ROOT) -> list[str]:
@@ -268,6 +318,8 @@ def write_tables(results: dict, root: Path = ROOT) -> list[str]:
         text = path.read_text()
         new = text
         for name, render in tables.items():
+            if (name in CPU_TABLES) != (results.get("kind") == "cpu"):
+                continue
             new = re.sub(rf"(<!-- table:{name} -->\n)(?:.*?\n)?(<!-- /table -->)",
                          lambda m, t=render(results): m.group(1) + t + "\n" + m.group(2), new, flags=re.S)
         if new != text:
@@ -358,7 +410,8 @@ def main(argv=None):
         print("updated:", ", ".join(write_tables(results)) or "nothing")
     else:
         for name, render in TABLES["docs/performance.md"].items():
-            print(f"## {name}\n\n{render(results)}\n")
+            if (name in CPU_TABLES) == (results.get("kind") == "cpu"):
+                print(f"## {name}\n\n{render(results)}\n")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ MACHINE=${MACHINE:-$NAME$([ "$N" -gt 1 ] && echo "-x$N")}
 
 # our package importable as xlstm_metal the way the wheel installs it (blocks/, kernels/, wiring_specs/ inside)
 package() {
-  rm -rf /tmp/xm && mkdir -p /tmp/xm && cp -r "$R/xlstm_metal" /tmp/xm/ \
-    && cp -r "$R/blocks" "$R/kernels" "$R/wiring_specs" /tmp/xm/xlstm_metal/
-  export PYTHONPATH=/root/site:/tmp/xm PYTHONUNBUFFERED=1
+  XM=/tmp/xm.$BASHPID  # one copy per phase process: phases may run side by side (`a & b & wait`)
+  rm -rf "$XM" && mkdir -p "$XM" && cp -r "$R/xlstm_metal" "$XM/" \
+    && cp -r "$R/blocks" "$R/kernels" "$R/wiring_specs" "$XM/xlstm_metal/"
+  export PYTHONPATH=/root/site:$XM PYTHONUNBUFFERED=1
 }
 
 # bench SCRIPT LIMIT PART ARGS...: a benchmark script's JSON as $JOB/PART.json (and in $OUT)
@@ -77,7 +78,7 @@ for m in 'numpy networkx torch transformers'.split():
   $x convert "$d/run" "$OUT/default_model" --dtype bf16 -q --q-bits 6 --q-group-size 64 \
     && cp "$d/run/loss.svg" "$OUT/default_model/" && du -sh "$OUT/default_model"
   for set in "stdlib:$stdlib" "all:$data"; do  # before: the shipped model; after: float, then 6-bit
-    $x evaluate --model "${DM_BEFORE:-/tmp/xm/xlstm_metal/default_model}" "$d/run" "$OUT/default_model" --data ${set#*:} \
+    $x evaluate --model "${DM_BEFORE:-$XM/xlstm_metal/default_model}" "$d/run" "$OUT/default_model" --data ${set#*:} \
       --max-bytes "${DM_MAX_BYTES:-40000000}" --held-out --json | sed "s/^/${set%%:*} /" | tee -a "$OUT/dm_eval.txt"
   done
   $x generate --model "$OUT/default_model" --prompt "def " --max-tokens 150 --quiet | tee "$OUT/dm_sample.txt"
@@ -103,10 +104,10 @@ for phase in "$@"; do
     cp "$JOB/official.json" "$OUT/"; cat "$JOB/official.json" ;;
   kernel)  # (a fresh machine first compiles every kernel for each shape)
     package; bench bench_kernel.py 240 kernel --seqs 1024,4096,16384,65536 $(official) ;;
-  model)
-    package; bench bench_model.py 420 model --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
+  model)  # bf16, then the same after runner.quantize(4) (keys _q4): ~6-8 minutes
+    package; bench bench_model.py 500 model --spec xlstm_7b --dtype bfloat16 --prefill 1024,4096,32768 \
       --decode-context 128,32768 --decode-steps 30 --decode-rounds 2 --iters 2 \
-      --prefill-kernels compiled_chunkwise $(official) ;;
+      --prefill-kernels compiled_chunkwise --quantize 4 $(official) ;;
   memory)  # where a 32k-token prefill's peak goes: segment length x layers left in flight
     package; bench profile.py 300 prefill_memory prefill --spec xlstm_7b --seq-len 32768 --segments 2048,1024 \
       --eval-ahead 1,0 --warmup 1 ;;

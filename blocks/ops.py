@@ -4,13 +4,14 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from xlstm_metal.kernels.ops import gpu_fused, sigmoid_gate, soft_cap  # noqa: F401  (shared with the kernels)
+from xlstm_metal.kernels.fast_math import fused, sigmoid
+from xlstm_metal.kernels.ops import sigmoid_gate, soft_cap  # noqa: F401  (shared with the kernels)
 
 
-@gpu_fused
+@fused
 def silu_gate(gate: mx.array, z: mx.array) -> mx.array:
     """SwiGLU's ``silu(gate) * z``."""
-    return gate * mx.sigmoid(gate) * z
+    return gate * sigmoid(gate) * z
 
 
 def round_up_to_multiple(x: float, multiple: int) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from xlstm_metal.kernels.quantized import quantized_matmul_t
+
 
 class QuantizableWeight:
     _quant: dict | None = None  # mx.quantize's group_size, bits and mode once quantised
@@ -36,7 +38,7 @@ class QuantizableWeight:
         """``x @ weight.T`` for a plain or quantised weight."""
         if self._quant is None:
             return x @ self.weight.T
-        return mx.quantized_matmul(x, self.weight, self.scales, self.get("biases"), transpose=True, **self._quant)
+        return quantized_matmul_t(x, self.weight, self.scales, self.get("biases"), **self._quant)
 
     def weight_rows(self, ids: mx.array) -> mx.array:
         """``weight[ids]`` for a plain or quantised weight (an embedding lookup)."""

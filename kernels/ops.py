@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .fast_math import fused, sigmoid
+
 
 def gpu_fused(fn):
     """``fn`` (elementwise ops) compiled into one kernel on the GPU; eager on the CPU, where compiling costs more."""
@@ -27,10 +29,10 @@ def soft_cap(x: mx.array, cap: float | None) -> mx.array:
     return _soft_cap(x, float(cap))
 
 
-@gpu_fused
+@fused
 def sigmoid_gate(o: mx.array, h: mx.array) -> mx.array:
     """The mLSTM output gate: ``sigmoid(o) * h``."""
-    return mx.sigmoid(o) * h
+    return sigmoid(o) * h
 
 
 def multihead_layer_norm(x: mx.array, weight: mx.array | None, bias: mx.array | None, eps: float,

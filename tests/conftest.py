@@ -5,10 +5,11 @@ import os
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
 import xlstm_metal  # noqa: E402,F401  (before any test imports mlx.core: on Linux CPU it loads a fast BLAS)
-from xlstm_metal.fast_blas import ENV, prefer_fast_blas  # noqa: E402
+from xlstm_metal.fast_blas import ENV, prefer_fast_blas, tell_once  # noqa: E402
 
 if not prefer_fast_blas():  # no fast BLAS here: subprocesses keep the bundled one too, without the notice
     os.environ.setdefault(ENV, "bundled")
+    tell_once(lambda message: None)  # and this process does not warn either
 
 from budget import load_profile  # noqa: E402  (hypothesis example counts: tests/budget.py)
 

@@ -49,7 +49,7 @@ def test_the_model_benchmark_reports_prefill_decode_memory_and_ratios_to_the_off
     official.write_text(json.dumps({"prefill_tok_s_S32": 1000.0, "decode_tok_s": 100.0}))
     res = run_script("bench_model.py", "--spec", "xlstm_tiny", "--prefill", "32", "--decode-steps", "2",
                      "--decode-rounds", "1", "--iters", "1", "--prefill-kernels", "native_chunkwise",
-                     "--prefill-segments", "16", "--official", str(official))
+                     "--prefill-segments", "16", "--official", str(official), "--quantize", "4")
     numbers(res, "prefill_tok_s_S32", "prefill_peak_over_weights_GB_S32", "prefill_tok_s_S32_native_chunkwise",
             "prefill_peak_GB_S32_native_chunkwise_segment16", "decode_tok_s_ctx16", "decode_stream_tok_s_ctx16",
             "decode_tok_s_ctx16_native_step")
@@ -57,6 +57,21 @@ def test_the_model_benchmark_reports_prefill_decode_memory_and_ratios_to_the_off
     assert res["ratio_prefill_tok_s_S32_ours_over_official"] == pytest.approx(res["prefill_tok_s_S32"] / 1000)
     assert res["ratio_decode_stream_tok_s_ctx16_ours_over_official"] == pytest.approx(
         res["decode_stream_tok_s_ctx16"] / 100)
+    numbers(res, "prefill_tok_s_S32_q4", "decode_stream_tok_s_ctx16_q4")  # the same after runner.quantize(4)
+    assert res["weights_GB_q4"] < res["weights_GB"] / 4
+    freed = res["active_before_quantize_GB_q4"] - res["active_after_quantize_GB_q4"]
+    assert freed > 0.8 * (res["weights_GB"] - res["weights_GB_q4"])  # (exact: tests/runner/test_quantize_memory.py)
+
+
+def test_the_model_benchmark_times_the_official_model_on_torch_in_the_same_run():
+    pytest.importorskip("xlstm")
+    res = run_script("bench_model.py", "--spec", "xlstm_7b", "--dims",
+                     "embedding_dim=64,num_heads=2,num_blocks=2,vocab_size=128", "--prefill", "32", "--rounds", "1",
+                     "--decode-steps", "2", "--decode-rounds", "1", "--iters", "1", "--official-torch", "--threads", "1")
+    assert res["official"]["params_B"] == res["params_B"] and res["official"]["threads"] == 1
+    numbers(res["official"], "prefill_tok_s_S32", "decode_tok_s")
+    assert res["ratio_prefill_tok_s_S32_ours_over_official"] == pytest.approx(
+        res["prefill_tok_s_S32"] / res["official"]["prefill_tok_s_S32"])
 
 
 def test_the_training_benchmark_runs_ours_and_the_official_each_in_a_fresh_process(tmp_path):
@@ -128,6 +143,22 @@ def test_the_readme_and_docs_tables_are_rendered_from_the_results_file(tmp_path)
     assert c.write_tables(results, tmp_path) == []  # nothing to change: the files hold the rendered tables
     summary = c.summary_table(results)
     assert "`cuda_tc_chunkwise`" in summary and "| 7B bfloat16 prefill, S=4096: tokens/s |" in summary
+
+
+def test_the_docs_cpu_table_is_rendered_from_the_cpu_results_file_and_leaves_the_gpu_tables(tmp_path):
+    c = common()
+    results = json.loads((BENCH / "results" / "cpu-x86_64-x2.json").read_text())
+    assert results["kind"] == "cpu" and results["official"]["prefill_tok_s_S1024"] > 0  # measured in the same run
+    for rel in c.TABLES:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((ROOT / rel).read_text())
+    assert c.write_tables(results, tmp_path) == []
+    table = c.cpu_table(results)
+    assert "| prefill, S=1024: tokens/s |" in table and "| same, 4-bit weights |" in table
+    emptied = (tmp_path / "docs/performance.md").read_text().replace(table, "")
+    (tmp_path / "docs/performance.md").write_text(emptied)
+    assert c.write_tables(results, tmp_path) == ["docs/performance.md"]  # only the CPU table is rewritten
+    assert (tmp_path / "docs/performance.md").read_text() == (ROOT / "docs/performance.md").read_text()
 
 
 def test_assembling_a_results_file_counts_the_gpu_tests(tmp_path):

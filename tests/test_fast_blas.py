@@ -1,19 +1,23 @@
-"""On Linux CPU the package loads a fast BLAS before MLX, or says once how to get one; it never breaks the import."""
+"""On Linux CPU the package loads a fast BLAS before MLX, or keeps a notice of how to get one that the command line
+or the first model built on the CPU tells once; importing the package prints nothing and never fails."""
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 
 import xlstm_metal.fast_blas as fb
 
+NO_STATE = {"loaded": None, "noticed": None, "told": None}
+
 
 @pytest.fixture
 def fresh(monkeypatch):
     """A process as it looks before MLX is imported, on Linux with the CPU wheel, with no fast BLAS installed."""
-    monkeypatch.setattr(fb, "_state", {"loaded": None, "noticed": None})
+    monkeypatch.setattr(fb, "_state", dict(NO_STATE))
     monkeypatch.delitem(sys.modules, "mlx.core", raising=False)
     monkeypatch.delenv(fb.ENV, raising=False)
     monkeypatch.setattr(fb, "mlx_cpu_wheel", lambda: True)
@@ -21,10 +25,31 @@ def fresh(monkeypatch):
     return fb
 
 
-def test_without_a_fast_blas_the_loader_loads_nothing_and_says_so_once(fresh, capsys):
+def told(fb) -> str:
+    said = []
+    fb.tell_once(said.append)
+    return "".join(said)
+
+
+def test_without_a_fast_blas_the_loader_loads_nothing_and_keeps_one_notice_told_once(fresh, capsys):
     assert fresh.prefer_fast_blas() is None and fresh.prefer_fast_blas() is None
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "xlstm-metal[cpu-fast]" in err and f"{fb.ENV}=bundled" in err
+    assert capsys.readouterr().err == ""  # loading is silent
+    notice = told(fresh)
+    assert "\n" not in notice and "xlstm-metal[cpu-fast]" in notice and f"{fb.ENV}=bundled" in notice
+    assert told(fresh) == "" and not fresh.warn_once()  # once, whoever tells it
+
+
+def test_the_first_model_built_on_the_cpu_warns_once(monkeypatch):
+    import mlx.core as mx
+
+    from xlstm_metal import xLSTMRunner
+
+    monkeypatch.setattr(fb, "_state", dict(NO_STATE, noticed="no fast BLAS found; pip install 'xlstm-metal[cpu-fast]'"))
+    with mx.stream(mx.cpu), pytest.warns(fb.SlowBLASWarning, match="cpu-fast"):
+        xLSTMRunner.from_spec("xlstm_tiny")
+    with mx.stream(mx.cpu), warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second model: no warning
+        xLSTMRunner.from_spec("xlstm_tiny")
 
 
 def test_the_env_var_keeps_the_bundled_blas_silently(fresh, capsys, monkeypatch):
@@ -38,7 +63,7 @@ def test_the_env_var_keeps_the_bundled_blas_silently(fresh, capsys, monkeypatch)
 def test_a_library_without_cblas_is_refused_and_the_bundled_blas_kept(fresh, capsys, monkeypatch):
     monkeypatch.setenv(fb.ENV, "libm.so.6")
     assert fresh.prefer_fast_blas() is None
-    assert "XLSTM_METAL_BLAS=libm.so.6 could not be loaded" in capsys.readouterr().err
+    assert "XLSTM_METAL_BLAS=libm.so.6 could not be loaded" in told(fresh)
 
 
 def test_any_failure_falls_back_with_a_notice_instead_of_raising(fresh, capsys, monkeypatch):
@@ -46,7 +71,7 @@ def test_any_failure_falls_back_with_a_notice_instead_of_raising(fresh, capsys, 
         raise RuntimeError("odd site-packages")
     monkeypatch.setattr(fb, "mlx_cpu_wheel", broken)
     assert fresh.prefer_fast_blas() is None
-    assert "fast BLAS skipped (RuntimeError: odd site-packages)" in capsys.readouterr().err
+    assert "fast BLAS skipped (RuntimeError: odd site-packages)" in told(fresh)
 
 
 def test_off_linux_cpu_it_is_a_silent_no_op(fresh, capsys, monkeypatch):
@@ -60,7 +85,7 @@ def test_after_mlx_is_imported_nothing_is_loaded_and_the_notice_says_to_import_u
     monkeypatch.setattr(fb, "_load", lambda path: pytest.fail("nothing may be loaded"))
     monkeypatch.setitem(sys.modules, "mlx.core", object())
     assert fresh.prefer_fast_blas() is None
-    assert "import xlstm_metal first" in capsys.readouterr().err
+    assert "import xlstm_metal first" in told(fresh)
 
 
 def test_the_cpu_wheel_is_recognised_without_importing_mlx():
@@ -99,8 +124,22 @@ def test_with_mkl_installed_importing_the_package_makes_mlx_matmuls_fast():
 
 
 def test_without_mlx_installed_it_is_silent(monkeypatch, capsys):
-    monkeypatch.setattr(fb, "_state", {"loaded": None, "noticed": None})
+    monkeypatch.setattr(fb, "_state", dict(NO_STATE))
     monkeypatch.delenv(fb.ENV, raising=False)
     monkeypatch.setitem(sys.modules, "mlx", None)  # what an absent package looks like to the import system
     assert fb.mlx_cpu_wheel() is False and fb.prefer_fast_blas() is None
     assert capsys.readouterr().err == ""
+
+
+_MISSING = {**{k: v for k, v in os.environ.items() if k != fb.ENV}, fb.ENV: "/nonexistent/libblas.so"}
+
+
+@pytest.mark.skipif(not fb.mlx_cpu_wheel(), reason="the notice exists on Linux CPU MLX")
+def test_importing_the_package_prints_nothing_and_the_command_line_tells_the_notice_once():
+    code = "import xlstm_metal, xlstm_metal.runner, mlx.core"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_MISSING, timeout=120)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+    cli = subprocess.run([sys.executable, "-m", "xlstm_metal", "plan", "xlstm_tiny"], capture_output=True,
+                         text=True, env=_MISSING, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stderr.count("could not be loaded as a BLAS") == 1 and cli.stderr.count("\n") == 1

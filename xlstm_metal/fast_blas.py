@@ -3,8 +3,10 @@
 The ``mlx[cpu]`` wheel links the netlib *reference* BLAS, whose matrix products are 10–50× slower than an
 optimised one. MLX resolves ``cblas_sgemm`` through the dynamic linker, so a BLAS loaded with ``RTLD_GLOBAL``
 before ``mlx.core`` is imported takes its place. ``prefer_fast_blas`` does that (the package calls it on
-import): it loads MKL from the ``cpu-fast`` extra (or ``XLSTM_METAL_BLAS=/path/to/libblas.so``), and where
-none is found it prints a one-line notice once. ``XLSTM_METAL_BLAS=bundled`` keeps MLX's own BLAS silently.
+import, silently): it loads MKL from the ``cpu-fast`` extra (or ``XLSTM_METAL_BLAS=/path/to/libblas.so``), and where
+none is found it keeps a one-line notice that is told once: by the command line before a command runs
+(``tell_once``), or as a ``SlowBLASWarning`` when a model is built on the CPU (``warn_once``).
+``XLSTM_METAL_BLAS=bundled`` keeps MLX's own BLAS silently.
 Elsewhere (macOS, the CUDA wheel) it does nothing. It never raises: any failure keeps the bundled BLAS.
 """
 from __future__ import annotations
@@ -13,12 +15,17 @@ import ctypes
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 
 ENV = "XLSTM_METAL_BLAS"
 EXTRA_HINT = "pip install 'xlstm-metal[cpu-fast]'"
 _MKL_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so")
-_state: dict[str, str | None] = {"loaded": None, "noticed": None}
+_state: dict[str, str | None] = {"loaded": None, "noticed": None, "told": None}
+
+
+class SlowBLASWarning(UserWarning):
+    """MLX on this Linux CPU multiplies matrices with its bundled reference BLAS."""
 
 
 def mlx_cpu_wheel() -> bool:
@@ -53,7 +60,38 @@ def _load(path: str) -> bool:
 def _notice(message: str) -> None:
     if _state["noticed"] is None:
         _state["noticed"] = message
-        print(f"xlstm_metal: {message}", file=sys.stderr)
+
+
+def tell_once(say) -> bool:
+    """Pass the pending notice (if any, and not told yet) to ``say``; True if it did."""
+    message = _state["noticed"]
+    if message is None or _state.get("told"):
+        return False
+    _state["told"] = message
+    say(message)
+    return True
+
+
+def warn_once() -> bool:
+    """The pending notice as a ``SlowBLASWarning``, once per process (a model is being built on the CPU)."""
+    return tell_once(lambda m: warnings.warn(f"xlstm_metal: {m}", SlowBLASWarning, stacklevel=4))
+
+
+def loaded() -> str | None:
+    """The path of the fast BLAS MLX uses, None for its bundled one."""
+    return _state["loaded"]
+
+
+def set_threads(n: int) -> bool:
+    """Let the loaded BLAS use ``n`` threads (MKL or OpenBLAS); False where none is loaded or it has no such call."""
+    if not _state["loaded"]:
+        return False
+    lib = ctypes.CDLL(_state["loaded"], mode=ctypes.RTLD_GLOBAL)
+    for name in ("MKL_Set_Num_Threads", "openblas_set_num_threads"):
+        if hasattr(lib, name):
+            getattr(lib, name)(ctypes.c_int(int(n)))
+            return True
+    return False
 
 
 def prefer_fast_blas() -> str | None:

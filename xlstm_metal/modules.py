@@ -8,7 +8,9 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
+
+from xlstm_metal.kernels.quantized import quantized_matmul_t
 
 from .graph import ModelGraph
 
@@ -67,8 +69,21 @@ def cast_parameters(module: nn.Module, dtype: mx.Dtype) -> None:
                            module.parameters()))
 
 
+class QuantizedLinear(nn.QuantizedLinear):
+    """``nn.QuantizedLinear`` whose product follows ``kernels.quantized`` (dequantized inside a long prefill)."""
+
+    def __call__(self, x):
+        y = quantized_matmul_t(x, self["weight"], self["scales"], self.get("biases"), group_size=self.group_size,
+                               bits=self.bits, mode=self.mode)
+        return y + self["bias"] if "bias" in self else y
+
+
 def quantize_model(model: nn.Module, q: dict) -> None:
-    """MLX's quantization (``q``: group_size, bits, mode) of every layer whose rows split into whole groups."""
+    """MLX's quantization (``q``: group_size, bits, mode) of every layer whose rows split into whole groups.
+
+    The packed weights are evaluated here, one tensor at a time: a lazy ``mx.quantize`` keeps its float input
+    alive until something evaluates it, so without this the float weights would stay allocated next to the
+    packed ones (and the peak is the float weights plus one layer's packed ones)."""
     gs = q["group_size"]
 
     def predicate(path: str, module: nn.Module) -> bool:
@@ -76,6 +91,11 @@ def quantize_model(model: nn.Module, q: dict) -> None:
         return w is not None and w.ndim == 2 and w.shape[-1] % gs == 0 and w.shape[0] >= 8
 
     nn.quantize(model, group_size=gs, bits=q["bits"], mode=q.get("mode", "affine"), class_predicate=predicate)
+    for _, module in model.named_modules():
+        if type(module) is nn.QuantizedLinear:  # same layout and parameters; only the product differs
+            module.__class__ = QuantizedLinear
+    for _, value in tree_flatten(model.parameters()):
+        mx.eval(value)
 
 
 def dequantize_model(model: nn.Module) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from xlstm_metal.blocks import TensorType
 from xlstm_metal.kernels import FusionRule, KernelInfo, current_device, fusions, get_kernel, select_kernel
+from xlstm_metal.kernels import quantized as quantized_matmuls
 from xlstm_metal.kernels.mlstm.recompute import recomputing_kernel
 
 from .graph import ModelGraph, format_table
@@ -68,6 +69,7 @@ class ExecutionPlan:
     sharding: dict[str, str] = field(default_factory=dict)  # node -> what this rank owns
     segment_len: int | None = None  # the longest segment (None: any input runs in one piece)
     segment_why: str = ""
+    dequantize: bool = False  # quantized weights multiply dequantized (a long prefill of a quantized model)
 
     @property
     def segments(self) -> list[tuple[int, int]]:
@@ -92,6 +94,8 @@ class ExecutionPlan:
                 f"dtype={self.dtype}, {len(self.steps)} nodes")
         if len(self.segments) > 1:
             head += f", in {len(self.segments)} segments of ≤{self.segment_len} tokens ({self.segment_why})"
+        if self.dequantize:
+            head += ", quantized weights dequantized for the matmuls"
         rows = [("#", "node", "type", "inputs", "output", "kernel", "chunk") + (("owner",) if self.sharding else ())]
         for k, s in enumerate(self.steps):
             kern = s.describe_kernels()
@@ -103,6 +107,7 @@ class ExecutionPlan:
         return {
             "graph": self.graph.name, "seq_len": self.seq_len, "device": self.device, "dtype": self.dtype,
             "segments": self.segments, "segment_len": self.segment_len, "segment_why": self.segment_why,
+            "dequantize": self.dequantize,
             "steps": [{"node": s.node, "type": s.type, "inputs": list(s.inputs), "output": str(s.out_type),
                        "kernel": s.kernel.name if s.kernel else None, "form": s.form, "chunk_size": s.chunk_size,
                        "max_tokens": s.max_tokens, "reason": s.reason, "aux": [k.name for k in s.aux], "fuses": s.fuses,
@@ -113,12 +118,13 @@ class ExecutionPlan:
 
 def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dtype: str = "float32",
               overrides: dict[str, dict[str, Any]] | None = None, segment_len: int | None = DEFAULT_SEGMENT_LEN,
-              training: bool = False) -> ExecutionPlan:
+              training: bool = False, quantized: bool = False) -> ExecutionPlan:
     """Schedule ``graph`` for inputs of ``seq_len`` tokens.
 
     ``overrides`` maps node names to ``{"kernel": ..., "chunk_size": ...}`` and wins over the
     spec's own per-node overrides, which win over the automatic choice. ``training``: only kernels
-    that autograd runs through (fused GPU kernels define no gradient).
+    that autograd runs through (fused GPU kernels define no gradient). ``quantized``: the model's weights are
+    quantized; segments of at least ``kernels.quantized.dequantize_min_tokens`` tokens multiply by them dequantized.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -170,7 +176,9 @@ def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dty
                               aux))
     steps = _fuse(graph, steps, device=device, dtype=dtype, training=training)
     cut, why = _segment_len(steps, segment_len)
-    return ExecutionPlan(graph, seq_len, device, dtype, steps, segment_len=cut, segment_why=why)
+    least = quantized_matmuls.dequantize_min_tokens(device) if quantized else None
+    dequantize = least is not None and min(seq_len, cut or seq_len) >= least
+    return ExecutionPlan(graph, seq_len, device, dtype, steps, segment_len=cut, segment_why=why, dequantize=dequantize)
 
 
 def _fuse(graph: ModelGraph, steps: list[PlanStep], **where) -> list[PlanStep]:

@@ -7,8 +7,10 @@ from typing import Any, Iterator
 import mlx.core as mx
 import numpy as np
 
+from xlstm_metal.kernels import current_device
 from xlstm_metal.modes import in_inference_mode
 
+from . import fast_blas
 from .errors import InputError
 from .graph import ModelGraph, build_graph
 from .memory import check_bytes, check_fits_in_memory
@@ -57,6 +59,8 @@ class xLSTMRunner:
         self.overrides: dict[str, dict[str, Any]] = {}
         self._plans: dict[int, ExecutionPlan] = {}
         self._decode_fn: dict[bool, Any] = {}  # the compiled decode step per inference mode
+        if current_device() == "cpu":  # MLX with its reference BLAS (no fast one found): say so, once
+            fast_blas.warn_once()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -113,7 +117,8 @@ class xLSTMRunner:
             if len(self._plans) > 64:
                 self._plans.clear()
             plan = make_plan(self.graph, seq_len, dtype=dtype_name(self.dtype),
-                             overrides=self.overrides or None, segment_len=self.segment_len)
+                             overrides=self.overrides or None, segment_len=self.segment_len,
+                             quantized=self.quantization is not None)
             plan.sharding = {n: str(info) for n, info in self.sharding.items()}
             self._plans[seq_len] = plan
         return self._plans[seq_len]
@@ -260,6 +265,7 @@ class xLSTMRunner:
         quantize_model(self.model, q)
         self.quantization = q
         self._decode_fn = {}
+        self._plans.clear()
         return self
 
     def save_pretrained(self, path: str | Path, *, config: Any = None, **kw) -> Path:

@@ -8,6 +8,7 @@ from collections import Counter, deque
 import mlx.core as mx
 
 from xlstm_metal.blocks import NodeContext
+from xlstm_metal.kernels.quantized import dequantized_matmuls
 from xlstm_metal.modes import inference_mode
 
 from .graph import ModelGraph
@@ -108,7 +109,7 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
     # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused kernels
     # run without their gradient wrapper
     try:
-        with inference_mode() if evaluates else contextlib.nullcontext():
+        with inference_mode() if evaluates else contextlib.nullcontext(), dequantized_matmuls(plan.dequantize):
             for n, (a, b) in enumerate(segments):
                 # with last_only, a segment before the last only carries the state: the steps after the last
                 # stateful one (position-wise, their outputs dropped) do not run

@@ -5,6 +5,7 @@ import math
 
 import mlx.core as mx
 
+from ..fast_math import exp
 from ..ops import soft_cap
 from ..registry import KernelInfo, register_kernel
 
@@ -36,13 +37,13 @@ def _prepare(q, k, v, i, f, state, mask):
 def _step(q, k, v, i, log_f, C, n, m, eps):
     """One token for all heads: q, k [B,NH,DK] (q scaled), v [B,NH,DV], i, log_f [B,NH]."""
     m_new = mx.maximum(log_f + m, i)
-    f_act = mx.exp(log_f + m - m_new)
-    i_act = mx.exp(i - m_new)
+    f_act = exp(log_f + m - m_new)
+    i_act = exp(i - m_new)
     C = f_act[..., None, None] * C + i_act[..., None, None] * (k[..., :, None] * v[..., None, :])
     n = f_act[..., None] * n + i_act[..., None] * k
     num = (q[..., None, :] @ C)[..., 0, :]
     qn = mx.sum(q * n, axis=-1)
-    denom = mx.maximum(mx.abs(qn), mx.exp(mx.minimum(-m_new, _MAX_EXP))) + eps
+    denom = mx.maximum(mx.abs(qn), exp(mx.minimum(-m_new, _MAX_EXP))) + eps
     return num / denom[..., None], C, n, m_new
 
 
@@ -82,7 +83,7 @@ def _chunks(q, k, v, i, b, seg_in, state, eps, state_is_zero):
     # What each chunk adds to the state on its own, stabilised by its own max.
     w_end = seg_in[..., L - 1, :] + i  # [B,NH,G,L] log weight of token s in the chunk-end state
     m_loc = mx.max(w_end, axis=-1)
-    ke = k * mx.exp(w_end - m_loc[..., None])[..., None]
+    ke = k * exp(w_end - m_loc[..., None])[..., None]
     C_loc = ke.swapaxes(-1, -2) @ v  # [B,NH,G,DK,DV]
     n_loc = mx.sum(ke, axis=-2)  # [B,NH,G,DK]
 
@@ -92,18 +93,18 @@ def _chunks(q, k, v, i, b, seg_in, state, eps, state_is_zero):
         seg = _segment_sums(g)  # [B,NH,G,G]: sum of g over chunks j+1..c, -inf for j > c
         w = mx.concatenate([mx.full(seg.shape[:-2] + (1, G), -mx.inf), seg[..., :-1, :] + m_loc[..., None, :]], axis=-2)
         m_in = mx.maximum(w0, mx.max(w, axis=-1))
-        A = mx.exp(w - m_in[..., None])
+        A = exp(w - m_in[..., None])
         C_prev = (A @ C_loc.reshape(B, NH, G, DK * DV)).reshape(B, NH, G, DK, DV)
         n_prev = A @ n_loc
     else:  # no earlier chunk: keeps a degenerate K=1 matmul out of the graph (intermittent NaN on MLX-CUDA 0.32.4)
         m_in, C_prev, n_prev = w0, None, None
-    a0 = mx.exp(w0 - m_in)  # weight of the incoming state
+    a0 = exp(w0 - m_in)  # weight of the incoming state
 
     # Outputs: inside the chunk (parallel form) plus the entry state's readout.
     D = seg_in + i[..., None, :]  # [B,NH,G,L,L] log weight of token s in h_t (-inf for s > t)
     a_in = b + m_in[..., None]  # log weight of the entry state at position t
     m_t = mx.maximum(a_in, mx.max(D, axis=-1))
-    P = (q @ k.swapaxes(-1, -2)) * mx.exp(D - m_t[..., None])
+    P = (q @ k.swapaxes(-1, -2)) * exp(D - m_t[..., None])
     num, qn = P @ v, mx.sum(P, axis=-1)
     inter, qn_in = None, None
     if C_prev is not None:
@@ -114,10 +115,10 @@ def _chunks(q, k, v, i, b, seg_in, state, eps, state_is_zero):
         inter = inc if inter is None else inter + inc
         qn_in = inc_n if qn_in is None else qn_in + inc_n
     if inter is not None:
-        s_in = mx.exp(a_in - m_t)
+        s_in = exp(a_in - m_t)
         num = num + s_in[..., None] * inter
         qn = qn + s_in * qn_in
-    denom = mx.maximum(mx.abs(qn), mx.exp(mx.minimum(-m_t, _MAX_EXP))) + eps
+    denom = mx.maximum(mx.abs(qn), exp(mx.minimum(-m_t, _MAX_EXP))) + eps
     h = num / denom[..., None]
 
     # Exit state: the last chunk's entry state, decayed over the chunk, plus the chunk's contribution.
@@ -127,7 +128,7 @@ def _chunks(q, k, v, i, b, seg_in, state, eps, state_is_zero):
         C_last, n_last = C_last + C_prev[:, :, -1], n_last + n_prev[:, :, -1]
     m_last = m_in[..., -1]
     m_out = mx.maximum(g[..., -1] + m_last, m_loc[..., -1])
-    fa, fb = mx.exp(g[..., -1] + m_last - m_out), mx.exp(m_loc[..., -1] - m_out)
+    fa, fb = exp(g[..., -1] + m_last - m_out), exp(m_loc[..., -1] - m_out)
     C_out = fa[..., None, None] * C_last + fb[..., None, None] * C_loc[:, :, -1]
     n_out = fa[..., None] * n_last + fb[..., None] * n_loc[:, :, -1]
     return h, (C_out, n_out, m_out)

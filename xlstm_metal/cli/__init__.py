@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .. import __version__
+from .. import __version__, fast_blas
 from . import architecture, checkpoint, evaluate, generate, mad, official, serve, train, verify  # noqa: F401  (each registers its commands)
 from .failures import missing_mlx, mlx_hint, user_failure
 from .registry import COMMANDS
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_fn", None):
         parser.print_help()
         return 2
+    fast_blas.tell_once(lambda message: print(f"xlstm_metal: {message}", file=sys.stderr))
     try:
         return int(args._fn(args) or 0)
     except KeyboardInterrupt:
