@@ -248,6 +248,34 @@ def prefill_memory_table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def train_table(r: dict) -> str:
+    """Training, ours against the official in the same run, per shape: tokens/s, peak memory, start to first step
+    (and, where measured, ours with the step not compiled, and with every block checkpointed)."""
+    shapes = r.get("train", {}).get("shapes", {})
+    if not shapes:
+        return "Not measured yet (`gpu_job.sh train-a train-b`)."
+    rows = ["| shape | measurement | xlstm_metal | official | ours / official |", "| --- | --- | --- | --- | --- |"]
+    measures = (("tokens/s", "train_tok_s", lambda v: _fmt(v, "tok/s")),
+                ("peak memory", "peak_GB", lambda v: f"{v:.2f} GB"),
+                ("process start to first step", "start_to_first_step_s", lambda v: f"{v:.1f} s"))
+    for name, s in shapes.items():
+        what = (f"{name}: d {s['embedding_dim']}, {s['num_blocks']} blocks, {s['num_heads']} heads, vocab "
+                f"{s['vocab']}, batch {s['batch']} x {s['seq_len']}, {s['dtype']}")
+        off = s.get("official", {})
+        for side, how in (("ours", ""), ("ours_eager", ", our step not compiled"),
+                          ("ours_ckpt", ", ours with --checkpoint-blocks")):
+            if side not in s:
+                continue
+            ours = s[side]
+            for label, key, fmt in measures:
+                a, b = ours.get(key), off.get(key)
+                cell = lambda v, res: fmt(v) if v is not None else ("failed" if "error" in res else "—")  # noqa
+                ratio = f"{a / b:.2f}" if a is not None and b else ""
+                rows.append(f"| {what} | {label}{how} | {cell(a, ours)} | {cell(b, off)} | {ratio} |")
+                what = ""
+    return "\n".join(rows)
+
+
 def serve_table(r: dict) -> str:
     """The server (``bench_model.py --serve``): time to first token per turn of a conversation with the session
     state cache on and off, then aggregate generated tokens/s per number of concurrent clients."""
@@ -274,7 +302,8 @@ def serve_table(r: dict) -> str:
 
 TABLES = {"README.md": {"summary": summary_table},
           "docs/performance.md": {"summary": summary_table, "kernels": kernel_table, "model": model_table,
-                                  "prefill_memory": prefill_memory_table, "serve": serve_table, "cpu": cpu_table}}
+                                  "prefill_memory": prefill_memory_table, "serve": serve_table, "train": train_table,
+                                  "cpu": cpu_table}}
 CPU_TABLES = {"cpu"}  # rendered from a CPU results file ("kind": "cpu"); the others from a GPU one
 
 

@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_job.sh stage-b tests           # upload 2: the second half, then the GPU tests (TF32 off)
 #   bash benchmarks/gpu_job.sh official kernel         # the official kernel and 7B model, then our kernels
 #   bash benchmarks/gpu_job.sh model memory            # our 7B prefill / decode / 32k prefill, prefill memory
-#   bash benchmarks/gpu_job.sh train                   # training throughput and peak memory (TRAIN_ARGS=...)
+#   bash benchmarks/gpu_job.sh train-a                 # training, ours vs official: MAD and 162M shapes (~6 min)
+#   bash benchmarks/gpu_job.sh train-b                 # 1.3B-class; 162M uncompiled / checkpointed (~7 min)
 #   bash benchmarks/gpu_job.sh serve                   # the HTTP server: first token per turn, tokens/s per client
 #                                                      (SERVE_ARGS=... for other sizes)
 #   bash benchmarks/gpu_job.sh mad-1                   # MAD, four specs, the recall tasks (~8.5 min; MAD_TIME=...)
@@ -110,9 +111,12 @@ for phase in "$@"; do
   memory)  # where a 32k-token prefill's peak goes: segment length x layers left in flight
     package; bench profile.py 300 prefill_memory prefill --spec xlstm_7b --seq-len 32768 --segments 2048,1024 \
       --eval-ahead 1,0 --warmup 1 ;;
-  train)
-    package; bench bench_train.py 540 train ${TRAIN_ARGS:---spec xlstm_7b --dims \
-      embedding_dim=768,num_blocks=12,num_heads=4 --dtype bfloat16 --batch 8 --seq-len 2048 --steps 10} ;;
+  train-a)  # each side in a fresh process; a fresh machine first compiles our kernels (minutes at 162M)
+    package; bench bench_train.py 540 train --shapes mad,162m --steps 10 --timeout 260 $TRAIN_ARGS ;;
+  train-b)  # adds to train-a's train.json: the 1.3B-class shape (our kernels are train-a's: their names hold no
+    # shapes), then 162M with our step not compiled and with every block checkpointed (new fusions: ~2 min)
+    package; bench bench_train.py 300 train --shapes 1.3b --steps 10 --timeout 145 $TRAIN_ARGS
+    bench bench_train.py 235 train --shapes 162m --sides ours_eager,ours_ckpt --steps 10 --timeout 160 $TRAIN_ARGS ;;
   serve)  # the 7B behind `xlstm-metal serve` (needs the staged starlette + uvicorn; about 3 minutes): first token at
     # turns 1..10 of a conversation (1024 new tokens a turn), cache on and off; tokens/s with 1, 8, 32 clients
     package; bench bench_model.py 540 serve --serve ${SERVE_ARGS:---spec xlstm_7b --dtype bfloat16 --serve-turns 10 \
@@ -140,7 +144,7 @@ for phase in "$@"; do
     cat "$OUT/$phase"-*.txt; echo "$(grep -c . "$OUT/$phase.runs.jsonl") runs -> $OUT/$phase.runs.jsonl" ;;
   default-model)  # ~8.5 min; on CPU at tiny sizes: DM_SECONDS=1 DM_MAX_STEPS=4 DM_BATCH=2 DM_SEQ=64 DM_DATA=...
     package; default_model ;;
-  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train|serve|mad-1|mad-2|default-model" \
+  *) echo "usage: gpu_job.sh stage-a|stage-b|tests|official|kernel|model|memory|train-a|train-b|serve|mad-1|mad-2|default-model" \
        "..." >&2; exit 2 ;;
   esac
   case "$phase" in stage-*|mad-*|default-model) continue ;; esac

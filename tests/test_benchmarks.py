@@ -74,13 +74,17 @@ def test_the_model_benchmark_times_the_official_model_on_torch_in_the_same_run()
         res["prefill_tok_s_S32"] / res["official"]["prefill_tok_s_S32"])
 
 
-def test_the_training_benchmark_runs_the_trainer_at_a_given_size():
-    res = run_script("bench_train.py", "--spec", "xlstm_tiny", "--dims", "num_blocks=1", "--batch", "2",
-                     "--seq-len", "16", "--steps", "2", "--warm", "1", "--no-compile")
-    numbers(res, "train_tok_s", "peak_GB", "first_step_s", "loss_first", "loss_last")
-    tiny = run_script("bench_train.py", "--spec", "xlstm_tiny", "--batch", "2", "--seq-len", "16", "--steps", "1",
-                      "--warm", "0", "--no-compile")
-    assert res["params_B"] < tiny["params_B"]  # one block instead of the spec's two
+def test_the_training_benchmark_runs_ours_and_the_official_each_in_a_fresh_process(tmp_path):
+    out = tmp_path / "train.json"
+    res = run_script("bench_train.py", "--shapes", "tiny", "--steps", "1", "--warm", "0", "--out", str(out))
+    tiny = res["shapes"]["tiny"]
+    for side in ("ours", "official"):
+        assert "error" not in tiny[side], tiny[side]
+        numbers(tiny[side], "train_tok_s", "peak_GB", "first_step_s", "start_to_first_step_s", "loss_first")
+        assert tiny[side]["start_to_first_step_s"] > tiny[side]["first_step_s"]  # imports and model build too
+    assert tiny["ours"]["params_B"] == pytest.approx(tiny["official"]["params_B"])  # the same architecture
+    table = common().train_table({"train": json.loads(out.read_text())})
+    assert "| tokens/s |" in table and "| peak memory |" in table and "process start to first step" in table
 
 
 def test_the_distributed_benchmark_matches_the_unsharded_model_on_one_rank():

@@ -13,6 +13,7 @@ from typing import Any
 from xlstm_metal.blocks import TensorType
 from xlstm_metal.kernels import FusionRule, KernelInfo, current_device, fusions, get_kernel, select_kernel
 from xlstm_metal.kernels import quantized as quantized_matmuls
+from xlstm_metal.kernels.mlstm.recompute import recomputing_kernel
 
 from .graph import ModelGraph, format_table
 from .spec.model import KERNEL_CHOICES
@@ -166,6 +167,9 @@ def make_plan(graph: ModelGraph, seq_len: int, *, device: str | None = None, dty
                 chunk = None
             elif kernel.chunk:  # it works in chunks of its own length, whatever it is asked
                 chunk = kernel.chunk
+            if training and kernel.family == "mlstm" and kernel.form == "chunkwise":
+                kernel = recomputing_kernel(kernel)  # the backward recomputes the cell: the forward keeps no
+                # intra-chunk tensors of every layer for it
         aux = tuple(select_kernel(fam, "fused", device=device, dtype=dtype, training=training)
                     for fam in getattr(cls, "aux_kernels", ()))
         steps.append(PlanStep(name, data["type"], tuple(spec_node.inputs), data["out_type"], kernel, chunk, reason,

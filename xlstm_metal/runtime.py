@@ -26,9 +26,21 @@ def init_state(graph: ModelGraph, batch_size: int) -> State:
     return State({n: graph.block(n).init_state(batch_size) for n in graph.stateful_nodes()}).checked_for(graph)
 
 
+def _recomputed(block):
+    """``block``'s call under ``mx.checkpoint``, its weights among the inputs so that they get gradients."""
+    def call(inputs, state, ctx):
+        def inner(params, inputs, *state):
+            block.update(params)
+            return block(inputs, state[0] if state else None, ctx)
+
+        return mx.checkpoint(inner)(block.trainable_parameters(), inputs, *(() if state is None else (state,)))
+
+    return call
+
+
 def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State | None = None, *,
             mask: mx.array | None = None, training: bool = False, eval_every: str | None = None, eval_ahead: int = 1,
-            last_only: bool = False) -> tuple[dict[str, mx.array], State]:
+            last_only: bool = False, checkpoint: bool = False) -> tuple[dict[str, mx.array], State]:
     """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs and the new state.
 
     Inputs run in the plan's segments, the state carried across: exact, and differentiable as one graph when
@@ -36,7 +48,9 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
     and each segment, so a long prompt holds one layer's temporaries at a time; up to ``eval_ahead``
     such evaluations stay in flight (``mx.async_eval``) while the host builds the next layer, at the cost of
     that many more layers' temporaries. ``last_only``: outputs hold only the last position, and after the last
-    stateful block only that position is computed (the blocks after it are position-wise).
+    stateful block only that position is computed (the blocks after it are position-wise). ``checkpoint``
+    (training): each block with weights on float inputs keeps only its inputs for the backward, which recomputes
+    its forward (token ids, which have no gradient, are no such input).
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape [batch, seq_len], got {tuple(tokens.shape)}")
@@ -66,7 +80,9 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
                     out, values[step.fuses] = step.fusion.run(step.fusion_kernel, block, graph.block(step.fuses),
                                                               inputs)
                 else:
-                    out, new = block(inputs, new_entries.get(step.node), ctx)
+                    recompute = checkpoint and all(mx.issubdtype(x.dtype, mx.floating) for x in inputs)
+                    call = _recomputed(block) if recompute and block.trainable_parameters() else block
+                    out, new = call(inputs, new_entries.get(step.node), ctx)
             except Exception as exc:  # noqa: BLE001 - re-raised with the node named
                 name = f"{step.node} (fused with {step.fuses})" if step.fuses else step.node
                 raise NodeExecutionError(name, step.type, exc) from exc

@@ -9,7 +9,8 @@ from ..errors import InputError
 from .registry import command
 from .values import POSITIVE, SEED, integer, number
 
-TRAIN_OPTIONS = "steps batch_size seq_len warmup weight_decay grad_clip seed eval_every save_every log_every".split()
+TRAIN_OPTIONS = ("steps batch_size seq_len warmup weight_decay grad_clip seed eval_every save_every log_every "
+                 "checkpoint_blocks").split()
 FINE_TUNE_LR = 1e-4  # the default peak learning rate when a checkpoint is fine-tuned (fully or with LoRA)
 HELD_OUT = 0.02  # share of the records kept out of training for the validation loss (``evaluate --held-out``)
 
@@ -79,6 +80,8 @@ def _args(p):
     p.add_argument("--log-every", type=POSITIVE, default=d["log_every"], help="a progress line every N steps")
     p.add_argument("--dtype", choices=["float32", "bfloat16"],
                    help="weight and compute dtype (default: float32; with --from the checkpoint's)")
+    p.add_argument("--checkpoint-blocks", action="store_true", help="recompute each block in the backward pass: "
+                   "less memory for about a third more compute")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out even if it holds other files or a run of another spec (default: refuse)")
@@ -105,6 +108,9 @@ def _lora(args):
         return None
     if args.base is None:
         raise InputError("--lora-rank needs --from CHECKPOINT: adapters train on a trained base model")
+    if args.lora_dropout and args.checkpoint_blocks:  # the backward's recomputation would draw other masks
+        raise InputError("--checkpoint-blocks recomputes each block in the backward pass with new dropout masks; "
+                         "pass --lora-dropout 0 or leave out --checkpoint-blocks")
     scale = args.lora_alpha / args.lora_rank if args.lora_alpha else args.lora_scale or 20.0
     keys = [k.strip() for k in args.lora_targets.split(",") if k.strip()] if args.lora_targets else None
     return LoRAConfig(rank=args.lora_rank, scale=scale, dropout=args.lora_dropout, num_layers=args.lora_layers or 16,

@@ -41,7 +41,9 @@ class TrainConfig:
     save_every: int = 200
     log_every: int = 10
     chunk_size: int | None = None  # override every chunkwise kernel's chunk size while training
-    compile: bool = True
+    compile: bool | None = None  # the step under mx.compile; None: on the GPU only (see train.loop.compiles_step)
+    # recompute each block's forward in the backward: less memory, more compute (no dropout: it would redraw)
+    checkpoint_blocks: bool = False
 
     def __post_init__(self):
         for name, (low, inclusive) in _RANGES.items():

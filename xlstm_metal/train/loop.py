@@ -51,10 +51,18 @@ def lr_schedule(lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1):
     return optim.join_schedules([optim.linear_schedule(lr / warm, lr, warm), decay], [warm])
 
 
-def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool = True):
+def compiles_step(compile: bool | None) -> bool:
+    """Whether the training step runs under ``mx.compile``; None: on the GPU only. Compiling fuses elementwise
+    chains into generated kernels, which saves launches on the GPU; on the CPU each fusion is C++ built by the
+    system compiler at first use (tens of seconds for a model's step on a cold cache) and runs no faster."""
+    return (mx.default_device().type == mx.DeviceType.gpu) if compile is None else bool(compile)
+
+
+def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool | None = None):
     """``step(x, y) -> loss``: gradients of ``loss_fn(model, x, y)`` for the model's trainable parameters
     (averaged over ``group`` when data parallel), clipped to global norm ``grad_clip`` (0: off), applied by
-    ``opt``; compiled unless data parallel (the random state is an input: dropout draws differ per step)."""
+    ``opt``; compiled per ``compiles_step(compile)`` unless data parallel (the random state is an input: dropout
+    draws differ per step)."""
     loss_and_grad = nn.value_and_grad(model, loss_fn)
 
     def step(x, y):
@@ -67,7 +75,7 @@ def make_step(model, loss_fn, opt, grad_clip: float, group=None, compile: bool =
         opt.update(model, grads)
         return loss
 
-    if compile and group is None:
+    if compiles_step(compile) and group is None:
         state = [model.state, opt.state, mx.random.state]
         return mx.compile(step, inputs=state, outputs=state)
     return step
@@ -176,7 +184,7 @@ class Trainer:
 
     def loss(self, model, x, y):
         """Mean cross-entropy over the targets that carry loss (``IGNORE`` marks the others)."""
-        outs, _ = execute(self.runner.graph, self.plan, x, training=True)
+        outs, _ = execute(self.runner.graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks)
         logits = outs[self.runner.graph.outputs[0]].astype(mx.float32)
         counted = y != IGNORE
         ce = nn.losses.cross_entropy(logits, mx.where(counted, y, 0), reduction="none")
