@@ -129,6 +129,18 @@ def publish_dir(tmp: Path, out: Path) -> Path:
     return out
 
 
+def write_dir(out: Path, fill: Callable[[Path], None]) -> Path:
+    """Build ``out``'s next version: ``fill`` a new directory, then publish it; a failure leaves ``out`` as it was
+    and removes the half-written directory."""
+    tmp = new_dir(out)
+    try:
+        fill(tmp)
+        return publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def recover_dir(out: Path) -> None:
     """Finish a swap that a crash interrupted (``out`` missing): the newest complete version becomes ``out``;
     then remove every leftover sibling of ours. Call with the lock held."""

@@ -15,7 +15,7 @@ import mlx.core as mx
 import yaml
 from mlx.utils import tree_flatten
 
-from ..files import new_dir, publish_dir, recover_dir, writer_lock
+from ..files import recover_dir, write_dir, writer_lock
 from ..modules import GraphModule, as_dtype, cast_parameters, dequantize_model, dtype_name, quantize_model
 from .config import is_large_config
 from .files import CheckpointError
@@ -59,15 +59,12 @@ def save_pretrained(out_dir: str | Path, model, graph, *, dtype: mx.Dtype, confi
         if out.exists() and any(out.iterdir()) and not overwrite:
             raise CheckpointError(f"{out} exists and is not empty; choose a new directory (or replace it: "
                                   "--overwrite on the command line, overwrite=True in Python)")
-        tmp = new_dir(out)
-        try:
+        def fill(tmp: Path) -> None:
             _write(tmp, model, graph, dtype, config, quantization, tokenizer_dir, max_shard_bytes)
             if extra is not None:
                 extra(tmp)
-            publish_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        write_dir(out, fill)
     return out
 
 

@@ -4,7 +4,6 @@ generation, or merged into its weights (``convert --fuse-adapters``)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +12,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..checkpoint.files import CheckpointError
 from ..errors import shown
-from ..files import new_dir, publish_dir, read_json, recover_dir, writer_lock
+from ..files import read_json, recover_dir, write_dir, writer_lock
 from ..tensorfile import read_header
 from .lora import LoRAConfig, LoRAError, apply_lora, fuse_lora
 
@@ -67,16 +66,13 @@ def save_adapters(out: str | Path, model, cfg: LoRAConfig, base: str | None,
     out = Path(out)
     with writer_lock(out):
         recover_dir(out)
-        tmp = new_dir(out)
-        try:
+        def fill(tmp: Path) -> None:
             mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), adapter_weights(model), metadata={"format": "mlx"})
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(adapter_config(cfg, base), indent=2))
             if extra is not None:
                 extra(tmp)
-            publish_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        write_dir(out, fill)
     return out
 
 
