@@ -11,13 +11,13 @@ from mlx.utils import tree_flatten
 
 from xlstm_metal import xLSTMRunner
 
-SPEC = {"name": "q", "dims": {"d": 256},
+SPEC = {"name": "q", "dims": {"d": 512},
         "inputs": ["tokens"],
-        "nodes": [{"name": "emb", "type": "embedding", "inputs": ["tokens"], "num_embeddings": 512, "dim": "d"},
+        "nodes": [{"name": "emb", "type": "embedding", "inputs": ["tokens"], "num_embeddings": 2048, "dim": "d"},
                   {"name": "norm", "type": "rms_norm", "inputs": ["emb"]},
                   {"name": "cell", "type": "mlstm", "inputs": ["norm"], "num_heads": 2},
                   {"name": "ffn", "type": "swiglu", "inputs": ["cell"]},
-                  {"name": "head", "type": "lm_head", "inputs": ["ffn"], "vocab_size": 512}],
+                  {"name": "head", "type": "lm_head", "inputs": ["ffn"], "vocab_size": 2048}],
         "outputs": ["head"]}
 
 

@@ -94,6 +94,12 @@ class Scheduler:
         return len(self.batch.rows) + sum(j.sampling.n for j in self.reading)
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:  # MLX streams are per thread: release this one's, or the process may abort at exit
+            mx.clear_streams()
+
+    def _serve(self) -> None:
         while not self._stopping:
             self._wake.clear()
             if not (self.batch.rows or self.reading or self.waiting):
