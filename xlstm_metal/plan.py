@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xlstm_metal.blocks import TensorType
+import mlx.core as mx
+
+from xlstm_metal.blocks import NodeContext, TensorType
 from xlstm_metal.kernels import FusionRule, KernelInfo, current_device, fusions, get_kernel, select_kernel
 from xlstm_metal.kernels import quantized as quantized_matmuls
 from xlstm_metal.kernels.mlstm.recompute import recomputing_kernel
@@ -47,6 +49,11 @@ class PlanStep:
     def max_tokens(self) -> int | None:
         """The most tokens its kernel takes in one call (``KernelInfo.max_chunks`` chunks), None for any."""
         return self.kernel.max_chunks * self.chunk_size if self.kernel and self.kernel.max_chunks else None
+
+    def context(self, mask: mx.array | None, training: bool) -> NodeContext:
+        """What the block's call is told: its node, kernel, chunk size, auxiliary kernels, the padding mask."""
+        return NodeContext(self.node, self.kernel, self.chunk_size, mask, training,
+                           aux={a.family: a for a in self.aux})
 
     def describe_kernels(self) -> str:
         """The plan table's kernel column: the node's kernel, its auxiliary kernels, a fusion."""

@@ -7,7 +7,6 @@ from collections import Counter, deque
 
 import mlx.core as mx
 
-from xlstm_metal.blocks import NodeContext
 from xlstm_metal.kernels.quantized import dequantized_matmuls
 from xlstm_metal.modes import inference_mode
 
@@ -40,8 +39,10 @@ def _recomputed(block):
 
 def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: State | None = None, *,
             mask: mx.array | None = None, training: bool = False, eval_every: str | None = None, eval_ahead: int = 1,
-            last_only: bool = False, checkpoint: bool = False) -> tuple[dict[str, mx.array], State]:
-    """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs and the new state.
+            last_only: bool = False, checkpoint: bool = False,
+            outputs: list[str] | None = None) -> tuple[dict[str, mx.array], State]:
+    """Run ``plan`` on ``tokens`` [B, S]; returns the declared outputs (or the nodes named in ``outputs``: what
+    only other nodes need is then never computed, MLX being lazy) and the new state.
 
     Inputs run in the plan's segments, the state carried across: exact, and differentiable as one graph when
     nothing evaluates in between. ``eval_every="stateful"`` (inference only) evaluates after each stateful block
@@ -59,6 +60,7 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
     last_stateful = max((k for k, s in enumerate(plan.steps) if graph.block(s.node).stateful), default=-1)
     evaluates = eval_every == "stateful" and last_stateful >= 0
     reads = Counter(src for step in plan.steps for src in step.inputs)  # steps reading each value
+    wanted = list(graph.outputs if outputs is None else outputs)
 
     def run(steps: list[PlanStep], tokens: mx.array, state: State, mask) -> tuple[dict[str, mx.array], State]:
         """One segment through ``steps``; returns the outputs they compute and the new state."""
@@ -66,8 +68,7 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
         remaining, new_entries, in_flight = Counter(reads), dict(state.entries), deque()
         for k, step in enumerate(steps):
             block = graph.block(step.node)
-            ctx = NodeContext(step.node, step.kernel, step.chunk_size, mask, training,
-                              aux={a.family: a for a in step.aux})
+            ctx = step.context(mask, training)
             inputs = [values[s] for s in step.inputs]
             if last_only and k > last_stateful:
                 inputs = [x[:, -1:] for x in inputs]
@@ -98,14 +99,14 @@ def execute(graph: ModelGraph, plan: ExecutionPlan, tokens: mx.array, state: Sta
                         mx.eval(in_flight.popleft())
             for s in step.inputs:  # free what no later step reads
                 remaining[s] -= 1
-                if remaining[s] == 0 and s not in graph.outputs:
+                if remaining[s] == 0 and s not in wanted:
                     values.pop(s, None)
-        outs = {o: values[o][:, -1:] if last_only else values[o] for o in graph.outputs if o in values}
+        outs = {o: values[o][:, -1:] if last_only else values[o] for o in wanted if o in values}
         return outs, State(new_entries, state.tokens_seen + int(tokens.shape[1]), dict(state.metadata))
 
     segments = plan.cut(int(tokens.shape[1]))
     state = (State() if state is None else state).checked_for(graph)  # refuses another architecture's state
-    pieces: dict[str, list[mx.array]] = {o: [] for o in graph.outputs}
+    pieces: dict[str, list[mx.array]] = {o: [] for o in wanted}
     # evaluating as it goes is impossible under a gradient, so nothing here is differentiated: the fused kernels
     # run without their gradient wrapper
     try:

@@ -10,7 +10,7 @@ from .registry import command
 from .values import POSITIVE, SEED, integer, number
 
 TRAIN_OPTIONS = ("steps batch_size seq_len warmup weight_decay grad_clip seed eval_every save_every log_every "
-                 "checkpoint_blocks").split()
+                 "checkpoint_blocks loss_chunk").split()
 FINE_TUNE_LR = 1e-4  # the default peak learning rate when a checkpoint is fine-tuned (fully or with LoRA)
 HELD_OUT = 0.02  # share of the records kept out of training for the validation loss (``evaluate --held-out``)
 
@@ -82,6 +82,9 @@ def _args(p):
                    help="weight and compute dtype (default: float32; with --from the checkpoint's)")
     p.add_argument("--checkpoint-blocks", action="store_true", help="recompute each block in the backward pass: "
                    "less memory for about a third more compute")
+    p.add_argument("--loss-chunk", type=integer(0, 2 ** 40), default=d["loss_chunk"], metavar="TOKENS",
+                   help="run the output head and loss this many tokens at a time, recomputed in the backward pass "
+                        "(default: chunks of ~256 MB of logits once a step's logits pass 1 GiB; 0: never)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out even if it holds other files or a run of another spec (default: refuse)")

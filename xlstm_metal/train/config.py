@@ -15,7 +15,7 @@ class TrainConfigError(InputError):
 _RANGES = {"steps": (1, True), "batch_size": (1, True), "seq_len": (1, True), "lr": (0, False),
            "min_lr_ratio": (0, True), "warmup": (0, True), "weight_decay": (0, True), "grad_clip": (0, True),
            "seed": (0, True), "eval_every": (1, True), "eval_batches": (1, True), "save_every": (1, True),
-           "log_every": (1, True), "chunk_size": (1, True)}
+           "log_every": (1, True), "chunk_size": (1, True), "loss_chunk": (0, True)}
 
 _FLOATS = {"lr", "min_lr_ratio", "weight_decay", "grad_clip"}
 
@@ -44,11 +44,14 @@ class TrainConfig:
     compile: bool | None = None  # the step under mx.compile; None: on the GPU only (see train.loop.compiles_step)
     # recompute each block's forward in the backward: less memory, more compute (no dropout: it would redraw)
     checkpoint_blocks: bool = False
+    # tokens per chunk of the output head and loss, each recomputed in the backward (train.loss); None: chunks of
+    # ~256 MB of logits once a step's logits pass 1 GiB; 0: never
+    loss_chunk: int | None = None
 
     def __post_init__(self):
         for name, (low, inclusive) in _RANGES.items():
             value = getattr(self, name)
-            if value is None and name in ("warmup", "chunk_size"):
+            if value is None and name in ("warmup", "chunk_size", "loss_chunk"):
                 continue
             kinds = (int, float) if name in _FLOATS else int
             if isinstance(value, bool) or not isinstance(value, kinds) or value != value:

@@ -29,6 +29,7 @@ from ..memory import check_bytes
 from ..token_ids import check_token_range
 from .config import TrainConfig
 from .data import IGNORE, TokenBatches
+from .loss import chunked_head_loss, loss_chunk_tokens, summed_cross_entropy
 from .plot import loss_curve_svg
 from .progress import peak_memory, progress_line
 
@@ -150,10 +151,18 @@ class Trainer:
             if data is not None:  # one min/max over the token array: no step reads outside the embedding
                 check_token_range(data.tokens, vocab, f"{name} token ids")
         vocab_out = getattr(runner.graph.node(runner.graph.outputs[0])["out_type"], "dim", None) or 0
-        per_rank = batches.batch_size // self.world_size  # float32 logits, their softmax and its gradient at least:
-        check_bytes(3 * 4 * per_rank * cfg.seq_len * vocab_out, f"a training step of {per_rank} x {cfg.seq_len} "
-                    f"tokens needs over {{need}}", "a smaller --batch-size or --seq-len")
+        overrides = None
+        if cfg.chunk_size:
+            overrides = {n: {"chunk_size": cfg.chunk_size} for n in runner.graph.compute_nodes()
+                         if runner.graph.node(n)["block_cls"].kernel_family}
+        self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides,
+                              segment_len=None, training=True)
         self.runner, self.batches, self.cfg = runner, batches, cfg
+        per_rank = batches.batch_size // self.world_size
+        self.loss_chunk = self._head_chunking(vocab_out, per_rank * cfg.seq_len)
+        # float32 logits, their softmax and its gradient at least (of one chunk when the head runs in chunks)
+        check_bytes(3 * 4 * (self.loss_chunk or per_rank * cfg.seq_len) * vocab_out, f"a training step of "
+                    f"{per_rank} x {cfg.seq_len} tokens needs over {{need}}", "a smaller --batch-size or --seq-len")
         self.val_batches = val_batches
         self.out = Path(out_dir)
         self.tokenizer_dir, self.config, self.progress = tokenizer_dir, config, progress
@@ -174,21 +183,32 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint in out_dir (None: none of this run yet)
         self.steps_run = 0  # steps taken by this process (0 after resuming a finished run)
-        overrides = None
-        if cfg.chunk_size:
-            overrides = {n: {"chunk_size": cfg.chunk_size} for n in runner.graph.compute_nodes()
-                         if runner.graph.node(n)["block_cls"].kernel_family}
-        self.plan = make_plan(runner.graph, cfg.seq_len, dtype=dtype_name(runner.dtype), overrides=overrides,
-                              segment_len=None, training=True)
         self._step_fn = self._build_step()
+
+    @property
+    def head_step(self):
+        """The plan's step of the output the loss is taken on."""
+        return next(s for s in self.plan.steps if s.node == self.runner.graph.outputs[0])
+
+    def _head_chunking(self, vocab_out: int, tokens: int) -> int:
+        """Tokens per chunk of the output head and loss (0: none); chunking needs a position-wise head on one
+        float input."""
+        graph, head = self.runner.graph, self.head_step
+        if graph.block(head.node).stateful or len(head.inputs) != 1 or head.inputs[0] in graph.inputs:
+            return 0
+        return loss_chunk_tokens(self.cfg.loss_chunk, tokens, vocab_out)
 
     def loss(self, model, x, y):
         """Mean cross-entropy over the targets that carry loss (``IGNORE`` marks the others)."""
-        outs, _ = execute(self.runner.graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks)
-        logits = outs[self.runner.graph.outputs[0]].astype(mx.float32)
-        counted = y != IGNORE
-        ce = nn.losses.cross_entropy(logits, mx.where(counted, y, 0), reduction="none")
-        return mx.where(counted, ce, 0).sum() / mx.maximum(counted.sum(), 1)
+        graph, head, counted = self.runner.graph, self.head_step, (y != IGNORE).sum()
+        if not self.loss_chunk:
+            outs, _ = execute(graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks)
+            return summed_cross_entropy(outs[head.node], y) / mx.maximum(counted, 1)
+        outs, _ = execute(graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks,
+                          outputs=list(head.inputs))
+        total = chunked_head_loss(graph.block(head.node), head.context(None, True), outs[head.inputs[0]], y,
+                                  self.loss_chunk)
+        return total / mx.maximum(counted, 1)
 
     def _build_step(self):
         group = self.group if self.world_size > 1 else None
