@@ -1,4 +1,4 @@
-"""What the benchmark scripts share (timing, inputs, JSON out), and the results file of one machine kind: assembled
+"""What the benchmark scripts share (timing, specs, JSON out), and the results file of one machine kind: assembled
 from the parts one GPU job measures, rendered as the tables of README.md and docs/performance.md.
 
     python benchmarks/common.py assemble --machine nvidia-h200 --official o.json --kernel k.json --model m.json \
@@ -26,25 +26,6 @@ def timed(fn, warm: int = 2, iters: int = 5) -> float:
     t = time.perf_counter()
     for _ in range(iters):
         fn()
-    return (time.perf_counter() - t) / iters
-
-
-def queued_time(fn, iters: int, warmup_s: float = 0.3) -> float:
-    """Seconds per call of ``fn`` (returning MLX arrays), calls queued back to back with ``mx.async_eval`` and one
-    wait at the end, as the official baseline times its kernels (torch: launches, then one synchronize). A first
-    stretch of calls warms the GPU's clocks, which otherwise make whatever is timed first look slow."""
-    import mlx.core as mx
-
-    t = time.perf_counter()
-    while time.perf_counter() - t < warmup_s:
-        mx.eval(fn())
-    t = time.perf_counter()
-    outs = []
-    for _ in range(iters):
-        out = fn()
-        mx.async_eval(out)
-        outs.append(out)
-    mx.eval(outs)
     return (time.perf_counter() - t) / iters
 
 
@@ -86,28 +67,6 @@ def with_ratios(res: dict, official: dict) -> dict:
         if isinstance(v, float) and isinstance(official.get(k), (int, float)) and official[k]:
             res[f"ratio_{k}_ours_over_official"] = v / official[k]
     return res
-
-
-def add_kernel_shape_args(p, seqs: str = "1024,4096") -> None:
-    """The mLSTM kernel benchmark shape: the 7B's heads (8 x DK 256 x DV 512) by default, batch 1."""
-    p.add_argument("--seqs", default=seqs)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--dk", type=int, default=256)
-    p.add_argument("--dv", type=int, default=512)
-
-
-def kernel_inputs(S: int, heads: int, dk: int, dv: int, dtype="bfloat16"):
-    """Random, evaluated q, k, v, i, f of one sequence (forget pre-activations around +3, as trained gates)."""
-    import mlx.core as mx
-
-    dt = getattr(mx, dtype) if isinstance(dtype, str) else dtype
-    q = mx.random.normal((1, heads, S, dk)).astype(dt)
-    k = mx.random.normal((1, heads, S, dk)).astype(dt)
-    v = mx.random.normal((1, heads, S, dv)).astype(dt)
-    i = mx.random.normal((1, heads, S)).astype(dt)
-    f = (mx.random.normal((1, heads, S)) + 3).astype(dt)
-    mx.eval(q, k, v, i, f)
-    return q, k, v, i, f
 
 
 # ---------------------------------------------------------------------- results/<machine-kind>.json
