@@ -4,7 +4,7 @@ import json
 import mlx.core as mx
 import pytest
 import yaml
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from bpe import byte_level_bpe
 
 from xlstm_metal import State, build_graph, xLSTMRunner
 from xlstm_metal.checkpoint import config_to_spec, xLSTMConfig
@@ -21,11 +21,7 @@ def ckpt(tmp_path_factory):
     mx.random.seed(0)
     runner = xLSTMRunner(build_graph(config_to_spec(cfg)), config=cfg)
     runner.save_pretrained(d, config=dict(CONFIG))
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["def main():\n    return 42\n"] * 50, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = byte_level_bpe(["def main():\n    return 42\n"] * 50, special_tokens=["<|endoftext|>"])
     tok.save(str(d / "tokenizer.json"))
     (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<|endoftext|>"}, "add_bos_token": False}))
     return d

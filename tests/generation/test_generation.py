@@ -2,7 +2,8 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from bpe import byte_level_bpe
+from tokenizers import pre_tokenizers
 
 from xlstm_metal import xLSTMRunner
 from xlstm_metal.generation import TokenizerWrapper, make_logits_processors, make_sampler, stream_generate
@@ -13,11 +14,7 @@ CORPUS = ["héllo wörld — 你好世界 🙂🚀 naïve café ünïcödé " * 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = byte_level_bpe(CORPUS, special_tokens=["<eos>"])
     return TokenizerWrapper(tok, eos_token="<eos>")
 
 

@@ -122,7 +122,7 @@ def test_from_a_run_continues_its_weights_and_carries_its_tokenizer_and_chat_tem
 def large_layout_checkpoint(d):
     """A tiny checkpoint in the xLSTM-7b layout (config.json of xLSTMLarge, no wiring spec) with a tokenizer."""
     import mlx.core as mx
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from bpe import byte_level_bpe
 
     from xlstm_metal import build_graph
     from xlstm_metal.checkpoint import config_to_spec, xLSTMConfig
@@ -132,11 +132,7 @@ def large_layout_checkpoint(d):
     mx.random.seed(0)
     cfg = xLSTMConfig.from_dict(config)
     xLSTMRunner(build_graph(config_to_spec(cfg)), config=cfg, dtype="bfloat16").save_pretrained(d, config=config)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["def f(a, b):\n    return a + b\n"] * 50, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = byte_level_bpe(["def f(a, b):\n    return a + b\n"] * 50, special_tokens=["<|endoftext|>"])
     tok.save(str(d / "tokenizer.json"))
     return d
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from budget import examples
+from bpe import byte_level_bpe
 from xlstm_metal.generation.chat import ChatFormat
 from xlstm_metal.train.data import IGNORE, TokenBatches
 from xlstm_metal.train.records import RecordError, encode_records, read_jsonl, read_records
@@ -17,19 +18,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["def add(a, b): return a + b", "hello there, how are you"] * 20, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    return tok
-
-
-TOK = tokenizer()
+TOK = byte_level_bpe(["def add(a, b): return a + b", "hello there, how are you"] * 20, special_tokens=SPECIAL)
 
 
 def write(path, lines):
