@@ -54,6 +54,8 @@ def test_only_the_assistant_turns_of_a_chat_carry_loss_as_the_template_renders_t
     x, y = TokenBatches(ids, 1, n, seed=0, mask=mask).batch(0)
     np.testing.assert_array_equal(x[0], ids[:n])
     np.testing.assert_array_equal(y[0], np.where(mask[1:n + 1], ids[1:n + 1], IGNORE))
+    _, y16 = TokenBatches(ids.astype(np.uint16), 1, n, seed=0, mask=mask).batch(0)  # unsigned token arrays too
+    np.testing.assert_array_equal(y16, y)
 
 
 @settings(max_examples=examples(25))

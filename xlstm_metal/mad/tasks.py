@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-IGNORE = -100
+from ..train.data import IGNORE  # -100, as in mad-lab
 
 
 def _pick(rng: np.random.Generator, n: int) -> int:

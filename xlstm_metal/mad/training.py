@@ -11,17 +11,16 @@ import time
 from dataclasses import dataclass
 
 import mlx.core as mx
-import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
 from ..train.loop import make_step
+from ..train.loss import mean_cross_entropy
 from .data import Split
 from .metrics import mad_accuracy, token_accuracy
 from .model import MadModel
 from .settings import BATCH_SIZE, MIN_LR, STOP_ACCURACY
-from .tasks import IGNORE
 
 
 @dataclass
@@ -40,12 +39,6 @@ def cosine_lr(lr: float, epoch: int, epochs: int, min_lr: float = MIN_LR) -> flo
     return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
-def masked_cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
-    keep = targets != IGNORE
-    ce = nn.losses.cross_entropy(logits, mx.where(keep, targets, 0), reduction="none")
-    return mx.sum(ce * keep) / mx.maximum(mx.sum(keep), 1)
-
-
 def evaluate(model: MadModel, split: Split, vocab_size: int,
              batch_size: int = BATCH_SIZE) -> tuple[float, float, float]:
     """(mad-lab accuracy, token accuracy, loss) of ``model`` on ``split``."""
@@ -53,7 +46,7 @@ def evaluate(model: MadModel, split: Split, vocab_size: int,
     for a in range(0, len(split.inputs), batch_size):
         x, y = mx.array(split.inputs[a:a + batch_size]), mx.array(split.targets[a:a + batch_size])
         logits = model(x)
-        loss = masked_cross_entropy(logits, y)
+        loss = mean_cross_entropy(logits, y)
         preds.append(np.array(mx.argmax(logits, axis=-1)))
         losses.append(loss.item())
         weights.append(len(x))
@@ -72,7 +65,7 @@ def train_run(spec, train: Split, test: Split, *, vocab_size: int, autoencoder: 
     opt = optim.AdamW(learning_rate=lr, weight_decay=weight_decay)
 
     def loss_fn(model, x, y):
-        return masked_cross_entropy(model(x, training=True), y)
+        return mean_cross_entropy(model(x, training=True), y)
 
     step = make_step(model, loss_fn, opt, grad_clip=0.0)
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ from ..errors import InputError
 
 TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".json", ".jsonl")  # what a directory given as data contributes
 EOS = "<|endoftext|>"  # the end-of-text token of a tokenizer trained here
-IGNORE = -1  # a target that carries no loss (e.g. a user turn of a conversation)
+IGNORE = -100  # a target that carries no loss (a user turn of a conversation; torch's and mad-lab's value)
 
 
 def expand_files(patterns: list[str]) -> list[Path]:
@@ -91,5 +91,5 @@ class TokenBatches:
         x, y = window[:, :-1], window[:, 1:]
         if self.mask is not None:
             counted = np.stack([self.mask[s + 1:s + self.seq_len + 1] for s in starts])
-            y = np.where(counted, y, IGNORE).astype(window.dtype)
+            y = np.where(counted, y.astype(np.int32), IGNORE)  # (unsigned token arrays cannot hold it)
         return x, y

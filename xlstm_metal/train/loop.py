@@ -29,7 +29,7 @@ from ..memory import check_bytes
 from ..token_ids import check_token_range
 from .config import TrainConfig
 from .data import IGNORE, TokenBatches
-from .loss import chunked_head_loss, loss_chunk_tokens, summed_cross_entropy
+from .loss import chunked_head_loss, loss_chunk_tokens, mean_cross_entropy
 from .plot import loss_curve_svg
 from .progress import peak_memory, progress_line
 
@@ -200,15 +200,15 @@ class Trainer:
 
     def loss(self, model, x, y):
         """Mean cross-entropy over the targets that carry loss (``IGNORE`` marks the others)."""
-        graph, head, counted = self.runner.graph, self.head_step, (y != IGNORE).sum()
+        graph, head = self.runner.graph, self.head_step
         if not self.loss_chunk:
             outs, _ = execute(graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks)
-            return summed_cross_entropy(outs[head.node], y) / mx.maximum(counted, 1)
+            return mean_cross_entropy(outs[head.node], y)
         outs, _ = execute(graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks,
                           outputs=list(head.inputs))
         total = chunked_head_loss(graph.block(head.node), head.context(None, True), outs[head.inputs[0]], y,
                                   self.loss_chunk)
-        return total / mx.maximum(counted, 1)
+        return total / mx.maximum((y != IGNORE).sum(), 1)
 
     def _build_step(self):
         group = self.group if self.world_size > 1 else None

@@ -21,6 +21,11 @@ def summed_cross_entropy(logits: mx.array, y: mx.array) -> mx.array:
     return mx.where(counted, ce, 0).sum()
 
 
+def mean_cross_entropy(logits: mx.array, y: mx.array) -> mx.array:
+    """The mean cross-entropy over the targets that carry loss."""
+    return summed_cross_entropy(logits, y) / mx.maximum((y != IGNORE).sum(), 1)
+
+
 def loss_chunk_tokens(loss_chunk: int | None, tokens: int, vocab: int) -> int:
     """Tokens per head-and-loss chunk for a step of ``tokens`` targets (0: the whole step at once)."""
     if loss_chunk is None:
