@@ -28,7 +28,8 @@ def available_memory() -> int | None:
 
 
 def format_bytes(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
+    """Memory for people: GB from 1 GB up, MB or KB below (a small model's 4 MB is not "0.00 GB")."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
 def check_fits_in_memory(graph, bytes_per_parameter: float, what: str = "weights") -> None:

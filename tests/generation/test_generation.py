@@ -206,9 +206,9 @@ def test_text_prompts_need_a_tokenizer():
 
 
 def test_memory_is_reported_in_units_a_person_reads():
-    from xlstm_metal.generation.generate import format_gb
+    from xlstm_metal.memory import format_bytes
 
-    assert format_gb(0.004) == "4.0 MB" and format_gb(13.73) == "13.73 GB"
+    assert format_bytes(0.004e9) == "4.0 MB" and format_bytes(13.73e9) == "13.73 GB" and format_bytes(2e3) == "2.0 KB"
 
 
 @pytest.mark.parametrize("name,content,fragment", [

@@ -82,7 +82,7 @@ def _prompt(runner, text: str):
 
 @command("generate", "generate text from a checkpoint (default: the shipped model)", _gen_args)
 def cmd_generate(args) -> int:
-    from ..generation.generate import format_gb
+    from ..memory import format_bytes
     from ..state import State
 
     runner = load_model(args)
@@ -104,7 +104,7 @@ def cmd_generate(args) -> int:
     print()
     if last is not None and not args.quiet:
         print(f"[{last.prompt_tokens} prompt tokens at {last.prompt_tps:.1f} tok/s, {last.generation_tokens} generated "
-              f"at {last.generation_tps:.1f} tok/s, peak memory {format_gb(last.peak_memory)}, "
+              f"at {last.generation_tps:.1f} tok/s, peak memory {format_bytes(last.peak_memory * 1e9)}, "
               f"finish: {last.finish_reason}]", file=sys.stderr)
     if args.state_out and last is not None:
         last.state.save(args.state_out)

@@ -16,6 +16,7 @@ import numpy as np
 from xlstm_metal.modes import inference_mode
 
 from ..errors import InputError
+from ..memory import format_bytes
 from ..token_ids import as_tokens
 from .sampling import make_logits_processors, make_sampler
 
@@ -33,10 +34,6 @@ class GenerationResponse:
     finish_reason: str | None
     state: Any = None
 
-
-def format_gb(gb: float) -> str:
-    """Memory for people: GB from 1 GB up, MB below (a small model's 4 MB is not "0.00 GB")."""
-    return f"{gb:.2f} GB" if gb >= 1 else f"{gb * 1e3:.1f} MB"
 
 
 def generate_step(model_fn: Callable, prompt, *, state=None, sampler=None, logits_processors=None,
@@ -162,7 +159,7 @@ def generate(model_fn: Callable, tokenizer, prompt, *, verbose: bool = False, **
     if verbose and last is not None:
         print(f"\n\nprompt: {last.prompt_tokens} tokens, {last.prompt_tps:.1f} tok/s; generation: "
               f"{last.generation_tokens} tokens, {last.generation_tps:.1f} tok/s; "
-              f"peak memory {format_gb(last.peak_memory)}")
+              f"peak memory {format_bytes(last.peak_memory * 1e9)}")
     return "".join(pieces)
 
 
