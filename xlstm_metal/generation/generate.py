@@ -35,7 +35,6 @@ class GenerationResponse:
     state: Any = None
 
 
-
 def generate_step(model_fn: Callable, prompt, *, state=None, sampler=None, logits_processors=None,
                   max_tokens: int = 256, seed: int | None = None,
                   prompt_mask=None) -> Iterator[tuple[mx.array, mx.array, Any]]:

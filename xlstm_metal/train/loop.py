@@ -28,7 +28,7 @@ from ..runtime import execute
 from ..memory import check_bytes
 from ..token_ids import check_token_range
 from .config import TrainConfig
-from .data import IGNORE, TokenBatches
+from .data import TokenBatches
 from .loss import chunked_head_loss, loss_chunk_tokens, mean_cross_entropy
 from .plot import loss_curve_svg
 from .progress import peak_memory, progress_line
@@ -206,9 +206,8 @@ class Trainer:
             return mean_cross_entropy(outs[head.node], y)
         outs, _ = execute(graph, self.plan, x, training=True, checkpoint=self.cfg.checkpoint_blocks,
                           outputs=list(head.inputs))
-        total = chunked_head_loss(graph.block(head.node), head.context(None, True), outs[head.inputs[0]], y,
-                                  self.loss_chunk)
-        return total / mx.maximum((y != IGNORE).sum(), 1)
+        return chunked_head_loss(graph.block(head.node), head.context(None, True), outs[head.inputs[0]], y,
+                                 self.loss_chunk)
 
     def _build_step(self):
         group = self.group if self.world_size > 1 else None

@@ -21,9 +21,14 @@ def summed_cross_entropy(logits: mx.array, y: mx.array) -> mx.array:
     return mx.where(counted, ce, 0).sum()
 
 
+def per_counted_target(total: mx.array, y: mx.array) -> mx.array:
+    """``total`` divided by the number of targets that carry loss (at least 1)."""
+    return total / mx.maximum((y != IGNORE).sum(), 1)
+
+
 def mean_cross_entropy(logits: mx.array, y: mx.array) -> mx.array:
     """The mean cross-entropy over the targets that carry loss."""
-    return summed_cross_entropy(logits, y) / mx.maximum((y != IGNORE).sum(), 1)
+    return per_counted_target(summed_cross_entropy(logits, y), y)
 
 
 def loss_chunk_tokens(loss_chunk: int | None, tokens: int, vocab: int) -> int:
@@ -34,7 +39,7 @@ def loss_chunk_tokens(loss_chunk: int | None, tokens: int, vocab: int) -> int:
 
 
 def chunked_head_loss(head, ctx, features: mx.array, y: mx.array, chunk: int) -> mx.array:
-    """``summed_cross_entropy(head(features), y)`` computed ``chunk`` tokens at a time, each chunk recomputed in
+    """``mean_cross_entropy(head(features), y)`` computed ``chunk`` tokens at a time, each chunk recomputed in
     the backward; ``head`` is a position-wise block (its output at a token depends on that token's input only)."""
     def piece(targets):
         def loss(params, x):  # (the targets, integers, are no input: they have no gradient)
@@ -48,4 +53,4 @@ def chunked_head_loss(head, ctx, features: mx.array, y: mx.array, chunk: int) ->
     total = mx.array(0.0)
     for a in range(0, t.shape[1], chunk):
         total = total + piece(t[:, a:a + chunk])(params, x[:, a:a + chunk])
-    return total
+    return per_counted_target(total, y)
